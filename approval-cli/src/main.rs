@@ -1,0 +1,136 @@
+//! `approval`: make audit keys and verify audit logs.
+//!
+//! ```text
+//! approval keygen KEYFILE
+//! approval verify LOG --key ID=KEYFILE [--key ID=KEYFILE ...]
+//! ```
+//!
+//! Exit status: 0 when the command succeeded (for `verify`: the log is
+//! valid), 1 when a log fails verification, 2 for any other error (bad
+//! arguments, unreadable files, a key file in the wrong form).
+
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, reason = "a command-line tool prints its results")]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use approval_core::{KeyId, Keyring, RecordKey, Verifier, VerifyError, WriterSecret};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "approval", version, about = "Make audit keys and verify audit logs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a new random writer secret to KEYFILE (mode 0600) and its
+    /// verification key, for auditors, to KEYFILE.verify.
+    Keygen {
+        /// Where to write the writer secret; must not exist yet.
+        keyfile: PathBuf,
+    },
+    /// Check an audit log's chain: canonical form, seq, links, keys, MACs.
+    Verify {
+        /// The JSON Lines log.
+        log: PathBuf,
+        /// A verification key as ID=KEYFILE; repeat for rotated keys.
+        #[arg(long = "key", value_name = "ID=KEYFILE", required = true)]
+        keys: Vec<String>,
+        /// Threads for the per-record checks (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen { keyfile } => keygen(&keyfile),
+        Command::Verify { log, keys, threads } => verify(&log, &keys, threads),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The file beside a writer secret that holds its verification key.
+fn verification_key_path(keyfile: &Path) -> PathBuf {
+    let mut name = keyfile.as_os_str().to_owned();
+    name.push(".verify");
+    PathBuf::from(name)
+}
+
+fn keygen(keyfile: &Path) -> Result<ExitCode, String> {
+    let verify_path = verification_key_path(keyfile);
+    if verify_path.exists() {
+        return Err(format!(
+            "key file {} already exists; refusing to overwrite it",
+            verify_path.display()
+        ));
+    }
+    let secret = WriterSecret::generate().map_err(|e| e.to_string())?;
+    secret.write_new_file(keyfile).map_err(|e| e.to_string())?;
+    secret
+        .record_key()
+        .write_new_file(&verify_path)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "writer secret:    {} (mode 0600; only the writing process may read it)",
+        keyfile.display()
+    );
+    println!(
+        "verification key: {} (for auditors: approval verify LOG --key ID={})",
+        verify_path.display(),
+        verify_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(log: &Path, keys: &[String], threads: Option<usize>) -> Result<ExitCode, String> {
+    let mut keyring = Keyring::new();
+    for spec in keys {
+        let (id, path) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--key takes ID=KEYFILE, got {spec:?}"))?;
+        let id = KeyId::new(id).map_err(|e| format!("--key {spec:?}: {e}"))?;
+        keyring.insert(id, RecordKey::read_file(path).map_err(|e| e.to_string())?);
+    }
+    let file = std::fs::File::open(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut verifier = Verifier::new(&keyring);
+    if let Some(threads) = threads {
+        verifier = verifier.threads(threads);
+    }
+    match verifier.verify(file) {
+        Ok(report) => {
+            println!(
+                "ok: {} records, head {}",
+                report.records,
+                report.head_hex()
+            );
+            println!(
+                "approvals resting on mock votes: {}{}",
+                report.mock_approvals,
+                if report.mock_approvals > 0 {
+                    " (votes of the mock approver, for tests; a production log should have none)"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyError::Invalid(failure)) => {
+            println!("FAILED at {failure}");
+            Ok(ExitCode::from(1))
+        }
+        Err(VerifyError::Io(e)) => Err(format!("{}: {e}", log.display())),
+        Err(e) => Err(e.to_string()),
+    }
+}

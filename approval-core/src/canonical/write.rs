@@ -1,0 +1,270 @@
+//! Writing RFC 8785 canonical JSON.
+//!
+//! Two paths share the same primitives: [`write_value`] canonicalises any
+//! `serde_json::Value` (user data, once per call), and the audit records'
+//! own members are written directly in sorted order by [`Members`], which
+//! skips the generic value tree altogether.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Number, Value};
+
+use super::CanonicalError;
+
+/// The largest integer magnitude JCS keeps exactly (2^53 − 1).
+pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Appends `s` as a JCS string literal, quotes included.
+///
+/// JCS escapes `"` and `\`, writes U+0008, U+0009, U+000A, U+000C and U+000D
+/// as `\b \t \n \f \r`, every other control character below U+0020 as
+/// `\u00xx` with lowercase hex, and everything else as literal UTF-8.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            0x00..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends lowercase hex of `bytes`.
+pub(crate) fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+}
+
+/// Appends an unsigned integer in decimal.
+pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        // `n % 10` is below 10, so the cast cannot truncate.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends a finite double as ECMAScript's `Number::toString` writes it.
+pub(crate) fn write_f64(out: &mut Vec<u8>, f: f64) -> Result<(), CanonicalError> {
+    if !f.is_finite() {
+        return Err(CanonicalError::NonFinite);
+    }
+    if f == 0.0 {
+        // Both zeros print as `0`.
+        out.push(b'0');
+        return Ok(());
+    }
+    let mut buffer = ryu_js::Buffer::new();
+    out.extend_from_slice(buffer.format_finite(f).as_bytes());
+    Ok(())
+}
+
+fn write_number(out: &mut Vec<u8>, n: &Number) -> Result<(), CanonicalError> {
+    if let Some(u) = n.as_u64() {
+        if u <= MAX_SAFE_INTEGER {
+            write_u64(out, u);
+        } else {
+            // Outside ±(2^53 − 1) an integer would become another number:
+            // AUDIT-FORMAT.md keeps its digits as a string instead.
+            out.push(b'"');
+            write_u64(out, u);
+            out.push(b'"');
+        }
+        Ok(())
+    } else if let Some(i) = n.as_i64() {
+        // Only negative values reach here (non-negative ones are `u64`).
+        let magnitude = i.unsigned_abs();
+        let quoted = magnitude > MAX_SAFE_INTEGER;
+        if quoted {
+            out.push(b'"');
+        }
+        out.push(b'-');
+        write_u64(out, magnitude);
+        if quoted {
+            out.push(b'"');
+        }
+        Ok(())
+    } else {
+        // serde_json only holds finite doubles, but check anyway.
+        write_f64(out, n.as_f64().ok_or(CanonicalError::NonFinite)?)
+    }
+}
+
+/// Appends the canonical form of `value`.
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), CanonicalError> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(out, n)?,
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => write_object(out, map)?,
+    }
+    Ok(())
+}
+
+fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) -> Result<(), CanonicalError> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    // `Map` iterates in UTF-8 byte order, which equals UTF-16 order except
+    // between astral characters and U+E000..U+FFFF: sort only if needed.
+    if !entries.is_sorted_by(|a, b| cmp_utf16(a.0, b.0) != Ordering::Greater) {
+        entries.sort_by(|a, b| cmp_utf16(a.0, b.0));
+    }
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        write_value(out, value)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// Orders strings by their UTF-16 code units, as RFC 8785 sorts members.
+pub(crate) fn cmp_utf16(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        return a.as_bytes().cmp(b.as_bytes());
+    }
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// A member value the record writer knows how to put in canonical form.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Member<'a> {
+    /// A string, escaped as JCS prescribes.
+    Str(&'a str),
+    /// A non-negative integer; must be at most 2^53 − 1.
+    Int(u64),
+    /// Bytes written as a lowercase hex string.
+    Hex(&'a [u8]),
+    /// Bytes that are already canonical JSON.
+    Raw(&'a [u8]),
+}
+
+/// Builds one JSON object from known members, in canonical order, without a
+/// generic value tree: the fast path for audit records.
+#[derive(Debug, Default)]
+pub(crate) struct Members<'a> {
+    items: Vec<(&'a str, Member<'a>)>,
+}
+
+impl<'a> Members<'a> {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            items: Vec::with_capacity(n),
+        }
+    }
+
+    pub(crate) fn push(&mut self, key: &'a str, value: Member<'a>) -> &mut Self {
+        self.items.push((key, value));
+        self
+    }
+
+    pub(crate) fn push_opt_str(&mut self, key: &'a str, value: Option<&'a str>) -> &mut Self {
+        if let Some(value) = value {
+            self.items.push((key, Member::Str(value)));
+        }
+        self
+    }
+
+    /// Writes the object; returns the byte offset in `out` at which a member
+    /// named `split` would be inserted, including its leading comma.
+    pub(crate) fn write(
+        mut self,
+        out: &mut Vec<u8>,
+        split: Option<&str>,
+    ) -> Result<Option<usize>, CanonicalError> {
+        self.items.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
+        if self
+            .items
+            .windows(2)
+            .any(|w| cmp_utf16(w[0].0, w[1].0) == Ordering::Equal)
+        {
+            return Err(CanonicalError::DuplicateMember);
+        }
+        let mut split_at = None;
+        out.push(b'{');
+        for (i, (key, value)) in self.items.iter().enumerate() {
+            if let Some(name) = split
+                && split_at.is_none()
+                && cmp_utf16(name, key) == Ordering::Less
+            {
+                // The inserted text starts with a comma, so something must
+                // precede it; records always start with `event`.
+                debug_assert!(i > 0, "split member would come first");
+                split_at = Some(out.len());
+            }
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, key);
+            out.push(b':');
+            match *value {
+                Member::Str(s) => write_str(out, s),
+                Member::Int(n) => {
+                    if n > MAX_SAFE_INTEGER {
+                        return Err(CanonicalError::IntegerOutOfRange);
+                    }
+                    write_u64(out, n);
+                }
+                Member::Hex(bytes) => {
+                    out.push(b'"');
+                    write_hex(out, bytes);
+                    out.push(b'"');
+                }
+                Member::Raw(json) => out.extend_from_slice(json),
+            }
+        }
+        if split.is_some() && split_at.is_none() {
+            split_at = Some(out.len());
+        }
+        out.push(b'}');
+        Ok(split_at)
+    }
+}

@@ -1,0 +1,155 @@
+//! Wall-clock time for the records' `ts`, behind a trait so tests set it.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A source of wall-clock time.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The operating system's clock: the one place that reads it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods, reason = "this is the clock")]
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that reads what it was set to; for tests.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use approval_core::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_764_000_000));
+/// clock.advance(Duration::from_millis(5));
+/// assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_millis(1_764_000_000_005));
+/// ```
+#[derive(Debug)]
+pub struct ManualClock(Mutex<SystemTime>);
+
+impl ManualClock {
+    /// A clock stopped at `time`.
+    pub fn new(time: SystemTime) -> Self {
+        Self(Mutex::new(time))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut time = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *time += by;
+    }
+
+    /// Sets the clock.
+    pub fn set(&self, to: SystemTime) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The clock reads a time the format cannot hold (before 1970 or after 9999).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the clock reads a time outside 1970..=9999, which a record's ts cannot hold")]
+pub struct ClockOutOfRange;
+
+/// Formats `time` as RFC 3339 in UTC with milliseconds and `Z`:
+/// `2026-11-24T09:41:07.123Z` (24 bytes).
+pub(crate) fn format_ts(time: SystemTime) -> Result<[u8; 24], ClockOutOfRange> {
+    let since = time.duration_since(UNIX_EPOCH).map_err(|_| ClockOutOfRange)?;
+    let secs = since.as_secs();
+    let days = secs / 86_400;
+    let (year, month, day) = civil_from_days(days);
+    if year > 9999 {
+        return Err(ClockOutOfRange);
+    }
+    let rem = secs % 86_400;
+    let fields = [
+        (year, 4),
+        (month, 2),
+        (day, 2),
+        (rem / 3600, 2),
+        (rem / 60 % 60, 2),
+        (rem % 60, 2),
+        (u64::from(since.subsec_millis()), 3),
+    ];
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let starts = [0, 5, 8, 11, 14, 17, 20];
+    for ((value, width), start) in fields.into_iter().zip(starts) {
+        let mut v = value;
+        for i in (start..start + width).rev() {
+            // `v % 10` is below 10.
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    Ok(out)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(secs: u64, millis: u64) -> String {
+        let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis);
+        String::from_utf8(format_ts(t).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn formats_rfc3339_utc_with_milliseconds() {
+        assert_eq!(ts(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(ts(1_795_513_267, 123), "2026-11-24T09:41:07.123Z");
+        assert_eq!(ts(951_782_400, 999), "2000-02-29T00:00:00.999Z");
+        assert_eq!(ts(4_107_542_399, 1), "2100-02-28T23:59:59.001Z");
+        assert_eq!(ts(253_402_300_799, 0), "9999-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn times_the_format_cannot_hold_are_errors_not_panics() {
+        assert_eq!(
+            format_ts(UNIX_EPOCH - Duration::from_secs(1)),
+            Err(ClockOutOfRange)
+        );
+        assert_eq!(
+            format_ts(UNIX_EPOCH + Duration::from_secs(253_402_300_800)),
+            Err(ClockOutOfRange)
+        );
+    }
+
+    #[test]
+    fn agrees_with_humantime_over_many_instants() {
+        // humantime is a maintained RFC 3339 formatter, used here as oracle.
+        let mut secs: u64 = 0;
+        while secs < 253_402_300_799 {
+            let t = UNIX_EPOCH + Duration::from_millis(secs * 1000 + secs % 1000);
+            let ours = String::from_utf8(format_ts(t).unwrap().to_vec()).unwrap();
+            assert_eq!(ours, humantime::format_rfc3339_millis(t).to_string());
+            secs += 7_777_777;
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! The audit events of AUDIT-FORMAT.md as types, and their members in
+//! canonical form, ready for the chain to seal.
+
+use std::ops::Range;
+
+use crate::canonical::{
+    CanonicalError, CanonicalJson, MAX_SAFE_INTEGER, Member, Members, write_hex, write_str, write_u64,
+};
+use crate::key::KeyId;
+
+/// Who asks: the agent, pipeline or person on whose call a request is made.
+///
+/// ```
+/// use approval_core::{Actor, ActorKind};
+///
+/// let actor = Actor::new("agent-7")
+///     .kind(ActorKind::Agent)
+///     .model("gpt-5")
+///     .on_behalf_of("alice@example.com");
+/// assert_eq!(actor.id, "agent-7");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Actor {
+    /// Stable id of the agent or pipeline.
+    pub id: String,
+    /// What kind of actor it is, where known.
+    pub kind: Option<ActorKind>,
+    /// The model driving an agent, where known.
+    pub model: Option<String>,
+    /// The person the actor acts for, where known.
+    pub on_behalf_of: Option<String>,
+    /// The task the actor is working on, where known.
+    pub task: Option<Task>,
+}
+
+impl Actor {
+    /// An actor known only by its id.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind: None,
+            model: None,
+            on_behalf_of: None,
+            task: None,
+        }
+    }
+
+    /// Sets the kind.
+    #[must_use]
+    pub fn kind(mut self, kind: ActorKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Sets the model.
+    #[must_use]
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Sets the person the actor acts for.
+    #[must_use]
+    pub fn on_behalf_of(mut self, person: impl Into<String>) -> Self {
+        self.on_behalf_of = Some(person.into());
+        self
+    }
+
+    /// Sets the task.
+    #[must_use]
+    pub fn task(mut self, task: Task) -> Self {
+        self.task = Some(task);
+        self
+    }
+
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        let mut task = Vec::new();
+        if let Some(t) = &self.task {
+            let mut m = Members::with_capacity(2);
+            m.push("id", Member::Str(&t.id))
+                .push_opt_str("description", t.description.as_deref());
+            m.write(&mut task, None)?;
+        }
+        let mut m = Members::with_capacity(5);
+        m.push("id", Member::Str(&self.id))
+            .push_opt_str("kind", self.kind.map(ActorKind::as_str))
+            .push_opt_str("model", self.model.as_deref())
+            .push_opt_str("on_behalf_of", self.on_behalf_of.as_deref());
+        if self.task.is_some() {
+            m.push("task", Member::Raw(&task));
+        }
+        m.write(out, None).map(drop)
+    }
+}
+
+/// The kind of an [`Actor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ActorKind {
+    /// An AI agent.
+    Agent,
+    /// An automated pipeline.
+    Pipeline,
+    /// A person acting directly.
+    Human,
+}
+
+impl ActorKind {
+    /// The word the audit log uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Pipeline => "pipeline",
+            Self::Human => "human",
+        }
+    }
+}
+
+/// The task an actor works on, recorded as `{"id":…,"description":…}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Task {
+    /// Task id.
+    pub id: String,
+    /// What the task is, in words.
+    pub description: Option<String>,
+}
+
+impl Task {
+    /// A task with an id and an optional description.
+    pub fn new(id: impl Into<String>, description: Option<String>) -> Self {
+        Self {
+            id: id.into(),
+            description,
+        }
+    }
+}
+
+/// A reviewer's identity as recorded: the channel identity, the person it
+/// belongs to, and a display name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reviewer {
+    /// The channel identity, qualified by channel: `slack:U123`, `mock:ci`.
+    pub id: String,
+    /// The person in the directory of reviewers, where known.
+    pub person: Option<String>,
+    /// A display name, where known.
+    pub display: Option<String>,
+}
+
+impl Reviewer {
+    /// A reviewer known by channel identity only.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            person: None,
+            display: None,
+        }
+    }
+
+    /// Sets the person.
+    #[must_use]
+    pub fn person(mut self, person: impl Into<String>) -> Self {
+        self.person = Some(person.into());
+        self
+    }
+
+    /// Sets the display name.
+    #[must_use]
+    pub fn display(mut self, display: impl Into<String>) -> Self {
+        self.display = Some(display.into());
+        self
+    }
+
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        let mut m = Members::with_capacity(3);
+        m.push("id", Member::Str(&self.id))
+            .push_opt_str("person", self.person.as_deref())
+            .push_opt_str("display", self.display.as_deref());
+        m.write(out, None).map(drop)
+    }
+}
+
+/// A reviewer's vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Vote {
+    /// Let the call run.
+    Approve,
+    /// Refuse the call.
+    Deny,
+}
+
+impl Vote {
+    /// The word the audit log uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// Why a vote was refused (`rejected_vote.why`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The reviewer may not approve under this policy.
+    NotEligible,
+    /// The reviewer is the requester or the person it acts for.
+    SelfApproval,
+    /// The channel's signature or token did not verify.
+    BadSignature,
+    /// The same message was replayed.
+    Replayed,
+    /// The request was already settled.
+    Settled,
+    /// The vote names another binding digest.
+    WrongBinding,
+    /// No such request.
+    UnknownRequest,
+}
+
+impl RejectReason {
+    /// The word the audit log uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotEligible => "not_eligible",
+            Self::SelfApproval => "self_approval",
+            Self::BadSignature => "bad_signature",
+            Self::Replayed => "replayed",
+            Self::Settled => "settled",
+            Self::WrongBinding => "wrong_binding",
+            Self::UnknownRequest => "unknown_request",
+        }
+    }
+}
+
+/// How a gated body ended (`executed.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// It returned `Ok`.
+    Ok,
+    /// It returned `Err`.
+    Error,
+    /// It panicked.
+    Panicked,
+    /// A restart found it approved and not known to have finished.
+    Unknown,
+}
+
+impl Outcome {
+    /// The word the audit log uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Panicked => "panicked",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// One audit event, with the members AUDIT-FORMAT.md gives it. The chain
+/// adds `v`, `seq`, `ts`, `event`, `key_id`, `prev` and `mac` when sealing.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A gated call asks for approval.
+    Requested {
+        /// Unique, time-sortable request id.
+        request_id: String,
+        /// The function's full path.
+        action: String,
+        /// The policy's name.
+        policy: String,
+        /// Hex SHA-256 of the policy's canonical JSON.
+        policy_digest: [u8; 32],
+        /// The arguments by name (a canonical JSON object).
+        args: CanonicalJson,
+        /// Names of parameters left out of `args`.
+        skipped: Vec<String>,
+        /// Keyed digest of the action and unredacted arguments.
+        binding: [u8; 32],
+        /// Who asks.
+        actor: Actor,
+        /// The system acted on, where given.
+        resource: Option<String>,
+        /// Why, in the agent's words, where given.
+        reason: Option<String>,
+    },
+    /// A reviewer's vote was accepted.
+    Reviewed {
+        /// The request.
+        request_id: String,
+        /// Who voted.
+        reviewer: Reviewer,
+        /// The vote.
+        vote: Vote,
+        /// The channel it came through (`slack`, `mock`, …).
+        channel: String,
+        /// The reviewer's comment, where given.
+        comment: Option<String>,
+    },
+    /// A vote was refused.
+    RejectedVote {
+        /// The request the vote named.
+        request_id: String,
+        /// Who voted, where known.
+        reviewer: Option<Reviewer>,
+        /// The channel it came through.
+        channel: String,
+        /// Why it was refused.
+        why: RejectReason,
+    },
+    /// The policy's rule approved the request.
+    Approved {
+        /// The request.
+        request_id: String,
+        /// The policy's name.
+        policy: String,
+        /// The reviewers whose votes settled it.
+        reviewers: Vec<Reviewer>,
+    },
+    /// A reviewer denied the request.
+    Denied {
+        /// The request.
+        request_id: String,
+        /// The policy's name.
+        policy: String,
+        /// The reviewers whose votes settled it.
+        reviewers: Vec<Reviewer>,
+    },
+    /// Nobody decided before the policy's timeout.
+    Expired {
+        /// The request.
+        request_id: String,
+        /// The policy's name.
+        policy: String,
+        /// The timeout, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// The caller gave up, or a restart found the request open.
+    Cancelled {
+        /// The request.
+        request_id: String,
+        /// Why.
+        why: String,
+    },
+    /// The gated body ran.
+    Executed {
+        /// The request.
+        request_id: String,
+        /// How it ended.
+        outcome: Outcome,
+        /// Its error text, only where the policy opts in.
+        error: Option<String>,
+    },
+    /// The writer moves to a new key after this record.
+    KeyRotated {
+        /// The key of the records that follow.
+        next_key_id: KeyId,
+    },
+    /// A log was reopened after a crash left a torn last line.
+    Recovered {
+        /// Length of the removed fragment.
+        dropped_bytes: u64,
+        /// SHA-256 of the removed fragment.
+        dropped_sha256: [u8; 32],
+    },
+}
+
+impl Event {
+    /// The `event` word of this event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Requested { .. } => "requested",
+            Self::Reviewed { .. } => "reviewed",
+            Self::RejectedVote { .. } => "rejected_vote",
+            Self::Approved { .. } => "approved",
+            Self::Denied { .. } => "denied",
+            Self::Expired { .. } => "expired",
+            Self::Cancelled { .. } => "cancelled",
+            Self::Executed { .. } => "executed",
+            Self::KeyRotated { .. } => "key_rotated",
+            Self::Recovered { .. } => "recovered",
+        }
+    }
+
+    /// Writes the event's own members in canonical form.
+    pub fn to_pending(&self) -> Result<PendingRecord, CanonicalError> {
+        let mut r = PendingRecord::new(self.name());
+        match self {
+            Self::Requested {
+                request_id,
+                action,
+                policy,
+                policy_digest,
+                args,
+                skipped,
+                binding,
+                actor,
+                resource,
+                reason,
+            } => {
+                if !args.is_object() {
+                    return Err(CanonicalError::NotCanonical);
+                }
+                r.str("request_id", request_id)
+                    .str("action", action)
+                    .str("policy", policy)
+                    .hex("policy_digest", policy_digest)
+                    .raw("args", args.as_str())
+                    .hex("binding", binding)
+                    .opt_str("resource", resource.as_deref())
+                    .opt_str("reason", reason.as_deref());
+                r.with("skipped", |out| {
+                    write_array(out, skipped, |out, s| {
+                        write_str(out, s);
+                        Ok(())
+                    })
+                })?;
+                r.with("actor", |out| actor.write(out))?;
+            }
+            Self::Reviewed {
+                request_id,
+                reviewer,
+                vote,
+                channel,
+                comment,
+            } => {
+                r.str("request_id", request_id)
+                    .str("vote", vote.as_str())
+                    .str("channel", channel)
+                    .opt_str("comment", comment.as_deref());
+                r.with("reviewer", |out| reviewer.write(out))?;
+            }
+            Self::RejectedVote {
+                request_id,
+                reviewer,
+                channel,
+                why,
+            } => {
+                r.str("request_id", request_id)
+                    .str("channel", channel)
+                    .str("why", why.as_str());
+                if let Some(reviewer) = reviewer {
+                    r.with("reviewer", |out| reviewer.write(out))?;
+                }
+            }
+            Self::Approved {
+                request_id,
+                policy,
+                reviewers,
+            }
+            | Self::Denied {
+                request_id,
+                policy,
+                reviewers,
+            } => {
+                r.str("request_id", request_id).str("policy", policy);
+                r.with("reviewers", |out| {
+                    write_array(out, reviewers, |out, rv| rv.write(out))
+                })?;
+            }
+            Self::Expired {
+                request_id,
+                policy,
+                timeout_ms,
+            } => {
+                r.str("request_id", request_id)
+                    .str("policy", policy)
+                    .int("timeout_ms", *timeout_ms)?;
+            }
+            Self::Cancelled { request_id, why } => {
+                r.str("request_id", request_id).str("why", why);
+            }
+            Self::Executed {
+                request_id,
+                outcome,
+                error,
+            } => {
+                r.str("request_id", request_id)
+                    .str("outcome", outcome.as_str())
+                    .opt_str("error", error.as_deref());
+            }
+            Self::KeyRotated { next_key_id } => {
+                r.str("next_key_id", next_key_id.as_str());
+                r.next_key_id = Some(next_key_id.clone());
+            }
+            Self::Recovered {
+                dropped_bytes,
+                dropped_sha256,
+            } => {
+                r.int("dropped_bytes", *dropped_bytes)?
+                    .hex("dropped_sha256", dropped_sha256);
+            }
+        }
+        Ok(r)
+    }
+}
+
+fn write_array<T>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    mut write: impl FnMut(&mut Vec<u8>, &T) -> Result<(), CanonicalError>,
+) -> Result<(), CanonicalError> {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item)?;
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// An event's own members in canonical form, waiting for the chain to add
+/// its members and seal it. Only [`Event::to_pending`] makes one, so a sink
+/// cannot inject members of its own.
+#[derive(Debug, Clone)]
+pub struct PendingRecord {
+    event: &'static str,
+    /// For `key_rotated`: the key of the records that follow.
+    next_key_id: Option<KeyId>,
+    /// Canonical member values, back to back.
+    values: Vec<u8>,
+    members: Vec<(&'static str, Range<usize>)>,
+}
+
+impl PendingRecord {
+    fn new(event: &'static str) -> Self {
+        Self {
+            event,
+            next_key_id: None,
+            values: Vec::with_capacity(256),
+            members: Vec::with_capacity(10),
+        }
+    }
+
+    /// The `event` word.
+    pub fn event(&self) -> &'static str {
+        self.event
+    }
+
+    /// For `key_rotated`: the key of the records that follow.
+    pub fn next_key_id(&self) -> Option<&KeyId> {
+        self.next_key_id.as_ref()
+    }
+
+    fn with(
+        &mut self,
+        key: &'static str,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), CanonicalError>,
+    ) -> Result<&mut Self, CanonicalError> {
+        let start = self.values.len();
+        write(&mut self.values)?;
+        self.members.push((key, start..self.values.len()));
+        Ok(self)
+    }
+
+    fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
+        let start = self.values.len();
+        write_str(&mut self.values, value);
+        self.members.push((key, start..self.values.len()));
+        self
+    }
+
+    fn opt_str(&mut self, key: &'static str, value: Option<&str>) -> &mut Self {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+        self
+    }
+
+    fn hex(&mut self, key: &'static str, bytes: &[u8]) -> &mut Self {
+        let start = self.values.len();
+        self.values.push(b'"');
+        write_hex(&mut self.values, bytes);
+        self.values.push(b'"');
+        self.members.push((key, start..self.values.len()));
+        self
+    }
+
+    fn raw(&mut self, key: &'static str, json: &str) -> &mut Self {
+        let start = self.values.len();
+        self.values.extend_from_slice(json.as_bytes());
+        self.members.push((key, start..self.values.len()));
+        self
+    }
+
+    fn int(&mut self, key: &'static str, n: u64) -> Result<&mut Self, CanonicalError> {
+        if n > MAX_SAFE_INTEGER {
+            return Err(CanonicalError::IntegerOutOfRange);
+        }
+        self.with(key, |out| {
+            write_u64(out, n);
+            Ok(())
+        })
+    }
+
+    /// Adds the event's members to `members`.
+    pub(crate) fn add_to<'a>(&'a self, members: &mut Members<'a>) {
+        for (key, range) in &self.members {
+            members.push(key, Member::Raw(&self.values[range.clone()]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

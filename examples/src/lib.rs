@@ -1,0 +1,3 @@
+//! Runnable examples of the approval workspace; see `examples/*.rs`.
+
+#![forbid(unsafe_code)]
