@@ -50,6 +50,16 @@ impl ChainHead {
     pub fn prev_mac(&self) -> [u8; 32] {
         self.prev
     }
+
+    /// Any head at all, for tests that forge chains.
+    #[cfg(test)]
+    pub(crate) fn forged(next_seq: u64, prev: [u8; 32], key_id: KeyId) -> Self {
+        Self {
+            next_seq,
+            prev,
+            key_id: Some(key_id),
+        }
+    }
 }
 
 impl fmt::Debug for ChainHead {

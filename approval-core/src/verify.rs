@@ -246,6 +246,9 @@ impl<'k> Verifier<'k> {
     }
 
     fn check_block(&self, block: &[u8], state: &mut Links) -> Result<(), VerifyError> {
+        if block.is_empty() {
+            return Ok(());
+        }
         let lines: Vec<&[u8]> = block
             .strip_suffix(b"\n")
             .unwrap_or(block)
