@@ -1,1 +1,331 @@
+//! Sink behaviour: chain resumption, locking, torn-line recovery, group
+//! commit and failing closed.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use super::*;
+use crate::{Keyring, Verifier, verify};
+
+fn key_id() -> KeyId {
+    KeyId::new("k1").unwrap()
+}
+
+fn secret() -> WriterSecret {
+    WriterSecret::from_hex(&"5a".repeat(32)).unwrap()
+}
+
+fn writer() -> Arc<ChainWriter> {
+    Arc::new(ChainWriter::new(key_id(), &secret()))
+}
+
+fn keyring() -> Keyring {
+    Keyring::new().with(key_id(), secret().record_key())
+}
+
+fn event(n: usize) -> Event {
+    Event::Cancelled {
+        request_id: format!("req-{n}"),
+        why: "test".into(),
+    }
+}
+
+fn read_all(sink: &dyn AuditSink) -> Vec<u8> {
+    let mut out = Vec::new();
+    sink.read_back().unwrap().read_to_end(&mut out).unwrap();
+    out
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn memory_sink_chains_concurrent_appends_without_gaps() {
+    let sink = Arc::new(MemorySink::new(writer()));
+    runtime().block_on(async {
+        let tasks: Vec<_> = (0..64)
+            .map(|n| {
+                let sink = sink.clone();
+                tokio::spawn(async move { sink.append_event(event(n)).await.unwrap().seq })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..64).collect::<Vec<_>>());
+    });
+    let report = verify(&read_all(&*sink)[..], &keyring()).unwrap();
+    assert_eq!(report.records, 64);
+    assert_eq!(sink.len(), 64);
+}
+
+#[test]
+fn a_batch_is_sealed_in_order_and_all_or_nothing() {
+    let sink = MemorySink::new(writer());
+    let rt = runtime();
+    let batch = vec![event(0).to_pending().unwrap(), event(1).to_pending().unwrap()];
+    let receipts = rt.block_on(sink.append(batch)).unwrap();
+    assert_eq!(receipts.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1]);
+    // A rotation to a key the writer lacks fails the whole batch.
+    let rotate = Event::KeyRotated {
+        next_key_id: KeyId::new("missing").unwrap(),
+    };
+    let before = sink.bytes();
+    let err = rt
+        .block_on(sink.append(vec![event(2).to_pending().unwrap(), rotate.to_pending().unwrap()]))
+        .unwrap_err();
+    assert!(matches!(err, AuditError::UnknownWriterKey { ref key_id } if key_id.as_str() == "missing"));
+    assert_eq!(sink.bytes(), before);
+    assert_eq!(rt.block_on(sink.append_event(event(3))).unwrap().seq, 2);
+}
+
+#[test]
+fn jsonl_sink_resumes_the_chain_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let rt = runtime();
+    let first = {
+        let sink = JsonlFileSink::open(&path, writer()).unwrap();
+        rt.block_on(sink.append_event(event(0))).unwrap();
+        rt.block_on(sink.append_event(event(1))).unwrap()
+    };
+    let sink = JsonlFileSink::open(&path, writer()).unwrap();
+    let next = rt.block_on(sink.append_event(event(2))).unwrap();
+    assert_eq!(next.seq, first.seq + 1);
+    let report = verify(std::fs::File::open(&path).unwrap(), &keyring()).unwrap();
+    assert_eq!((report.records, report.head), (3, Some(next.mac)));
+    assert_eq!(read_all(&sink), std::fs::read(&path).unwrap());
+}
+
+#[test]
+fn a_second_writer_gets_a_clear_lock_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let _first = JsonlFileSink::open(&path, writer()).unwrap();
+    let err = JsonlFileSink::open(&path, writer()).unwrap_err();
+    assert!(matches!(err, AuditError::Locked { path: ref p } if p == &path));
+    assert!(err.to_string().contains("locked by another writer"), "{err}");
+}
+
+#[test]
+fn a_torn_last_line_is_removed_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let rt = runtime();
+    {
+        let sink = JsonlFileSink::open(&path, writer()).unwrap();
+        for n in 0..3 {
+            rt.block_on(sink.append_event(event(n))).unwrap();
+        }
+    }
+    let complete = std::fs::read(&path).unwrap();
+    let fragment = b"{\"event\":\"cancelled\",\"key_id\":\"k1\",\"ma";
+    std::fs::write(&path, [&complete[..], fragment].concat()).unwrap();
+
+    let sink = JsonlFileSink::open(&path, writer()).unwrap();
+    let after = std::fs::read(&path).unwrap();
+    assert_eq!(&after[..complete.len()], &complete[..], "complete records kept byte for byte");
+    let recovered = std::str::from_utf8(&after[complete.len()..]).unwrap();
+    let sha = crate::chain::hex(ring::digest::digest(&ring::digest::SHA256, fragment).as_ref());
+    assert!(recovered.contains("\"event\":\"recovered\""), "{recovered}");
+    assert!(recovered.contains(&format!("\"dropped_bytes\":{}", fragment.len())), "{recovered}");
+    assert!(recovered.contains(&format!("\"dropped_sha256\":\"{sha}\"")), "{recovered}");
+    assert!(recovered.contains("\"seq\":3"), "{recovered}");
+    assert_eq!(rt.block_on(sink.append_event(event(9))).unwrap().seq, 4);
+    assert_eq!(verify(&read_all(&sink)[..], &keyring()).unwrap().records, 5);
+}
+
+#[test]
+fn a_log_that_is_only_a_fragment_restarts_at_seq_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    std::fs::write(&path, b"{\"even").unwrap();
+    let sink = JsonlFileSink::open(&path, writer()).unwrap();
+    let text = String::from_utf8(read_all(&sink)).unwrap();
+    assert!(text.starts_with("{\"dropped_bytes\":6,"), "{text}");
+    assert!(text.contains("\"seq\":0,"), "{text}");
+    assert_eq!(verify(text.as_bytes(), &keyring()).unwrap().records, 1);
+}
+
+#[test]
+fn a_tampered_last_record_refuses_to_open_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let rt = runtime();
+    {
+        let sink = JsonlFileSink::open(&path, writer()).unwrap();
+        rt.block_on(sink.append_event(event(0))).unwrap();
+    }
+    let good = std::fs::read(&path).unwrap();
+    let tampered = String::from_utf8(good).unwrap().replace("req-0", "req-X");
+    std::fs::write(&path, &tampered).unwrap();
+    let err = JsonlFileSink::open(&path, writer()).unwrap_err();
+    assert!(matches!(err, AuditError::InvalidTail { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), tampered);
+
+    // A writer without the tail's key cannot continue the chain either.
+    std::fs::write(&path, tampered.replace("req-X", "req-0")).unwrap();
+    let stranger = Arc::new(ChainWriter::new(KeyId::new("k9").unwrap(), &secret()));
+    let err = JsonlFileSink::open(&path, stranger).unwrap_err();
+    assert!(matches!(err, AuditError::UnknownWriterKey { ref key_id } if key_id.as_str() == "k1"));
+}
+
+/// A file layer over a real file that counts syncs and can be told to make
+/// them slow or failing.
+struct Instrumented {
+    inner: FsLogFile,
+    syncs: Arc<AtomicUsize>,
+    sync_delay: Duration,
+    fail_syncs_from: Option<usize>,
+}
+
+impl LogFile for Instrumented {
+    fn len(&mut self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.inner.append(data)
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        let n = self.syncs.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(self.sync_delay);
+        if self.fail_syncs_from.is_some_and(|from| n >= from) {
+            return Err(io::Error::other("injected EIO"));
+        }
+        self.inner.sync_data()
+    }
+    fn source(&self) -> Box<dyn LogSource> {
+        self.inner.source()
+    }
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+}
+
+fn instrumented(path: &Path, sync_delay: Duration, fail_syncs_from: Option<usize>) -> (Instrumented, Arc<AtomicUsize>) {
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let file = Instrumented {
+        inner: FsLogFile::open(path).unwrap(),
+        syncs: syncs.clone(),
+        sync_delay,
+        fail_syncs_from,
+    };
+    (file, syncs)
+}
+
+#[test]
+fn concurrent_appends_share_one_fdatasync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, syncs) = instrumented(&dir.path().join("audit.jsonl"), Duration::from_millis(100), None);
+    let sink = Arc::new(JsonlFileSink::with_file(file, writer()).unwrap());
+    runtime().block_on(async {
+        let tasks: Vec<_> = (0..64)
+            .map(|n| {
+                let sink = sink.clone();
+                tokio::spawn(async move { sink.append_event(event(n)).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    // The first append may sync alone; the other 63 queue behind its slow
+    // sync and share at most a few.
+    let syncs = syncs.load(Ordering::SeqCst);
+    assert!(syncs <= 4, "{syncs} syncs for 64 appends");
+    assert_eq!(verify(&read_all(&*sink)[..], &keyring()).unwrap().records, 64);
+}
+
+#[test]
+fn a_failed_fdatasync_breaks_the_sink_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = instrumented(&dir.path().join("audit.jsonl"), Duration::ZERO, Some(2));
+    let sink = JsonlFileSink::with_file(file, writer()).unwrap();
+    let rt = runtime();
+    rt.block_on(sink.append_event(event(0))).unwrap();
+    rt.block_on(sink.append_event(event(1))).unwrap();
+    let err = rt.block_on(sink.append_event(event(2))).unwrap_err();
+    let AuditError::Broken { cause } = &err else {
+        panic!("{err}")
+    };
+    assert!(cause.contains("fdatasync") && cause.contains("injected EIO"), "{cause}");
+    // Every later append is refused with the same cause, even though the
+    // file layer would now accept a write.
+    for n in 3..5 {
+        let later = rt.block_on(sink.append_event(event(n))).unwrap_err();
+        assert!(matches!(later, AuditError::Broken { cause: ref c } if c == cause), "{later}");
+    }
+    // What was durable stays readable and valid; the failed record is not
+    // counted as durable.
+    let report = verify(&read_all(&sink)[..], &keyring()).unwrap();
+    assert_eq!(report.records, 2);
+}
+
+#[test]
+fn rotation_through_the_sink_and_reopening_with_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let rt = runtime();
+    let new_id = KeyId::new("k2").unwrap();
+    let new_secret = WriterSecret::from_hex(&"6b".repeat(32)).unwrap();
+    {
+        let sink = JsonlFileSink::open(&path, writer()).unwrap();
+        rt.block_on(sink.append_event(event(0))).unwrap();
+        let rotated = rt.block_on(sink.rotate_key(new_id.clone(), &new_secret)).unwrap();
+        assert_eq!(rotated.seq, 1);
+        assert_eq!(sink.chain_writer().active_key_id(), new_id);
+        rt.block_on(sink.append_event(event(2))).unwrap();
+    }
+    // After a restart the writer needs only the key the last record used.
+    let later = Arc::new(ChainWriter::new(new_id.clone(), &new_secret));
+    let sink = JsonlFileSink::open(&path, later).unwrap();
+    rt.block_on(sink.append_event(event(3))).unwrap();
+    let text = String::from_utf8(read_all(&sink)).unwrap();
+    assert!(text.contains("\"event\":\"key_rotated\",\"key_id\":\"k1\""), "{text}");
+    assert!(text.contains("\"next_key_id\":\"k2\""), "{text}");
+    let both = keyring().with(new_id, new_secret.record_key());
+    assert_eq!(Verifier::new(&both).verify(text.as_bytes()).unwrap().records, 4);
+    assert!(verify(text.as_bytes(), &keyring()).is_err());
+}
+
+#[test]
+fn records_handed_over_are_written_even_if_the_caller_stops_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (file, _) = instrumented(&path, Duration::from_millis(20), None);
+    let sink = Arc::new(JsonlFileSink::with_file(file, writer()).unwrap());
+    let rt = runtime();
+    let dropped = Arc::new(Mutex::new(0));
+    rt.block_on(async {
+        for n in 0..8 {
+            let sink = sink.clone();
+            let append = tokio::spawn(async move { sink.append_event(event(n)).await });
+            if n % 2 == 0 {
+                append.abort();
+                *dropped.lock().unwrap() += 1;
+            } else {
+                append.await.unwrap().unwrap();
+            }
+        }
+    });
+    drop(Arc::into_inner(sink).unwrap());
+    let report = verify(std::fs::File::open(&path).unwrap(), &keyring()).unwrap();
+    // Aborted before or after sending; either way nothing is half-written,
+    // and the chain holds every record that was sent.
+    assert!(report.records >= 4, "{report:?}");
+}

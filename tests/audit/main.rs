@@ -1,0 +1,4 @@
+//! End-to-end tests of the audit chain: one test binary, one module an area.
+
+mod crash;
+mod power_loss;
