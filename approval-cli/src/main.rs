@@ -10,7 +10,10 @@
 //! arguments, unreadable files, a key file in the wrong form).
 
 #![forbid(unsafe_code)]
-#![allow(clippy::print_stdout, reason = "a command-line tool prints its results")]
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool prints its results"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,7 +22,11 @@ use approval_core::{KeyId, Keyring, RecordKey, Verifier, VerifyError, WriterSecr
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "approval", version, about = "Make audit keys and verify audit logs")]
+#[command(
+    name = "approval",
+    version,
+    about = "Make audit keys and verify audit logs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -110,11 +117,7 @@ fn verify(log: &Path, keys: &[String], threads: Option<usize>) -> Result<ExitCod
     }
     match verifier.verify(file) {
         Ok(report) => {
-            println!(
-                "ok: {} records, head {}",
-                report.records,
-                report.head_hex()
-            );
+            println!("ok: {} records, head {}", report.records, report.head_hex());
             println!(
                 "approvals resting on mock votes: {}{}",
                 report.mock_approvals,

@@ -1,1 +1,255 @@
-fn main() {}
+//! Audit chain benchmarks, each beside its floor measured in the same run.
+//!
+//! ```text
+//! cargo bench -p approval-core --bench audit            # all
+//! cargo bench -p approval-core --bench audit -- verify  # one: verify | append | jsonl
+//! ```
+//!
+//! A plain bench binary rather than criterion: the figures asked for are
+//! throughputs over a million records and a group-commit ratio, each
+//! compared with a floor in the same run, which a fixed workload measures
+//! more directly than criterion's per-iteration sampling.
+
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use approval_core::{
+    Actor, ActorKind, AuditSink, CanonicalJson, ChainHead, ChainWriter, Event, JsonlFileSink,
+    KeyId, Keyring, MemorySink, Outcome, Reviewer, Verifier, Vote, WriterSecret,
+};
+use ring::hmac;
+
+fn secret() -> WriterSecret {
+    WriterSecret::from_hex(&"42".repeat(32)).expect("valid hex")
+}
+
+fn key_id() -> KeyId {
+    KeyId::new("bench").expect("valid id")
+}
+
+/// A realistic cycle of one approval: requested, reviewed, approved,
+/// executed; about 400 bytes a record on average.
+fn events(n: u64) -> [Event; 4] {
+    let request_id = format!("01JDQ7Z8K{n:017}");
+    let args = CanonicalJson::from_value(&serde_json::json!({
+        "table": "customers_eu", "limit": 5000, "ratio": 0.25,
+    }))
+    .expect("canonical");
+    let reviewer = Reviewer::new("slack:U024BE7LH")
+        .person("alice")
+        .display("Alice");
+    [
+        Event::Requested {
+            request_id: request_id.clone(),
+            action: "crm::export_table".into(),
+            policy: "data-export".into(),
+            policy_digest: [3; 32],
+            args,
+            skipped: vec![],
+            binding: [9; 32],
+            actor: Actor::new("agent-7")
+                .kind(ActorKind::Agent)
+                .model("gpt-5")
+                .on_behalf_of("bob@example.com"),
+            resource: Some("warehouse/customers_eu".into()),
+            reason: Some("quarterly report".into()),
+        },
+        Event::Reviewed {
+            request_id: request_id.clone(),
+            reviewer: reviewer.clone(),
+            vote: Vote::Approve,
+            channel: "slack".into(),
+            comment: Some("ok for Q3".into()),
+        },
+        Event::Approved {
+            request_id: request_id.clone(),
+            policy: "data-export".into(),
+            reviewers: vec![reviewer],
+        },
+        Event::Executed {
+            request_id,
+            outcome: Outcome::Ok,
+            error: None,
+        },
+    ]
+}
+
+fn make_log(records: u64) -> Vec<u8> {
+    let writer = ChainWriter::new(key_id(), &secret());
+    let mut head = ChainHead::genesis();
+    let mut log = Vec::with_capacity(usize::try_from(records * 420).unwrap_or(0));
+    for n in 0..records / 4 {
+        let pending: Vec<_> = events(n)
+            .iter()
+            .map(|e| e.to_pending().expect("pending"))
+            .collect();
+        writer.seal(&mut head, &pending, &mut log).expect("seal");
+    }
+    log
+}
+
+fn per_sec(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn bench_verify() {
+    const RECORDS: u64 = 1_000_000;
+    let log = make_log(RECORDS);
+    let lines: Vec<&[u8]> = log
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    println!(
+        "verify: {} records, {} bytes, {:.0} bytes/record",
+        lines.len(),
+        log.len(),
+        log.len() as f64 / lines.len() as f64
+    );
+    let keyring = Keyring::new().with(key_id(), secret().record_key());
+    let raw_key = hmac::Key::new(hmac::HMAC_SHA256, b"any 32-byte key for the floor...");
+
+    for round in 0..3 {
+        // Floor: raw HMAC-SHA256 over every line's bytes, one thread.
+        let start = Instant::now();
+        for line in &lines {
+            black_box(hmac::sign(&raw_key, black_box(line)));
+        }
+        let floor = start.elapsed();
+
+        let start = Instant::now();
+        let report = Verifier::new(&keyring).verify(&log[..]).expect("valid log");
+        let all_cores = start.elapsed();
+        assert_eq!(report.records, RECORDS);
+
+        let start = Instant::now();
+        Verifier::new(&keyring)
+            .threads(1)
+            .verify(&log[..])
+            .expect("valid log");
+        let one_thread = start.elapsed();
+
+        println!(
+            "verify round {round}: raw HMAC 1 thread {:.0} rec/s | verify all cores {:.0} rec/s (ratio {:.2}) | verify 1 thread {:.0} rec/s (ratio {:.2})",
+            per_sec(RECORDS, floor),
+            per_sec(RECORDS, all_cores),
+            floor.as_secs_f64() / all_cores.as_secs_f64(),
+            per_sec(RECORDS, one_thread),
+            floor.as_secs_f64() / one_thread.as_secs_f64(),
+        );
+    }
+}
+
+fn bench_append() {
+    const RECORDS: u64 = 200_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let all: Vec<Event> = (0..RECORDS / 4).flat_map(events).collect();
+    // The bytes the MAC covers are about the line's length; use the lines
+    // themselves for the floor.
+    let log = make_log(RECORDS);
+    let lines: Vec<&[u8]> = log
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let raw_key = hmac::Key::new(hmac::HMAC_SHA256, b"any 32-byte key for the floor...");
+    for round in 0..3 {
+        let start = Instant::now();
+        for line in &lines {
+            black_box(hmac::sign(&raw_key, black_box(line)));
+        }
+        let floor = start.elapsed();
+
+        let sink = MemorySink::new(Arc::new(ChainWriter::new(key_id(), &secret())));
+        let start = Instant::now();
+        rt.block_on(async {
+            for event in &all {
+                sink.append(vec![event.to_pending().expect("pending")])
+                    .await
+                    .expect("append");
+            }
+        });
+        let append = start.elapsed();
+        println!(
+            "memory append round {round}: {:.2} µs/record (event to sealed line), raw HMAC {:.2} µs/record, ratio {:.2}",
+            append.as_secs_f64() * 1e6 / RECORDS as f64,
+            floor.as_secs_f64() * 1e6 / RECORDS as f64,
+            append.as_secs_f64() / floor.as_secs_f64(),
+        );
+    }
+}
+
+fn bench_jsonl() {
+    const APPENDERS: u64 = 64;
+    const PER_APPENDER: u64 = 200;
+    const BASELINE_RECORDS: u64 = 400;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let line = make_log(4)
+        .split(|&b| b == b'\n')
+        .next()
+        .expect("a line")
+        .to_vec();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    for round in 0..3 {
+        // Floor: one write and one fdatasync per record.
+        let path = dir.path().join(format!("baseline-{round}.jsonl"));
+        let mut file = std::fs::File::create(&path).expect("create");
+        let start = Instant::now();
+        for _ in 0..BASELINE_RECORDS {
+            file.write_all(&line).expect("write");
+            file.sync_data().expect("sync");
+        }
+        let baseline = per_sec(BASELINE_RECORDS, start.elapsed());
+
+        let path = dir.path().join(format!("group-{round}.jsonl"));
+        let writer = Arc::new(ChainWriter::new(key_id(), &secret()));
+        let sink = Arc::new(JsonlFileSink::open(&path, writer).expect("open"));
+        let start = Instant::now();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..APPENDERS)
+                .map(|task| {
+                    let sink = sink.clone();
+                    tokio::spawn(async move {
+                        for n in 0..PER_APPENDER {
+                            let [_, reviewed, _, _] = events(task * PER_APPENDER + n);
+                            sink.append_event(reviewed).await.expect("append");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+        });
+        let grouped = per_sec(APPENDERS * PER_APPENDER, start.elapsed());
+        println!(
+            "jsonl round {round}: 64 appenders {grouped:.0} rec/s | one fdatasync per record {baseline:.0} rec/s | ratio {:.1}",
+            grouped / baseline
+        );
+    }
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if wanted("verify") {
+        bench_verify();
+    }
+    if wanted("append") {
+        bench_append();
+    }
+    if wanted("jsonl") {
+        bench_jsonl();
+    }
+}

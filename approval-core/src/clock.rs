@@ -66,7 +66,9 @@ pub struct ClockOutOfRange;
 /// Formats `time` as RFC 3339 in UTC with milliseconds and `Z`:
 /// `2026-11-24T09:41:07.123Z` (24 bytes).
 pub(crate) fn format_ts(time: SystemTime) -> Result<[u8; 24], ClockOutOfRange> {
-    let since = time.duration_since(UNIX_EPOCH).map_err(|_| ClockOutOfRange)?;
+    let since = time
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| ClockOutOfRange)?;
     let secs = since.as_secs();
     let days = secs / 86_400;
     let (year, month, day) = civil_from_days(days);

@@ -31,9 +31,7 @@ pub enum AuditError {
         why: &'static str,
     },
     /// Another writer holds the log.
-    #[error(
-        "audit log {path} is locked by another writer; a log has exactly one writer process"
-    )]
+    #[error("audit log {path} is locked by another writer; a log has exactly one writer process")]
     Locked {
         /// The log file.
         path: PathBuf,

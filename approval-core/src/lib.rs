@@ -33,7 +33,7 @@
 //!     action: "billing::export_table".into(),
 //!     policy: "data-export".into(),
 //!     policy_digest: [0; 32],
-//!     binding: writer.digest(args.as_str().as_bytes()),
+//!     binding: writer.binding("billing::export_table", &args),
 //!     args,
 //!     skipped: vec![],
 //!     actor: Actor::new("agent-7").on_behalf_of("alice"),

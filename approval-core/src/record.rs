@@ -4,7 +4,8 @@
 use std::ops::Range;
 
 use crate::canonical::{
-    CanonicalError, CanonicalJson, MAX_SAFE_INTEGER, Member, Members, write_hex, write_str, write_u64,
+    CanonicalError, CanonicalJson, MAX_SAFE_INTEGER, Member, Members, write_hex, write_str,
+    write_u64,
 };
 use crate::key::KeyId;
 
@@ -267,6 +268,10 @@ impl Outcome {
 /// adds `v`, `seq`, `ts`, `event`, `key_id`, `prev` and `mac` when sealing.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "an event lives only until it is written; boxing would cost an allocation per record"
+)]
 pub enum Event {
     /// A gated call asks for approval.
     Requested {

@@ -175,6 +175,9 @@ pub struct Verifier<'k> {
     block: usize,
 }
 
+/// The first read of a log; later reads double up to the block size.
+const FIRST_READ: usize = 64 * 1024;
+
 /// Lines longer than this are refused as malformed rather than buffered.
 const MAX_LINE: usize = 64 * 1024 * 1024;
 
@@ -204,105 +207,181 @@ impl<'k> Verifier<'k> {
 
     /// Reads `log` to the end and checks every record.
     pub fn verify(&self, mut log: impl Read) -> Result<Report, VerifyError> {
-        let mut state = Links {
+        let mut links = Links {
             line: 0,
             expected_seq: 0,
             prev: [0; 32],
             current_key: CurrentKey::First,
             mock_approvals: 0,
         };
-        let mut buf = vec![0u8; self.block];
-        let mut filled = 0;
-        let mut at_eof = false;
-        while !at_eof {
-            // Fill the buffer, growing it only for a line longer than it.
-            let n = read_full(&mut log, &mut buf[filled..])?;
-            filled += n;
-            at_eof = filled < buf.len();
-            let complete = match buf[..filled].iter().rposition(|&b| b == b'\n') {
-                Some(i) => i + 1,
-                None if at_eof => 0,
-                None if buf.len() >= MAX_LINE => {
-                    return Err(state.fail_next(Reason::Malformed));
+        // Two buffers: the workers check the lines of one while this thread
+        // reads the next block into the other.
+        let mut current = BlockBuf::default();
+        let mut next = BlockBuf::default();
+        let mut carry = Vec::new();
+        let mut read = self.read_block(&mut log, &mut current, &mut carry)?;
+        loop {
+            if self.threads == 1 {
+                // One thread: check, then read; no thread to start.
+                links.link(&Chunk::check(current.lines(), self.keyring))?;
+                match read {
+                    Block::More => {}
+                    Block::Last => break,
+                    Block::LineTooLong => return Err(links.fail_next(Reason::Malformed)),
                 }
-                None => {
-                    buf.resize(buf.len() * 2, 0);
-                    continue;
-                }
-            };
-            self.check_block(&buf[..complete], &mut state)?;
-            buf.copy_within(complete..filled, 0);
-            filled -= complete;
+                read = self.read_block(&mut log, &mut current, &mut carry)?;
+                continue;
+            }
+            let (checks, next_read) = std::thread::scope(|scope| {
+                let workers = self.spawn_checks(scope, current.lines());
+                let next_read = match read {
+                    Block::More => self.read_block(&mut log, &mut next, &mut carry),
+                    Block::Last | Block::LineTooLong => Ok(Block::Last),
+                };
+                let chunks: Vec<Chunk> = workers
+                    .into_iter()
+                    .map(|worker| {
+                        // A panic in a check is a bug; fail the block rather
+                        // than pass it.
+                        worker.join().unwrap_or_else(|_| Chunk::failed())
+                    })
+                    .collect();
+                (chunks, next_read)
+            });
+            for chunk in &checks {
+                links.link(chunk)?;
+            }
+            match read {
+                Block::More => {}
+                Block::Last => break,
+                Block::LineTooLong => return Err(links.fail_next(Reason::Malformed)),
+            }
+            read = next_read?;
+            std::mem::swap(&mut current, &mut next);
         }
-        if filled > 0 {
+        if !carry.is_empty() {
             // Bytes after the last newline: a record cut off mid-line.
-            return Err(state.fail_next(Reason::Malformed));
+            return Err(links.fail_next(Reason::Malformed));
         }
         Ok(Report {
-            records: state.expected_seq,
-            head: (state.expected_seq > 0).then_some(state.prev),
-            mock_approvals: state.mock_approvals,
+            records: links.expected_seq,
+            head: (links.expected_seq > 0).then_some(links.prev),
+            mock_approvals: links.mock_approvals,
         })
     }
 
-    fn check_block(&self, block: &[u8], state: &mut Links) -> Result<(), VerifyError> {
-        if block.is_empty() {
-            return Ok(());
-        }
-        let lines: Vec<&[u8]> = block
-            .strip_suffix(b"\n")
-            .unwrap_or(block)
-            .split(|&b| b == b'\n')
-            .collect();
-        let keyring = self.keyring;
-        let per_thread = lines.len().div_ceil(self.threads).max(1);
-        let checked: Vec<LineCheck> = if self.threads == 1 || lines.len() < 64 {
-            lines.iter().map(|l| check_line(l, keyring)).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let mut chunks = lines.chunks(per_thread);
-                let first = chunks.next().unwrap_or_default();
-                let handles: Vec<_> = chunks
-                    .map(|chunk| {
-                        scope.spawn(move || {
-                            chunk
-                                .iter()
-                                .map(|l| check_line(l, keyring))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                let mut all: Vec<LineCheck> =
-                    first.iter().map(|l| check_line(l, keyring)).collect();
-                for handle in handles {
-                    // A panic in a check is a bug; report the block as
-                    // unverifiable rather than passing it.
-                    match handle.join() {
-                        Ok(part) => all.extend(part),
-                        Err(_) => all.push(LineCheck::Bad(Reason::Malformed)),
-                    }
+    /// Fills `buf` with `carry` and then whole lines from `log`, about one
+    /// block's worth; what follows the last newline goes back to `carry`.
+    fn read_block(
+        &self,
+        log: &mut impl Read,
+        buf: &mut BlockBuf,
+        carry: &mut Vec<u8>,
+    ) -> io::Result<Block> {
+        buf.len = 0;
+        buf.grow_to(carry.len());
+        buf.data[..carry.len()].copy_from_slice(carry);
+        buf.len = carry.len();
+        carry.clear();
+        // Grow towards the block size as the log proves long, so a short log
+        // never pays for a large buffer.
+        let floor = FIRST_READ.min(self.block);
+        let mut target = (buf.data.len() * 2)
+            .max(floor)
+            .min(self.block)
+            .max(buf.len + 1);
+        loop {
+            buf.grow_to(target);
+            let at_eof = fill(log, &mut buf.data[..target], &mut buf.len)?;
+            match memchr::memrchr(b'\n', &buf.data[..buf.len]) {
+                Some(newline) => {
+                    carry.extend_from_slice(&buf.data[newline + 1..buf.len]);
+                    buf.len = newline + 1;
+                    return Ok(if at_eof { Block::Last } else { Block::More });
                 }
-                all
-            })
-        };
-        for check in checked {
-            state.link(check)?;
+                None if at_eof => {
+                    carry.extend_from_slice(&buf.data[..buf.len]);
+                    buf.len = 0;
+                    return Ok(Block::Last);
+                }
+                // No newline in the largest block we buffer.
+                None if target >= MAX_LINE => return Ok(Block::LineTooLong),
+                None => target = target.saturating_mul(2).min(MAX_LINE),
+            }
         }
-        Ok(())
+    }
+
+    /// Starts one thread per share of `block`'s lines.
+    fn spawn_checks<'scope>(
+        &self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        block: &'scope [u8],
+    ) -> Vec<std::thread::ScopedJoinHandle<'scope, Chunk>>
+    where
+        'k: 'scope,
+    {
+        let keyring = self.keyring;
+        let share = block.len().div_ceil(self.threads).max(1);
+        let mut handles = Vec::with_capacity(self.threads);
+        let mut rest = block;
+        while !rest.is_empty() {
+            // Cut after the first newline at or past `share` bytes.
+            let cut = rest
+                .get(share.min(rest.len()) - 1..)
+                .and_then(|tail| memchr::memchr(b'\n', tail))
+                .map_or(rest.len(), |p| share.min(rest.len()) + p);
+            let (part, tail) = rest.split_at(cut);
+            rest = tail;
+            handles.push(scope.spawn(move || Chunk::check(part, keyring)));
+        }
+        handles
     }
 }
 
-fn read_full(log: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match log.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
+/// What reading a block found.
+#[derive(Clone, Copy)]
+enum Block {
+    /// Whole lines, and more to read.
+    More,
+    /// Whole lines, then the end of the log (any unterminated rest is in
+    /// the carry).
+    Last,
+    /// A line longer than the verifier buffers.
+    LineTooLong,
+}
+
+/// A reusable read buffer: its bytes are initialised once, when it grows,
+/// not on every block.
+#[derive(Default)]
+struct BlockBuf {
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl BlockBuf {
+    fn grow_to(&mut self, size: usize) {
+        if self.data.len() < size {
+            self.data.resize(size, 0);
+        }
+    }
+
+    fn lines(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+/// Reads from `log` into `buf[*filled..]` until it is full or `log` ends;
+/// returns whether it ended.
+fn fill(log: &mut impl Read, buf: &mut [u8], filled: &mut usize) -> io::Result<bool> {
+    while *filled < buf.len() {
+        match log.read(&mut buf[*filled..]) {
+            Ok(0) => return Ok(true),
+            Ok(n) => *filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(filled)
+    Ok(false)
 }
 
 /// What one line's own checks found.
@@ -310,8 +389,9 @@ enum LineCheck {
     Bad(Reason),
     Good {
         seq: u64,
-        prev: [u8; 32],
-        mac: [u8; 32],
+        /// Whether `prev` is the `mac` of the line before it in the chunk;
+        /// `None` for the chunk's first line (see [`Chunk::first_prev`]).
+        follows: Option<bool>,
         /// The keyring index of `key_id`, if it is there.
         key: Option<usize>,
         /// Whether the MAC matches under `key` (false when `key` is `None`).
@@ -322,27 +402,76 @@ enum LineCheck {
     },
 }
 
-fn check_line(line: &[u8], keyring: &Keyring) -> LineCheck {
-    let fields = match parse_line(line) {
-        Ok(fields) => fields,
-        Err(Fault::Malformed) => return LineCheck::Bad(Reason::Malformed),
-        Err(Fault::NotCanonical) => return LineCheck::Bad(Reason::NotCanonical),
-    };
-    let key = keyring.index(&fields.key_id);
-    let mac_ok = key.is_some_and(|k| fields.mac_matches(&keyring.keys[k], line));
-    let mock_approval = fields.event == "approved"
-        && fields
-            .reviewers
-            .as_ref()
-            .is_some_and(|r| names_mock_reviewer(&line[r.clone()]));
-    LineCheck::Good {
-        seq: fields.seq,
-        prev: fields.prev,
-        mac: fields.mac,
-        key,
-        mac_ok,
-        rotates_to: fields.next_key_id.as_deref().map(|next| keyring.index(next)),
-        mock_approval,
+/// The checks of a run of consecutive lines. Links inside the run are
+/// checked by the worker; only the run's ends meet the running state.
+struct Chunk {
+    lines: Vec<LineCheck>,
+    /// `prev` of the first line.
+    first_prev: [u8; 32],
+    /// `mac` of the last line.
+    last_mac: [u8; 32],
+}
+
+impl Chunk {
+    fn failed() -> Self {
+        Self {
+            lines: vec![LineCheck::Bad(Reason::Malformed)],
+            first_prev: [0; 32],
+            last_mac: [0; 32],
+        }
+    }
+
+    /// Checks `part` (whole lines, each ending in a newline).
+    fn check(part: &[u8], keyring: &Keyring) -> Self {
+        let mut chunk = Self {
+            // Records are a few hundred bytes; reserve for short ones.
+            lines: Vec::with_capacity(part.len() / 128 + 1),
+            first_prev: [0; 32],
+            last_mac: [0; 32],
+        };
+        let mut previous_mac: Option<[u8; 32]> = None;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', part) {
+            let line = &part[start..end];
+            start = end + 1;
+            let fields = match parse_line(line) {
+                Ok(fields) => fields,
+                Err(fault) => {
+                    chunk.lines.push(LineCheck::Bad(match fault {
+                        Fault::Malformed => Reason::Malformed,
+                        Fault::NotCanonical => Reason::NotCanonical,
+                    }));
+                    // Verification stops at this line; nothing after it counts.
+                    break;
+                }
+            };
+            let follows = match previous_mac {
+                Some(mac) => Some(mac == fields.prev),
+                None => {
+                    chunk.first_prev = fields.prev;
+                    None
+                }
+            };
+            previous_mac = Some(fields.mac);
+            chunk.last_mac = fields.mac;
+            let key = keyring.index(&fields.key_id);
+            chunk.lines.push(LineCheck::Good {
+                seq: fields.seq,
+                follows,
+                key,
+                mac_ok: key.is_some_and(|k| fields.mac_matches(&keyring.keys[k], line)),
+                rotates_to: fields
+                    .next_key_id
+                    .as_deref()
+                    .map(|next| keyring.index(next)),
+                mock_approval: fields.event == "approved"
+                    && fields
+                        .reviewers
+                        .as_ref()
+                        .is_some_and(|r| names_mock_reviewer(&line[r.clone()])),
+            });
+        }
+        chunk
     }
 }
 
@@ -351,6 +480,12 @@ fn names_mock_reviewer(reviewers: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Id {
         id: String,
+    }
+    // In canonical JSON a `mock:` id can only appear as these bytes; most
+    // approvals lack them and need no parse.
+    const NEEDLE: &[u8] = b"\"id\":\"mock:";
+    if !reviewers.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        return false;
     }
     serde_json::from_slice::<Vec<Id>>(reviewers)
         .is_ok_and(|ids| ids.iter().any(|r| r.id.starts_with("mock:")))
@@ -385,52 +520,55 @@ impl Links {
         })
     }
 
-    fn link(&mut self, check: LineCheck) -> Result<(), VerifyError> {
-        let (seq, prev, mac, key, mac_ok, rotates_to, mock_approval) = match check {
-            LineCheck::Bad(reason) => return Err(self.fail_next(reason)),
-            LineCheck::Good {
-                seq,
-                prev,
-                mac,
-                key,
-                mac_ok,
-                rotates_to,
-                mock_approval,
-            } => (seq, prev, mac, key, mac_ok, rotates_to, mock_approval),
-        };
-        self.line += 1;
-        let fail = |reason| {
-            Err(VerifyError::Invalid(Failure {
-                line: self.line,
-                seq: Some(seq),
-                reason,
-            }))
-        };
-        if seq != self.expected_seq {
-            return fail(Reason::SeqGap);
+    fn link(&mut self, chunk: &Chunk) -> Result<(), VerifyError> {
+        for check in &chunk.lines {
+            let (seq, follows, key, mac_ok, rotates_to, mock_approval) = match *check {
+                LineCheck::Bad(reason) => return Err(self.fail_next(reason)),
+                LineCheck::Good {
+                    seq,
+                    follows,
+                    key,
+                    mac_ok,
+                    rotates_to,
+                    mock_approval,
+                } => (seq, follows, key, mac_ok, rotates_to, mock_approval),
+            };
+            self.line += 1;
+            let fail = |reason| {
+                Err(VerifyError::Invalid(Failure {
+                    line: self.line,
+                    seq: Some(seq),
+                    reason,
+                }))
+            };
+            if seq != self.expected_seq {
+                return fail(Reason::SeqGap);
+            }
+            if !follows.unwrap_or(chunk.first_prev == self.prev) {
+                return fail(Reason::BrokenLink);
+            }
+            let Some(key) = key else {
+                return fail(Reason::UnknownKey);
+            };
+            match self.current_key {
+                CurrentKey::First => {}
+                CurrentKey::Known(current) if current == key => {}
+                CurrentKey::Known(_) | CurrentKey::Missing => return fail(Reason::WrongKey),
+            }
+            if !mac_ok {
+                return fail(Reason::BadMac);
+            }
+            self.current_key = match rotates_to {
+                None => CurrentKey::Known(key),
+                Some(Some(next)) => CurrentKey::Known(next),
+                Some(None) => CurrentKey::Missing,
+            };
+            self.expected_seq = seq
+                .checked_add(1)
+                .ok_or_else(|| self.fail_next(Reason::Malformed))?;
+            self.mock_approvals += u64::from(mock_approval);
         }
-        if prev != self.prev {
-            return fail(Reason::BrokenLink);
-        }
-        let Some(key) = key else {
-            return fail(Reason::UnknownKey);
-        };
-        match self.current_key {
-            CurrentKey::First => {}
-            CurrentKey::Known(current) if current == key => {}
-            CurrentKey::Known(_) | CurrentKey::Missing => return fail(Reason::WrongKey),
-        }
-        if !mac_ok {
-            return fail(Reason::BadMac);
-        }
-        self.current_key = match rotates_to {
-            None => CurrentKey::Known(key),
-            Some(Some(next)) => CurrentKey::Known(next),
-            Some(None) => CurrentKey::Missing,
-        };
-        self.expected_seq = seq.checked_add(1).ok_or_else(|| self.fail_next(Reason::Malformed))?;
-        self.prev = mac;
-        self.mock_approvals += u64::from(mock_approval);
+        self.prev = chunk.last_mac;
         Ok(())
     }
 }

@@ -18,7 +18,9 @@ fn lines_by_seq(log: &[u8]) -> BTreeMap<u64, String> {
     for line in log.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let text = std::str::from_utf8(line).unwrap();
         let seq = text.split("\"seq\":").nth(1).unwrap();
-        let seq: u64 = seq[..seq.find(|c: char| !c.is_ascii_digit()).unwrap()].parse().unwrap();
+        let seq: u64 = seq[..seq.find(|c: char| !c.is_ascii_digit()).unwrap()]
+            .parse()
+            .unwrap();
         let mac = text.split("\"mac\":\"").nth(1).unwrap()[..64].to_owned();
         out.insert(seq, mac);
     }
@@ -67,12 +69,23 @@ fn killed_writers_lose_no_acknowledged_record() {
         let report = verify(&after[..], &keyring).unwrap_or_else(|e| panic!("round {round}: {e}"));
         let stored = lines_by_seq(&after);
         for (seq, mac) in &acknowledged {
-            assert_eq!(stored.get(seq), Some(mac), "round {round}: acknowledged record {seq} lost");
+            assert_eq!(
+                stored.get(seq),
+                Some(mac),
+                "round {round}: acknowledged record {seq} lost"
+            );
         }
         assert!(report.records >= acknowledged.len() as u64);
     }
-    assert!(acknowledged.len() > 100, "the writer acknowledged only {} records", acknowledged.len());
+    assert!(
+        acknowledged.len() > 100,
+        "the writer acknowledged only {} records",
+        acknowledged.len()
+    );
     // Not asserted (it depends on timing), but shown: how often a kill tore
     // a line.
-    eprintln!("{} acknowledged records, {torn_recoveries} torn tails recovered", acknowledged.len());
+    eprintln!(
+        "{} acknowledged records, {torn_recoveries} torn tails recovered",
+        acknowledged.len()
+    );
 }

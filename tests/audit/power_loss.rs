@@ -40,7 +40,7 @@ impl Disk {
 struct SimFile(Arc<Mutex<Disk>>);
 
 impl LogFile for SimFile {
-    fn len(&mut self) -> io::Result<u64> {
+    fn size(&mut self) -> io::Result<u64> {
         Ok(self.0.lock().unwrap().visible.len() as u64)
     }
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -58,7 +58,11 @@ impl LogFile for SimFile {
         Ok(())
     }
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.0.lock().unwrap().visible.truncate(usize::try_from(len).unwrap());
+        self.0
+            .lock()
+            .unwrap()
+            .visible
+            .truncate(usize::try_from(len).unwrap());
         Ok(())
     }
     fn sync_data(&mut self) -> io::Result<()> {
@@ -80,7 +84,9 @@ impl LogFile for SimFile {
 
 impl LogSource for SimFile {
     fn open(&self) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(Cursor::new(self.0.lock().unwrap().visible.clone())))
+        Ok(Box::new(Cursor::new(
+            self.0.lock().unwrap().visible.clone(),
+        )))
     }
 }
 
@@ -93,10 +99,18 @@ fn xorshift(state: &mut u64) -> u64 {
 
 /// Runs appenders on `disk`, cuts the power at a random moment, and returns
 /// the surviving bytes and the receipts acknowledged before the cut.
-fn run_until_power_cut(disk: &Arc<Mutex<Disk>>, writer: &Arc<ChainWriter>, random: &mut u64) -> (Vec<u8>, Vec<Receipt>) {
+fn run_until_power_cut(
+    disk: &Arc<Mutex<Disk>>,
+    writer: &Arc<ChainWriter>,
+    random: &mut u64,
+) -> (Vec<u8>, Vec<Receipt>) {
     let sink = Arc::new(JsonlFileSink::with_file(SimFile(disk.clone()), writer.clone()).unwrap());
     let acks = Arc::new(Mutex::new(Vec::new()));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tasks: Vec<_> = (0..8)
         .map(|task| {
@@ -104,7 +118,10 @@ fn run_until_power_cut(disk: &Arc<Mutex<Disk>>, writer: &Arc<ChainWriter>, rando
             runtime.spawn(async move {
                 let mut i = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let event = Event::Cancelled { request_id: format!("t{task}-{i}"), why: "w".repeat(i % 50) };
+                    let event = Event::Cancelled {
+                        request_id: format!("t{task}-{i}"),
+                        why: "w".repeat(i % 50),
+                    };
                     let receipt = sink.append_event(event).await.unwrap();
                     acks.lock().unwrap().push(receipt);
                     i += 1;
@@ -138,13 +155,21 @@ fn power_loss_keeps_every_acknowledged_record() {
     let mut all_acked: Vec<Receipt> = Vec::new();
     let mut recoveries = 0;
     for round in 0..40 {
-        let disk = Arc::new(Mutex::new(Disk { visible: bytes.clone(), durable: bytes.clone(), lies: false }));
+        let disk = Arc::new(Mutex::new(Disk {
+            visible: bytes.clone(),
+            durable: bytes.clone(),
+            lies: false,
+        }));
         let (survived, acked) = run_until_power_cut(&disk, &writer(&secret), &mut random);
         all_acked.extend(acked);
 
         // Reopen on what survived: a torn tail is recovered, the chain
         // verifies, and every acknowledged record is there.
-        let reopened = Arc::new(Mutex::new(Disk { visible: survived.clone(), durable: survived.clone(), lies: false }));
+        let reopened = Arc::new(Mutex::new(Disk {
+            visible: survived.clone(),
+            durable: survived.clone(),
+            lies: false,
+        }));
         let sink = JsonlFileSink::with_file(SimFile(reopened.clone()), writer(&secret)).unwrap();
         drop(sink);
         bytes = reopened.lock().unwrap().visible.clone();
@@ -162,8 +187,15 @@ fn power_loss_keeps_every_acknowledged_record() {
         }
         assert!(report.records >= all_acked.len() as u64);
     }
-    assert!(all_acked.len() > 200, "only {} acknowledged", all_acked.len());
-    assert!(recoveries > 0, "no power cut tore a line; the test did not exercise recovery");
+    assert!(
+        all_acked.len() > 200,
+        "only {} acknowledged",
+        all_acked.len()
+    );
+    assert!(
+        recoveries > 0,
+        "no power cut tore a line; the test did not exercise recovery"
+    );
 }
 
 /// The harness itself must catch a sink whose syncs do nothing: on a disk
@@ -173,13 +205,18 @@ fn power_loss_keeps_every_acknowledged_record() {
 fn the_power_loss_harness_catches_a_sink_that_does_not_sync() {
     let secret = WriterSecret::from_hex(&"3e".repeat(32)).unwrap();
     let mut random = 42;
-    let disk = Arc::new(Mutex::new(Disk { lies: true, ..Disk::default() }));
+    let disk = Arc::new(Mutex::new(Disk {
+        lies: true,
+        ..Disk::default()
+    }));
     let (survived, acked) = run_until_power_cut(&disk, &writer(&secret), &mut random);
     assert!(!acked.is_empty());
     let lost = acked.iter().filter(|r| {
         let needle = format!("\"mac\":\"{}\"", r.mac_hex());
         !String::from_utf8_lossy(&survived).contains(&needle)
     });
-    assert!(lost.count() > 0, "a non-syncing disk kept every record; the harness proves nothing");
+    assert!(
+        lost.count() > 0,
+        "a non-syncing disk kept every record; the harness proves nothing"
+    );
 }
-

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::ops::Range;
 
+use super::scan::{find_special, find_special_or_high};
 use super::write::{cmp_utf16, write_f64};
 
 /// Why bytes are not canonical JSON.
@@ -20,6 +21,10 @@ pub(crate) enum Fault {
     /// Valid JSON, but not byte for byte its own canonical form.
     NotCanonical,
 }
+
+/// Called with each member's raw key, the offset of the key's opening
+/// quote, and the value's range.
+type OnMember<'f> = dyn FnMut(&[u8], usize, Range<usize>) + 'f;
 
 /// Nesting deeper than this is refused as malformed, as serde_json does.
 const MAX_DEPTH: u32 = 128;
@@ -34,10 +39,7 @@ pub(crate) fn check_value(bytes: &[u8]) -> Result<(), Fault> {
 /// Checks that `bytes` hold one canonical JSON object, calling `member` with
 /// the raw key, the offset of the key's opening quote and the value's range
 /// for each top-level member in order.
-pub(crate) fn check_object(
-    bytes: &[u8],
-    member: &mut dyn FnMut(&[u8], usize, Range<usize>),
-) -> Result<(), Fault> {
+pub(crate) fn check_object(bytes: &[u8], member: &mut OnMember<'_>) -> Result<(), Fault> {
     let mut parser = Parser::new(bytes)?;
     if parser.peek() != Some(b'{') {
         // Valid JSON that is not an object is still no record.
@@ -56,7 +58,9 @@ pub(crate) fn decode_str(raw: &[u8]) -> Option<Cow<'_, str>> {
     quoted.push(b'"');
     quoted.extend_from_slice(raw);
     quoted.push(b'"');
-    serde_json::from_slice::<String>(&quoted).ok().map(Cow::Owned)
+    serde_json::from_slice::<String>(&quoted)
+        .ok()
+        .map(Cow::Owned)
 }
 
 struct Parser<'a> {
@@ -70,9 +74,8 @@ type Step = Result<(), Fault>;
 
 impl<'a> Parser<'a> {
     fn new(s: &'a [u8]) -> Result<Self, Fault> {
-        // One fast validation up front lets key comparison treat raw bytes
-        // as text.
-        std::str::from_utf8(s).map_err(|_| Fault::Malformed)?;
+        // UTF-8 is validated per string, and only in strings with non-ASCII
+        // bytes: outside strings, JSON's grammar admits only ASCII.
         let mut parser = Self {
             s,
             i: 0,
@@ -118,7 +121,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self, member: &mut dyn FnMut(&[u8], usize, Range<usize>)) -> Step {
+    fn value(&mut self, member: &mut OnMember<'_>) -> Step {
         match self.peek().ok_or(Fault::Malformed)? {
             b'{' => self.object(member),
             b'[' => self.array(),
@@ -151,7 +154,7 @@ impl<'a> Parser<'a> {
 
     /// Parses an object; `member` sees its members (nested objects report
     /// to a no-op).
-    fn object(&mut self, member: &mut dyn FnMut(&[u8], usize, Range<usize>)) -> Step {
+    fn object(&mut self, member: &mut OnMember<'_>) -> Step {
         self.enter()?;
         self.expect(b'{')?;
         self.whitespace();
@@ -167,10 +170,10 @@ impl<'a> Parser<'a> {
                 return Err(Fault::Malformed);
             }
             let key_start = self.i;
-            let escaped = self.string()?;
+            let plain = self.string()?;
             let key = key_start + 1..self.i - 1;
-            if let Some((prev, prev_escaped)) = previous.take()
-                && self.key_order(prev, prev_escaped, key.clone(), escaped) != Ordering::Less
+            if let Some((prev, prev_plain)) = previous.take()
+                && self.key_order(prev, prev_plain, key.clone(), plain) != Ordering::Less
             {
                 // Out of order, or a duplicate member.
                 self.canonical = false;
@@ -191,13 +194,19 @@ impl<'a> Parser<'a> {
                 }
                 _ => return Err(Fault::Malformed),
             }
-            previous = Some((key, escaped));
+            previous = Some((key, plain));
         }
     }
 
-    fn key_order(&self, a: Range<usize>, a_esc: bool, b: Range<usize>, b_esc: bool) -> Ordering {
+    fn key_order(
+        &self,
+        a: Range<usize>,
+        a_plain: bool,
+        b: Range<usize>,
+        b_plain: bool,
+    ) -> Ordering {
         let (a, b) = (&self.s[a], &self.s[b]);
-        if !a_esc && !b_esc && a.is_ascii() && b.is_ascii() {
+        if a_plain && b_plain {
             return a.cmp(b);
         }
         match (decode_str(a), decode_str(b)) {
@@ -233,25 +242,37 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Parses a string; returns whether it held any escape.
+    /// Parses a string; returns whether it is plain (ASCII, no escapes),
+    /// so that its raw bytes order as its UTF-16 code units.
     fn string(&mut self) -> Result<bool, Fault> {
         self.expect(b'"')?;
-        let mut escaped = false;
+        let start = self.i;
+        let mut plain = true;
+        let mut non_ascii = false;
         loop {
             let rest = &self.s[self.i..];
-            let stop = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                .ok_or(Fault::Malformed)?;
-            self.i += stop;
+            let stop = if non_ascii {
+                find_special(rest)
+            } else {
+                find_special_or_high(rest)
+            };
+            self.i += stop.ok_or(Fault::Malformed)?;
             match self.s[self.i] {
                 b'"' => {
+                    if non_ascii {
+                        std::str::from_utf8(&self.s[start..self.i])
+                            .map_err(|_| Fault::Malformed)?;
+                    }
                     self.i += 1;
-                    return Ok(escaped);
+                    return Ok(plain);
                 }
                 b'\\' => {
-                    escaped = true;
+                    plain = false;
                     self.escape()?;
+                }
+                0x80.. => {
+                    plain = false;
+                    non_ascii = true;
                 }
                 // A raw control character is not JSON.
                 _ => return Err(Fault::Malformed),

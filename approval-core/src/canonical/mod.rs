@@ -10,6 +10,7 @@
 //! implementation.
 
 mod check;
+mod scan;
 mod write;
 
 #[cfg(test)]
@@ -113,7 +114,9 @@ impl CanonicalJson {
 
 impl fmt::Debug for CanonicalJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("CanonicalJson").field(&self.as_str()).finish()
+        f.debug_tuple("CanonicalJson")
+            .field(&self.as_str())
+            .finish()
     }
 }
 

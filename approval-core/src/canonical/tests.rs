@@ -6,7 +6,9 @@ use serde_json::Value;
 use super::*;
 
 fn data(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jcs").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/jcs")
+        .join(name)
 }
 
 const VECTORS: [&str; 6] = [
@@ -36,7 +38,11 @@ fn rfc8785_outputs_pass_the_checker_and_inputs_do_not() {
         assert_eq!(check_value(&output), Ok(()), "output {name}");
         // Every input file is pretty-printed, so valid but not canonical.
         let input = std::fs::read(data(&format!("input/{name}.json"))).unwrap();
-        assert_eq!(check_value(&input), Err(Fault::NotCanonical), "input {name}");
+        assert_eq!(
+            check_value(&input),
+            Err(Fault::NotCanonical),
+            "input {name}"
+        );
     }
 }
 
@@ -68,7 +74,12 @@ fn non_finite_numbers_are_refused() {
 
 #[test]
 fn integers_beyond_2_pow_53_become_digit_strings() {
-    let value = serde_json::json!([9007199254740991u64, 9007199254740992u64, -9007199254740993i64, u64::MAX]);
+    let value = serde_json::json!([
+        9007199254740991u64,
+        9007199254740992u64,
+        -9007199254740993i64,
+        u64::MAX
+    ]);
     assert_eq!(
         CanonicalJson::from_value(&value).unwrap().as_str(),
         r#"[9007199254740991,"9007199254740992","-9007199254740993","18446744073709551615"]"#
@@ -109,7 +120,11 @@ fn checker_names_each_non_canonical_form() {
         "\"a\" ",
     ];
     for text in not_canonical {
-        assert_eq!(check_value(text.as_bytes()), Err(Fault::NotCanonical), "{text}");
+        assert_eq!(
+            check_value(text.as_bytes()),
+            Err(Fault::NotCanonical),
+            "{text}"
+        );
     }
     let malformed: [&[u8]; 15] = [
         b"1e400",
@@ -129,9 +144,21 @@ fn checker_names_each_non_canonical_form() {
         b"1 2",
     ];
     for text in malformed {
-        assert_eq!(check_value(text), Err(Fault::Malformed), "{:?}", String::from_utf8_lossy(text));
+        assert_eq!(
+            check_value(text),
+            Err(Fault::Malformed),
+            "{:?}",
+            String::from_utf8_lossy(text)
+        );
     }
-    let canonical = [r#""\u001f""#, r#""\b\t\n\f\r\"\\""#, "\"\u{7f}é\"", "1e+21", "-1e-7", "0"];
+    let canonical = [
+        r#""\u001f""#,
+        r#""\b\t\n\f\r\"\\""#,
+        "\"\u{7f}é\"",
+        "1e+21",
+        "-1e-7",
+        "0",
+    ];
     for text in canonical {
         assert_eq!(check_value(text.as_bytes()), Ok(()), "{text}");
     }

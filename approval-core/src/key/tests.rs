@@ -14,8 +14,14 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn derived_keys_match_the_format_definition() {
     let secret = WriterSecret::from_hex(SECRET_HEX).unwrap();
-    assert_eq!(secret.record_key(), RecordKey::from_hex(RECORD_KEY_HEX).unwrap());
-    assert_ne!(secret.record_key(), RecordKey::from_hex(SECRET_HEX).unwrap());
+    assert_eq!(
+        secret.record_key(),
+        RecordKey::from_hex(RECORD_KEY_HEX).unwrap()
+    );
+    assert_ne!(
+        secret.record_key(),
+        RecordKey::from_hex(SECRET_HEX).unwrap()
+    );
     assert_eq!(hex(&secret.digest_key().digest(b"hello")), DIGEST_OF_HELLO);
 }
 
@@ -52,7 +58,12 @@ fn no_key_type_shows_its_bytes_in_debug_or_errors() {
     assert_eq!(shown[1], "RecordKey([REDACTED])");
     assert_eq!(shown[2], "DigestKey([REDACTED])");
     for text in shown {
-        for needle in [SECRET_HEX, &SECRET_HEX[..16], RECORD_KEY_HEX, &RECORD_KEY_HEX[..16]] {
+        for needle in [
+            SECRET_HEX,
+            &SECRET_HEX[..16],
+            RECORD_KEY_HEX,
+            &RECORD_KEY_HEX[..16],
+        ] {
             assert!(!text.contains(needle), "{text}");
         }
     }
@@ -77,13 +88,19 @@ fn key_files_are_new_mode_0600_and_never_overwritten() {
     assert_eq!(std::fs::read(&path).unwrap().len(), 65);
     assert_eq!(WriterSecret::read_file(&path).unwrap(), secret);
     let again = WriterSecret::generate().unwrap();
-    assert!(matches!(again.write_new_file(&path), Err(KeyError::Exists { .. })));
+    assert!(matches!(
+        again.write_new_file(&path),
+        Err(KeyError::Exists { .. })
+    ));
     assert_eq!(WriterSecret::read_file(&path).unwrap(), secret);
 }
 
 #[test]
 fn generated_secrets_differ() {
-    assert_ne!(WriterSecret::generate().unwrap(), WriterSecret::generate().unwrap());
+    assert_ne!(
+        WriterSecret::generate().unwrap(),
+        WriterSecret::generate().unwrap()
+    );
 }
 
 #[test]
@@ -91,6 +108,9 @@ fn key_ids_follow_the_naming_rule() {
     assert!(KeyId::new("k1").is_ok());
     assert!(KeyId::new(&"a".repeat(64)).is_ok());
     for bad in ["", "a b", "é", "k=1", &"a".repeat(65)] {
-        assert!(matches!(KeyId::new(bad), Err(KeyError::InvalidKeyId)), "{bad:?}");
+        assert!(
+            matches!(KeyId::new(bad), Err(KeyError::InvalidKeyId)),
+            "{bad:?}"
+        );
     }
 }

@@ -40,7 +40,7 @@ fn writer_matches_an_independent_implementation_byte_for_byte() {
     });
     let mut binding_args = args.clone();
     binding_args["token"] = json!("s3cr3t");
-    let binding_input = CanonicalJson::from_value(&json!({"action": "crm::export", "args": binding_args})).unwrap();
+    let binding_args = CanonicalJson::from_value(&binding_args).unwrap();
     let request = "01JDQ7Z8K0000000000000000A".to_owned();
     let mock = Reviewer::new("mock:ci").display("CI");
     let events = [
@@ -51,7 +51,7 @@ fn writer_matches_an_independent_implementation_byte_for_byte() {
             policy_digest: ring_sha256(br#"{"name":"data-export"}"#),
             args: CanonicalJson::from_value(&args).unwrap(),
             skipped: vec!["progress".into()],
-            binding: writer.digest(binding_input.as_str().as_bytes()),
+            binding: writer.binding("crm::export", &binding_args),
             actor: Actor::new("agent-7")
                 .kind(ActorKind::Agent)
                 .model("gpt-5")
@@ -89,11 +89,19 @@ fn writer_matches_an_independent_implementation_byte_for_byte() {
     for (seq, event) in (0u64..).zip(&events) {
         let at = Duration::from_millis(1_795_513_260_000 + seq * 1000 + seq * 7);
         clock.set(UNIX_EPOCH + at);
-        writer.seal(&mut head, &[event.to_pending().unwrap()], &mut log).unwrap();
+        writer
+            .seal(&mut head, &[event.to_pending().unwrap()], &mut log)
+            .unwrap();
     }
     let expected = fixture("handwritten.jsonl");
-    for (ours, theirs) in log.split(|&b| b == b'\n').zip(expected.split(|&b| b == b'\n')) {
-        assert_eq!(String::from_utf8_lossy(ours), String::from_utf8_lossy(theirs));
+    for (ours, theirs) in log
+        .split(|&b| b == b'\n')
+        .zip(expected.split(|&b| b == b'\n'))
+    {
+        assert_eq!(
+            String::from_utf8_lossy(ours),
+            String::from_utf8_lossy(theirs)
+        );
     }
     assert_eq!(log, expected);
     assert_eq!(writer.active_key_id().as_str(), "hand-2");

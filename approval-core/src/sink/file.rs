@@ -14,7 +14,7 @@ use crate::error::AuditError;
 /// An append-only file as the JSON Lines sink needs it.
 pub trait LogFile: Send + 'static {
     /// The file's length in bytes.
-    fn len(&mut self) -> io::Result<u64>;
+    fn size(&mut self) -> io::Result<u64>;
     /// Fills `buf` from `offset`.
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Appends `data` at the end.
@@ -73,7 +73,7 @@ impl FsLogFile {
 }
 
 impl LogFile for FsLogFile {
-    fn len(&mut self) -> io::Result<u64> {
+    fn size(&mut self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 

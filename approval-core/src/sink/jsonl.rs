@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use crate::chain::{ChainHead, ChainWriter, Receipt};
 use crate::error::AuditError;
 use crate::record::{Event, PendingRecord};
-use crate::sink::file::{FsLogFile, LogFile, LogSource};
 use crate::sink::AuditSink;
+use crate::sink::file::{FsLogFile, LogFile, LogSource};
 
 /// How many callers' records one write and one `fdatasync` may carry.
 const MAX_GROUP: usize = 4096;
@@ -128,7 +128,7 @@ impl JsonlFileSink {
             move |source| AuditError::Io { path, what, source }
         };
 
-        let len = file.len().map_err(io("stat"))?;
+        let len = file.size().map_err(io("stat"))?;
         let fragment_start = match rfind_newline(&mut *file, len).map_err(io("read"))? {
             Some(newline) => newline + 1,
             None => 0,

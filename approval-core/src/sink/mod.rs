@@ -69,7 +69,11 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
     /// Rotates to a new key: the last record under the current key is a
     /// `key_rotated` record naming `key_id`, and every later record uses the
     /// new key.
-    async fn rotate_key(&self, key_id: KeyId, secret: &WriterSecret) -> Result<Receipt, AuditError> {
+    async fn rotate_key(
+        &self,
+        key_id: KeyId,
+        secret: &WriterSecret,
+    ) -> Result<Receipt, AuditError> {
         self.chain_writer().add_key(key_id.clone(), secret);
         self.append_event(Event::KeyRotated {
             next_key_id: key_id,

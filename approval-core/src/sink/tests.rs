@@ -72,7 +72,10 @@ fn memory_sink_chains_concurrent_appends_without_gaps() {
 fn a_batch_is_sealed_in_order_and_all_or_nothing() {
     let sink = MemorySink::new(writer());
     let rt = runtime();
-    let batch = vec![event(0).to_pending().unwrap(), event(1).to_pending().unwrap()];
+    let batch = vec![
+        event(0).to_pending().unwrap(),
+        event(1).to_pending().unwrap(),
+    ];
     let receipts = rt.block_on(sink.append(batch)).unwrap();
     assert_eq!(receipts.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1]);
     // A rotation to a key the writer lacks fails the whole batch.
@@ -81,9 +84,14 @@ fn a_batch_is_sealed_in_order_and_all_or_nothing() {
     };
     let before = sink.bytes();
     let err = rt
-        .block_on(sink.append(vec![event(2).to_pending().unwrap(), rotate.to_pending().unwrap()]))
+        .block_on(sink.append(vec![
+            event(2).to_pending().unwrap(),
+            rotate.to_pending().unwrap(),
+        ]))
         .unwrap_err();
-    assert!(matches!(err, AuditError::UnknownWriterKey { ref key_id } if key_id.as_str() == "missing"));
+    assert!(
+        matches!(err, AuditError::UnknownWriterKey { ref key_id } if key_id.as_str() == "missing")
+    );
     assert_eq!(sink.bytes(), before);
     assert_eq!(rt.block_on(sink.append_event(event(3))).unwrap().seq, 2);
 }
@@ -113,7 +121,10 @@ fn a_second_writer_gets_a_clear_lock_error() {
     let _first = JsonlFileSink::open(&path, writer()).unwrap();
     let err = JsonlFileSink::open(&path, writer()).unwrap_err();
     assert!(matches!(err, AuditError::Locked { path: ref p } if p == &path));
-    assert!(err.to_string().contains("locked by another writer"), "{err}");
+    assert!(
+        err.to_string().contains("locked by another writer"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -133,12 +144,22 @@ fn a_torn_last_line_is_removed_and_recorded() {
 
     let sink = JsonlFileSink::open(&path, writer()).unwrap();
     let after = std::fs::read(&path).unwrap();
-    assert_eq!(&after[..complete.len()], &complete[..], "complete records kept byte for byte");
+    assert_eq!(
+        &after[..complete.len()],
+        &complete[..],
+        "complete records kept byte for byte"
+    );
     let recovered = std::str::from_utf8(&after[complete.len()..]).unwrap();
     let sha = crate::chain::hex(ring::digest::digest(&ring::digest::SHA256, fragment).as_ref());
     assert!(recovered.contains("\"event\":\"recovered\""), "{recovered}");
-    assert!(recovered.contains(&format!("\"dropped_bytes\":{}", fragment.len())), "{recovered}");
-    assert!(recovered.contains(&format!("\"dropped_sha256\":\"{sha}\"")), "{recovered}");
+    assert!(
+        recovered.contains(&format!("\"dropped_bytes\":{}", fragment.len())),
+        "{recovered}"
+    );
+    assert!(
+        recovered.contains(&format!("\"dropped_sha256\":\"{sha}\"")),
+        "{recovered}"
+    );
     assert!(recovered.contains("\"seq\":3"), "{recovered}");
     assert_eq!(rt.block_on(sink.append_event(event(9))).unwrap().seq, 4);
     assert_eq!(verify(&read_all(&sink)[..], &keyring()).unwrap().records, 5);
@@ -189,8 +210,8 @@ struct Instrumented {
 }
 
 impl LogFile for Instrumented {
-    fn len(&mut self) -> io::Result<u64> {
-        self.inner.len()
+    fn size(&mut self) -> io::Result<u64> {
+        self.inner.size()
     }
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.inner.read_exact_at(offset, buf)
@@ -217,7 +238,11 @@ impl LogFile for Instrumented {
     }
 }
 
-fn instrumented(path: &Path, sync_delay: Duration, fail_syncs_from: Option<usize>) -> (Instrumented, Arc<AtomicUsize>) {
+fn instrumented(
+    path: &Path,
+    sync_delay: Duration,
+    fail_syncs_from: Option<usize>,
+) -> (Instrumented, Arc<AtomicUsize>) {
     let syncs = Arc::new(AtomicUsize::new(0));
     let file = Instrumented {
         inner: FsLogFile::open(path).unwrap(),
@@ -231,7 +256,11 @@ fn instrumented(path: &Path, sync_delay: Duration, fail_syncs_from: Option<usize
 #[test]
 fn concurrent_appends_share_one_fdatasync() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, syncs) = instrumented(&dir.path().join("audit.jsonl"), Duration::from_millis(100), None);
+    let (file, syncs) = instrumented(
+        &dir.path().join("audit.jsonl"),
+        Duration::from_millis(100),
+        None,
+    );
     let sink = Arc::new(JsonlFileSink::with_file(file, writer()).unwrap());
     runtime().block_on(async {
         let tasks: Vec<_> = (0..64)
@@ -248,7 +277,10 @@ fn concurrent_appends_share_one_fdatasync() {
     // sync and share at most a few.
     let syncs = syncs.load(Ordering::SeqCst);
     assert!(syncs <= 4, "{syncs} syncs for 64 appends");
-    assert_eq!(verify(&read_all(&*sink)[..], &keyring()).unwrap().records, 64);
+    assert_eq!(
+        verify(&read_all(&*sink)[..], &keyring()).unwrap().records,
+        64
+    );
 }
 
 #[test]
@@ -263,12 +295,18 @@ fn a_failed_fdatasync_breaks_the_sink_for_good() {
     let AuditError::Broken { cause } = &err else {
         panic!("{err}")
     };
-    assert!(cause.contains("fdatasync") && cause.contains("injected EIO"), "{cause}");
+    assert!(
+        cause.contains("fdatasync") && cause.contains("injected EIO"),
+        "{cause}"
+    );
     // Every later append is refused with the same cause, even though the
     // file layer would now accept a write.
     for n in 3..5 {
         let later = rt.block_on(sink.append_event(event(n))).unwrap_err();
-        assert!(matches!(later, AuditError::Broken { cause: ref c } if c == cause), "{later}");
+        assert!(
+            matches!(later, AuditError::Broken { cause: ref c } if c == cause),
+            "{later}"
+        );
     }
     // What was durable stays readable and valid; the failed record is not
     // counted as durable.
@@ -286,7 +324,9 @@ fn rotation_through_the_sink_and_reopening_with_the_new_key() {
     {
         let sink = JsonlFileSink::open(&path, writer()).unwrap();
         rt.block_on(sink.append_event(event(0))).unwrap();
-        let rotated = rt.block_on(sink.rotate_key(new_id.clone(), &new_secret)).unwrap();
+        let rotated = rt
+            .block_on(sink.rotate_key(new_id.clone(), &new_secret))
+            .unwrap();
         assert_eq!(rotated.seq, 1);
         assert_eq!(sink.chain_writer().active_key_id(), new_id);
         rt.block_on(sink.append_event(event(2))).unwrap();
@@ -296,10 +336,19 @@ fn rotation_through_the_sink_and_reopening_with_the_new_key() {
     let sink = JsonlFileSink::open(&path, later).unwrap();
     rt.block_on(sink.append_event(event(3))).unwrap();
     let text = String::from_utf8(read_all(&sink)).unwrap();
-    assert!(text.contains("\"event\":\"key_rotated\",\"key_id\":\"k1\""), "{text}");
+    assert!(
+        text.contains("\"event\":\"key_rotated\",\"key_id\":\"k1\""),
+        "{text}"
+    );
     assert!(text.contains("\"next_key_id\":\"k2\""), "{text}");
     let both = keyring().with(new_id, new_secret.record_key());
-    assert_eq!(Verifier::new(&both).verify(text.as_bytes()).unwrap().records, 4);
+    assert_eq!(
+        Verifier::new(&both)
+            .verify(text.as_bytes())
+            .unwrap()
+            .records,
+        4
+    );
     assert!(verify(text.as_bytes(), &keyring()).is_err());
 }
 

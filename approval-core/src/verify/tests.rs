@@ -35,9 +35,13 @@ fn handwritten_keyring() -> Keyring {
 }
 
 fn run(log: &[u8], keyring: &Keyring) -> Result<Report, Failure> {
-    // Small blocks and two threads, so block edges and the parallel path
-    // are exercised even on small logs.
-    match Verifier::new(keyring).threads(2).block_size(1024).verify(log) {
+    // Small blocks and two threads, so block and chunk edges are exercised
+    // even on small logs.
+    match Verifier::new(keyring)
+        .threads(2)
+        .block_size(1024)
+        .verify(log)
+    {
         Ok(report) => Ok(report),
         Err(VerifyError::Invalid(failure)) => Err(failure),
         Err(e) => panic!("unexpected {e}"),
@@ -53,9 +57,13 @@ fn fails(log: &[u8], keyring: &Keyring) -> (u64, Option<u64>, &'static str) {
 /// and non-ASCII text, one mock approval.
 fn rust_log() -> (Vec<u8>, WriterSecret) {
     let secret = WriterSecret::from_hex(&"ab".repeat(32)).unwrap();
-    let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_795_513_267)));
+    let clock = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_795_513_267),
+    ));
     let writer = ChainWriter::new(id("k1"), &secret).with_clock(clock.clone());
-    let args = CanonicalJson::from_value(&json!({"table": "users", "rows": 1.5e-7, "who": "Zoë 🔑"})).unwrap();
+    let args =
+        CanonicalJson::from_value(&json!({"table": "users", "rows": 1.5e-7, "who": "Zoë 🔑"}))
+            .unwrap();
     let r = |s: &str| s.to_owned();
     let events = vec![
         Event::Requested {
@@ -63,7 +71,7 @@ fn rust_log() -> (Vec<u8>, WriterSecret) {
             action: r("crm::export"),
             policy: r("data-export"),
             policy_digest: [7; 32],
-            binding: writer.digest(args.as_str().as_bytes()),
+            binding: writer.binding("crm::export", &args),
             args,
             skipped: vec![r("progress")],
             actor: Actor::new("agent-7").on_behalf_of("alice"),
@@ -112,13 +120,17 @@ fn rust_log() -> (Vec<u8>, WriterSecret) {
     let mut log = Vec::new();
     for event in events {
         clock.advance(Duration::from_millis(1234));
-        writer.seal(&mut head, &[event.to_pending().unwrap()], &mut log).unwrap();
+        writer
+            .seal(&mut head, &[event.to_pending().unwrap()], &mut log)
+            .unwrap();
     }
     (log, secret)
 }
 
 fn lines(log: &[u8]) -> Vec<Vec<u8>> {
-    log.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect()
+    log.split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 #[test]
@@ -145,14 +157,23 @@ fn a_log_from_this_crate_verifies_and_counts_mock_approvals() {
 #[test]
 fn an_empty_log_has_no_records_and_no_head() {
     let report = run(b"", &Keyring::new()).unwrap();
-    assert_eq!((report.records, report.head, report.head_hex().as_str()), (0, None, "none"));
+    assert_eq!(
+        (report.records, report.head, report.head_hex().as_str()),
+        (0, None, "none")
+    );
 }
 
 #[test]
 fn an_edited_value_is_a_bad_mac_at_its_record() {
     let log = fixture("handwritten.jsonl");
-    let edited = String::from_utf8(log).unwrap().replacen("\"outcome\":\"ok\"", "\"outcome\":\"no\"", 1);
-    assert_eq!(fails(edited.as_bytes(), &handwritten_keyring()), (4, Some(3), "bad_mac"));
+    let edited =
+        String::from_utf8(log)
+            .unwrap()
+            .replacen("\"outcome\":\"ok\"", "\"outcome\":\"no\"", 1);
+    assert_eq!(
+        fails(edited.as_bytes(), &handwritten_keyring()),
+        (4, Some(3), "bad_mac")
+    );
 }
 
 #[test]
@@ -178,14 +199,22 @@ fn deleting_inserting_duplicating_and_swapping_records_break_the_sequence() {
         let mut head = ChainHead::genesis();
         let mut out = Vec::new();
         for _ in 0..3 {
-            let e = Event::Cancelled { request_id: "x".into(), why: "y".into() };
-            writer.seal(&mut head, &[e.to_pending().unwrap()], &mut out).unwrap();
+            let e = Event::Cancelled {
+                request_id: "x".into(),
+                why: "y".into(),
+            };
+            writer
+                .seal(&mut head, &[e.to_pending().unwrap()], &mut out)
+                .unwrap();
         }
         (out, secret2)
     };
     let mut inserted = l.clone();
     inserted[2] = lines(&other)[2].clone();
-    assert_eq!(fails(&inserted.concat(), &keyring), (3, Some(2), "broken_link"));
+    assert_eq!(
+        fails(&inserted.concat(), &keyring),
+        (3, Some(2), "broken_link")
+    );
 }
 
 #[test]
@@ -195,7 +224,10 @@ fn a_truncated_last_line_is_malformed_at_that_line() {
     let cut = &log[..log.len() - 40];
     assert_eq!(fails(cut, &keyring), (8, None, "malformed"));
     // Only the final newline missing: still no complete line.
-    assert_eq!(fails(&log[..log.len() - 1], &keyring), (8, None, "malformed"));
+    assert_eq!(
+        fails(&log[..log.len() - 1], &keyring),
+        (8, None, "malformed")
+    );
     // Cut at a line boundary, the chain alone cannot tell: it reports the
     // head it saw, for comparison with one kept elsewhere.
     let l = lines(&log);
@@ -210,14 +242,26 @@ fn duplicate_members_and_equivalent_non_canonical_lines_are_not_canonical() {
     let keyring = Keyring::new().with(id("k1"), secret.record_key());
     let text = String::from_utf8(log).unwrap();
     let cases = [
-        text.replacen("\"event\":\"rejected_vote\"", "\"event\":\"rejected_vote\",\"event\":\"rejected_vote\"", 1),
+        text.replacen(
+            "\"event\":\"rejected_vote\"",
+            "\"event\":\"rejected_vote\",\"event\":\"rejected_vote\"",
+            1,
+        ),
         text.replacen("\"channel\":\"slack\"", "\"channel\": \"slack\"", 1),
         text.replacen("\"channel\":\"slack\"", "\"channel\":\"\\u0073lack\"", 1),
         text.replacen("\"seq\":1,", "\"seq\":1.0,", 1),
-        text.replacen("{\"channel\":\"slack\"", "{\"why\":\"x\",\"channel\":\"slack\"", 1),
+        text.replacen(
+            "{\"channel\":\"slack\"",
+            "{\"why\":\"x\",\"channel\":\"slack\"",
+            1,
+        ),
     ];
     for case in cases {
-        assert_eq!(fails(case.as_bytes(), &keyring), (2, None, "not_canonical"), "{case}");
+        assert_eq!(
+            fails(case.as_bytes(), &keyring),
+            (2, None, "not_canonical"),
+            "{case}"
+        );
     }
 }
 
@@ -226,11 +270,20 @@ fn missing_or_wrong_keys_fail_at_the_first_record() {
     let (log, secret) = rust_log();
     assert_eq!(fails(&log, &Keyring::new()), (1, Some(0), "unknown_key"));
     let other = WriterSecret::from_hex(&"cd".repeat(32)).unwrap();
-    assert_eq!(fails(&log, &Keyring::new().with(id("k2"), secret.record_key())), (1, Some(0), "unknown_key"));
-    assert_eq!(fails(&log, &Keyring::new().with(id("k1"), other.record_key())), (1, Some(0), "bad_mac"));
+    assert_eq!(
+        fails(&log, &Keyring::new().with(id("k2"), secret.record_key())),
+        (1, Some(0), "unknown_key")
+    );
+    assert_eq!(
+        fails(&log, &Keyring::new().with(id("k1"), other.record_key())),
+        (1, Some(0), "bad_mac")
+    );
     // The writer secret itself is not the verification key.
     let wrong = RecordKey::from_hex(&"ab".repeat(32)).unwrap();
-    assert_eq!(fails(&log, &Keyring::new().with(id("k1"), wrong)), (1, Some(0), "bad_mac"));
+    assert_eq!(
+        fails(&log, &Keyring::new().with(id("k1"), wrong)),
+        (1, Some(0), "bad_mac")
+    );
 }
 
 #[test]
@@ -248,14 +301,21 @@ fn after_a_rotation_only_the_next_key_is_accepted() {
     let mut forged = l[..5].concat();
     // Continue from record 4 (the rotation) as if it had not rotated.
     let mut head = ChainHead::forged(5, head_after(&l[4]), id("hand-1"));
-    let e = Event::Cancelled { request_id: "x".into(), why: "forged".into() };
-    writer.seal(&mut head, &[e.to_pending().unwrap()], &mut forged).unwrap();
+    let e = Event::Cancelled {
+        request_id: "x".into(),
+        why: "forged".into(),
+    };
+    writer
+        .seal(&mut head, &[e.to_pending().unwrap()], &mut forged)
+        .unwrap();
     assert_eq!(fails(&forged, &keyring), (6, Some(5), "wrong_key"));
     assert!(run(&log, &keyring).is_ok());
 }
 
 fn head_after(line: &[u8]) -> [u8; 32] {
-    crate::chain::parse_line(&line[..line.len() - 1]).unwrap().mac
+    crate::chain::parse_line(&line[..line.len() - 1])
+        .unwrap()
+        .mac
 }
 
 #[test]
@@ -278,7 +338,11 @@ fn version_other_than_1_and_missing_chain_members_are_malformed() {
         text.replacen("\"seq\":0,", "\"seq\":\"0\",", 1),
         text.replacen("\"prev\":\"0000", "\"prev\":\"000", 1),
     ] {
-        assert_eq!(fails(case.as_bytes(), &keyring), (1, None, "malformed"), "{case}");
+        assert_eq!(
+            fails(case.as_bytes(), &keyring),
+            (1, None, "malformed"),
+            "{case}"
+        );
     }
 }
 
@@ -287,7 +351,8 @@ fn version_other_than_1_and_missing_chain_members_are_malformed() {
 fn oracle(log: &[u8], keys: &HashMap<&str, [u8; 32]>) -> Result<u64, (u64, &'static str)> {
     let mut parts: Vec<&[u8]> = log.split(|&b| b == b'\n').collect();
     let torn = parts.pop().filter(|last| !last.is_empty());
-    let (mut expected_seq, mut prev, mut current): (u64, String, Option<String>) = (0, "0".repeat(64), None);
+    let (mut expected_seq, mut prev, mut current): (u64, String, Option<String>) =
+        (0, "0".repeat(64), None);
     for (i, line) in (1u64..).zip(&parts) {
         let Ok(Value::Object(mut record)) = serde_json::from_slice::<Value>(line) else {
             return Err((i, "malformed"));
@@ -297,7 +362,9 @@ fn oracle(log: &[u8], keys: &HashMap<&str, [u8; 32]>) -> Result<u64, (u64, &'sta
         }
         let hex64 = |v: Option<&Value>| {
             v.and_then(Value::as_str)
-                .filter(|s| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                .filter(|s| {
+                    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                })
                 .map(str::to_owned)
         };
         let s = |k: &str| record.get(k).and_then(Value::as_str).map(str::to_owned);
@@ -334,7 +401,11 @@ fn oracle(log: &[u8], keys: &HashMap<&str, [u8; 32]>) -> Result<u64, (u64, &'sta
         if crate::chain::hex(tag.as_ref()) != mac {
             return Err((i, "bad_mac"));
         }
-        current = Some(if event == "key_rotated" { next.unwrap() } else { key_id });
+        current = Some(if event == "key_rotated" {
+            next.unwrap()
+        } else {
+            key_id
+        });
         expected_seq += 1;
         prev = mac;
     }
@@ -359,13 +430,19 @@ fn every_single_bit_flip_fails_where_and_why_an_independent_verifier_says() {
         k
     });
     for (log, keyring, raw_keys) in [hand, ours] {
-        assert_eq!(oracle(&log, &raw_keys), Ok(run(&log, &keyring).unwrap().records));
+        assert_eq!(
+            oracle(&log, &raw_keys),
+            Ok(run(&log, &keyring).unwrap().records)
+        );
         let mut flipped = log.clone();
         for byte in 0..log.len() {
             for bit in 0..8 {
                 flipped[byte] ^= 1 << bit;
                 let expected = oracle(&flipped, &raw_keys).expect_err("a flip must fail");
-                let got = run(&flipped, &keyring).expect_err("a flip must fail");
+                let got = match Verifier::new(&keyring).threads(1).verify(&flipped[..]) {
+                    Err(VerifyError::Invalid(failure)) => failure,
+                    other => panic!("byte {byte} bit {bit}: {other:?}"),
+                };
                 assert_eq!(
                     (got.line, got.reason.as_str()),
                     expected,
@@ -385,7 +462,12 @@ fn every_single_bit_flip_fails_where_and_why_an_independent_verifier_says() {
 /// The record key from key-file text, computed with ring directly.
 fn derive(secret_file: &[u8]) -> [u8; 32] {
     let text = std::str::from_utf8(secret_file).unwrap().trim_end();
-    let secret: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap()).collect();
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &secret), b"approval-audit/v1/record");
+    let secret: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, &secret),
+        b"approval-audit/v1/record",
+    );
     tag.as_ref().try_into().unwrap()
 }

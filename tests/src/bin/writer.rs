@@ -4,7 +4,10 @@
 //! Usage: `approval-test-writer LOG KEY_HEX`
 
 #![forbid(unsafe_code)]
-#![allow(clippy::print_stdout, reason = "the parent test reads acknowledgements from stdout")]
+#![allow(
+    clippy::print_stdout,
+    reason = "the parent test reads acknowledgements from stdout"
+)]
 
 use std::sync::Arc;
 

@@ -1,0 +1,213 @@
+//! The `approval` command as an operator and an auditor use it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use approval_core::{
+    AuditSink, ChainWriter, Event, JsonlFileSink, KeyId, Outcome, Reviewer, WriterSecret,
+};
+
+fn approval(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_approval"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes a log of `records` records sealed with the secret in `key_file`.
+fn write_log(log: &Path, key_file: &Path, mock_approvals: usize) {
+    let secret = WriterSecret::read_file(key_file).unwrap();
+    let writer = Arc::new(ChainWriter::new(KeyId::new("ops-1").unwrap(), &secret));
+    let sink = JsonlFileSink::open(log, writer).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for n in 0..3 {
+            let request_id = format!("req-{n}");
+            let reviewer = if n < mock_approvals {
+                "mock:ci"
+            } else {
+                "slack:U1"
+            };
+            sink.append_event(Event::Approved {
+                request_id: request_id.clone(),
+                policy: "p".into(),
+                reviewers: vec![Reviewer::new(reviewer)],
+            })
+            .await
+            .unwrap();
+            sink.append_event(Event::Executed {
+                request_id,
+                outcome: Outcome::Ok,
+                error: None,
+            })
+            .await
+            .unwrap();
+        }
+    });
+}
+
+#[test]
+fn keygen_writes_a_private_secret_and_its_verification_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ops.key");
+    let out = approval(&["keygen", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let verify_key = dir.path().join("ops.key.verify");
+    for file in [&key, &verify_key] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+        let content = std::fs::read_to_string(file).unwrap();
+        assert_eq!(content.len(), 65);
+        assert!(
+            content[..64]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+    }
+    // The verification key is the derived record key, not the secret.
+    let secret = WriterSecret::read_file(&key).unwrap();
+    let derived = approval_core::RecordKey::read_file(&verify_key).unwrap();
+    assert!(secret.record_key() == derived);
+    assert_ne!(
+        std::fs::read(&key).unwrap(),
+        std::fs::read(&verify_key).unwrap()
+    );
+    assert!(text(&out.stdout).contains("ops.key.verify"));
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_either_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ops.key");
+    std::fs::write(&key, "keep me").unwrap();
+    let out = approval(&["keygen", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), "keep me");
+
+    let other = dir.path().join("other.key");
+    std::fs::write(dir.path().join("other.key.verify"), "keep me too").unwrap();
+    let out = approval(&["keygen", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!other.exists(), "no half-made key pair");
+}
+
+#[test]
+fn verify_prints_count_head_and_mock_approvals() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ops.key");
+    assert!(
+        approval(&["keygen", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let log = dir.path().join("audit.jsonl");
+    write_log(&log, &key, 1);
+    let key_arg = format!("ops-1={}.verify", key.display());
+    let out = approval(&["verify", log.to_str().unwrap(), "--key", &key_arg]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    let last = std::fs::read_to_string(&log).unwrap();
+    let head = last
+        .lines()
+        .last()
+        .unwrap()
+        .split("\"mac\":\"")
+        .nth(1)
+        .unwrap()[..64]
+        .to_owned();
+    assert!(
+        stdout.contains(&format!("ok: 6 records, head {head}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("approvals resting on mock votes: 1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn verify_names_the_first_failing_record_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ops.key");
+    assert!(
+        approval(&["keygen", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let log = dir.path().join("audit.jsonl");
+    write_log(&log, &key, 0);
+    let tampered = std::fs::read_to_string(&log)
+        .unwrap()
+        .replacen("req-1", "req-9", 1);
+    std::fs::write(&log, tampered).unwrap();
+    let key_arg = format!("ops-1={}.verify", key.display());
+    let out = approval(&["verify", log.to_str().unwrap(), "--key", &key_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "FAILED at record seq 2 (line 3): bad_mac"
+    );
+
+    // A key under another id: unknown_key at the first record.
+    let out = approval(&[
+        "verify",
+        log.to_str().unwrap(),
+        "--key",
+        &format!("ops-2={}.verify", key.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "FAILED at record seq 0 (line 1): unknown_key"
+    );
+}
+
+#[test]
+fn verify_refuses_malformed_key_files_and_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let bad_key = dir.path().join("bad.key");
+    std::fs::write(&bad_key, "DEADBEEF\n").unwrap();
+    let out = approval(&[
+        "verify",
+        log.to_str().unwrap(),
+        "--key",
+        &format!("k={}", bad_key.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("64 lowercase hex digits") && stderr.contains("bad.key"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("DEADBEEF"),
+        "key material echoed: {stderr}"
+    );
+
+    let out = approval(&["verify", log.to_str().unwrap(), "--key", "no-equals-sign"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("ID=KEYFILE"));
+
+    let out = approval(&["verify", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "a key is required");
+}
