@@ -72,5 +72,10 @@ pub use key::{DigestKey, KeyError, KeyId, RecordKey, WriterSecret};
 pub use record::{
     Actor, ActorKind, Event, Outcome, PendingRecord, RejectReason, Reviewer, Task, Vote,
 };
-pub use sink::{AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink};
+pub use sink::{AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink, SyncHandle};
 pub use verify::{Failure, Keyring, Reason, Report, Verifier, VerifyError, verify};
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -170,6 +170,15 @@ pub(crate) fn cmp_utf16(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
+/// The first eight bytes of `key`, big-endian, zero-padded: ordering these
+/// orders ASCII keys by their start.
+fn prefix(key: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
+}
+
 /// A member value the record writer knows how to put in canonical form.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Member<'a> {
@@ -216,12 +225,15 @@ impl<'a> Members<'a> {
         out: &mut Vec<u8>,
         split: Option<&str>,
     ) -> Result<Option<usize>, CanonicalError> {
-        self.items.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
-        if self
-            .items
-            .windows(2)
-            .any(|w| cmp_utf16(w[0].0, w[1].0) == Ordering::Equal)
-        {
+        // Record members have short ASCII names, for which UTF-16 order is
+        // byte order: compare their first eight bytes as one integer.
+        if self.items.iter().all(|(key, _)| key.is_ascii()) {
+            self.items
+                .sort_unstable_by(|a, b| (prefix(a.0), a.0).cmp(&(prefix(b.0), b.0)));
+        } else {
+            self.items.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
+        }
+        if self.items.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(CanonicalError::DuplicateMember);
         }
         let mut split_at = None;

@@ -23,11 +23,21 @@ pub trait LogFile: Send + 'static {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Makes everything written so far durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
+    /// A second handle that syncs the same file from another thread, so a
+    /// sync can run while the next records are written. A sync through it
+    /// must cover at least every write that completed before it began.
+    fn sync_handle(&self) -> io::Result<Box<dyn SyncHandle>>;
     /// Something that opens readers of the file, for reading back while the
     /// sink keeps writing.
     fn source(&self) -> Box<dyn LogSource>;
     /// The file's name, for error messages.
     fn path(&self) -> &Path;
+}
+
+/// Syncs a log file from the sink's sync thread.
+pub trait SyncHandle: Send + 'static {
+    /// Makes everything written so far durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
 }
 
 /// Opens readers of a log's contents.
@@ -93,12 +103,26 @@ impl LogFile for FsLogFile {
         self.file.sync_data()
     }
 
+    fn sync_handle(&self) -> io::Result<Box<dyn SyncHandle>> {
+        Ok(Box::new(FileSync(self.file.try_clone()?)))
+    }
+
     fn source(&self) -> Box<dyn LogSource> {
         Box::new(PathSource(self.path.clone()))
     }
 
     fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A second descriptor of the same open file: `fdatasync` on it syncs the
+/// file's data whichever descriptor wrote it.
+struct FileSync(File);
+
+impl SyncHandle for FileSync {
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 

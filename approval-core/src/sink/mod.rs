@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use file::{FsLogFile, LogFile, LogSource};
+pub use file::{FsLogFile, LogFile, LogSource, SyncHandle};
 pub use jsonl::JsonlFileSink;
 pub use memory::MemorySink;
 

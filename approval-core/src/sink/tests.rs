@@ -200,13 +200,41 @@ fn a_tampered_last_record_refuses_to_open_and_changes_nothing() {
     assert!(matches!(err, AuditError::UnknownWriterKey { ref key_id } if key_id.as_str() == "k1"));
 }
 
-/// A file layer over a real file that counts syncs and can be told to make
-/// them slow or failing.
+/// A file layer over a real file whose syncs are counted, and can be made
+/// slow or failing.
 struct Instrumented {
     inner: FsLogFile,
-    syncs: Arc<AtomicUsize>,
-    sync_delay: Duration,
-    fail_syncs_from: Option<usize>,
+    syncs: SyncControl,
+}
+
+#[derive(Clone)]
+struct SyncControl {
+    count: Arc<AtomicUsize>,
+    delay: Duration,
+    fail_from: Option<usize>,
+}
+
+impl SyncControl {
+    fn sync(&self, then: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let n = self.count.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(self.delay);
+        if self.fail_from.is_some_and(|from| n >= from) {
+            return Err(io::Error::other("injected EIO"));
+        }
+        then()
+    }
+}
+
+struct InstrumentedSync {
+    inner: Box<dyn SyncHandle>,
+    syncs: SyncControl,
+}
+
+impl SyncHandle for InstrumentedSync {
+    fn sync_data(&mut self) -> io::Result<()> {
+        let inner = &mut self.inner;
+        self.syncs.sync(|| inner.sync_data())
+    }
 }
 
 impl LogFile for Instrumented {
@@ -223,12 +251,14 @@ impl LogFile for Instrumented {
         self.inner.truncate(len)
     }
     fn sync_data(&mut self) -> io::Result<()> {
-        let n = self.syncs.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(self.sync_delay);
-        if self.fail_syncs_from.is_some_and(|from| n >= from) {
-            return Err(io::Error::other("injected EIO"));
-        }
-        self.inner.sync_data()
+        let inner = &mut self.inner;
+        self.syncs.sync(|| inner.sync_data())
+    }
+    fn sync_handle(&self) -> io::Result<Box<dyn SyncHandle>> {
+        Ok(Box::new(InstrumentedSync {
+            inner: self.inner.sync_handle()?,
+            syncs: self.syncs.clone(),
+        }))
     }
     fn source(&self) -> Box<dyn LogSource> {
         self.inner.source()
@@ -240,17 +270,19 @@ impl LogFile for Instrumented {
 
 fn instrumented(
     path: &Path,
-    sync_delay: Duration,
-    fail_syncs_from: Option<usize>,
+    delay: Duration,
+    fail_from: Option<usize>,
 ) -> (Instrumented, Arc<AtomicUsize>) {
-    let syncs = Arc::new(AtomicUsize::new(0));
+    let count = Arc::new(AtomicUsize::new(0));
     let file = Instrumented {
         inner: FsLogFile::open(path).unwrap(),
-        syncs: syncs.clone(),
-        sync_delay,
-        fail_syncs_from,
+        syncs: SyncControl {
+            count: count.clone(),
+            delay,
+            fail_from,
+        },
     };
-    (file, syncs)
+    (file, count)
 }
 
 #[test]
