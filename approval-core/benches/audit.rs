@@ -268,12 +268,34 @@ fn bench_jsonl() {
     }
 }
 
+/// One thread, the verifier only: for profiling (`perf record … profile`).
+fn profile_verify() {
+    let log = make_log(400_000);
+    let keyring = Keyring::new().with(key_id(), secret().record_key());
+    let start = Instant::now();
+    for _ in 0..5 {
+        Verifier::new(&keyring)
+            .threads(1)
+            .verify(&log[..])
+            .expect("valid log");
+    }
+    println!(
+        "profile: {:.0} rec/s on one thread",
+        per_sec(2_000_000, start.elapsed())
+    );
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let wanted = |name: &str| {
+        filter.is_empty()
+            || filter
+                .iter()
+                .any(|f| f != "profile" && name.contains(f.as_str()))
+    };
     if wanted("verify") {
         bench_verify();
     }
@@ -282,5 +304,9 @@ fn main() {
     }
     if wanted("jsonl") {
         bench_jsonl();
+    }
+    // Only on request: not a figure of BENCHMARKS.md.
+    if filter.iter().any(|f| f == "profile") {
+        profile_verify();
     }
 }

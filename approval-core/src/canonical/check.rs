@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use std::ops::Range;
 
 use super::scan::{find_special, find_special_or_high};
-use super::write::{cmp_utf16, write_f64};
+use super::write::{cmp_utf16, prefix, write_f64};
 
 /// Why bytes are not canonical JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +207,9 @@ impl<'a> Parser<'a> {
     ) -> Ordering {
         let (a, b) = (&self.s[a], &self.s[b]);
         if a_plain && b_plain {
-            return a.cmp(b);
+            // Plain keys order by their bytes; most differ in the first
+            // eight, compared as one integer.
+            return (prefix(a), a).cmp(&(prefix(b), b));
         }
         match (decode_str(a), decode_str(b)) {
             (Some(a), Some(b)) => cmp_utf16(&a, &b),

@@ -171,12 +171,17 @@ pub(crate) fn cmp_utf16(a: &str, b: &str) -> Ordering {
 }
 
 /// The first eight bytes of `key`, big-endian, zero-padded: ordering these
-/// orders ASCII keys by their start.
-fn prefix(key: &str) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
-    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
-    u64::from_be_bytes(bytes)
+/// orders byte strings by their start.
+pub(crate) fn prefix(key: impl AsRef<[u8]>) -> u64 {
+    let key = key.as_ref();
+    if let Some(head) = key.first_chunk::<8>() {
+        return u64::from_be_bytes(*head);
+    }
+    // Shorter keys: shift bytes in (a copy into a buffer would be a call to
+    // memcpy and a stalled load, on every comparison).
+    key.iter()
+        .zip((0..8).rev())
+        .fold(0, |acc, (&b, shift)| acc | u64::from(b) << (shift * 8))
 }
 
 /// A member value the record writer knows how to put in canonical form.

@@ -410,3 +410,84 @@ fn records_handed_over_are_written_even_if_the_caller_stops_waiting() {
     // and the chain holds every record that was sent.
     assert!(report.records >= 4, "{report:?}");
 }
+
+/// Counts the bytes a sink reads from its file.
+struct CountingReads {
+    inner: FsLogFile,
+    read: Arc<AtomicUsize>,
+}
+
+impl LogFile for CountingReads {
+    fn size(&mut self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.read.fetch_add(buf.len(), Ordering::SeqCst);
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.inner.append(data)
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_handle(&self) -> io::Result<Box<dyn SyncHandle>> {
+        self.inner.sync_handle()
+    }
+    fn source(&self) -> Box<dyn LogSource> {
+        self.inner.source()
+    }
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+}
+
+#[test]
+fn reopening_reads_only_the_tail_of_a_large_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let rt = runtime();
+    {
+        let sink = JsonlFileSink::open(&path, writer()).unwrap();
+        let batch: Vec<_> = (0..5000).map(|n| event(n).to_pending().unwrap()).collect();
+        rt.block_on(sink.append(batch)).unwrap();
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 1_000_000, "{size}");
+    let read = Arc::new(AtomicUsize::new(0));
+    let file = CountingReads {
+        inner: FsLogFile::open(&path).unwrap(),
+        read: read.clone(),
+    };
+    let sink = JsonlFileSink::with_file(file, writer()).unwrap();
+    assert_eq!(rt.block_on(sink.append_event(event(9))).unwrap().seq, 5000);
+    // Two backward reads of at most 64 KiB each, and the last line.
+    let read = read.load(Ordering::SeqCst);
+    assert!(read <= 3 * 64 * 1024, "read {read} of {size} bytes");
+}
+
+#[test]
+fn writer_and_keyring_debug_show_no_key_material() {
+    let hex_secret = "5a".repeat(32);
+    let record_key_hex = {
+        let mut out = Vec::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        secret().record_key().write_new_file(&path).unwrap();
+        out.extend(std::fs::read(&path).unwrap());
+        String::from_utf8(out).unwrap().trim_end().to_owned()
+    };
+    let shown = [
+        format!("{:?}", writer()),
+        format!("{:?}", keyring()),
+        format!("{:?}", MemorySink::new(writer())),
+    ];
+    for text in shown {
+        assert!(!text.contains(&hex_secret[..16]), "{text}");
+        assert!(!text.contains(&record_key_hex[..16]), "{text}");
+        assert!(!text.contains("90, 90, 90"), "raw bytes shown: {text}");
+    }
+}
