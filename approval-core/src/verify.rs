@@ -232,23 +232,30 @@ impl<'k> Verifier<'k> {
                 read = self.read_block(&mut log, &mut current, &mut carry)?;
                 continue;
             }
+            let parts = split_parts(current.lines(), self.threads * PARTS_PER_THREAD);
+            let queue = Parts::new(&parts, self.keyring);
             let (checks, next_read) = std::thread::scope(|scope| {
-                let workers = self.spawn_checks(scope, current.lines());
+                let workers: Vec<_> = (0..self.threads)
+                    .map(|_| scope.spawn(|| queue.work()))
+                    .collect();
                 let next_read = match read {
                     Block::More => self.read_block(&mut log, &mut next, &mut carry),
                     Block::Last | Block::LineTooLong => Ok(Block::Last),
                 };
-                let chunks: Vec<Chunk> = workers
-                    .into_iter()
-                    .map(|worker| {
-                        // A panic in a check is a bug; fail the block rather
-                        // than pass it.
-                        worker.join().unwrap_or_else(|_| Chunk::failed())
-                    })
-                    .collect();
-                (chunks, next_read)
+                // Done reading: help with the checks rather than wait.
+                let mut done = queue.work();
+                for worker in workers {
+                    // A panic in a check is a bug; fail the block rather
+                    // than pass it.
+                    match worker.join() {
+                        Ok(part) => done.extend(part),
+                        Err(_) => done.push((0, Chunk::failed())),
+                    }
+                }
+                done.sort_unstable_by_key(|(index, _)| *index);
+                (done, next_read)
             });
-            for chunk in &checks {
+            for (_, chunk) in &checks {
                 links.link(chunk)?;
             }
             match read {
@@ -310,31 +317,54 @@ impl<'k> Verifier<'k> {
             }
         }
     }
+}
 
-    /// Starts one thread per share of `block`'s lines.
-    fn spawn_checks<'scope>(
-        &self,
-        scope: &'scope std::thread::Scope<'scope, '_>,
-        block: &'scope [u8],
-    ) -> Vec<std::thread::ScopedJoinHandle<'scope, Chunk>>
-    where
-        'k: 'scope,
-    {
-        let keyring = self.keyring;
-        let share = block.len().div_ceil(self.threads).max(1);
-        let mut handles = Vec::with_capacity(self.threads);
-        let mut rest = block;
-        while !rest.is_empty() {
-            // Cut after the first newline at or past `share` bytes.
-            let cut = rest
-                .get(share.min(rest.len()) - 1..)
-                .and_then(|tail| memchr::memchr(b'\n', tail))
-                .map_or(rest.len(), |p| share.min(rest.len()) + p);
-            let (part, tail) = rest.split_at(cut);
-            rest = tail;
-            handles.push(scope.spawn(move || Chunk::check(part, keyring)));
+/// A block is cut into this many parts per thread, taken in turn by whichever
+/// thread is free, so no thread idles while another finishes a big share.
+const PARTS_PER_THREAD: usize = 4;
+
+/// Cuts `block` into about `count` runs of whole lines.
+fn split_parts(block: &[u8], count: usize) -> Vec<&[u8]> {
+    let share = block.len().div_ceil(count.max(1)).max(1);
+    let mut parts = Vec::with_capacity(count + 1);
+    let mut rest = block;
+    while !rest.is_empty() {
+        // Cut after the first newline at or past `share` bytes.
+        let at = share.min(rest.len());
+        let cut = memchr::memchr(b'\n', &rest[at - 1..]).map_or(rest.len(), |p| at + p);
+        let (part, tail) = rest.split_at(cut);
+        parts.push(part);
+        rest = tail;
+    }
+    parts
+}
+
+/// The parts of a block, handed out one at a time.
+struct Parts<'a> {
+    parts: &'a [&'a [u8]],
+    next: std::sync::atomic::AtomicUsize,
+    keyring: &'a Keyring,
+}
+
+impl<'a> Parts<'a> {
+    fn new(parts: &'a [&'a [u8]], keyring: &'a Keyring) -> Self {
+        Self {
+            parts,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            keyring,
         }
-        handles
+    }
+
+    /// Checks parts until none is left; returns them with their indexes.
+    fn work(&self) -> Vec<(usize, Chunk)> {
+        let mut done = Vec::new();
+        loop {
+            let index = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(part) = self.parts.get(index) else {
+                return done;
+            };
+            done.push((index, Chunk::check(part, self.keyring)));
+        }
     }
 }
 
