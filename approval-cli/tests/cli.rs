@@ -54,6 +54,17 @@ fn write_log(log: &Path, key_file: &Path, mock_approvals: usize) {
     });
 }
 
+/// Makes a key pair with `approval keygen`, writes a log with it, and
+/// returns the log and the `--key` argument that verifies it.
+fn keyed_log(dir: &Path, mock_approvals: usize) -> (std::path::PathBuf, String) {
+    let key = dir.join("ops.key");
+    let out = approval(&["keygen", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = dir.join("audit.jsonl");
+    write_log(&log, &key, mock_approvals);
+    (log, format!("ops-1={}.verify", key.display()))
+}
+
 #[test]
 fn keygen_writes_a_private_secret_and_its_verification_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,15 +118,7 @@ fn keygen_refuses_to_overwrite_either_file() {
 #[test]
 fn verify_prints_count_head_and_mock_approvals() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("ops.key");
-    assert!(
-        approval(&["keygen", key.to_str().unwrap()])
-            .status
-            .success()
-    );
-    let log = dir.path().join("audit.jsonl");
-    write_log(&log, &key, 1);
-    let key_arg = format!("ops-1={}.verify", key.display());
+    let (log, key_arg) = keyed_log(dir.path(), 1);
     let out = approval(&["verify", log.to_str().unwrap(), "--key", &key_arg]);
     assert!(
         out.status.success(),
@@ -146,19 +149,11 @@ fn verify_prints_count_head_and_mock_approvals() {
 #[test]
 fn verify_names_the_first_failing_record_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("ops.key");
-    assert!(
-        approval(&["keygen", key.to_str().unwrap()])
-            .status
-            .success()
-    );
-    let log = dir.path().join("audit.jsonl");
-    write_log(&log, &key, 0);
+    let (log, key_arg) = keyed_log(dir.path(), 0);
     let tampered = std::fs::read_to_string(&log)
         .unwrap()
         .replacen("req-1", "req-9", 1);
     std::fs::write(&log, tampered).unwrap();
-    let key_arg = format!("ops-1={}.verify", key.display());
     let out = approval(&["verify", log.to_str().unwrap(), "--key", &key_arg]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -171,7 +166,7 @@ fn verify_names_the_first_failing_record_and_exits_1() {
         "verify",
         log.to_str().unwrap(),
         "--key",
-        &format!("ops-2={}.verify", key.display()),
+        &key_arg.replacen("ops-1=", "ops-2=", 1),
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

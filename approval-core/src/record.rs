@@ -4,8 +4,8 @@
 use std::ops::Range;
 
 use crate::canonical::{
-    CanonicalError, CanonicalJson, MAX_SAFE_INTEGER, Member, Members, write_hex, write_str,
-    write_u64,
+    CanonicalError, CanonicalJson, MAX_SAFE_INTEGER, Member, Members, write_array, write_hex,
+    write_str, write_u64,
 };
 use crate::key::KeyId;
 
@@ -505,22 +505,6 @@ impl Event {
         }
         Ok(r)
     }
-}
-
-fn write_array<T>(
-    out: &mut Vec<u8>,
-    items: &[T],
-    mut write: impl FnMut(&mut Vec<u8>, &T) -> Result<(), CanonicalError>,
-) -> Result<(), CanonicalError> {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write(out, item)?;
-    }
-    out.push(b']');
-    Ok(())
 }
 
 /// An event's own members in canonical form, waiting for the chain to add

@@ -17,13 +17,30 @@ fn equal(x: u64, b: u8) -> u64 {
 /// `bytes`: the bytes a JSON string cannot hold literally.
 #[inline]
 pub(crate) fn find_special(bytes: &[u8]) -> Option<usize> {
+    find::<false>(bytes)
+}
+
+/// Like [`find_special`], but also stops at any byte of 0x80 or above (the
+/// start of a non-ASCII character), so a checker validates UTF-8 only in the
+/// strings that need it.
+#[inline]
+pub(crate) fn find_special_or_high(bytes: &[u8]) -> Option<usize> {
+    find::<true>(bytes)
+}
+
+#[inline]
+fn find<const HIGH: bool>(bytes: &[u8]) -> Option<usize> {
+    let stops = |b: u8| b == b'"' || b == b'\\' || b < 0x20 || (HIGH && b >= 0x80);
     let mut i = 0;
     let mut words = bytes.chunks_exact(8);
     for word in &mut words {
         let mut lanes = [0u8; 8];
         lanes.copy_from_slice(word);
         let x = u64::from_le_bytes(lanes);
-        let marks = equal(x, b'"') | equal(x, b'\\') | below(x, 0x20);
+        let mut marks = equal(x, b'"') | equal(x, b'\\') | below(x, 0x20);
+        if HIGH {
+            marks |= x & HIGHS;
+        }
         if marks != 0 {
             // Little-endian: the lowest marked lane is the first byte.
             return Some(i + (marks.trailing_zeros() / 8) as usize);
@@ -33,31 +50,7 @@ pub(crate) fn find_special(bytes: &[u8]) -> Option<usize> {
     words
         .remainder()
         .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|p| i + p)
-}
-
-/// Like [`find_special`], but also stops at any byte of 0x80 or above (the
-/// start of a non-ASCII character), so a checker validates UTF-8 only in the
-/// strings that need it.
-#[inline]
-pub(crate) fn find_special_or_high(bytes: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let mut lanes = [0u8; 8];
-        lanes.copy_from_slice(word);
-        let x = u64::from_le_bytes(lanes);
-        let marks = equal(x, b'"') | equal(x, b'\\') | below(x, 0x20) | (x & HIGHS);
-        if marks != 0 {
-            return Some(i + (marks.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    words
-        .remainder()
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
+        .position(|&b| stops(b))
         .map(|p| i + p)
 }
 

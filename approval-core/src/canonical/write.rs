@@ -127,18 +127,26 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), Canoni
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => write_number(out, n)?,
         Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item)?;
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => write_array(out, items, write_value)?,
         Value::Object(map) => write_object(out, map)?,
     }
+    Ok(())
+}
+
+/// Appends `[…]` with each item written by `write`.
+pub(crate) fn write_array<T>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    mut write: impl FnMut(&mut Vec<u8>, &T) -> Result<(), CanonicalError>,
+) -> Result<(), CanonicalError> {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item)?;
+    }
+    out.push(b']');
     Ok(())
 }
 
