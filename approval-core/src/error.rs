@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use crate::canonical::CanonicalError;
 use crate::clock::ClockOutOfRange;
+use crate::gate::ApproverError;
 use crate::key::KeyId;
+use crate::record::Reviewer;
 
 /// Why an audit record could not be written. Whatever the variant, nothing
 /// was written past the failed record, and records already stored stay.
@@ -60,4 +62,77 @@ pub enum AuditError {
     /// `seq` cannot grow further.
     #[error("the chain's seq cannot grow further")]
     SeqExhausted,
+}
+
+/// Why a gated call did not run. Each ending is its own variant: a human
+/// "no" ([`Denied`](Self::Denied)) is never folded into a timeout or a
+/// failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApprovalError {
+    /// A reviewer denied the call; their comment is for the agent to read.
+    #[error("denied by {}{}", reviewer.id, comment.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
+    Denied {
+        /// Who denied.
+        reviewer: Reviewer,
+        /// Why, in their words.
+        comment: Option<String>,
+    },
+    /// Nobody decided before the policy's timeout (not a human "no").
+    #[error("no decision under policy {policy} within {timeout:?}")]
+    Expired {
+        /// The policy.
+        policy: String,
+        /// Its timeout.
+        timeout: std::time::Duration,
+    },
+    /// The request was cancelled.
+    #[error("request cancelled: {why}")]
+    Cancelled {
+        /// Why.
+        why: String,
+    },
+    /// The call names a policy the gate does not have.
+    #[error("unknown policy {policy}")]
+    UnknownPolicy {
+        /// The name.
+        policy: String,
+    },
+    /// The policy requires an actor and none was in scope.
+    #[error("policy {policy} requires an actor in scope and there is none")]
+    NoActor {
+        /// The policy.
+        policy: String,
+    },
+    /// The actor already has as many requests waiting as the policy allows.
+    #[error("actor {actor} already has {limit} requests waiting")]
+    TooManyPending {
+        /// The actor.
+        actor: String,
+        /// The policy's limit.
+        limit: u32,
+    },
+    /// An approver could not deliver the request.
+    #[error("approver {route} could not deliver the request")]
+    ApproverUnavailable {
+        /// The route.
+        route: String,
+        /// Why.
+        source: ApproverError,
+    },
+    /// The audit sink failed; nothing runs unrecorded.
+    #[error("audit sink failed")]
+    Audit(#[from] AuditError),
+    /// The arguments changed between approval and execution.
+    #[error("the arguments changed while waiting for approval")]
+    ArgumentsChanged,
+    /// The arguments have no canonical JSON form (a NaN, say).
+    #[error("the arguments cannot be recorded: {0}")]
+    InvalidArguments(#[source] CanonicalError),
+    /// The gate was dropped.
+    #[error("the gate has shut down")]
+    GateClosed,
+    /// The system random number generator failed.
+    #[error("the system random number generator failed")]
+    Random,
 }

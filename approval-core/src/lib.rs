@@ -59,6 +59,7 @@ mod canonical;
 mod chain;
 mod clock;
 mod error;
+mod gate;
 mod key;
 mod record;
 mod sink;
@@ -67,7 +68,14 @@ mod verify;
 pub use canonical::{CanonicalError, CanonicalJson};
 pub use chain::{ChainHead, ChainWriter, Receipt};
 pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};
-pub use error::AuditError;
+pub use error::{ApprovalError, AuditError};
+pub use gate::{
+    ApprovalRequest, Approver, ApproverError, Ballot, BallotOutcome, Ballots, Call, ConfigError,
+    Decision, Directory, Gate, GateBuilder, NO_ACTOR, Policy, current_actor, with_actor,
+    with_actor_sync,
+};
+#[cfg(any(test, feature = "mock"))]
+pub use gate::{MockApprover, ScriptedMock};
 pub use key::{DigestKey, KeyError, KeyId, RecordKey, WriterSecret};
 pub use record::{
     Actor, ActorKind, Event, Outcome, PendingRecord, RejectReason, Reviewer, Task, Vote,

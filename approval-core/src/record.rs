@@ -221,6 +221,9 @@ pub enum RejectReason {
     WrongBinding,
     /// No such request.
     UnknownRequest,
+    /// The same person already voted otherwise on this request (their first
+    /// vote is final). Project word: `already_voted`.
+    AlreadyVoted,
 }
 
 impl RejectReason {
@@ -234,6 +237,7 @@ impl RejectReason {
             Self::Settled => "settled",
             Self::WrongBinding => "wrong_binding",
             Self::UnknownRequest => "unknown_request",
+            Self::AlreadyVoted => "already_voted",
         }
     }
 }

@@ -1,0 +1,63 @@
+//! The extension point for channels: deliver a request, report votes, hear
+//! the outcome.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+
+use super::GateInner;
+use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
+use crate::ApprovalError;
+
+/// A channel through which people approve or deny requests: Slack, Teams,
+/// an HTTP API, a terminal, a ticket system.
+///
+/// `deliver` shows the request to reviewers and returns; votes come back at
+/// any time, from any task, through [`Ballots::cast`]. The gate, not the
+/// approver, checks every vote (eligible, not the requester, bound to this
+/// request and binding, not a repeat) and records it.
+#[async_trait]
+pub trait Approver: Send + Sync + fmt::Debug {
+    /// Shows `request` to reviewers. An error means it could not be
+    /// delivered; the call then fails closed.
+    async fn deliver(
+        &self,
+        request: Arc<ApprovalRequest>,
+        ballots: Ballots,
+    ) -> Result<(), ApproverError>;
+
+    /// Hears how a request ended (to update a message, say). By default,
+    /// nothing.
+    async fn settled(&self, request: &ApprovalRequest, decision: &Decision) {
+        let _ = (request, decision);
+    }
+}
+
+/// Why an approver could not deliver a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApproverError {
+    /// The channel could not be reached.
+    #[error("channel unreachable: {0}")]
+    Unreachable(String),
+    /// The channel refused the request (bad credentials, unknown channel).
+    #[error("channel refused the request: {0}")]
+    Refused(String),
+}
+
+/// Where an approver's channel reports votes.
+#[derive(Debug, Clone)]
+pub struct Ballots {
+    pub(super) gate: Weak<GateInner>,
+}
+
+impl Ballots {
+    /// Hands a vote to the gate, which checks it, records it durably as
+    /// `reviewed` or `rejected_vote`, and settles the request when the
+    /// policy's rule is met.
+    pub async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
+        let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
+        gate.cast(ballot).await
+    }
+}

@@ -1,0 +1,847 @@
+//! The gate: every gated call asks, waits for people to decide through
+//! verified channels, and runs only when approved, with each step recorded
+//! on the audit chain first.
+
+mod actor;
+mod approver;
+mod directory;
+#[cfg(any(test, feature = "mock"))]
+mod mock;
+mod policy;
+mod request;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+pub use actor::{current_actor, with_actor, with_actor_sync};
+pub use approver::{Approver, ApproverError, Ballots};
+pub use directory::Directory;
+#[cfg(any(test, feature = "mock"))]
+pub use mock::{MockApprover, ScriptedMock};
+pub use policy::Policy;
+pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
+
+use crate::canonical::CanonicalJson;
+use crate::clock::{Clock, SystemClock};
+use crate::error::ApprovalError;
+use crate::record::{Actor, Event, Outcome, RejectReason, Reviewer, Vote};
+use crate::sink::AuditSink;
+use policy::{Policies, PolicyEntry};
+
+/// One gated call, as the macro (or a caller by hand) describes it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Call {
+    /// The function's full path.
+    pub action: String,
+    /// The policy's name.
+    pub policy: String,
+    /// The arguments as recorded: skipped ones absent, redacted ones as
+    /// `{"redacted":"<digest>"}`.
+    pub args: CanonicalJson,
+    /// Names of skipped parameters.
+    pub skipped: Vec<String>,
+    /// The unredacted arguments, for the binding digest.
+    pub binding_args: CanonicalJson,
+    /// The system acted on.
+    pub resource: Option<String>,
+    /// Why, in the caller's words.
+    pub reason: Option<String>,
+}
+
+impl Call {
+    /// A call of `action` under `policy` with arguments that need no
+    /// redaction.
+    pub fn new(action: impl Into<String>, policy: impl Into<String>, args: CanonicalJson) -> Self {
+        Self {
+            action: action.into(),
+            policy: policy.into(),
+            binding_args: args.clone(),
+            args,
+            skipped: Vec::new(),
+            resource: None,
+            reason: None,
+        }
+    }
+
+    /// Sets the resource.
+    #[must_use]
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    /// Sets the reason.
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// Puts a human in front of each gated call.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use approval_core::{
+///     Actor, Approver, ApproverError, ApprovalRequest, Ballot, Ballots, CanonicalJson, Call,
+///     ChainWriter, Directory, Gate, KeyId, MemorySink, Policy, Vote, WriterSecret, with_actor,
+/// };
+///
+/// /// Approves every request as "ci-bot"; a stand-in for a real channel.
+/// #[derive(Debug)]
+/// struct AutoApprove;
+///
+/// #[async_trait::async_trait]
+/// impl Approver for AutoApprove {
+///     async fn deliver(&self, request: Arc<ApprovalRequest>, ballots: Ballots) -> Result<(), ApproverError> {
+///         tokio::spawn(async move {
+///             let _ = ballots.cast(Ballot::new(&request, "custom:ci-bot", "custom", Vote::Approve)).await;
+///         });
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let writer = Arc::new(ChainWriter::new(KeyId::new("k1")?, &WriterSecret::generate()?));
+/// let gate = Gate::builder(Arc::new(MemorySink::new(writer)))
+///     .approver("bot", Arc::new(AutoApprove))
+///     .policy(Policy::new("export", ["bot"], Duration::from_secs(60)).approvers(["custom:ci-bot"]))
+///     .directory(Directory::new())
+///     .build()?;
+/// let args = CanonicalJson::from_serialize(&serde_json::json!({"table": "users"}))?;
+/// let rows = with_actor(Actor::new("agent-7"), gate.run(
+///     Call::new("crm::export", "export", args),
+///     || Ok(None),
+///     async { Ok::<_, approval_core::ApprovalError>(42) },
+/// ))
+/// .await?;
+/// assert_eq!(rows, 42);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Gate {
+    inner: Arc<GateInner>,
+}
+
+/// Builds a [`Gate`]; [`build`](GateBuilder::build) checks the setup.
+#[derive(Debug)]
+#[must_use]
+pub struct GateBuilder {
+    sink: Arc<dyn AuditSink>,
+    approvers: HashMap<String, Arc<dyn Approver>>,
+    policies: Vec<Policy>,
+    directory: Directory,
+    clock: Arc<dyn Clock>,
+}
+
+/// A mistake in the gate's setup, found before any call is made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A policy routes to an approver that is not registered.
+    #[error("policy {policy} routes to {route}, which is not a registered approver")]
+    UnknownRoute {
+        /// The policy.
+        policy: String,
+        /// The route it names.
+        route: String,
+    },
+    /// A policy has no route, or needs no approval.
+    #[error("policy {policy} {problem}")]
+    InvalidPolicy {
+        /// The policy.
+        policy: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// Two policies share a name.
+    #[error("policy {0} is defined twice")]
+    DuplicatePolicy(String),
+}
+
+impl GateBuilder {
+    /// Registers an approver under a route name policies refer to.
+    pub fn approver(mut self, route: impl Into<String>, approver: Arc<dyn Approver>) -> Self {
+        self.approvers.insert(route.into(), approver);
+        self
+    }
+
+    /// Adds a policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// Sets the directory of reviewers.
+    pub fn directory(mut self, directory: Directory) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// Uses `clock` for request expiry times shown to reviewers.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks every policy against the approvers and builds the gate.
+    pub fn build(self) -> Result<Gate, ConfigError> {
+        let mut policies = Policies::new();
+        for policy in self.policies {
+            let invalid = |problem| ConfigError::InvalidPolicy {
+                policy: policy.name.clone(),
+                problem,
+            };
+            if policy.routes.is_empty() {
+                return Err(invalid("has no route to any approver"));
+            }
+            if policy.required == 0 {
+                return Err(invalid("needs at least one approval"));
+            }
+            if policy.timeout_ms == 0 {
+                return Err(invalid("has a zero timeout"));
+            }
+            if let Some(route) = policy
+                .routes
+                .iter()
+                .find(|r| !self.approvers.contains_key(*r))
+            {
+                return Err(ConfigError::UnknownRoute {
+                    policy: policy.name.clone(),
+                    route: route.clone(),
+                });
+            }
+            let name = policy.name.clone();
+            let entry = PolicyEntry {
+                digest: policy.digest(),
+                policy,
+            };
+            if policies.insert(name.clone(), Arc::new(entry)).is_some() {
+                return Err(ConfigError::DuplicatePolicy(name));
+            }
+        }
+        Ok(Gate {
+            inner: Arc::new(GateInner {
+                sink: self.sink,
+                approvers: self.approvers,
+                policies,
+                directory: self.directory,
+                clock: self.clock,
+                pending: Mutex::default(),
+                settled: Mutex::default(),
+                per_actor: Mutex::default(),
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct GateInner {
+    sink: Arc<dyn AuditSink>,
+    approvers: HashMap<String, Arc<dyn Approver>>,
+    policies: Policies,
+    directory: Directory,
+    clock: Arc<dyn Clock>,
+    pending: Mutex<HashMap<String, Arc<Pending>>>,
+    /// Ids of requests settled lately, so a late vote is told `settled`.
+    settled: Mutex<Recent>,
+    per_actor: Mutex<HashMap<String, u32>>,
+}
+
+/// The most recent settled request ids, oldest dropped first.
+#[derive(Debug, Default)]
+struct Recent {
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Recent {
+    const CAPACITY: usize = 10_000;
+
+    fn insert(&mut self, id: String) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
+/// A request waiting for its decision.
+#[derive(Debug)]
+struct Pending {
+    request: Arc<ApprovalRequest>,
+    entry: Arc<PolicyEntry>,
+    /// Serialises the votes of this request, across their audit writes.
+    votes_lock: tokio::sync::Mutex<()>,
+    state: Mutex<VoteState>,
+}
+
+#[derive(Debug, Default)]
+struct VoteState {
+    /// Accepted votes: (person or identity, identity, channel, vote).
+    votes: Vec<(String, String, String, Vote, Reviewer)>,
+    decision: Option<Decision>,
+    waiter: Option<tokio::sync::oneshot::Sender<Decision>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing here panics while holding a lock; if something did, the data
+    // is still consistent (every update is a single assignment).
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Gate {
+    /// Starts building a gate that records to `sink`.
+    pub fn builder(sink: Arc<dyn AuditSink>) -> GateBuilder {
+        GateBuilder {
+            sink,
+            approvers: HashMap::new(),
+            policies: Vec::new(),
+            directory: Directory::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Where channels report votes.
+    pub fn ballots(&self) -> Ballots {
+        Ballots {
+            gate: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Hands a vote to the gate; see [`Ballots::cast`].
+    pub async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
+        self.inner.cast(ballot).await
+    }
+
+    /// Asks for approval of `call`, waits for the decision, and runs `body`
+    /// only if approved. `rebind` recomputes the unredacted arguments just
+    /// before the body runs (`Ok(None)` when they cannot change); if they
+    /// differ from what was approved, the body does not run.
+    ///
+    /// Every ending but the body's own result is an [`ApprovalError`],
+    /// converted into the body's error type.
+    pub async fn run<T, E, F>(
+        &self,
+        call: Call,
+        rebind: impl FnOnce() -> Result<Option<CanonicalJson>, ApprovalError>,
+        body: F,
+    ) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: From<ApprovalError> + std::fmt::Display,
+    {
+        let approved = self.approve(call).await?;
+        let rebound = rebind()?;
+        if let Some(args) = rebound {
+            let writer = self.inner.sink.chain_writer();
+            if writer.binding(&approved.request.action, &args) != approved.request.binding {
+                self.inner
+                    .sink
+                    .append_event(Event::Cancelled {
+                        request_id: approved.request.id.clone(),
+                        why: "arguments changed while waiting".into(),
+                    })
+                    .await
+                    .map_err(ApprovalError::from)?;
+                return Err(ApprovalError::ArgumentsChanged.into());
+            }
+        }
+        let result = CatchUnwind(Box::pin(body)).await;
+        let (outcome, error) = match &result {
+            Ok(Ok(_)) => (Outcome::Ok, None),
+            Ok(Err(e)) => (
+                Outcome::Error,
+                approved
+                    .entry
+                    .policy
+                    .record_error_text
+                    .then(|| e.to_string()),
+            ),
+            Err(_) => (Outcome::Panicked, None),
+        };
+        self.inner
+            .sink
+            .append_event(Event::Executed {
+                request_id: approved.request.id.clone(),
+                outcome,
+                error,
+            })
+            .await
+            .map_err(ApprovalError::from)?;
+        match result {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Asks and waits; returns proof of approval.
+    async fn approve(&self, call: Call) -> Result<Approved, ApprovalError> {
+        let inner = &self.inner;
+        let entry = inner.policies.get(&call.policy).cloned().ok_or_else(|| {
+            ApprovalError::UnknownPolicy {
+                policy: call.policy.clone(),
+            }
+        })?;
+        let policy = &entry.policy;
+        let actor = current_actor();
+        if actor.is_none() && policy.require_actor {
+            return Err(ApprovalError::NoActor {
+                policy: policy.name.clone(),
+            });
+        }
+        let slot = ActorSlot::take(inner, actor.as_ref(), policy.max_pending_per_actor)?;
+
+        let now = inner.clock.now();
+        let request = Arc::new(ApprovalRequest {
+            id: request::new_request_id(now).map_err(|_| ApprovalError::Random)?,
+            binding: inner
+                .sink
+                .chain_writer()
+                .binding(&call.action, &call.binding_args),
+            action: call.action,
+            policy: Arc::new(policy.clone()),
+            policy_digest: entry.digest,
+            args: call.args,
+            skipped: call.skipped,
+            actor,
+            resource: call.resource,
+            reason: call.reason,
+            expires_at: now + policy.timeout(),
+        });
+        // Durable before any reviewer can see the request.
+        inner
+            .sink
+            .append_event(Event::Requested {
+                request_id: request.id.clone(),
+                action: request.action.clone(),
+                policy: policy.name.clone(),
+                policy_digest: entry.digest,
+                args: request.args.clone(),
+                skipped: request.skipped.clone(),
+                binding: request.binding,
+                actor: request
+                    .actor
+                    .clone()
+                    .unwrap_or_else(|| Actor::new(NO_ACTOR)),
+                resource: request.resource.clone(),
+                reason: request.reason.clone(),
+            })
+            .await?;
+
+        let (waiter, decided) = tokio::sync::oneshot::channel();
+        let pending = Arc::new(Pending {
+            request: request.clone(),
+            entry: entry.clone(),
+            votes_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(VoteState {
+                waiter: Some(waiter),
+                ..VoteState::default()
+            }),
+        });
+        lock(&inner.pending).insert(request.id.clone(), pending.clone());
+        // From here on, dropping this future cancels the request.
+        let mut guard = CancelOnDrop {
+            gate: inner.clone(),
+            pending: pending.clone(),
+            armed: true,
+        };
+
+        for route in &policy.routes {
+            let approver = inner.approvers.get(route).cloned();
+            let delivered = match approver {
+                Some(approver) => approver.deliver(request.clone(), self.ballots()).await,
+                None => Err(ApproverError::Unreachable("not registered".into())),
+            };
+            if let Err(source) = delivered {
+                guard.armed = false;
+                let ended = inner
+                    .finish(
+                        &pending,
+                        Decision::Cancelled {
+                            why: format!("approver {route} unavailable"),
+                        },
+                    )
+                    .await;
+                inner.forget(&request.id);
+                ended?;
+                return Err(ApprovalError::ApproverUnavailable {
+                    route: route.clone(),
+                    source,
+                });
+            }
+        }
+
+        let decision = match tokio::time::timeout(policy.timeout(), decided).await {
+            Ok(Ok(decision)) => decision,
+            // The sender lives in the pending state until a decision is
+            // sent; losing it means the gate is gone.
+            Ok(Err(_)) => Decision::Cancelled {
+                why: "gate shut down".into(),
+            },
+            Err(_elapsed) => {
+                inner.finish(&pending, Decision::Expired).await?;
+                // A vote may have settled it in the meantime: the state says.
+                lock(&pending.state)
+                    .decision
+                    .clone()
+                    .unwrap_or(Decision::Expired)
+            }
+        };
+        guard.armed = false;
+        drop(slot);
+        inner.forget(&request.id);
+        inner.tell_approvers(&request, &decision);
+        match decision {
+            Decision::Approved { .. } => Ok(Approved { request, entry }),
+            Decision::Denied { reviewer, comment } => {
+                Err(ApprovalError::Denied { reviewer, comment })
+            }
+            Decision::Expired => Err(ApprovalError::Expired {
+                policy: policy.name.clone(),
+                timeout: policy.timeout(),
+            }),
+            Decision::Cancelled { why } => Err(ApprovalError::Cancelled { why }),
+        }
+    }
+}
+
+/// The `actor` recorded when none was in scope.
+pub const NO_ACTOR: &str = "none";
+
+/// Proof that a request was approved; only [`Gate::approve`] makes one.
+struct Approved {
+    request: Arc<ApprovalRequest>,
+    entry: Arc<PolicyEntry>,
+}
+
+/// A place in an actor's quota of waiting requests, given back on drop.
+struct ActorSlot {
+    gate: Arc<GateInner>,
+    actor: Option<String>,
+}
+
+impl ActorSlot {
+    fn take(
+        gate: &Arc<GateInner>,
+        actor: Option<&Actor>,
+        limit: Option<u32>,
+    ) -> Result<Self, ApprovalError> {
+        let id = actor.map_or(NO_ACTOR, |a| a.id.as_str()).to_owned();
+        let mut counts = lock(&gate.per_actor);
+        let count = counts.entry(id.clone()).or_insert(0);
+        if let Some(limit) = limit
+            && *count >= limit
+        {
+            return Err(ApprovalError::TooManyPending { actor: id, limit });
+        }
+        *count += 1;
+        Ok(Self {
+            gate: gate.clone(),
+            actor: Some(id),
+        })
+    }
+}
+
+impl Drop for ActorSlot {
+    fn drop(&mut self) {
+        if let Some(id) = self.actor.take() {
+            let mut counts = lock(&self.gate.per_actor);
+            if let Some(count) = counts.get_mut(&id) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+/// Ends a request as `cancelled` if the waiting future is dropped: the
+/// state flips at once, so no later vote can approve it, and the record is
+/// written right after.
+struct CancelOnDrop {
+    gate: Arc<GateInner>,
+    pending: Arc<Pending>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let decision = Decision::Cancelled {
+            why: "caller stopped waiting".into(),
+        };
+        let settled_now = {
+            let mut state = lock(&self.pending.state);
+            if state.decision.is_none() {
+                state.decision = Some(decision.clone());
+                state.waiter = None;
+                true
+            } else {
+                false
+            }
+        };
+        self.gate.forget(&self.pending.request.id);
+        if settled_now {
+            let gate = self.gate.clone();
+            let request = self.pending.request.clone();
+            let record = Event::Cancelled {
+                request_id: request.id.clone(),
+                why: "caller stopped waiting".into(),
+            };
+            // The sink keeps what it was handed even if this task is not
+            // polled to the end; without a runtime there is nowhere to run
+            // the write, and the restart scan closes the request instead.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = gate.sink.append_event(record).await;
+                    gate.tell_approvers(&request, &decision);
+                });
+            }
+        }
+    }
+}
+
+impl GateInner {
+    /// Moves a request from pending to recently settled.
+    fn forget(&self, id: &str) {
+        lock(&self.pending).remove(id);
+        lock(&self.settled).insert(id.to_owned());
+    }
+
+    /// Settles `pending` with `decision` unless it is settled already;
+    /// records it first.
+    async fn finish(&self, pending: &Pending, decision: Decision) -> Result<(), ApprovalError> {
+        let _votes = pending.votes_lock.lock().await;
+        if lock(&pending.state).decision.is_some() {
+            return Ok(());
+        }
+        let request = &pending.request;
+        let policy = pending.entry.policy.name.clone();
+        let event = match &decision {
+            Decision::Approved { reviewers } => Event::Approved {
+                request_id: request.id.clone(),
+                policy,
+                reviewers: reviewers.clone(),
+            },
+            Decision::Denied { reviewer, .. } => Event::Denied {
+                request_id: request.id.clone(),
+                policy,
+                reviewers: vec![reviewer.clone()],
+            },
+            Decision::Expired => Event::Expired {
+                request_id: request.id.clone(),
+                policy,
+                timeout_ms: pending.entry.policy.timeout_ms,
+            },
+            Decision::Cancelled { why } => Event::Cancelled {
+                request_id: request.id.clone(),
+                why: why.clone(),
+            },
+        };
+        self.sink.append_event(event).await?;
+        let mut state = lock(&pending.state);
+        state.decision = Some(decision.clone());
+        if let Some(waiter) = state.waiter.take() {
+            let _ = waiter.send(decision);
+        }
+        Ok(())
+    }
+
+    /// Tells every route of `request` how it ended, in the background.
+    fn tell_approvers(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for route in &request.policy.routes {
+            if let Some(approver) = self.approvers.get(route).cloned() {
+                let (request, decision) = (request.clone(), decision.clone());
+                handle.spawn(async move { approver.settled(&request, &decision).await });
+            }
+        }
+    }
+
+    async fn reject(
+        &self,
+        ballot: &Ballot,
+        reviewer: Option<Reviewer>,
+        why: RejectReason,
+    ) -> Result<BallotOutcome, ApprovalError> {
+        self.sink
+            .append_event(Event::RejectedVote {
+                request_id: ballot.request_id.clone(),
+                reviewer,
+                channel: ballot.channel.clone(),
+                why,
+            })
+            .await?;
+        Ok(BallotOutcome::Rejected(why))
+    }
+
+    pub(crate) async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
+        let person = self
+            .directory
+            .person_of(&ballot.identity)
+            .map(str::to_owned);
+        let mut reviewer = Reviewer::new(ballot.identity.clone());
+        reviewer.person.clone_from(&person);
+        reviewer.display.clone_from(&ballot.display);
+
+        let pending = lock(&self.pending).get(&ballot.request_id).cloned();
+        let Some(pending) = pending else {
+            let why = if lock(&self.settled).ids.contains(&ballot.request_id) {
+                RejectReason::Settled
+            } else {
+                RejectReason::UnknownRequest
+            };
+            return self.reject(&ballot, Some(reviewer), why).await;
+        };
+        let _votes = pending.votes_lock.lock().await;
+        let request = &pending.request;
+        let policy = &pending.entry.policy;
+        if lock(&pending.state).decision.is_some() {
+            return self
+                .reject(&ballot, Some(reviewer), RejectReason::Settled)
+                .await;
+        }
+        if !constant_time_eq(&ballot.binding, &request.binding) {
+            return self
+                .reject(&ballot, Some(reviewer), RejectReason::WrongBinding)
+                .await;
+        }
+        // People, not identities: the requester may not approve in any
+        // channel, whatever the policy says.
+        let who = person.clone().unwrap_or_else(|| ballot.identity.clone());
+        if let Some(actor) = &request.actor {
+            let requesters = [Some(actor.id.as_str()), actor.on_behalf_of.as_deref()];
+            let is_requester = requesters.into_iter().flatten().any(|r| {
+                r == who || r == ballot.identity || self.directory.person_of(r) == Some(&who)
+            });
+            if is_requester {
+                return self
+                    .reject(&ballot, Some(reviewer), RejectReason::SelfApproval)
+                    .await;
+            }
+        }
+        let eligible = policy.approvers.contains(&ballot.identity)
+            || person.as_deref().is_some_and(|p| {
+                policy.approvers.iter().any(|a| a == p)
+                    || policy.groups.iter().any(|g| self.directory.in_group(p, g))
+            });
+        if !eligible {
+            return self
+                .reject(&ballot, Some(reviewer), RejectReason::NotEligible)
+                .await;
+        }
+        let earlier = lock(&pending.state)
+            .votes
+            .iter()
+            .find(|(p, ..)| *p == who)
+            .map(|(_, identity, _, vote, _)| (identity.clone(), *vote));
+        if let Some((identity, vote)) = earlier {
+            // A person's first vote is final; the same vote again is a
+            // channel's redelivery, absorbed without a record.
+            if identity == ballot.identity && vote == ballot.vote {
+                return Ok(BallotOutcome::Absorbed);
+            }
+            return self
+                .reject(&ballot, Some(reviewer), RejectReason::AlreadyVoted)
+                .await;
+        }
+        self.sink
+            .append_event(Event::Reviewed {
+                request_id: request.id.clone(),
+                reviewer: reviewer.clone(),
+                vote: ballot.vote,
+                channel: ballot.channel.clone(),
+                comment: ballot.comment.clone(),
+            })
+            .await?;
+        let decision = {
+            let mut state = lock(&pending.state);
+            state.votes.push((
+                who,
+                ballot.identity.clone(),
+                ballot.channel.clone(),
+                ballot.vote,
+                reviewer.clone(),
+            ));
+            decide(&state.votes, policy, &reviewer, &ballot)
+        };
+        drop(_votes);
+        if let Some(decision) = &decision {
+            self.finish(&pending, decision.clone()).await?;
+        }
+        Ok(BallotOutcome::Counted { decision })
+    }
+}
+
+/// The policy's rule: any deny denies; enough approvals from different
+/// people (through different channels, if the policy says) approve.
+fn decide(
+    votes: &[(String, String, String, Vote, Reviewer)],
+    policy: &Policy,
+    last: &Reviewer,
+    ballot: &Ballot,
+) -> Option<Decision> {
+    if ballot.vote == Vote::Deny {
+        return Some(Decision::Denied {
+            reviewer: last.clone(),
+            comment: ballot.comment.clone(),
+        });
+    }
+    let approvals: Vec<_> = votes.iter().filter(|v| v.3 == Vote::Approve).collect();
+    let mut channels: Vec<&str> = approvals.iter().map(|v| v.2.as_str()).collect();
+    channels.sort_unstable();
+    channels.dedup();
+    let counted = if policy.distinct_channels {
+        channels.len()
+    } else {
+        approvals.len()
+    };
+    (counted >= usize::try_from(policy.required).unwrap_or(usize::MAX)).then(|| {
+        Decision::Approved {
+            reviewers: approvals.iter().map(|v| v.4.clone()).collect(),
+        }
+    })
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+/// Runs a future, turning a panic inside it into an `Err` so it can be
+/// recorded before it goes on.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}

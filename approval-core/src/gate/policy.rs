@@ -1,0 +1,157 @@
+//! Policies: who must approve what, how many, and how long to wait.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::CanonicalJson;
+
+/// A policy, in the JSON shape its digest is taken over (and that policy
+/// files load into): every member present, `null` where unset.
+///
+/// ```
+/// use std::time::Duration;
+/// use approval_core::Policy;
+///
+/// let policy = Policy::new("data-export", ["slack"], Duration::from_secs(900))
+///     .required(2)
+///     .approvers(["alice", "bob", "carol"]);
+/// assert_eq!(policy.required, 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Policy {
+    /// The name gated functions use.
+    pub name: String,
+    /// The approvers (by their registered route names) a request goes to.
+    pub routes: Vec<String>,
+    /// Approvals needed, from different people; any deny denies.
+    #[serde(default = "one")]
+    pub required: u32,
+    /// People (directory names) or channel identities (`slack:U1`) who may
+    /// approve.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Directory groups whose members may approve.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// How long to wait for a decision, in milliseconds.
+    pub timeout_ms: u64,
+    /// Whether the approvals must come through distinct channels.
+    #[serde(default)]
+    pub distinct_channels: bool,
+    /// Whether a failed body's error text goes into its `executed` record
+    /// (it can carry secrets, so it does not by default).
+    #[serde(default)]
+    pub record_error_text: bool,
+    /// Whether a call with no actor in scope is refused.
+    #[serde(default)]
+    pub require_actor: bool,
+    /// How many requests one actor may have waiting at once.
+    #[serde(default)]
+    pub max_pending_per_actor: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Policy {
+    /// A policy needing one approval from the named approvers.
+    pub fn new<R: Into<String>>(
+        name: impl Into<String>,
+        routes: impl IntoIterator<Item = R>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            routes: routes.into_iter().map(Into::into).collect(),
+            required: 1,
+            approvers: Vec::new(),
+            groups: Vec::new(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            distinct_channels: false,
+            record_error_text: false,
+            require_actor: false,
+            max_pending_per_actor: None,
+        }
+    }
+
+    /// Sets how many approvals from different people are needed.
+    #[must_use]
+    pub fn required(mut self, n: u32) -> Self {
+        self.required = n;
+        self
+    }
+
+    /// Adds people or channel identities who may approve.
+    #[must_use]
+    pub fn approvers<S: Into<String>>(mut self, who: impl IntoIterator<Item = S>) -> Self {
+        self.approvers.extend(who.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds directory groups whose members may approve.
+    #[must_use]
+    pub fn groups<S: Into<String>>(mut self, groups: impl IntoIterator<Item = S>) -> Self {
+        self.groups.extend(groups.into_iter().map(Into::into));
+        self
+    }
+
+    /// Requires the approvals to come through distinct channels.
+    #[must_use]
+    pub fn distinct_channels(mut self) -> Self {
+        self.distinct_channels = true;
+        self
+    }
+
+    /// Records a failed body's error text in its `executed` record.
+    #[must_use]
+    pub fn record_error_text(mut self) -> Self {
+        self.record_error_text = true;
+        self
+    }
+
+    /// Refuses calls made with no actor in scope.
+    #[must_use]
+    pub fn require_actor(mut self) -> Self {
+        self.require_actor = true;
+        self
+    }
+
+    /// Limits how many requests one actor may have waiting at once.
+    #[must_use]
+    pub fn max_pending_per_actor(mut self, n: u32) -> Self {
+        self.max_pending_per_actor = Some(n);
+        self
+    }
+
+    /// The timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// SHA-256 of the policy's canonical JSON: the `policy_digest` an
+    /// auditor can recompute from the policy file.
+    pub fn digest(&self) -> [u8; 32] {
+        let json = CanonicalJson::from_serialize(self).map_or_else(
+            |e| format!("unserialisable policy: {e}"),
+            |j| j.as_str().to_owned(),
+        );
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, json.as_bytes()).as_ref());
+        out
+    }
+}
+
+/// A policy with its digest, as the gate keeps it.
+#[derive(Debug)]
+pub(crate) struct PolicyEntry {
+    pub(crate) policy: Policy,
+    pub(crate) digest: [u8; 32],
+}
+
+pub(crate) type Policies = HashMap<String, Arc<PolicyEntry>>;

@@ -1,0 +1,148 @@
+//! What a reviewer is asked, what they answer, and how a request ends.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::policy::Policy;
+use crate::canonical::CanonicalJson;
+use crate::record::{Actor, RejectReason, Reviewer, Vote};
+
+/// One call waiting for approval, as every approver sees it. Facts the gate
+/// derived (`action`, `policy`, `actor`, `binding`) are kept apart from text
+/// the agent wrote (`args`, `resource`, `reason`), which channels must
+/// escape for their medium.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApprovalRequest {
+    /// Unique, time-sortable request id.
+    pub id: String,
+    /// The gated function's full path.
+    pub action: String,
+    /// The policy in force.
+    pub policy: Arc<Policy>,
+    /// SHA-256 of the policy's canonical JSON.
+    pub policy_digest: [u8; 32],
+    /// The arguments, skipped ones absent and redacted ones as digests.
+    pub args: CanonicalJson,
+    /// Names of parameters left out of `args`.
+    pub skipped: Vec<String>,
+    /// The keyed binding digest a vote must name.
+    pub binding: [u8; 32],
+    /// Who asks; `None` when no actor was in scope.
+    pub actor: Option<Actor>,
+    /// The system acted on (agent text).
+    pub resource: Option<String>,
+    /// Why (agent text).
+    pub reason: Option<String>,
+    /// When the request expires.
+    pub expires_at: SystemTime,
+}
+
+/// A reviewer's vote as a channel reports it, before the gate checks it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Ballot {
+    /// The request voted on.
+    pub request_id: String,
+    /// The binding digest the reviewer was shown.
+    pub binding: [u8; 32],
+    /// The voter's channel identity, qualified: `slack:U123`.
+    pub identity: String,
+    /// The channel: `slack`, `teams`, `api`, `terminal`, `mock`, …
+    pub channel: String,
+    /// The vote.
+    pub vote: Vote,
+    /// The reviewer's comment.
+    pub comment: Option<String>,
+    /// A display name, where the channel gives one.
+    pub display: Option<String>,
+}
+
+impl Ballot {
+    /// A vote on `request` from `identity` through `channel`.
+    pub fn new(
+        request: &ApprovalRequest,
+        identity: impl Into<String>,
+        channel: impl Into<String>,
+        vote: Vote,
+    ) -> Self {
+        Self {
+            request_id: request.id.clone(),
+            binding: request.binding,
+            identity: identity.into(),
+            channel: channel.into(),
+            vote,
+            comment: None,
+            display: None,
+        }
+    }
+
+    /// Adds a comment.
+    #[must_use]
+    pub fn comment(mut self, comment: impl Into<String>) -> Self {
+        self.comment = Some(comment.into());
+        self
+    }
+}
+
+/// What the gate did with a ballot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BallotOutcome {
+    /// Recorded as `reviewed`; `decision` is set if it settled the request.
+    Counted {
+        /// The outcome this vote reached, if any.
+        decision: Option<Decision>,
+    },
+    /// The same person's same vote again (a channel's redelivery): absorbed,
+    /// not counted, not recorded.
+    Absorbed,
+    /// Refused and recorded as `rejected_vote`.
+    Rejected(RejectReason),
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// The policy's approvals were given.
+    Approved {
+        /// Whose votes settled it.
+        reviewers: Vec<Reviewer>,
+    },
+    /// A reviewer denied it.
+    Denied {
+        /// Who denied.
+        reviewer: Reviewer,
+        /// Their comment, for the agent to read.
+        comment: Option<String>,
+    },
+    /// Nobody decided in time.
+    Expired,
+    /// The caller gave up, or the gate shut down.
+    Cancelled {
+        /// Why.
+        why: String,
+    },
+}
+
+/// A new request id: 48 bits of milliseconds since 1970 and 80 random bits,
+/// in Crockford base32 (26 characters), so ids sort by time.
+pub(crate) fn new_request_id(now: SystemTime) -> Result<String, ring::error::Unspecified> {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let millis = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        & ((1 << 48) - 1);
+    let mut random = [0u8; 10];
+    SystemRandom::new().fill(&mut random)?;
+    let mut value = u128::from(millis) << 80;
+    for (i, byte) in random.iter().enumerate() {
+        value |= u128::from(*byte) << (8 * (9 - i));
+    }
+    Ok((0..26)
+        .map(|i| char::from(ALPHABET[((value >> (5 * (25 - i))) & 31) as usize]))
+        .collect())
+}

@@ -1,0 +1,660 @@
+//! The gate's flow: each ending, each vote check, and the exact records.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
+
+fn sink() -> Arc<MemorySink> {
+    let secret = WriterSecret::from_hex(&"11".repeat(32)).unwrap();
+    Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
+        KeyId::new("k").unwrap(),
+        &secret,
+    ))))
+}
+
+/// The records so far, as (event, record).
+fn events(sink: &MemorySink) -> Vec<(String, Value)> {
+    String::from_utf8(sink.bytes())
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            (record["event"].as_str().unwrap().to_owned(), record)
+        })
+        .collect()
+}
+
+fn names(sink: &MemorySink) -> Vec<String> {
+    events(sink).into_iter().map(|(event, _)| event).collect()
+}
+
+fn directory() -> Directory {
+    Directory::new()
+        .person("alice", ["slack:UALICE", "teams:alice-oid"])
+        .person("bob", ["slack:UBOB"])
+        .person("carol", ["slack:UCAROL"])
+        .group("security", ["alice", "bob"])
+}
+
+fn gate(sink: &Arc<MemorySink>, approver: Arc<dyn Approver>, policy: Policy) -> Gate {
+    Gate::builder(sink.clone())
+        .approver("mock", approver)
+        .policy(policy)
+        .directory(directory())
+        .build()
+        .unwrap()
+}
+
+fn policy() -> Policy {
+    Policy::new("export", ["mock"], Duration::from_secs(60)).approvers(["mock:ci"])
+}
+
+fn call() -> Call {
+    let args = CanonicalJson::from_serialize(&json!({"table": "users", "rows": 10})).unwrap();
+    Call::new("crm::export", "export", args).resource("warehouse/users")
+}
+
+fn agent() -> Actor {
+    Actor::new("agent-7").on_behalf_of("dave")
+}
+
+/// Runs a gated body that notes whether it ran.
+async fn run(gate: &Gate, ran: &Arc<AtomicBool>) -> Result<u32, ApprovalError> {
+    let ran = ran.clone();
+    with_actor(
+        agent(),
+        gate.run(call(), || Ok(None), async move {
+            ran.store(true, Ordering::SeqCst);
+            Ok::<_, ApprovalError>(7)
+        }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_approved_call_runs_once_and_is_recorded_in_order() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::approve_all("ci"));
+    let gate = gate(&sink, mock.clone(), policy());
+    let ran = Arc::new(AtomicBool::new(false));
+    assert_eq!(run(&gate, &ran).await.unwrap(), 7);
+    assert!(ran.load(Ordering::SeqCst));
+    assert_eq!(
+        names(&sink),
+        ["requested", "reviewed", "approved", "executed"]
+    );
+    let records = events(&sink);
+    let requested = &records[0].1;
+    assert_eq!(requested["action"], "crm::export");
+    assert_eq!(requested["policy"], "export");
+    assert_eq!(requested["args"], json!({"rows": 10, "table": "users"}));
+    assert_eq!(
+        requested["actor"],
+        json!({"id": "agent-7", "on_behalf_of": "dave"})
+    );
+    assert_eq!(requested["resource"], "warehouse/users");
+    assert_eq!(
+        requested["policy_digest"],
+        crate::chain::hex(&policy().digest())
+    );
+    assert_eq!(records[1].1["channel"], "mock");
+    assert_eq!(records[1].1["reviewer"], json!({"id": "mock:ci"}));
+    assert_eq!(records[2].1["reviewers"], json!([{"id": "mock:ci"}]));
+    assert_eq!(records[3].1["outcome"], "ok");
+    // The request the approver saw is the one recorded.
+    let seen = &mock.requests()[0];
+    assert_eq!(requested["request_id"], seen.id.as_str());
+    assert_eq!(requested["binding"], crate::chain::hex(&seen.binding));
+    // All records share the request id.
+    assert!(
+        records
+            .iter()
+            .all(|(_, r)| r["request_id"] == seen.id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_denied_call_never_runs_and_returns_the_comment() {
+    let sink = sink();
+    let gate = gate(
+        &sink,
+        Arc::new(MockApprover::deny_all("ci", "use the replica")),
+        policy(),
+    );
+    let ran = Arc::new(AtomicBool::new(false));
+    let err = run(&gate, &ran).await.unwrap_err();
+    assert!(!ran.load(Ordering::SeqCst));
+    let ApprovalError::Denied { reviewer, comment } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        (reviewer.id.as_str(), comment.as_deref()),
+        ("mock:ci", Some("use the replica"))
+    );
+    assert_eq!(names(&sink), ["requested", "reviewed", "denied"]);
+    assert_eq!(events(&sink)[1].1["comment"], "use the replica");
+}
+
+#[tokio::test]
+async fn an_unknown_policy_fails_closed_before_anything_is_asked() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::approve_all("ci"));
+    let gate = gate(&sink, mock.clone(), policy());
+    let ran = Arc::new(AtomicBool::new(false));
+    let mut unknown = call();
+    unknown.policy = "nope".into();
+    let err = gate
+        .run(unknown, || Ok(None), async { Ok::<_, ApprovalError>(()) })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApprovalError::UnknownPolicy { ref policy } if policy == "nope"));
+    assert!(!ran.load(Ordering::SeqCst));
+    assert!(mock.requests().is_empty());
+    assert!(sink.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn nobody_deciding_in_time_is_expired_not_denied() {
+    let sink = sink();
+    let gate = gate(&sink, Arc::new(MockApprover::silent("ci")), policy());
+    let ran = Arc::new(AtomicBool::new(false));
+    let err = run(&gate, &ran).await.unwrap_err();
+    assert!(
+        matches!(err, ApprovalError::Expired { ref policy, timeout } if policy == "export" && timeout == Duration::from_secs(60)),
+        "{err}"
+    );
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(names(&sink), ["requested", "expired"]);
+    assert_eq!(events(&sink)[1].1["timeout_ms"], 60_000);
+}
+
+/// Starts a gated call in the background and waits until its request is
+/// delivered; returns the call's handle and the request.
+async fn start(
+    gate: &Gate,
+    mock: &Arc<MockApprover>,
+    ran: &Arc<AtomicBool>,
+) -> (
+    tokio::task::JoinHandle<Result<u32, ApprovalError>>,
+    Arc<ApprovalRequest>,
+) {
+    let delivered = mock.requests().len();
+    let handle = tokio::spawn({
+        let (gate, ran) = (gate.clone(), ran.clone());
+        async move { run(&gate, &ran).await }
+    });
+    loop {
+        if let Some(request) = mock.requests().get(delivered) {
+            return (handle, request.clone());
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn two_approvals_count_people_not_identities_and_absorb_redelivery() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::silent("ci"));
+    let gate = gate(
+        &sink,
+        mock.clone(),
+        policy().required(2).groups(["security"]),
+    );
+    let ran = Arc::new(AtomicBool::new(false));
+    let (call, request) = start(&gate, &mock, &ran).await;
+    let vote = |who: &str, channel: &str, vote| Ballot::new(&request, who, channel, vote);
+
+    let first = gate
+        .cast(vote("slack:UALICE", "slack", Vote::Approve))
+        .await
+        .unwrap();
+    assert_eq!(first, BallotOutcome::Counted { decision: None });
+    // Slack redelivers the same click: absorbed, not counted, not recorded.
+    let again = gate
+        .cast(vote("slack:UALICE", "slack", Vote::Approve))
+        .await
+        .unwrap();
+    assert_eq!(again, BallotOutcome::Absorbed);
+    // Alice again through Teams is still Alice: one person, one vote.
+    let teams = gate
+        .cast(vote("teams:alice-oid", "teams", Vote::Approve))
+        .await
+        .unwrap();
+    assert_eq!(teams, BallotOutcome::Rejected(RejectReason::AlreadyVoted));
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "one person is not two approvals"
+    );
+    let second = gate
+        .cast(vote("slack:UBOB", "slack", Vote::Approve))
+        .await
+        .unwrap();
+    assert!(matches!(
+        second,
+        BallotOutcome::Counted {
+            decision: Some(Decision::Approved { .. })
+        }
+    ));
+    assert_eq!(call.await.unwrap().unwrap(), 7);
+    assert_eq!(
+        names(&sink),
+        [
+            "requested",
+            "reviewed",
+            "rejected_vote",
+            "reviewed",
+            "approved",
+            "executed"
+        ]
+    );
+    let records = events(&sink);
+    assert_eq!(records[2].1["why"], "already_voted");
+    assert_eq!(
+        records[1].1["reviewer"],
+        json!({"id": "slack:UALICE", "person": "alice"})
+    );
+    assert_eq!(records[4].1["reviewers"].as_array().unwrap().len(), 2);
+    // Late votes are refused as settled.
+    let late = gate
+        .cast(vote("slack:UCAROL", "slack", Vote::Deny))
+        .await
+        .unwrap();
+    assert_eq!(late, BallotOutcome::Rejected(RejectReason::Settled));
+}
+
+#[tokio::test]
+async fn each_refused_vote_is_recorded_with_its_reason_and_changes_nothing() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::silent("ci"));
+    let directory_with_dave = Directory::new()
+        .person("dave", ["slack:UDAVE"])
+        .person("alice", ["slack:UALICE"])
+        .person("carol", ["slack:UCAROL"]);
+    let gate = Gate::builder(sink.clone())
+        .approver("mock", mock.clone())
+        .policy(policy().approvers(["dave", "alice"]))
+        .directory(directory_with_dave)
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let (call, request) = start(&gate, &mock, &ran).await;
+
+    // The person the agent acts for, whatever the policy says.
+    let own = gate
+        .cast(Ballot::new(&request, "slack:UDAVE", "slack", Vote::Approve))
+        .await
+        .unwrap();
+    assert_eq!(own, BallotOutcome::Rejected(RejectReason::SelfApproval));
+    // The agent itself, through any identity.
+    let agent_vote = gate
+        .cast(Ballot::new(&request, "agent-7", "api", Vote::Approve))
+        .await
+        .unwrap();
+    assert_eq!(
+        agent_vote,
+        BallotOutcome::Rejected(RejectReason::SelfApproval)
+    );
+    // Not named by the policy.
+    let carol = gate
+        .cast(Ballot::new(
+            &request,
+            "slack:UCAROL",
+            "slack",
+            Vote::Approve,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(carol, BallotOutcome::Rejected(RejectReason::NotEligible));
+    // An identity the directory does not know.
+    let stranger = gate
+        .cast(Ballot::new(
+            &request,
+            "slack:UNOBODY",
+            "slack",
+            Vote::Approve,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(stranger, BallotOutcome::Rejected(RejectReason::NotEligible));
+    // Bound to another binding.
+    let mut forged = Ballot::new(&request, "slack:UALICE", "slack", Vote::Approve);
+    forged.binding[0] ^= 1;
+    let forged = gate.cast(forged).await.unwrap();
+    assert_eq!(forged, BallotOutcome::Rejected(RejectReason::WrongBinding));
+    // Another request id.
+    let mut elsewhere = Ballot::new(&request, "slack:UALICE", "slack", Vote::Approve);
+    elsewhere.request_id = "01NOPE".into();
+    let elsewhere = gate.cast(elsewhere).await.unwrap();
+    assert_eq!(
+        elsewhere,
+        BallotOutcome::Rejected(RejectReason::UnknownRequest)
+    );
+    assert!(!ran.load(Ordering::SeqCst));
+
+    // Then a real approval settles it.
+    gate.cast(Ballot::new(
+        &request,
+        "slack:UALICE",
+        "slack",
+        Vote::Approve,
+    ))
+    .await
+    .unwrap();
+    call.await.unwrap().unwrap();
+    let whys: Vec<Value> = events(&sink)
+        .into_iter()
+        .filter(|(e, _)| e == "rejected_vote")
+        .map(|(_, r)| r["why"].clone())
+        .collect();
+    assert_eq!(
+        whys,
+        [
+            "self_approval",
+            "self_approval",
+            "not_eligible",
+            "not_eligible",
+            "wrong_binding",
+            "unknown_request"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_policy_may_demand_distinct_channels() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::silent("ci"));
+    let gate = gate(
+        &sink,
+        mock.clone(),
+        policy()
+            .required(2)
+            .groups(["security"])
+            .approvers(["carol"])
+            .distinct_channels(),
+    );
+    let ran = Arc::new(AtomicBool::new(false));
+    let (call, request) = start(&gate, &mock, &ran).await;
+    for who in ["slack:UALICE", "slack:UBOB"] {
+        let outcome = gate
+            .cast(Ballot::new(&request, who, "slack", Vote::Approve))
+            .await
+            .unwrap();
+        assert_eq!(outcome, BallotOutcome::Counted { decision: None }, "{who}");
+    }
+    assert!(!ran.load(Ordering::SeqCst), "two people, one channel");
+    let carol = Ballot::new(&request, "slack:UCAROL", "teams", Vote::Approve);
+    assert!(matches!(
+        gate.cast(carol).await.unwrap(),
+        BallotOutcome::Counted {
+            decision: Some(Decision::Approved { .. })
+        }
+    ));
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_dropped_call_is_cancelled_at_once_and_cannot_be_approved_later() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::silent("ci"));
+    let gate = gate(&sink, mock.clone(), policy());
+    let ran = Arc::new(AtomicBool::new(false));
+    let (call, request) = start(&gate, &mock, &ran).await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    let late = gate
+        .cast(Ballot::new(&request, "mock:ci", "mock", Vote::Approve))
+        .await
+        .unwrap();
+    assert_eq!(late, BallotOutcome::Rejected(RejectReason::Settled));
+    // The cancelled record is written right after the drop.
+    for _ in 0..100 {
+        if names(&sink).contains(&"cancelled".to_owned()) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let names = names(&sink);
+    assert!(names.contains(&"cancelled".to_owned()), "{names:?}");
+    assert!(!names.contains(&"approved".to_owned()));
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn arguments_changed_while_waiting_stop_the_call() {
+    let sink = sink();
+    let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy());
+    let ran = Arc::new(AtomicBool::new(false));
+    let changed = CanonicalJson::from_serialize(&json!({"table": "admins", "rows": 10})).unwrap();
+    let flag = ran.clone();
+    let err = with_actor(
+        agent(),
+        gate.run(call(), move || Ok(Some(changed)), async move {
+            flag.store(true, Ordering::SeqCst);
+            Ok::<_, ApprovalError>(())
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ApprovalError::ArgumentsChanged), "{err}");
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(
+        names(&sink),
+        ["requested", "reviewed", "approved", "cancelled"]
+    );
+    // Unchanged arguments pass the same check.
+    let same = CanonicalJson::from_serialize(&json!({"table": "users", "rows": 10})).unwrap();
+    with_actor(
+        agent(),
+        gate.run(call(), move || Ok(Some(same)), async {
+            Ok::<_, ApprovalError>(())
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("disk full at /srv/secret-path")]
+    DiskFull,
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+}
+
+#[tokio::test]
+async fn a_failed_body_is_recorded_without_its_text_unless_the_policy_opts_in() {
+    for (policy, expected) in [
+        (policy(), None),
+        (
+            policy().record_error_text(),
+            Some("disk full at /srv/secret-path"),
+        ),
+    ] {
+        let sink = sink();
+        let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy);
+        let err = gate
+            .run(call(), || Ok(None), async {
+                Err::<(), _>(BodyError::DiskFull)
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BodyError::DiskFull));
+        let executed = events(&sink).pop().unwrap().1;
+        assert_eq!(executed["outcome"], "error");
+        assert_eq!(executed.get("error").and_then(Value::as_str), expected);
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_body_is_recorded_before_the_panic_goes_on() {
+    let sink = sink();
+    let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy());
+    let task = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            gate.run(call(), || Ok(None), async {
+                if true {
+                    panic!("boom");
+                }
+                Ok::<(), ApprovalError>(())
+            })
+            .await
+        }
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    let executed = events(&sink).pop().unwrap().1;
+    assert_eq!(
+        (executed["event"].as_str(), executed["outcome"].as_str()),
+        (Some("executed"), Some("panicked"))
+    );
+}
+
+#[tokio::test]
+async fn actors_are_recorded_or_their_absence_is_and_may_be_required() {
+    let sink = sink();
+    let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy());
+    gate.run(call(), || Ok(None), async { Ok::<_, ApprovalError>(()) })
+        .await
+        .unwrap();
+    assert_eq!(events(&sink)[0].1["actor"], json!({"id": NO_ACTOR}));
+
+    let strict = self::gate(
+        &sink,
+        Arc::new(MockApprover::approve_all("ci")),
+        policy().require_actor(),
+    );
+    let err = strict
+        .run(call(), || Ok(None), async { Ok::<_, ApprovalError>(()) })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApprovalError::NoActor { ref policy } if policy == "export"));
+    // Scopes nest; the innermost wins.
+    let inner = with_actor(
+        Actor::new("outer"),
+        with_actor(Actor::new("inner"), async { current_actor() }),
+    )
+    .await;
+    assert_eq!(inner.unwrap().id, "inner");
+}
+
+#[tokio::test]
+async fn a_flooding_actor_fails_closed_with_its_own_error() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::silent("ci"));
+    let gate = gate(&sink, mock.clone(), policy().max_pending_per_actor(1));
+    let ran = Arc::new(AtomicBool::new(false));
+    let (first, request) = start(&gate, &mock, &ran).await;
+    let err = run(&gate, &ran).await.unwrap_err();
+    assert!(
+        matches!(err, ApprovalError::TooManyPending { ref actor, limit: 1 } if actor == "agent-7"),
+        "{err}"
+    );
+    gate.cast(Ballot::new(&request, "mock:ci", "mock", Vote::Approve))
+        .await
+        .unwrap();
+    first.await.unwrap().unwrap();
+    // The slot is free again once the first request settled.
+    let (second, request) = start(&gate, &mock, &ran).await;
+    gate.cast(Ballot::new(&request, "mock:ci", "mock", Vote::Approve))
+        .await
+        .unwrap();
+    second.await.unwrap().unwrap();
+}
+
+#[derive(Debug)]
+struct Unreachable;
+
+#[async_trait::async_trait]
+impl Approver for Unreachable {
+    async fn deliver(&self, _: Arc<ApprovalRequest>, _: Ballots) -> Result<(), ApproverError> {
+        Err(ApproverError::Unreachable("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_approver_that_cannot_deliver_fails_the_call_closed() {
+    let sink = sink();
+    let gate = gate(&sink, Arc::new(Unreachable), policy());
+    let ran = Arc::new(AtomicBool::new(false));
+    let err = run(&gate, &ran).await.unwrap_err();
+    assert!(
+        matches!(err, ApprovalError::ApproverUnavailable { ref route, .. } if route == "mock"),
+        "{err}"
+    );
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(names(&sink), ["requested", "cancelled"]);
+}
+
+#[test]
+fn setup_mistakes_are_found_at_build_time() {
+    let build = |policy: Policy| {
+        Gate::builder(sink())
+            .approver("mock", Arc::new(MockApprover::silent("ci")))
+            .policy(policy)
+            .build()
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        build(Policy::new("p", ["slack"], Duration::from_secs(1))),
+        "policy p routes to slack, which is not a registered approver"
+    );
+    assert_eq!(
+        build(policy().required(0)),
+        "policy export needs at least one approval"
+    );
+    assert_eq!(
+        build(Policy::new(
+            "p",
+            Vec::<String>::new(),
+            Duration::from_secs(1)
+        )),
+        "policy p has no route to any approver"
+    );
+    let twice = Gate::builder(sink())
+        .approver("mock", Arc::new(MockApprover::silent("ci")))
+        .policy(policy())
+        .policy(policy())
+        .build()
+        .unwrap_err();
+    assert_eq!(twice.to_string(), "policy export is defined twice");
+}
+
+#[test]
+fn request_ids_are_unique_and_sort_by_time() {
+    use std::time::UNIX_EPOCH;
+    let early =
+        request::new_request_id(UNIX_EPOCH + Duration::from_millis(1_795_513_267_000)).unwrap();
+    let late =
+        request::new_request_id(UNIX_EPOCH + Duration::from_millis(1_795_513_267_001)).unwrap();
+    let again =
+        request::new_request_id(UNIX_EPOCH + Duration::from_millis(1_795_513_267_001)).unwrap();
+    assert_eq!(early.len(), 26);
+    assert!(early < late);
+    assert_ne!(late, again);
+}
+
+#[test]
+fn the_gate_and_its_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let sink = sink();
+    let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy());
+    send(&gate);
+    send(&gate.run(call(), || Ok(None), async { Ok::<_, ApprovalError>(()) }));
+    send(&gate.cast(Ballot {
+        request_id: "r".into(),
+        binding: [0; 32],
+        identity: "x".into(),
+        channel: "y".into(),
+        vote: Vote::Approve,
+        comment: None,
+        display: None,
+    }));
+    let approver: Arc<dyn Approver> = Arc::new(Unreachable);
+    send(&approver);
+}
