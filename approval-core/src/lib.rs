@@ -70,9 +70,9 @@ pub use chain::{ChainHead, ChainWriter, Receipt};
 pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};
 pub use error::{ApprovalError, AuditError};
 pub use gate::{
-    ApprovalRequest, Approver, ApproverError, Ballot, BallotOutcome, Ballots, Call, ConfigError,
-    Decision, Directory, Gate, GateBuilder, NO_ACTOR, Policy, current_actor, with_actor,
-    with_actor_sync,
+    Approval, ApprovalRequest, Approver, ApproverError, Ballot, BallotOutcome, Ballots, Call,
+    ConfigError, Decision, Directory, Gate, GateBuilder, NO_ACTOR, Policy, current_actor,
+    with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};

@@ -346,52 +346,20 @@ impl Gate {
         F: Future<Output = Result<T, E>>,
         E: From<ApprovalError> + std::fmt::Display,
     {
-        let approved = self.approve(call).await?;
-        let rebound = rebind()?;
-        if let Some(args) = rebound {
-            let writer = self.inner.sink.chain_writer();
-            if writer.binding(&approved.request.action, &args) != approved.request.binding {
-                self.inner
-                    .sink
-                    .append_event(Event::Cancelled {
-                        request_id: approved.request.id.clone(),
-                        why: "arguments changed while waiting".into(),
-                    })
-                    .await
-                    .map_err(ApprovalError::from)?;
-                return Err(ApprovalError::ArgumentsChanged.into());
-            }
+        let approval = self.approve(call).await?;
+        if let Some(args) = rebind()? {
+            approval.confirm_args(&args).await?;
         }
-        let result = CatchUnwind(Box::pin(body)).await;
-        let (outcome, error) = match &result {
-            Ok(Ok(_)) => (Outcome::Ok, None),
-            Ok(Err(e)) => (
-                Outcome::Error,
-                approved
-                    .entry
-                    .policy
-                    .record_error_text
-                    .then(|| e.to_string()),
-            ),
-            Err(_) => (Outcome::Panicked, None),
-        };
-        self.inner
-            .sink
-            .append_event(Event::Executed {
-                request_id: approved.request.id.clone(),
-                outcome,
-                error,
-            })
-            .await
-            .map_err(ApprovalError::from)?;
-        match result {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        approval.execute(body).await
     }
 
-    /// Asks and waits; returns proof of approval.
-    async fn approve(&self, call: Call) -> Result<Approved, ApprovalError> {
+    /// Asks for approval of `call` and waits for the decision. The
+    /// [`Approval`] it returns is the only way to run a gated body.
+    pub async fn approve(&self, call: Call) -> Result<Approval, ApprovalError> {
+        self.request(call).await
+    }
+
+    async fn request(&self, call: Call) -> Result<Approval, ApprovalError> {
         let inner = &self.inner;
         let entry = inner.policies.get(&call.policy).cloned().ok_or_else(|| {
             ApprovalError::UnknownPolicy {
@@ -508,7 +476,11 @@ impl Gate {
         inner.forget(&request.id);
         inner.tell_approvers(&request, &decision);
         match decision {
-            Decision::Approved { .. } => Ok(Approved { request, entry }),
+            Decision::Approved { .. } => Ok(Approval {
+                gate: self.inner.clone(),
+                request,
+                entry,
+            }),
             Decision::Denied { reviewer, comment } => {
                 Err(ApprovalError::Denied { reviewer, comment })
             }
@@ -524,10 +496,91 @@ impl Gate {
 /// The `actor` recorded when none was in scope.
 pub const NO_ACTOR: &str = "none";
 
-/// Proof that a request was approved; only [`Gate::approve`] makes one.
-struct Approved {
+/// Proof that one call was approved, for exactly its arguments; only
+/// [`Gate::approve`] makes one, and [`execute`](Approval::execute) uses it
+/// up.
+#[derive(Debug)]
+#[must_use = "an approval does nothing until its body is executed"]
+pub struct Approval {
+    gate: Arc<GateInner>,
     request: Arc<ApprovalRequest>,
     entry: Arc<PolicyEntry>,
+}
+
+impl Approval {
+    /// The approved request.
+    pub fn request(&self) -> &ApprovalRequest {
+        &self.request
+    }
+
+    /// Checks that `args` (unredacted, as when the call was made) still bind
+    /// to what was approved; if they changed while waiting, records the
+    /// request as cancelled and refuses.
+    pub async fn confirm_args(&self, args: &CanonicalJson) -> Result<(), ApprovalError> {
+        let writer = self.gate.sink.chain_writer();
+        let binding = writer.binding(&self.request.action, args);
+        if constant_time_eq(&binding, &self.request.binding) {
+            return Ok(());
+        }
+        self.gate
+            .sink
+            .append_event(Event::Cancelled {
+                request_id: self.request.id.clone(),
+                why: "arguments changed while waiting".into(),
+            })
+            .await?;
+        Err(ApprovalError::ArgumentsChanged)
+    }
+
+    /// Runs the approved body and records how it ended (`executed`: `ok`,
+    /// `error`, or `panicked`, after which the panic goes on).
+    pub async fn execute<T, E, F>(self, body: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: From<ApprovalError> + std::fmt::Display,
+    {
+        let result = CatchUnwind(Box::pin(body)).await;
+        // Decided before the write: the future must not hold the panic
+        // payload (which is not `Sync`) across an await.
+        let (outcome, error) = self.outcome_of(&result);
+        self.record(outcome, error).await?;
+        match result {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// How a body's result is recorded (`Err` is a panic).
+    pub(crate) fn outcome_of<T, E: std::fmt::Display>(
+        &self,
+        result: &Result<Result<T, E>, Box<dyn std::any::Any + Send>>,
+    ) -> (Outcome, Option<String>) {
+        match result {
+            Ok(Ok(_)) => (Outcome::Ok, None),
+            Ok(Err(e)) => (
+                Outcome::Error,
+                self.entry.policy.record_error_text.then(|| e.to_string()),
+            ),
+            Err(_) => (Outcome::Panicked, None),
+        }
+    }
+
+    /// Records `executed`.
+    pub(crate) async fn record(
+        &self,
+        outcome: Outcome,
+        error: Option<String>,
+    ) -> Result<(), ApprovalError> {
+        self.gate
+            .sink
+            .append_event(Event::Executed {
+                request_id: self.request.id.clone(),
+                outcome,
+                error,
+            })
+            .await?;
+        Ok(())
+    }
 }
 
 /// A place in an actor's quota of waiting requests, given back on drop.
