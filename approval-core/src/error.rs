@@ -132,6 +132,19 @@ pub enum ApprovalError {
     /// The gate was dropped.
     #[error("the gate has shut down")]
     GateClosed,
+    /// A gated function found no gate: none named, scoped or installed.
+    #[error("no approval gate: name one in the attribute, scope one, or install a global gate")]
+    NoGate,
+    /// A blocking gated function was called on a current-thread tokio
+    /// runtime, whose only thread it would block (starving any approver on
+    /// it).
+    #[error(
+        "a blocking gated function cannot wait on a current-thread tokio runtime; make it async, or call it from a multi-thread runtime or outside any runtime"
+    )]
+    WouldBlockRuntime,
+    /// A runtime to wait on could not be started.
+    #[error("could not start a runtime to wait for approval: {0}")]
+    Runtime(String),
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,

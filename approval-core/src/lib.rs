@@ -61,7 +61,9 @@ mod clock;
 mod error;
 mod gate;
 mod key;
+mod private;
 mod record;
+mod redact;
 mod sink;
 mod verify;
 
@@ -80,8 +82,18 @@ pub use key::{DigestKey, KeyError, KeyId, RecordKey, WriterSecret};
 pub use record::{
     Actor, ActorKind, Event, Outcome, PendingRecord, RejectReason, Reviewer, Task, Vote,
 };
+pub use redact::Redact;
 pub use sink::{AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink, SyncHandle};
 pub use verify::{Failure, Keyring, Reason, Report, Verifier, VerifyError, verify};
+
+/// `#[requires_approval]`: see [its documentation](macro@requires_approval).
+pub use approval_macros::requires_approval;
+
+/// Support for generated code; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::private::*;
+}
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../../README.md")]

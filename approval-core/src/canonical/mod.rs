@@ -104,7 +104,7 @@ impl CanonicalJson {
         self.0.starts_with('{')
     }
 
-    fn from_canonical_bytes(bytes: Vec<u8>) -> Self {
+    pub(crate) fn from_canonical_bytes(bytes: Vec<u8>) -> Self {
         // The writer only appends UTF-8 (escapes are ASCII, everything else
         // is copied from `str`s); a failure here is a bug, kept loud.
         match String::from_utf8(bytes) {

@@ -36,7 +36,7 @@ use crate::sink::AuditSink;
 use policy::{Policies, PolicyEntry};
 
 /// One gated call, as the macro (or a caller by hand) describes it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Call {
     /// The function's full path.
@@ -54,6 +54,20 @@ pub struct Call {
     pub resource: Option<String>,
     /// Why, in the caller's words.
     pub reason: Option<String>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `binding_args` holds redacted values in clear: never shown.
+        f.debug_struct("Call")
+            .field("action", &self.action)
+            .field("policy", &self.policy)
+            .field("args", &self.args)
+            .field("skipped", &self.skipped)
+            .field("resource", &self.resource)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Call {
@@ -315,6 +329,29 @@ impl Gate {
             directory: Directory::new(),
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Makes this the gate that gated functions use when they name none and
+    /// none is scoped. Set once per process; a second call returns the gate
+    /// back as the error.
+    pub fn install_global(self) -> Result<(), Gate> {
+        crate::private::install_global(self)
+    }
+
+    /// Runs `future` with this gate as the one its gated calls use (tests
+    /// use this to give each test its own gate).
+    pub async fn scope<F: Future>(&self, future: F) -> F::Output {
+        crate::private::scope(self.clone(), future).await
+    }
+
+    /// Runs `f` with this gate scoped, for synchronous code.
+    pub fn sync_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        crate::private::sync_scope(self.clone(), f)
+    }
+
+    /// HMAC-SHA256 of `data` under the audit writer's digest key.
+    pub(crate) fn digest(&self, data: &[u8]) -> [u8; 32] {
+        self.inner.sink.chain_writer().digest(data)
     }
 
     /// Where channels report votes.

@@ -1,0 +1,187 @@
+//! Expanding a gated function: gather the call's context, then one call
+//! into `approval_core::__private` per step. The logic lives in core.
+//!
+//! ```text
+//! async fn f(a: A, b: B) -> Result<T, E> { body }
+//! // becomes
+//! async fn f(a: A, b: B) -> Result<T, E> {
+//!     let gate = resolve_gate(named)?;
+//!     let call = Args::new(&gate) + a, b ... .call(action, policy, resource, reason)?;
+//!     let approval = gate.approve(call).await?;        // waits for people
+//!     approval.confirm_args(&binding of a, b).await?;  // unchanged since?
+//!     approval.execute(async move { body }).await      // runs, records
+//! }
+//! ```
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType};
+
+use crate::attr::Options;
+
+/// One named parameter and how it is recorded.
+struct Param<'a> {
+    name: &'a Ident,
+    ty: &'a syn::Type,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Recorded,
+    Redacted,
+    Skipped,
+}
+
+pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStream> {
+    let mut errors: Option<syn::Error> = None;
+    let mut push = |e: syn::Error| match &mut errors {
+        Some(all) => all.combine(e),
+        None => errors = Some(e),
+    };
+
+    let mut params = Vec::new();
+    for input in &item.sig.inputs {
+        let FnArg::Typed(typed) = input else {
+            continue; // `self` is the receiver, not an argument to record.
+        };
+        match &*typed.pat {
+            Pat::Ident(pat) => params.push(Param {
+                name: &pat.ident,
+                ty: &typed.ty,
+                kind: Kind::Recorded,
+            }),
+            other => push(syn::Error::new(
+                other.span(),
+                "a gated function's parameters must be plain names, so each can be recorded by name; bind this pattern inside the body",
+            )),
+        }
+    }
+    for (list, kind) in [
+        (&options.skip, Kind::Skipped),
+        (&options.redact, Kind::Redacted),
+    ] {
+        for name in list {
+            match params.iter_mut().find(|p| p.name == name) {
+                Some(param) if param.kind != Kind::Recorded => push(syn::Error::new(
+                    name.span(),
+                    format!("`{name}` is listed in both `skip` and `redact`"),
+                )),
+                Some(param) => param.kind = kind,
+                None => push(syn::Error::new(
+                    name.span(),
+                    format!("no parameter named `{name}`"),
+                )),
+            }
+        }
+    }
+    let ret = match &item.sig.output {
+        ReturnType::Type(_, ty) => ty,
+        ReturnType::Default => {
+            push(syn::Error::new(
+                item.sig.span(),
+                "a gated function must return `Result<T, E>` where `E: From<approval_core::ApprovalError>`",
+            ));
+            return Err(errors.unwrap_or_else(|| syn::Error::new(item.sig.span(), "invalid")));
+        }
+    };
+    if let Some(errors) = errors {
+        return Err(errors);
+    }
+
+    let krate = options
+        .krate
+        .as_ref()
+        .map_or_else(|| quote!(::approval_core), |path| quote!(#path));
+    let private = quote!(#krate::__private);
+    let fn_name = item.sig.ident.to_string();
+    let policy = &options.policy;
+    let gate = options.gate.as_ref().map_or_else(
+        || quote!(::core::option::Option::None),
+        |g| quote!(::core::option::Option::Some(&#g)),
+    );
+    let text = |expr: &Option<syn::Expr>| {
+        expr.as_ref().map_or_else(
+            || quote!(::core::option::Option::None),
+            |e| quote!(::core::option::Option::Some(::std::string::ToString::to_string(&(#e)))),
+        )
+    };
+    let (resource, reason) = (text(&options.resource), text(&options.reason));
+
+    // Each argument's collection is spanned at its type, so a type that is
+    // not `Serialize` (or not `Redact`) is reported there.
+    let collect = |with_skips: bool| -> Vec<TokenStream> {
+        params
+            .iter()
+            .filter_map(|p| {
+                let (name, key) = (p.name, p.name.to_string());
+                let span = p.ty.span();
+                match p.kind {
+                    Kind::Recorded => {
+                        Some(quote_spanned!(span=> __approval_args.arg(#key, &#name);))
+                    }
+                    Kind::Redacted => {
+                        Some(quote_spanned!(span=> __approval_args.redact(#key, &#name);))
+                    }
+                    Kind::Skipped if with_skips => Some(quote!(__approval_args.skip(#key);)),
+                    Kind::Skipped => None,
+                }
+            })
+            .collect()
+    };
+    let (for_call, for_binding) = (collect(true), collect(false));
+    let return_check = quote_spanned!(ret.span()=> #private::gated_return::<#ret>(););
+
+    let call = quote! {
+        let __approval_gate = #private::resolve_gate(#gate)?;
+        let __approval_call = {
+            #[allow(unused_mut)]
+            let mut __approval_args = #private::Args::new(&__approval_gate);
+            #(#for_call)*
+            __approval_args.call(
+                #private::action(::core::module_path!(), #fn_name),
+                #policy,
+                #resource,
+                #reason,
+            )?
+        };
+    };
+    let binding = quote! {
+        {
+            #[allow(unused_mut)]
+            let mut __approval_args = #private::Args::new(&__approval_gate);
+            #(#for_binding)*
+            __approval_args.binding()?
+        }
+    };
+
+    let attrs = &item.attrs;
+    let vis = &item.vis;
+    let sig = &item.sig;
+    let block = &item.block;
+    let body = if sig.asyncness.is_some() {
+        quote! {
+            #return_check
+            #call
+            let __approval = __approval_gate.approve(__approval_call).await?;
+            __approval.confirm_args(&#binding).await?;
+            __approval.execute(async move #block).await
+        }
+    } else {
+        quote! {
+            #return_check
+            #call
+            let __approval_blocking = #private::Blocking::new()?;
+            let __approval = __approval_blocking.block_on(__approval_gate.approve(__approval_call))?;
+            __approval_blocking.block_on(__approval.confirm_args(&#binding))?;
+            __approval_blocking.execute(__approval, move || -> #ret #block)
+        }
+    };
+    Ok(quote! {
+        #(#attrs)*
+        #vis #sig {
+            #body
+        }
+    })
+}

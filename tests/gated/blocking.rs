@@ -1,0 +1,53 @@
+//! A plain `fn` blocks until the decision: outside any runtime, in a
+//! multi-thread runtime, and (refused, never deadlocked) in a
+//! current-thread runtime.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use approval_core::{ApprovalError, requires_approval};
+
+use crate::shapes::{events, gate};
+
+static SYNC_RAN: AtomicUsize = AtomicUsize::new(0);
+
+#[requires_approval(policy = "p")]
+fn rotate_key(name: &str) -> Result<String, ApprovalError> {
+    SYNC_RAN.fetch_add(1, Ordering::SeqCst);
+    if name.is_empty() {
+        return Ok("default".into());
+    }
+    Ok(format!("rotated {name}"))
+}
+
+#[test]
+fn outside_any_runtime_it_waits_on_its_own() {
+    let (yes, sink) = gate(true);
+    assert_eq!(yes.sync_scope(|| rotate_key("k1")).unwrap(), "rotated k1");
+    let names: Vec<_> = events(&sink)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["requested", "reviewed", "approved", "executed"]);
+
+    let before = SYNC_RAN.load(Ordering::SeqCst);
+    let (no, _) = gate(false);
+    let err = no.sync_scope(|| rotate_key("k2")).unwrap_err();
+    assert!(matches!(err, ApprovalError::Denied { .. }), "{err}");
+    assert_eq!(SYNC_RAN.load(Ordering::SeqCst), before, "a denied body ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_multi_thread_runtime_it_waits_in_place() {
+    let (yes, _) = gate(true);
+    assert_eq!(yes.sync_scope(|| rotate_key("")).unwrap(), "default");
+}
+
+#[tokio::test]
+async fn in_a_current_thread_runtime_it_refuses_instead_of_deadlocking() {
+    let before = SYNC_RAN.load(Ordering::SeqCst);
+    let (yes, sink) = gate(true);
+    let err = yes.sync_scope(|| rotate_key("k3")).unwrap_err();
+    assert!(matches!(err, ApprovalError::WouldBlockRuntime), "{err}");
+    assert_eq!(SYNC_RAN.load(Ordering::SeqCst), before);
+    assert!(sink.is_empty(), "nothing was requested");
+}
