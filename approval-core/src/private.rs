@@ -63,13 +63,14 @@ impl<T: Serialize + ?Sized> RecordableArg for T {
 }
 
 /// Proves at compile time that a gated function returns `Result<T, E>`
-/// with `E: From<ApprovalError>`.
+/// with `E: From<ApprovalError> + Display` (the text is recorded where the
+/// policy opts in).
 #[diagnostic::on_unimplemented(
-    message = "a gated function must return `Result<T, E>` where `E: From<approval_core::ApprovalError>`, not `{Self}`",
+    message = "a gated function must return `Result<T, E>` where `E: From<approval_core::ApprovalError> + Display`, not `{Self}`",
     label = "this return type cannot carry an approval error"
 )]
 pub trait GatedReturn {}
-impl<T, E: From<ApprovalError>> GatedReturn for Result<T, E> {}
+impl<T, E: From<ApprovalError> + std::fmt::Display> GatedReturn for Result<T, E> {}
 
 /// Checks the return type (spanned at it by the macro).
 pub fn gated_return<R: GatedReturn>() {}

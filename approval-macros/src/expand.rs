@@ -81,7 +81,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
         ReturnType::Default => {
             push(syn::Error::new(
                 item.sig.span(),
-                "a gated function must return `Result<T, E>` where `E: From<approval_core::ApprovalError>`",
+                "a gated function must return `Result<T, E>` where `E: From<approval_core::ApprovalError> + Display`",
             ));
             return Err(errors.unwrap_or_else(|| syn::Error::new(item.sig.span(), "invalid")));
         }

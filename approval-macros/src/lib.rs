@@ -12,8 +12,8 @@ use proc_macro::TokenStream;
 /// the audit chain.
 ///
 /// The function must return `Result<T, E>` with
-/// `E: From<approval_core::ApprovalError>`: a denial, a timeout or a failure
-/// returns that error and the body never runs.
+/// `E: From<approval_core::ApprovalError> + Display`: a denial, a timeout or
+/// a failure returns that error and the body never runs.
 ///
 /// ```
 /// use approval_core::{requires_approval, ApprovalError};

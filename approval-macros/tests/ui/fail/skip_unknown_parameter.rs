@@ -1,0 +1,9 @@
+use approval_core::{requires_approval, ApprovalError};
+
+#[requires_approval(policy = "p", skip(tabel))]
+async fn export(table: String) -> Result<(), ApprovalError> {
+    let _ = table;
+    Ok(())
+}
+
+fn main() {}
