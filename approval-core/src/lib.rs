@@ -59,11 +59,13 @@ mod canonical;
 mod chain;
 mod clock;
 mod error;
+mod finite;
 mod gate;
 mod key;
 mod private;
 mod record;
 mod redact;
+mod registry;
 mod sink;
 mod verify;
 
@@ -73,8 +75,8 @@ pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};
 pub use error::{ApprovalError, AuditError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, ApproverError, Ballot, BallotOutcome, Ballots, Call,
-    ConfigError, Decision, Directory, Gate, GateBuilder, NO_ACTOR, Policy, current_actor,
-    with_actor, with_actor_sync,
+    ConfigError, Decision, Directory, Gate, GateBuilder, NO_ACTOR, Policy, PolicyFile,
+    current_actor, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};
@@ -83,6 +85,7 @@ pub use record::{
     Actor, ActorKind, Event, Outcome, PendingRecord, RejectReason, Reviewer, Task, Vote,
 };
 pub use redact::Redact;
+pub use registry::{GatedFunction, gated_functions};
 pub use sink::{AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink, SyncHandle};
 pub use verify::{Failure, Keyring, Reason, Report, Verifier, VerifyError, verify};
 

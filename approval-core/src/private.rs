@@ -12,7 +12,10 @@ use crate::error::ApprovalError;
 use crate::gate::{Approval, Call, Gate};
 use crate::redact::Redact;
 
+pub use inventory;
 pub use serde;
+
+pub use crate::registry::GatedFunction;
 
 static GLOBAL: OnceLock<Gate> = OnceLock::new();
 
@@ -53,12 +56,14 @@ pub fn resolve_gate(named: Option<&Gate>) -> Result<Gate, ApprovalError> {
 )]
 pub trait RecordableArg {
     /// The argument as JSON.
-    fn to_json(&self) -> Result<Value, serde_json::Error>;
+    fn to_json(&self) -> Result<Value, crate::CanonicalError>;
 }
 
 impl<T: Serialize + ?Sized> RecordableArg for T {
-    fn to_json(&self) -> Result<Value, serde_json::Error> {
-        serde_json::to_value(self)
+    fn to_json(&self) -> Result<Value, crate::CanonicalError> {
+        // serde_json writes NaN and infinities as `null`: refuse them first.
+        crate::finite::check(self).map_err(|_| crate::CanonicalError::NonFinite)?;
+        serde_json::to_value(self).map_err(|e| crate::CanonicalError::Serialize(e.to_string()))
     }
 }
 
@@ -105,9 +110,7 @@ impl Args {
                 self.record.insert(name.to_owned(), value);
             }
             Err(e) => {
-                self.error.get_or_insert(ApprovalError::InvalidArguments(
-                    crate::CanonicalError::Serialize(e.to_string()),
-                ));
+                self.error.get_or_insert(ApprovalError::InvalidArguments(e));
             }
         }
     }

@@ -133,6 +133,11 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
     let (for_call, for_binding) = (collect(true), collect(false));
     let return_check = quote_spanned!(ret.span()=> #private::gated_return::<#ret>(););
 
+    let register = quote! {
+        #private::inventory::submit! {
+            #private::GatedFunction::new(::core::module_path!(), #fn_name, #policy)
+        }
+    };
     let call = quote! {
         let __approval_gate = #private::resolve_gate(#gate)?;
         let __approval_call = {
@@ -162,6 +167,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
     let block = &item.block;
     let body = if sig.asyncness.is_some() {
         quote! {
+            #register
             #return_check
             #call
             let __approval = __approval_gate.approve(__approval_call).await?;
@@ -170,6 +176,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
         }
     } else {
         quote! {
+            #register
             #return_check
             #call
             let __approval_blocking = #private::Blocking::new()?;

@@ -2,4 +2,5 @@
 //! body once, a denial never runs it.
 
 mod blocking;
+mod registry;
 mod shapes;

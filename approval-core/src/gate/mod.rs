@@ -8,6 +8,7 @@ mod directory;
 #[cfg(any(test, feature = "mock"))]
 mod mock;
 mod policy;
+mod policy_file;
 mod request;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ pub use directory::Directory;
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
 pub use policy::Policy;
+pub use policy_file::PolicyFile;
 pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
 
 use crate::canonical::CanonicalJson;
@@ -182,6 +184,22 @@ pub enum ConfigError {
     /// Two policies share a name.
     #[error("policy {0} is defined twice")]
     DuplicatePolicy(String),
+    /// A policy file could not be read or parsed.
+    #[error("{}:{line}: {cause}", path.display())]
+    PolicyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line (from 1; 0 when the file could not be read).
+        line: usize,
+        /// What is wrong.
+        cause: String,
+    },
+    /// Gated functions in this program name policies the gate lacks.
+    #[error("gated functions name policies this gate does not have: {}", missing.iter().map(|(action, policy)| format!("{action} needs {policy}")).collect::<Vec<_>>().join(", "))]
+    MissingPolicies {
+        /// Each function's action and the policy it names.
+        missing: Vec<(String, String)>,
+    },
 }
 
 impl GateBuilder {
@@ -194,6 +212,13 @@ impl GateBuilder {
     /// Adds a policy.
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policies.push(policy);
+        self
+    }
+
+    /// Adds a policy file's policies and uses its directory.
+    pub fn policy_file(mut self, file: &PolicyFile) -> Self {
+        self.policies.extend(file.policies().iter().cloned());
+        self.directory = file.directory();
         self
     }
 
@@ -352,6 +377,22 @@ impl Gate {
     /// HMAC-SHA256 of `data` under the audit writer's digest key.
     pub(crate) fn digest(&self, data: &[u8]) -> [u8; 32] {
         self.inner.sink.chain_writer().digest(data)
+    }
+
+    /// Checks that every gated function linked into this program names a
+    /// policy this gate has: call it at start-up, so a missing policy is
+    /// reported before any call is made (each call would fail closed).
+    pub fn check_registry(&self) -> Result<(), ConfigError> {
+        let missing: Vec<(String, String)> = crate::registry::gated_functions()
+            .into_iter()
+            .filter(|f| !self.inner.policies.contains_key(f.policy()))
+            .map(|f| (f.action(), f.policy().to_owned()))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::MissingPolicies { missing })
+        }
     }
 
     /// Where channels report votes.

@@ -658,3 +658,101 @@ fn the_gate_and_its_futures_are_send() {
     let approver: Arc<dyn Approver> = Arc::new(Unreachable);
     send(&approver);
 }
+
+#[test]
+fn a_policy_file_loads_policies_and_the_directory() {
+    let text = r#"
+[[policy]]
+name = "export"
+routes = ["mock"]
+required = 2
+groups = ["security"]
+approvers = ["mock:ci"]
+timeout_ms = 60000
+
+[people]
+alice = ["slack:UALICE"]
+bob = ["slack:UBOB"]
+
+[groups]
+security = ["alice", "bob"]
+"#;
+    let file = PolicyFile::parse(text, "policies.toml").unwrap();
+    let from_code = policy().required(2).groups(["security"]);
+    assert_eq!(file.policies(), std::slice::from_ref(&from_code));
+    // Same JSON shape, same digest, whichever way it was built.
+    assert_eq!(file.policies()[0].digest(), from_code.digest());
+    let directory = file.directory();
+    assert_eq!(directory.person_of("slack:UBOB"), Some("bob"));
+    assert!(directory.in_group("alice", "security"));
+    Gate::builder(sink())
+        .approver("mock", Arc::new(MockApprover::silent("ci")))
+        .policy_file(&file)
+        .build()
+        .unwrap();
+}
+
+#[test]
+fn a_bad_policy_file_names_file_line_and_cause() {
+    let cases = [
+        (
+            "[[policy]]\nname = \"a\"\nroutes = [\"m\"]\ntimeout_ms = 5\nrequierd = 2\n",
+            5,
+            "unknown field `requierd`",
+        ),
+        (
+            "[[policy]]\nname = \"a\"\nroutes = \"m\"\ntimeout_ms = 5\n",
+            3,
+            "invalid type",
+        ),
+        (
+            "[[policy]]\nname = \"a\"\nroutes = [\"m\"]\n",
+            1,
+            "missing field `timeout_ms`",
+        ),
+        ("[people]\nalice = [\"slack:U1\"\n", 2, ""),
+    ];
+    for (text, line, cause) in cases {
+        let err = PolicyFile::parse(text, "/etc/approval/policies.toml").unwrap_err();
+        let ConfigError::PolicyFile {
+            path,
+            line: at,
+            cause: why,
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!(path, std::path::Path::new("/etc/approval/policies.toml"));
+        assert_eq!(*at, line, "{text:?}: {err}");
+        assert!(why.contains(cause), "{text:?}: {err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("/etc/approval/policies.toml:{line}: ")),
+            "{err}"
+        );
+    }
+    let missing = PolicyFile::load("/nonexistent/policies.toml").unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .starts_with("/nonexistent/policies.toml:0: "),
+        "{missing}"
+    );
+}
+
+#[tokio::test]
+async fn non_finite_arguments_are_refused_before_anything_is_asked() {
+    let sink = sink();
+    let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy());
+    let mut args = crate::private::Args::new(&gate);
+    args.arg("ratio", &f64::NAN);
+    let err = args.call("a".into(), "export", None, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApprovalError::InvalidArguments(crate::CanonicalError::NonFinite)
+        ),
+        "{err}"
+    );
+    assert!(sink.is_empty());
+}
