@@ -1,25 +1,41 @@
-//! Quickstart: an audit chain written, then verified, with nothing to set
-//! up.
+//! Quickstart: an agent tries two privileged actions; you decide on this
+//! terminal; the audit log is verified at the end.
 //!
 //! ```sh
 //! cargo run --example quickstart
 //! ```
 //!
-//! It makes a fresh development key (a new one on every run: no key is
-//! built in), records two approval requests the way the gate records them
-//! (one approved and run, one denied with a comment), verifies the log, and
-//! prints the `approval verify` command that checks it again. Files go to
-//! `./approval-quickstart/`.
+//! Nothing to configure: it makes a fresh development key (a new one on
+//! every run; no key is built in), writes the log and the verification key
+//! to `./approval-quickstart/`, and prints the `approval verify` command
+//! that checks the log again.
 
 #![allow(clippy::print_stdout, reason = "an example talks to its user")]
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use approval_core::{
-    Actor, ActorKind, AuditSink, CanonicalJson, ChainWriter, Event, JsonlFileSink, KeyId, Keyring,
-    Outcome, Reviewer, Vote, WriterSecret, verify,
+    Actor, ActorKind, ApprovalError, ChainWriter, Gate, JsonlFileSink, KeyId, Keyring, Policy,
+    RecordKey, TerminalApprover, WriterSecret, requires_approval, verify, with_actor,
 };
+
+/// Exports a table from the warehouse: a person approves every call.
+#[requires_approval(
+    policy = "data-export",
+    resource = format!("warehouse/{table}"),
+    reason = "monthly revenue report"
+)]
+async fn export_table(table: &str, rows: u64) -> Result<u64, ApprovalError> {
+    Ok(rows)
+}
+
+/// Rotates a signing key: a person approves every call.
+#[requires_approval(policy = "key-rotation", resource = format!("kms/{key}"), reason = "scheduled rotation")]
+async fn rotate_key(key: &str) -> Result<String, ApprovalError> {
+    Ok(format!("{key} rotated"))
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,7 +50,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => {}
         }
     }
-
     let key_id = KeyId::new("dev")?;
     let secret = WriterSecret::generate()?;
     secret.write_new_file(&key_file)?;
@@ -44,89 +59,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         key_file.display()
     );
 
-    let writer = Arc::new(ChainWriter::new(key_id.clone(), &secret));
-    let sink = JsonlFileSink::open(&log, writer.clone())?;
-    let actor = Actor::new("report-agent")
+    let sink = JsonlFileSink::open(&log, Arc::new(ChainWriter::new(key_id.clone(), &secret)))?;
+    let terminal = TerminalApprover::for_current_user();
+    let you = terminal.identity();
+    let timeout = Duration::from_secs(300);
+    let gate = Gate::builder(Arc::new(sink))
+        .approver("terminal", Arc::new(terminal))
+        .policy(Policy::new("data-export", ["terminal"], timeout).approvers([you.clone()]))
+        .policy(Policy::new("key-rotation", ["terminal"], timeout).approvers([you.clone()]))
+        .build()?;
+    gate.check_registry()?;
+
+    let agent = Actor::new("report-agent")
         .kind(ActorKind::Agent)
         .model("example-model")
         .on_behalf_of("alice@example.com");
-    let reviewer = Reviewer::new("terminal:bob").person("bob").display("Bob");
-
-    // 1. Export a table: approved by Bob, then run.
-    let args =
-        CanonicalJson::from_serialize(&serde_json::json!({"table": "customers", "rows": 5000}))?;
-    sink.append_event(Event::Requested {
-        request_id: "01-export".into(),
-        action: "billing::export_table".into(),
-        policy: "data-export".into(),
-        policy_digest: [0; 32],
-        binding: writer.binding("billing::export_table", &args),
-        args,
-        skipped: vec![],
-        actor: actor.clone(),
-        resource: Some("warehouse/customers".into()),
-        reason: Some("monthly revenue report".into()),
-    })
-    .await?;
-    for event in [
-        Event::Reviewed {
-            request_id: "01-export".into(),
-            reviewer: reviewer.clone(),
-            vote: Vote::Approve,
-            channel: "terminal".into(),
-            comment: None,
-        },
-        Event::Approved {
-            request_id: "01-export".into(),
-            policy: "data-export".into(),
-            reviewers: vec![reviewer.clone()],
-        },
-        Event::Executed {
-            request_id: "01-export".into(),
-            outcome: Outcome::Ok,
-            error: None,
-        },
-    ] {
-        sink.append_event(event).await?;
-    }
-    println!("Recorded: billing::export_table requested, approved by Bob, executed.");
-
-    // 2. Rotate a signing key: denied by Bob with a comment.
-    let args = CanonicalJson::from_serialize(&serde_json::json!({"key": "payments-signing"}))?;
-    sink.append_event(Event::Requested {
-        request_id: "02-rotate".into(),
-        action: "keys::rotate".into(),
-        policy: "key-rotation".into(),
-        policy_digest: [0; 32],
-        binding: writer.binding("keys::rotate", &args),
-        args,
-        skipped: vec![],
-        actor,
-        resource: Some("kms/payments".into()),
-        reason: Some("scheduled rotation".into()),
-    })
-    .await?;
-    for event in [
-        Event::Reviewed {
-            request_id: "02-rotate".into(),
-            reviewer: reviewer.clone(),
-            vote: Vote::Deny,
-            channel: "terminal".into(),
-            comment: Some("not during the release freeze".into()),
-        },
-        Event::Denied {
-            request_id: "02-rotate".into(),
-            policy: "key-rotation".into(),
-            reviewers: vec![reviewer],
-        },
-    ] {
-        sink.append_event(event).await?;
-    }
-    println!("Recorded: keys::rotate requested, denied by Bob: \"not during the release freeze\".");
-    drop(sink);
+    println!("An agent acting for alice@example.com will now try two privileged actions.");
+    println!("You decide, as {you}, on this terminal.");
+    with_actor(
+        agent,
+        gate.scope(async {
+            match export_table("customers", 5000).await {
+                Ok(rows) => println!("export_table ran: {rows} rows exported."),
+                Err(e) => println!("export_table did not run: {e}"),
+            }
+            match rotate_key("payments-signing").await {
+                Ok(done) => println!("rotate_key ran: {done}."),
+                Err(e) => println!("rotate_key did not run: {e}"),
+            }
+        }),
+    )
+    .await;
 
     // An auditor needs only the verification key.
-    let keyring = Keyring::new().with(key_id, approval_core::RecordKey::read_file(&verify_file)?);
+    let keyring = Keyring::new().with(key_id, RecordKey::read_file(&verify_file)?);
     let report = verify(std::fs::File::open(&log)?, &keyring)?;
     println!(
         "\nVerified {}: {} records, head {}.",

@@ -2,17 +2,25 @@
 //! multi-thread runtime, and (refused, never deadlocked) in a
 //! current-thread runtime.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use approval_core::{ApprovalError, requires_approval};
 
 use crate::shapes::{events, gate};
 
-static SYNC_RAN: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// A blocking body runs on its caller's thread: count per thread, so
+    /// tests running side by side do not see each other's bodies.
+    static SYNC_RAN: Cell<usize> = const { Cell::new(0) };
+}
+
+fn ran() -> usize {
+    SYNC_RAN.with(Cell::get)
+}
 
 #[requires_approval(policy = "p")]
 fn rotate_key(name: &str) -> Result<String, ApprovalError> {
-    SYNC_RAN.fetch_add(1, Ordering::SeqCst);
+    SYNC_RAN.with(|r| r.set(r.get() + 1));
     if name.is_empty() {
         return Ok("default".into());
     }
@@ -29,11 +37,11 @@ fn outside_any_runtime_it_waits_on_its_own() {
         .collect();
     assert_eq!(names, ["requested", "reviewed", "approved", "executed"]);
 
-    let before = SYNC_RAN.load(Ordering::SeqCst);
+    let before = ran();
     let (no, _) = gate(false);
     let err = no.sync_scope(|| rotate_key("k2")).unwrap_err();
     assert!(matches!(err, ApprovalError::Denied { .. }), "{err}");
-    assert_eq!(SYNC_RAN.load(Ordering::SeqCst), before, "a denied body ran");
+    assert_eq!(ran(), before, "a denied body ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,10 +52,10 @@ async fn in_a_multi_thread_runtime_it_waits_in_place() {
 
 #[tokio::test]
 async fn in_a_current_thread_runtime_it_refuses_instead_of_deadlocking() {
-    let before = SYNC_RAN.load(Ordering::SeqCst);
+    let before = ran();
     let (yes, sink) = gate(true);
     let err = yes.sync_scope(|| rotate_key("k3")).unwrap_err();
     assert!(matches!(err, ApprovalError::WouldBlockRuntime), "{err}");
-    assert_eq!(SYNC_RAN.load(Ordering::SeqCst), before);
+    assert_eq!(ran(), before);
     assert!(sink.is_empty(), "nothing was requested");
 }

@@ -10,6 +10,7 @@ mod mock;
 mod policy;
 mod policy_file;
 mod request;
+mod terminal;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ pub use mock::{MockApprover, ScriptedMock};
 pub use policy::Policy;
 pub use policy_file::PolicyFile;
 pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
+pub use terminal::TerminalApprover;
 
 use crate::canonical::CanonicalJson;
 use crate::clock::{Clock, SystemClock};

@@ -1,0 +1,200 @@
+//! The terminal approver: the person at the controlling terminal decides.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::approver::{Approver, ApproverError, Ballots};
+use super::request::{ApprovalRequest, Ballot};
+use crate::record::Vote;
+
+/// Shows each request on the controlling terminal (`/dev/tty`, not stdin
+/// or stdout, so the program's own I/O and the agent's cannot answer) and
+/// reads the decision and an optional comment, as reviewer
+/// `terminal:<user>`.
+///
+/// Text the agent wrote (arguments, resource, reason) is shown apart from
+/// what the gate derived, with control and bidirectional-override
+/// characters replaced by visible escapes, so it cannot redraw the screen
+/// or disguise itself. With no terminal the request is refused
+/// (`ApproverError::Refused`, naming the cause) and the call fails closed.
+#[derive(Debug)]
+pub struct TerminalApprover {
+    user: String,
+    tty: PathBuf,
+    /// One prompt at a time.
+    lock: Arc<Mutex<()>>,
+}
+
+impl TerminalApprover {
+    /// Asks as `terminal:<user>`.
+    pub fn new(user: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            tty: PathBuf::from("/dev/tty"),
+            lock: Arc::default(),
+        }
+    }
+
+    /// Asks as the operating-system user running the program (`$USER`, or
+    /// `$LOGNAME`).
+    pub fn for_current_user() -> Self {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "names the reviewer at the terminal; it changes no approval rule"
+        )]
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        Self::new(user)
+    }
+
+    /// The identity its votes carry: `terminal:<user>`.
+    pub fn identity(&self) -> String {
+        format!("terminal:{}", self.user)
+    }
+}
+
+#[async_trait]
+impl Approver for TerminalApprover {
+    async fn deliver(
+        &self,
+        request: Arc<ApprovalRequest>,
+        ballots: Ballots,
+    ) -> Result<(), ApproverError> {
+        let tty = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.tty)
+            .map_err(|e| {
+                ApproverError::Refused(format!(
+                    "no terminal to ask on ({}: {e}); use another approver",
+                    self.tty.display()
+                ))
+            })?;
+        let (lock, identity) = (self.lock.clone(), self.identity());
+        tokio::spawn(async move {
+            let asked = request.clone();
+            let answer = tokio::task::spawn_blocking(move || {
+                let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+                ask(tty, &asked)
+            })
+            .await;
+            // No answer (the terminal closed): no vote; the request expires.
+            if let Ok(Ok((vote, comment))) = answer {
+                let mut ballot = Ballot::new(&request, identity, "terminal", vote);
+                ballot.comment = comment;
+                let _ = ballots.cast(ballot).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+fn ask(tty: File, request: &ApprovalRequest) -> std::io::Result<(Vote, Option<String>)> {
+    let mut out = tty.try_clone()?;
+    let mut input = BufReader::new(tty);
+    out.write_all(render(request).as_bytes())?;
+    let vote = loop {
+        out.write_all(b"Approve? [y/n] ")?;
+        out.flush()?;
+        let mut line = String::new();
+        if input.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        match line.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => break Vote::Approve,
+            "n" | "no" => break Vote::Deny,
+            _ => {}
+        }
+    };
+    out.write_all(b"Comment (optional, Enter for none): ")?;
+    out.flush()?;
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let comment = line.trim();
+    Ok((vote, (!comment.is_empty()).then(|| comment.to_owned())))
+}
+
+/// The request as the terminal shows it.
+pub(crate) fn render(request: &ApprovalRequest) -> String {
+    let mut text = String::new();
+    let policy = &request.policy;
+    let _ = writeln!(text, "\n=== Approval request {} ===", request.id);
+    let _ = writeln!(text, "Action:    {}", visible(&request.action));
+    let _ = writeln!(
+        text,
+        "Policy:    {} (needs {} approval{})",
+        visible(&policy.name),
+        policy.required,
+        if policy.required == 1 { "" } else { "s" }
+    );
+    match &request.actor {
+        Some(actor) => {
+            let mut who = visible(&actor.id);
+            if let Some(kind) = actor.kind {
+                let _ = write!(who, " ({})", kind.as_str());
+            }
+            if let Some(model) = &actor.model {
+                let _ = write!(who, ", model {}", visible(model));
+            }
+            let _ = writeln!(text, "Agent:     {who}");
+            if let Some(person) = &actor.on_behalf_of {
+                let _ = writeln!(text, "For:       {}", visible(person));
+            }
+        }
+        None => {
+            let _ = writeln!(text, "Agent:     (no actor in scope)");
+        }
+    }
+    let _ = writeln!(text, "Binding:   {}", crate::chain::hex(&request.binding));
+    let _ = writeln!(text, "--- written by the agent, unverified ---");
+    if let Some(resource) = &request.resource {
+        let _ = writeln!(text, "Resource:  {}", visible(resource));
+    }
+    if let Some(reason) = &request.reason {
+        let _ = writeln!(text, "Reason:    {}", visible(reason));
+    }
+    let _ = writeln!(text, "Arguments: {}", visible(request.args.as_str()));
+    if !request.skipped.is_empty() {
+        let _ = writeln!(text, "Not shown: {}", visible(&request.skipped.join(", ")));
+    }
+    text
+}
+
+/// `s` with every control and bidirectional-formatting character replaced
+/// by a visible `\u{…}` escape.
+pub(crate) fn visible(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let hidden = c.is_control()
+            || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if hidden {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible;
+
+    #[test]
+    fn agent_text_cannot_hide_controls_or_reorder_the_screen() {
+        assert_eq!(visible("plain ünïcode"), "plain ünïcode");
+        assert_eq!(visible("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(visible("x\ny\r"), "x\\u{a}y\\u{d}");
+        assert_eq!(visible("user\u{202E}gpj.exe"), "user\\u{202e}gpj.exe");
+        assert_eq!(
+            visible("\u{2066}\u{200f}\u{9b}"),
+            "\\u{2066}\\u{200f}\\u{9b}"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Drives the quickstart through a pseudo-terminal, as a person would:
+//! approve the export, deny the key rotation with a comment.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// `cargo test` builds the package's examples beside the test binaries.
+fn example(name: &str) -> PathBuf {
+    let test = std::env::current_exe().unwrap();
+    let target = test.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = target.join("examples").join(name);
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+#[test]
+fn quickstart_approves_one_denies_one_and_verifies_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // `script` (util-linux) runs the example on a new pseudo-terminal, which
+    // becomes its /dev/tty.
+    let mut child = Command::new("script")
+        .args([
+            "-qefc",
+            example("quickstart").to_str().unwrap(),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    // Approve (no comment), then deny with a comment.
+    stdin
+        .write_all(b"y\n\nn\nnot during the release freeze\n")
+        .unwrap();
+    let mut output = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{output}");
+
+    assert!(output.contains("Made a fresh DEVELOPMENT key"), "{output}");
+    assert!(
+        output.contains("Action:    quickstart::export_table"),
+        "{output}"
+    );
+    assert!(
+        output.contains("Resource:  warehouse/customers"),
+        "{output}"
+    );
+    assert!(
+        output.contains("export_table ran: 5000 rows exported."),
+        "{output}"
+    );
+    assert!(
+        output.contains("rotate_key did not run: denied by terminal:"),
+        "{output}"
+    );
+    assert!(
+        output.contains(": not during the release freeze"),
+        "{output}"
+    );
+    assert!(output.contains("records, head "), "{output}");
+
+    let log = std::fs::read_to_string(dir.path().join("approval-quickstart/audit.jsonl")).unwrap();
+    let events: Vec<String> = log
+        .lines()
+        .map(|l| {
+            l.split("\"event\":\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "requested",
+            "reviewed",
+            "approved",
+            "executed",
+            "requested",
+            "reviewed",
+            "denied"
+        ]
+    );
+    assert!(log.contains("\"comment\":\"not during the release freeze\""));
+    // The printed command verifies the log.
+    let verify_key = dir.path().join("approval-quickstart/dev.key.verify");
+    assert!(verify_key.exists());
+}
