@@ -100,3 +100,13 @@ fn quickstart_approves_one_denies_one_and_verifies_its_log() {
     let verify_key = dir.path().join("approval-quickstart/dev.key.verify");
     assert!(verify_key.exists());
 }
+
+#[test]
+fn the_custom_approver_example_approves_through_its_own_channel() {
+    let output = Command::new(example("custom_approver")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("frank is now admin"), "{stdout}");
+    assert!(stdout.contains("4 audit records"), "{stdout}");
+    assert!(stdout.contains("erin's vote: Ok(Counted"), "{stdout}");
+}
