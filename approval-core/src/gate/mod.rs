@@ -266,7 +266,7 @@ impl GateBuilder {
             let name = policy.name.clone();
             let entry = PolicyEntry {
                 digest: policy.digest(),
-                policy,
+                policy: Arc::new(policy),
             };
             if policies.insert(name.clone(), Arc::new(entry)).is_some() {
                 return Err(ConfigError::DuplicatePolicy(name));
@@ -463,7 +463,7 @@ impl Gate {
                 .chain_writer()
                 .binding(&call.action, &call.binding_args),
             action: call.action,
-            policy: Arc::new(policy.clone()),
+            policy: policy.clone(),
             policy_digest: entry.digest,
             args: call.args,
             skipped: call.skipped,

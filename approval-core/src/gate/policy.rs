@@ -150,7 +150,7 @@ impl Policy {
 /// A policy with its digest, as the gate keeps it.
 #[derive(Debug)]
 pub(crate) struct PolicyEntry {
-    pub(crate) policy: Policy,
+    pub(crate) policy: Arc<Policy>,
     pub(crate) digest: [u8; 32],
 }
 

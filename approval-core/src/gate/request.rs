@@ -128,20 +128,41 @@ pub enum Decision {
     },
 }
 
-/// A new request id: 48 bits of milliseconds since 1970 and 80 random bits,
-/// in Crockford base32 (26 characters), so ids sort by time.
+/// A new request id: 48 bits of milliseconds since 1970 and 80 bits that
+/// make it unique, in Crockford base32 (26 characters), so ids sort by
+/// time. The 80 bits are a random number drawn once per process plus a
+/// counter: unique within the process without a system call per request,
+/// and across processes by the random start.
 pub(crate) fn new_request_id(now: SystemTime) -> Result<String, ring::error::Unspecified> {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: OnceLock<(u64, u16)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+    let (high, low) = match START.get() {
+        Some(start) => *start,
+        None => {
+            let mut random = [0u8; 10];
+            SystemRandom::new().fill(&mut random)?;
+            let mut high = [0u8; 8];
+            high.copy_from_slice(&random[..8]);
+            *START.get_or_init(|| {
+                (
+                    u64::from_be_bytes(high),
+                    u16::from_be_bytes([random[8], random[9]]),
+                )
+            })
+        }
+    };
+    let unique = (u128::from(high) << 16 | u128::from(low))
+        .wrapping_add(u128::from(COUNTER.fetch_add(1, Ordering::Relaxed)))
+        & ((1 << 80) - 1);
     let millis = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         & ((1 << 48) - 1);
-    let mut random = [0u8; 10];
-    SystemRandom::new().fill(&mut random)?;
-    let mut value = u128::from(millis) << 80;
-    for (i, byte) in random.iter().enumerate() {
-        value |= u128::from(*byte) << (8 * (9 - i));
-    }
+    let value = u128::from(millis) << 80 | unique;
     Ok((0..26)
         .map(|i| char::from(ALPHABET[((value >> (5 * (25 - i))) & 31) as usize]))
         .collect())

@@ -1,0 +1,177 @@
+//! Gate benchmarks: the overhead of a gated call, and memory per pending
+//! request.
+//!
+//! ```text
+//! cargo bench -p approval-core --features mock --bench gate
+//! ```
+
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use approval_core::{
+    ApprovalError, AuditError, AuditSink, ChainHead, ChainWriter, Gate, KeyId, MemorySink,
+    MockApprover, PendingRecord, Policy, Receipt, WriterSecret, requires_approval,
+};
+
+#[requires_approval(policy = "bench")]
+async fn gated(name: &str, count: u64, ratio: f64) -> Result<u64, ApprovalError> {
+    Ok(count + name.len() as u64 + ratio as u64)
+}
+
+async fn plain(name: &str, count: u64, ratio: f64) -> Result<u64, ApprovalError> {
+    Ok(count + name.len() as u64 + ratio as u64)
+}
+
+fn writer() -> Arc<ChainWriter> {
+    let secret = WriterSecret::from_hex(&"42".repeat(32)).expect("hex");
+    Arc::new(ChainWriter::new(KeyId::new("bench").expect("id"), &secret))
+}
+
+fn gate(sink: Arc<dyn AuditSink>, approver: MockApprover, timeout: Duration) -> Gate {
+    Gate::builder(sink)
+        .approver("mock", Arc::new(approver))
+        .policy(Policy::new("bench", ["mock"], timeout).approvers(["mock:ci"]))
+        .build()
+        .expect("gate")
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn bench_overhead() {
+    const CALLS: usize = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    for round in 0..3 {
+        // A fresh sink each round, so the log's growth stays small.
+        let gate = gate(
+            Arc::new(MemorySink::new(writer())),
+            MockApprover::approve_all("ci"),
+            Duration::from_secs(60),
+        );
+        let (gated_times, plain_times) = rt.block_on(gate.scope(async {
+            let mut gated_times = Vec::with_capacity(CALLS);
+            let mut plain_times = Vec::with_capacity(CALLS);
+            for i in 0..CALLS as u64 {
+                let start = Instant::now();
+                black_box(
+                    gated(black_box("users"), black_box(i), black_box(0.5))
+                        .await
+                        .expect("approved"),
+                );
+                gated_times.push(start.elapsed());
+                let start = Instant::now();
+                black_box(
+                    plain(black_box("users"), black_box(i), black_box(0.5))
+                        .await
+                        .expect("plain"),
+                );
+                plain_times.push(start.elapsed());
+            }
+            (gated_times, plain_times)
+        }));
+        let (g, p) = (median(gated_times), median(plain_times));
+        println!(
+            "gate overhead round {round}: gated call median {:.2} µs, plain call median {:.3} µs, overhead {:.2} µs",
+            g.as_secs_f64() * 1e6,
+            p.as_secs_f64() * 1e6,
+            (g.saturating_sub(p)).as_secs_f64() * 1e6
+        );
+    }
+}
+
+/// Seals records and keeps only the head: memory figures then show the
+/// pending requests, not the log.
+#[derive(Debug)]
+struct DiscardSink {
+    writer: Arc<ChainWriter>,
+    head: Mutex<ChainHead>,
+}
+
+#[async_trait::async_trait]
+impl AuditSink for DiscardSink {
+    async fn append(&self, records: Vec<PendingRecord>) -> Result<Vec<Receipt>, AuditError> {
+        let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        self.writer.seal(&mut head, &records, &mut Vec::new())
+    }
+
+    fn read_back(&self) -> Result<Box<dyn Read + Send>, AuditError> {
+        Ok(Box::new(std::io::empty()))
+    }
+
+    fn chain_writer(&self) -> &Arc<ChainWriter> {
+        &self.writer
+    }
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn bench_pending_memory() {
+    const PENDING: usize = 100_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let sink = Arc::new(DiscardSink {
+        writer: writer(),
+        head: Mutex::new(ChainHead::genesis()),
+    });
+    let mock = Arc::new(MockApprover::silent("ci"));
+    let gate = Gate::builder(sink)
+        .approver("mock", mock.clone())
+        .policy(Policy::new("bench", ["mock"], Duration::from_secs(3600)).approvers(["mock:ci"]))
+        .build()
+        .expect("gate");
+    rt.block_on(async {
+        let before = resident_bytes();
+        let mut tasks = Vec::with_capacity(PENDING);
+        for i in 0..PENDING as u64 {
+            let gate = gate.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = gate.scope(gated("users", i, 0.5)).await;
+            }));
+        }
+        while mock.requests().len() < PENDING {
+            tokio::task::yield_now().await;
+        }
+        let after = resident_bytes();
+        println!(
+            "pending memory: {PENDING} requests waiting, {:.0} bytes each (resident set growth, including the tasks and the mock's list of requests)",
+            (after.saturating_sub(before)) as f64 / PENDING as f64
+        );
+        for task in tasks {
+            task.abort();
+        }
+    });
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if wanted("overhead") {
+        bench_overhead();
+    }
+    if wanted("memory") {
+        bench_pending_memory();
+    }
+}
