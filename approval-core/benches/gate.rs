@@ -20,11 +20,11 @@ use approval_core::{
 
 #[requires_approval(policy = "bench")]
 async fn gated(name: &str, count: u64, ratio: f64) -> Result<u64, ApprovalError> {
-    Ok(count + name.len() as u64 + ratio as u64)
+    Ok(count + name.len() as u64 + u64::from(ratio > 0.25))
 }
 
 async fn plain(name: &str, count: u64, ratio: f64) -> Result<u64, ApprovalError> {
-    Ok(count + name.len() as u64 + ratio as u64)
+    Ok(count + name.len() as u64 + u64::from(ratio > 0.25))
 }
 
 fn writer() -> Arc<ChainWriter> {
