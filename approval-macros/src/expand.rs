@@ -16,7 +16,10 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, ItemFn, Pat, ReturnType};
+use syn::{
+    Expr, ExprAsync, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Stmt,
+    Type, TypeParamBound,
+};
 
 use crate::attr::Options;
 
@@ -76,9 +79,14 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             }
         }
     }
-    let ret = match &item.sig.output {
-        ReturnType::Type(_, ty) => ty,
-        ReturnType::Default => {
+    // Inside an `#[async_trait]` impl the method arrives already rewritten
+    // into a plain fn returning `Box::pin(async move { .. })`: gate inside
+    // that future, or the body would run ungated.
+    let boxed = async_trait_body(item);
+    let ret = match (&boxed, &item.sig.output) {
+        (Some((_, output)), _) => *output,
+        (None, ReturnType::Type(_, ty)) => &**ty,
+        (None, ReturnType::Default) => {
             push(syn::Error::new(
                 item.sig.span(),
                 "a gated function must return `Result<T, E>` where `E: From<approval_core::ApprovalError> + Display`",
@@ -165,7 +173,23 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
     let vis = &item.vis;
     let sig = &item.sig;
     let block = &item.block;
-    let body = if sig.asyncness.is_some() {
+    let body = if let Some((inner, _)) = &boxed {
+        let inner_block = &inner.block;
+        let pin = match &item.block.stmts[..] {
+            [Stmt::Expr(Expr::Call(call), None)] => &call.func,
+            _ => unreachable!("checked by async_trait_body"),
+        };
+        quote! {
+            #pin(async move {
+                #register
+                #return_check
+                #call
+                let __approval = __approval_gate.approve(__approval_call).await?;
+                __approval.confirm_args(&#binding).await?;
+                __approval.execute(async move #inner_block).await
+            })
+        }
+    } else if sig.asyncness.is_some() {
         quote! {
             #register
             #return_check
@@ -190,5 +214,66 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
         #vis #sig {
             #body
         }
+    })
+}
+
+/// The `async move` block and future output type of a method that
+/// `#[async_trait]` rewrote: a plain fn whose whole body is
+/// `Box::pin(async move { .. })` and whose return type is
+/// `Pin<Box<dyn Future<Output = R> + ..>>`.
+fn async_trait_body(item: &ItemFn) -> Option<(&ExprAsync, &Type)> {
+    if item.sig.asyncness.is_some() {
+        return None;
+    }
+    let [Stmt::Expr(Expr::Call(call), None)] = &item.block.stmts[..] else {
+        return None;
+    };
+    let Expr::Path(func) = &*call.func else {
+        return None;
+    };
+    if func.path.segments.last()?.ident != "pin" || call.args.len() != 1 {
+        return None;
+    }
+    let Expr::Async(block) = call.args.first()? else {
+        return None;
+    };
+    let ReturnType::Type(_, ty) = &item.sig.output else {
+        return None;
+    };
+    Some((block, future_output(ty)?))
+}
+
+/// `R` in `Pin<Box<dyn Future<Output = R> + ..>>`.
+fn future_output(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let PathArguments::AngleBracketed(pin) = &path.path.segments.last()?.arguments else {
+        return None;
+    };
+    let Some(GenericArgument::Type(Type::Path(boxed))) = pin.args.first() else {
+        return None;
+    };
+    let PathArguments::AngleBracketed(boxed) = &boxed.path.segments.last()?.arguments else {
+        return None;
+    };
+    let Some(GenericArgument::Type(Type::TraitObject(object))) = boxed.args.first() else {
+        return None;
+    };
+    object.bounds.iter().find_map(|bound| {
+        let TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let segment = bound.path.segments.last()?;
+        if segment.ident != "Future" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &segment.arguments else {
+            return None;
+        };
+        args.args.iter().find_map(|arg| match arg {
+            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
+            _ => None,
+        })
     })
 }

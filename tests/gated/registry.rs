@@ -36,6 +36,7 @@ fn every_gated_function_is_listed_with_its_policy() {
         "gated::shapes::rotate",
         "gated::shapes::generic",
         "gated::shapes::own_error",
+        "gated::shapes::grant",
         "gated::blocking::rotate_key",
     ] {
         assert!(

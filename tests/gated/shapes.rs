@@ -108,6 +108,21 @@ impl Rotate for Service {
     }
 }
 
+#[async_trait::async_trait]
+trait Grant {
+    async fn grant(&self, user: String, role: &str) -> Result<String, ApprovalError>;
+}
+
+#[async_trait::async_trait]
+impl Grant for Service {
+    /// Arrives rewritten by `#[async_trait]`: gated inside its future.
+    #[requires_approval(policy = "p", resource = format!("iam/{user}"))]
+    async fn grant(&self, user: String, role: &str) -> Result<String, ApprovalError> {
+        note_run();
+        Ok(format!("{user} is {role} ({})", self.calls))
+    }
+}
+
 /// Generic, with `impl Trait`, lifetimes and a `where` clause.
 #[requires_approval(policy = "p")]
 async fn generic<'a, T>(
@@ -202,6 +217,14 @@ async fn every_shape_runs_when_approved_and_never_when_denied() {
     })
     .await;
     check(|| async { own_error(3).await.map_err(|e| e.to_string()) }).await;
+    check(|| async {
+        Service { calls: 2 }
+            .grant("erin".into(), "admin")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
 }
 
 #[tokio::test]
