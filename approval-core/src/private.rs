@@ -102,13 +102,16 @@ impl Args {
         }
     }
 
-    /// A recorded argument.
-    pub fn arg<T: RecordableArg + ?Sized>(&mut self, name: &str, value: &T) {
+    /// A recorded argument; inside `group` when it is a binding of a
+    /// pattern parameter.
+    pub fn arg_in<T: RecordableArg + ?Sized>(
+        &mut self,
+        group: Option<&str>,
+        name: &str,
+        value: &T,
+    ) {
         match value.to_json() {
-            Ok(value) => {
-                self.binding.insert(name.to_owned(), value.clone());
-                self.record.insert(name.to_owned(), value);
-            }
+            Ok(value) => self.insert(group, name, value.clone(), value),
             Err(e) => {
                 self.error.get_or_insert(ApprovalError::InvalidArguments(e));
             }
@@ -116,22 +119,33 @@ impl Args {
     }
 
     /// A redacted argument: the record keeps only its keyed digest.
-    pub fn redact<T: Redact + ?Sized>(&mut self, name: &str, value: &T) {
+    pub fn redact_in<T: Redact + ?Sized>(&mut self, group: Option<&str>, name: &str, value: &T) {
         let canonical = value.canonical_form();
         let digest = self.gate.digest(canonical.as_str().as_bytes());
-        self.record.insert(
-            name.to_owned(),
-            serde_json::json!({ "redacted": crate::chain::hex(&digest) }),
-        );
+        let shown = serde_json::json!({ "redacted": crate::chain::hex(&digest) });
         match serde_json::from_str(canonical.as_str()) {
-            Ok(value) => {
-                self.binding.insert(name.to_owned(), value);
-            }
+            Ok(value) => self.insert(group, name, shown, value),
             Err(e) => {
                 self.error.get_or_insert(ApprovalError::InvalidArguments(
                     crate::CanonicalError::Serialize(e.to_string()),
                 ));
             }
+        }
+    }
+
+    fn insert(&mut self, group: Option<&str>, name: &str, recorded: Value, bound: Value) {
+        for (map, value) in [(&mut self.record, recorded), (&mut self.binding, bound)] {
+            let target = match group {
+                None => map,
+                Some(group) => match map
+                    .entry(group.to_owned())
+                    .or_insert_with(|| Value::Object(Map::new()))
+                {
+                    Value::Object(inner) => inner,
+                    _ => continue,
+                },
+            };
+            target.insert(name.to_owned(), value);
         }
     }
 

@@ -28,6 +28,9 @@ struct Param<'a> {
     name: &'a Ident,
     ty: &'a syn::Type,
     kind: Kind,
+    /// For a binding inside a pattern parameter: the pattern, as written,
+    /// which names the object its bindings are recorded in.
+    pattern: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -50,15 +53,27 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             continue; // `self` is the receiver, not an argument to record.
         };
         match &*typed.pat {
-            Pat::Ident(pat) => params.push(Param {
+            Pat::Ident(pat) if pat.subpat.is_none() => params.push(Param {
                 name: &pat.ident,
                 ty: &typed.ty,
                 kind: Kind::Recorded,
+                pattern: None,
             }),
-            other => push(syn::Error::new(
-                other.span(),
-                "a gated function's parameters must be plain names, so each can be recorded by name; bind this pattern inside the body",
-            )),
+            // A pattern stays in the signature; its bindings are recorded
+            // as one object named after the pattern.
+            pattern => {
+                let text = pattern_text(pattern);
+                let mut names = Vec::new();
+                bindings(pattern, &mut names);
+                for name in names {
+                    params.push(Param {
+                        name,
+                        ty: &typed.ty,
+                        kind: Kind::Recorded,
+                        pattern: Some(text.clone()),
+                    });
+                }
+            }
         }
     }
     for (list, kind) in [
@@ -124,14 +139,23 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             .iter()
             .filter_map(|p| {
                 let (name, key) = (p.name, p.name.to_string());
-                let span = p.ty.span();
+                // A binding in a pattern is reported at its own name.
+                let span = if p.pattern.is_some() {
+                    p.name.span()
+                } else {
+                    p.ty.span()
+                };
+                let group = p.pattern.as_ref().map_or_else(
+                    || quote!(::core::option::Option::None),
+                    |text| quote!(::core::option::Option::Some(#text)),
+                );
                 match p.kind {
                     Kind::Recorded => {
-                        Some(quote_spanned!(span=> __approval_args.arg(#key, &#name);))
+                        Some(quote_spanned!(span=> __approval_args.arg_in(#group, #key, &#name);))
                     }
-                    Kind::Redacted => {
-                        Some(quote_spanned!(span=> __approval_args.redact(#key, &#name);))
-                    }
+                    Kind::Redacted => Some(
+                        quote_spanned!(span=> __approval_args.redact_in(#group, #key, &#name);),
+                    ),
                     Kind::Skipped if with_skips => Some(quote!(__approval_args.skip(#key);)),
                     Kind::Skipped => None,
                 }
@@ -276,4 +300,40 @@ fn future_output(ty: &Type) -> Option<&Type> {
             _ => None,
         })
     })
+}
+
+/// A pattern as written, with Rust's token spacing tidied: `(a, b)`.
+fn pattern_text(pattern: &Pat) -> String {
+    quote!(#pattern)
+        .to_string()
+        .replace(" ,", ",")
+        .replace("( ", "(")
+        .replace(" )", ")")
+        .replace("& ", "&")
+}
+
+/// The names a pattern binds, in order.
+fn bindings<'a>(pattern: &'a Pat, out: &mut Vec<&'a Ident>) {
+    match pattern {
+        Pat::Ident(pat) => {
+            out.push(&pat.ident);
+            if let Some((_, sub)) = &pat.subpat {
+                bindings(sub, out);
+            }
+        }
+        Pat::Tuple(tuple) => tuple.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::TupleStruct(tuple) => tuple.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::Struct(strukt) => strukt.fields.iter().for_each(|f| bindings(&f.pat, out)),
+        Pat::Slice(slice) => slice.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::Reference(reference) => bindings(&reference.pat, out),
+        Pat::Paren(paren) => bindings(&paren.pat, out),
+        Pat::Type(typed) => bindings(&typed.pat, out),
+        // Every alternative binds the same names.
+        Pat::Or(or) => {
+            if let Some(first) = or.cases.first() {
+                bindings(first, out);
+            }
+        }
+        _ => {}
+    }
 }

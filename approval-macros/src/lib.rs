@@ -42,8 +42,11 @@ use proc_macro::TokenStream;
 ///   `Gate::install_global`.
 /// - `crate = path`: where `approval_core` is, if renamed.
 ///
-/// Every other parameter must be `serde::Serialize`, and must be a plain
-/// name (a pattern is bound inside the body instead).
+/// Every other parameter must be `serde::Serialize`. A pattern parameter
+/// (`(table, rows): (String, u64)`) stays in the signature and is recorded
+/// as an object named after the pattern, holding its bindings (which
+/// `skip` and `redact` may name); a `_` parameter binds nothing and is not
+/// recorded. `self` is the receiver, not an argument, and is not recorded.
 ///
 /// # `async fn` and plain `fn`
 ///

@@ -279,3 +279,59 @@ async fn a_named_gate_is_used() {
     assert_eq!(named_skipped(&gate, 9).await.unwrap(), 9);
     assert_eq!(events(&sink).len(), 4);
 }
+
+#[derive(Serialize)]
+struct Window {
+    from: u32,
+    to: u32,
+}
+
+/// Pattern parameters stay in the signature; their bindings are recorded.
+#[requires_approval(policy = "p", skip(scratch))]
+async fn patterns(
+    (table, rows): (String, u64),
+    Window { from, to }: Window,
+    _: u8,
+    [scratch, ..]: [u8; 2],
+) -> Result<u64, ApprovalError> {
+    note_run();
+    let _ = scratch;
+    Ok(rows + u64::from(to - from) + table.len() as u64)
+}
+
+#[tokio::test]
+async fn pattern_parameters_are_gated_and_recorded_by_their_bindings() {
+    let (yes, sink) = gate(true);
+    let value = yes
+        .scope(patterns(
+            ("users".into(), 5),
+            Window { from: 1, to: 4 },
+            0,
+            [7, 8],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(value, 5 + 3 + 5);
+    let args = &events(&sink)[0]["args"];
+    assert_eq!(
+        args,
+        &serde_json::json!({
+            "(table, rows)": {"table": "users", "rows": 5},
+            "Window { from, to }": {"from": 1, "to": 4},
+        })
+    );
+    assert_eq!(events(&sink)[0]["skipped"], serde_json::json!(["scratch"]));
+    let (no, _) = gate(false);
+    let before = ran();
+    assert!(
+        no.scope(patterns(
+            ("t".into(), 1),
+            Window { from: 0, to: 0 },
+            0,
+            [0, 0]
+        ))
+        .await
+        .is_err()
+    );
+    assert_eq!(ran(), before);
+}

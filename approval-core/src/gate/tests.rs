@@ -745,7 +745,7 @@ async fn non_finite_arguments_are_refused_before_anything_is_asked() {
     let sink = sink();
     let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy());
     let mut args = crate::private::Args::new(&gate);
-    args.arg("ratio", &f64::NAN);
+    args.arg_in(None, "ratio", &f64::NAN);
     let err = args.call("a".into(), "export", None, None).unwrap_err();
     assert!(
         matches!(
