@@ -29,7 +29,7 @@ pub use directory::Directory;
 pub use mock::{MockApprover, ScriptedMock};
 pub use policy::Policy;
 pub use policy_file::PolicyFile;
-pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
+pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision, EarlierDecision};
 pub use terminal::TerminalApprover;
 
 use crate::canonical::CanonicalJson;
@@ -281,6 +281,7 @@ impl GateBuilder {
                 clock: self.clock,
                 pending: Mutex::default(),
                 settled: Mutex::default(),
+                history: Mutex::default(),
                 per_actor: Mutex::default(),
             }),
         })
@@ -297,7 +298,38 @@ pub(crate) struct GateInner {
     pending: Mutex<HashMap<String, Arc<Pending>>>,
     /// Ids of requests settled lately, so a late vote is told `settled`.
     settled: Mutex<Recent>,
+    /// How recent requests ended, by binding, for reviewers of the next.
+    history: Mutex<History>,
     per_actor: Mutex<HashMap<String, u32>>,
+}
+
+/// Recent decisions by binding: at most `PER_BINDING` each, for at most
+/// `BINDINGS` bindings, the oldest binding forgotten first.
+#[derive(Debug, Default)]
+struct History {
+    by_binding: HashMap<[u8; 32], Vec<EarlierDecision>>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+impl History {
+    const PER_BINDING: usize = 8;
+    const BINDINGS: usize = 10_000;
+
+    fn add(&mut self, binding: [u8; 32], earlier: EarlierDecision) {
+        let list = self.by_binding.entry(binding).or_insert_with(|| {
+            self.order.push_back(binding);
+            Vec::new()
+        });
+        if list.len() == Self::PER_BINDING {
+            list.remove(0);
+        }
+        list.push(earlier);
+        if self.order.len() > Self::BINDINGS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.by_binding.remove(&old);
+        }
+    }
 }
 
 /// The most recent settled request ids, oldest dropped first.
@@ -456,12 +488,19 @@ impl Gate {
         let slot = ActorSlot::take(inner, actor.as_ref(), policy.max_pending_per_actor)?;
 
         let now = inner.clock.now();
+        let binding = inner
+            .sink
+            .chain_writer()
+            .binding(&call.action, &call.binding_args);
+        let earlier = lock(&inner.history)
+            .by_binding
+            .get(&binding)
+            .cloned()
+            .unwrap_or_default();
         let request = Arc::new(ApprovalRequest {
             id: request::new_request_id(now).map_err(|_| ApprovalError::Random)?,
-            binding: inner
-                .sink
-                .chain_writer()
-                .binding(&call.action, &call.binding_args),
+            binding,
+            earlier,
             action: call.action,
             policy: policy.clone(),
             policy_digest: entry.digest,
@@ -554,6 +593,13 @@ impl Gate {
         guard.armed = false;
         drop(slot);
         inner.forget(&request.id);
+        lock(&inner.history).add(
+            request.binding,
+            EarlierDecision {
+                request_id: request.id.clone(),
+                decision: decision.clone(),
+            },
+        );
         inner.tell_approvers(&request, &decision);
         match decision {
             Decision::Approved { .. } => Ok(Approval {

@@ -38,6 +38,19 @@ pub struct ApprovalRequest {
     pub reason: Option<String>,
     /// When the request expires.
     pub expires_at: SystemTime,
+    /// How earlier requests for the same call (same binding) ended, oldest
+    /// first: a resubmitted denied call shows its denial.
+    pub earlier: Vec<EarlierDecision>,
+}
+
+/// How an earlier request for the same call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EarlierDecision {
+    /// That request's id.
+    pub request_id: String,
+    /// How it ended.
+    pub decision: Decision,
 }
 
 /// A reviewer's vote as a channel reports it, before the gate checks it.

@@ -152,6 +152,33 @@ pub(crate) fn render(request: &ApprovalRequest) -> String {
         }
     }
     let _ = writeln!(text, "Binding:   {}", crate::chain::hex(&request.binding));
+    for earlier in &request.earlier {
+        let outcome = match &earlier.decision {
+            super::Decision::Approved { reviewers } => format!(
+                "approved by {}",
+                reviewers
+                    .iter()
+                    .map(|r| visible(&r.id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            super::Decision::Denied { reviewer, comment } => format!(
+                "DENIED by {}{}",
+                visible(&reviewer.id),
+                comment
+                    .as_deref()
+                    .map(|c| format!(": {}", visible(c)))
+                    .unwrap_or_default()
+            ),
+            super::Decision::Expired => "expired".to_owned(),
+            super::Decision::Cancelled { why } => format!("cancelled ({})", visible(why)),
+        };
+        let _ = writeln!(
+            text,
+            "Earlier:   the same call was {outcome} (request {})",
+            earlier.request_id
+        );
+    }
     let _ = writeln!(text, "--- written by the agent, unverified ---");
     if let Some(resource) = &request.resource {
         let _ = writeln!(text, "Resource:  {}", visible(resource));

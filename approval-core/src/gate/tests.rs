@@ -756,3 +756,44 @@ async fn non_finite_arguments_are_refused_before_anything_is_asked() {
     );
     assert!(sink.is_empty());
 }
+
+#[tokio::test]
+async fn reviewers_see_how_the_same_call_ended_before() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::with("ci", |request| {
+        // Deny the first time, approve once reviewers can see the denial.
+        Some(if request.earlier.is_empty() {
+            (Vote::Deny, Some("wrong table".to_owned()))
+        } else {
+            (Vote::Approve, None)
+        })
+    }));
+    let gate = gate(&sink, mock.clone(), policy());
+    let ran = Arc::new(AtomicBool::new(false));
+    assert!(matches!(
+        run(&gate, &ran).await,
+        Err(ApprovalError::Denied { .. })
+    ));
+    assert_eq!(run(&gate, &ran).await.unwrap(), 7);
+    let requests = mock.requests();
+    assert!(requests[0].earlier.is_empty());
+    let earlier = &requests[1].earlier;
+    assert_eq!(earlier.len(), 1);
+    assert_eq!(earlier[0].request_id, requests[0].id);
+    assert!(matches!(
+        &earlier[0].decision,
+        Decision::Denied { comment: Some(c), .. } if c == "wrong table"
+    ));
+    // Other arguments are another call, with no history.
+    let other = Call::new(
+        "crm::export",
+        "export",
+        CanonicalJson::from_serialize(&json!({"table": "orders", "rows": 10})).unwrap(),
+    );
+    // (so the mock, seeing no history, denies it).
+    let denied = gate
+        .run(other, || Ok(None), async { Ok::<_, ApprovalError>(()) })
+        .await;
+    assert!(matches!(denied, Err(ApprovalError::Denied { .. })));
+    assert!(mock.requests()[2].earlier.is_empty());
+}
