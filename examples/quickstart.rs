@@ -69,6 +69,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .policy(Policy::new("key-rotation", ["terminal"], timeout).approvers([you.clone()]))
         .build()?;
     gate.check_registry()?;
+    // Close whatever an earlier run left open (nothing, on a fresh log).
+    gate.recover().await?;
 
     let agent = Actor::new("report-agent")
         .kind(ActorKind::Agent)

@@ -142,6 +142,10 @@ pub enum ApprovalError {
         "a blocking gated function cannot wait on a current-thread tokio runtime; make it async, or call it from a multi-thread runtime or outside any runtime"
     )]
     WouldBlockRuntime,
+    /// The log could not be read back to recover open requests, or other
+    /// processes write it too (a shared log recovers by leases instead).
+    #[error("cannot recover open requests: {0}")]
+    Recovery(String),
     /// A runtime to wait on could not be started.
     #[error("could not start a runtime to wait for approval: {0}")]
     Runtime(String),

@@ -76,7 +76,7 @@ pub use error::{ApprovalError, AuditError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, ApproverError, Ballot, BallotOutcome, Ballots, Call,
     ConfigError, Decision, Directory, EarlierDecision, Gate, GateBuilder, NO_ACTOR, Policy,
-    PolicyFile, TerminalApprover, current_actor, with_actor, with_actor_sync,
+    PolicyFile, Recovery, TerminalApprover, current_actor, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};

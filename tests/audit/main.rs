@@ -2,3 +2,4 @@
 
 mod crash;
 mod power_loss;
+mod restart;

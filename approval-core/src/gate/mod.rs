@@ -9,6 +9,7 @@ mod directory;
 mod mock;
 mod policy;
 mod policy_file;
+mod recover;
 mod request;
 mod terminal;
 
@@ -29,6 +30,7 @@ pub use directory::Directory;
 pub use mock::{MockApprover, ScriptedMock};
 pub use policy::Policy;
 pub use policy_file::PolicyFile;
+pub use recover::Recovery;
 pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision, EarlierDecision};
 pub use terminal::TerminalApprover;
 

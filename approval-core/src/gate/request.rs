@@ -92,6 +92,26 @@ impl Ballot {
         }
     }
 
+    /// A vote on the request `request_id`, naming the binding the reviewer
+    /// was shown: what a channel endpoint builds from a callback.
+    pub fn from_parts(
+        request_id: impl Into<String>,
+        binding: [u8; 32],
+        identity: impl Into<String>,
+        channel: impl Into<String>,
+        vote: Vote,
+    ) -> Self {
+        Self {
+            request_id: request_id.into(),
+            binding,
+            identity: identity.into(),
+            channel: channel.into(),
+            vote,
+            comment: None,
+            display: None,
+        }
+    }
+
     /// Adds a comment.
     #[must_use]
     pub fn comment(mut self, comment: impl Into<String>) -> Self {

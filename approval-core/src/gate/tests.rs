@@ -797,3 +797,39 @@ async fn reviewers_see_how_the_same_call_ended_before() {
     assert!(matches!(denied, Err(ApprovalError::Denied { .. })));
     assert!(mock.requests()[2].earlier.is_empty());
 }
+
+/// A sink shared with other processes, as far as the gate can tell.
+#[derive(Debug)]
+struct Shared(Arc<MemorySink>);
+
+#[async_trait::async_trait]
+impl AuditSink for Shared {
+    async fn append(
+        &self,
+        records: Vec<crate::PendingRecord>,
+    ) -> Result<Vec<crate::Receipt>, crate::AuditError> {
+        self.0.append(records).await
+    }
+    fn read_back(&self) -> Result<Box<dyn std::io::Read + Send>, crate::AuditError> {
+        self.0.read_back()
+    }
+    fn chain_writer(&self) -> &Arc<ChainWriter> {
+        self.0.chain_writer()
+    }
+}
+
+#[tokio::test]
+async fn recovery_refuses_a_log_other_processes_may_write() {
+    let memory = sink();
+    let gate = Gate::builder(Arc::new(Shared(memory.clone())))
+        .approver("mock", Arc::new(MockApprover::silent("ci")))
+        .policy(policy())
+        .build()
+        .unwrap();
+    let err = gate.recover().await.unwrap_err();
+    assert!(
+        matches!(err, ApprovalError::Recovery(ref why) if why.contains("other writers")),
+        "{err}"
+    );
+    assert!(memory.is_empty(), "nothing was written");
+}

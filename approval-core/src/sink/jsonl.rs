@@ -251,6 +251,11 @@ impl AuditSink for JsonlFileSink {
     fn chain_writer(&self) -> &Arc<ChainWriter> {
         &self.writer
     }
+
+    fn sole_writer(&self) -> bool {
+        // The log is locked (file) or private to this process (memory).
+        true
+    }
 }
 
 /// Records written to the file, waiting for a sync to acknowledge them.

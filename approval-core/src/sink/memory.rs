@@ -73,4 +73,9 @@ impl AuditSink for MemorySink {
     fn chain_writer(&self) -> &Arc<ChainWriter> {
         &self.writer
     }
+
+    fn sole_writer(&self) -> bool {
+        // The log is locked (file) or private to this process (memory).
+        true
+    }
 }

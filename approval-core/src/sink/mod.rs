@@ -60,6 +60,13 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
     /// The writer whose keys seal this sink's records.
     fn chain_writer(&self) -> &Arc<ChainWriter>;
 
+    /// Whether this process is the log's only writer (a file lock says so,
+    /// or the log lives in this process). Only then may a gate conclude
+    /// from the log alone that an open request's waiter is gone.
+    fn sole_writer(&self) -> bool {
+        false
+    }
+
     /// Appends one event.
     async fn append_event(&self, event: Event) -> Result<Receipt, AuditError> {
         let receipts = self.append(vec![event.to_pending()?]).await?;

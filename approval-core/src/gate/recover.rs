@@ -1,0 +1,115 @@
+//! After a restart: close the requests the log shows still open.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+
+use serde::Deserialize;
+
+use super::{Gate, lock};
+use crate::error::ApprovalError;
+use crate::record::{Event, Outcome};
+
+/// What [`Gate::recover`] found and closed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Requests that had no outcome, now `cancelled`.
+    pub cancelled: Vec<String>,
+    /// Approved requests whose body was not known to finish, now
+    /// `executed` with outcome `unknown`.
+    pub unknown: Vec<String>,
+}
+
+/// The members recovery reads from each record.
+#[derive(Deserialize)]
+struct Line {
+    event: String,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    settled: bool,
+    approved: bool,
+    executed: bool,
+}
+
+impl Gate {
+    /// Closes what a previous run of this program left open, as the log
+    /// shows it: every request with no outcome is recorded `cancelled` (its
+    /// waiter is gone, so it can never be approved), and every approved
+    /// request with no `executed` gets `executed` with outcome `unknown`.
+    /// Late votes for them are refused as `settled`.
+    ///
+    /// Call it at start-up, before any gated call. It refuses to run on a
+    /// log other processes may be writing ([`AuditSink::sole_writer`]):
+    /// there, an open request may have a live waiter elsewhere.
+    ///
+    /// [`AuditSink::sole_writer`]: crate::AuditSink::sole_writer
+    pub async fn recover(&self) -> Result<Recovery, ApprovalError> {
+        let sink = &self.inner.sink;
+        if !sink.sole_writer() {
+            return Err(ApprovalError::Recovery(
+                "the log may have other writers; their requests may still be waited on".into(),
+            ));
+        }
+        let reader = sink.read_back()?;
+        // Requests still open or approved-but-not-run; settled ones leave.
+        let mut open: HashMap<String, State> = HashMap::new();
+        for line in BufReader::new(reader).lines() {
+            let line = line.map_err(|e| ApprovalError::Recovery(e.to_string()))?;
+            let record: Line = serde_json::from_str(&line)
+                .map_err(|e| ApprovalError::Recovery(format!("unreadable record: {e}")))?;
+            let Some(id) = record.request_id else {
+                continue;
+            };
+            // Only `requested` opens a request: a late vote for one that
+            // settled earlier must not reopen it.
+            if record.event == "requested" {
+                open.insert(id.clone(), State::default());
+                continue;
+            }
+            let Some(state) = open.get_mut(&id) else {
+                continue;
+            };
+            match record.event.as_str() {
+                "approved" => {
+                    state.settled = true;
+                    state.approved = true;
+                }
+                "denied" | "expired" | "cancelled" => state.settled = true,
+                "executed" => state.executed = true,
+                _ => {}
+            }
+            if state.settled && (!state.approved || state.executed) {
+                open.remove(&id);
+            }
+        }
+        let mut recovery = Recovery::default();
+        let mut ids: Vec<_> = open.into_iter().collect();
+        ids.sort_by(|a, b| a.0.cmp(&b.0));
+        for (id, state) in ids {
+            if state.approved {
+                sink.append_event(Event::Executed {
+                    request_id: id.clone(),
+                    outcome: Outcome::Unknown,
+                    error: None,
+                })
+                .await?;
+                recovery.unknown.push(id.clone());
+            } else if !state.settled {
+                sink.append_event(Event::Cancelled {
+                    request_id: id.clone(),
+                    why: "the process waiting for it ended; closed at restart".into(),
+                })
+                .await?;
+                recovery.cancelled.push(id.clone());
+            } else {
+                continue;
+            }
+            lock(&self.inner.settled).insert(id);
+        }
+        Ok(recovery)
+    }
+}
