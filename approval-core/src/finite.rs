@@ -182,35 +182,26 @@ impl ser::SerializeMap for Finite {
     }
 }
 
-impl ser::SerializeStruct for Finite {
-    type Ok = ();
-    type Error = NonFinite;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), NonFinite> {
-        value.serialize(Finite)
-    }
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
+macro_rules! named_fields {
+    ($($trait:ident),* $(,)?) => {
+        $(impl ser::$trait for Finite {
+            type Ok = ();
+            type Error = NonFinite;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                _: &'static str,
+                value: &T,
+            ) -> Result<(), NonFinite> {
+                value.serialize(Finite)
+            }
+            fn end(self) -> Result<(), NonFinite> {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeStructVariant for Finite {
-    type Ok = ();
-    type Error = NonFinite;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), NonFinite> {
-        value.serialize(Finite)
-    }
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
-}
+named_fields!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {

@@ -205,6 +205,8 @@ fn a_tampered_last_record_refuses_to_open_and_changes_nothing() {
 struct Instrumented {
     inner: FsLogFile,
     syncs: SyncControl,
+    /// Bytes read through `read_exact_at`.
+    read: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -242,6 +244,7 @@ impl LogFile for Instrumented {
         self.inner.size()
     }
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.read.fetch_add(buf.len(), Ordering::SeqCst);
         self.inner.read_exact_at(offset, buf)
     }
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
@@ -281,6 +284,7 @@ fn instrumented(
             delay,
             fail_from,
         },
+        read: Arc::default(),
     };
     (file, count)
 }
@@ -411,40 +415,6 @@ fn records_handed_over_are_written_even_if_the_caller_stops_waiting() {
     assert!(report.records >= 4, "{report:?}");
 }
 
-/// Counts the bytes a sink reads from its file.
-struct CountingReads {
-    inner: FsLogFile,
-    read: Arc<AtomicUsize>,
-}
-
-impl LogFile for CountingReads {
-    fn size(&mut self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.read.fetch_add(buf.len(), Ordering::SeqCst);
-        self.inner.read_exact_at(offset, buf)
-    }
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.inner.append(data)
-    }
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn sync_handle(&self) -> io::Result<Box<dyn SyncHandle>> {
-        self.inner.sync_handle()
-    }
-    fn source(&self) -> Box<dyn LogSource> {
-        self.inner.source()
-    }
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-}
-
 #[test]
 fn reopening_reads_only_the_tail_of_a_large_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -457,11 +427,8 @@ fn reopening_reads_only_the_tail_of_a_large_log() {
     }
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size > 1_000_000, "{size}");
-    let read = Arc::new(AtomicUsize::new(0));
-    let file = CountingReads {
-        inner: FsLogFile::open(&path).unwrap(),
-        read: read.clone(),
-    };
+    let (file, _) = instrumented(&path, Duration::ZERO, None);
+    let read = file.read.clone();
     let sink = JsonlFileSink::with_file(file, writer()).unwrap();
     assert_eq!(rt.block_on(sink.append_event(event(9))).unwrap().seq, 5000);
     // Two backward reads of at most 64 KiB each, and the last line.
