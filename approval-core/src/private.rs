@@ -85,7 +85,9 @@ pub fn gated_return<R: GatedReturn>() {}
 pub struct Args {
     gate: Gate,
     record: Map<String, Value>,
-    binding: Map<String, Value>,
+    /// Redacted values in clear, for the binding: (group, name, value).
+    /// Without redactions the binding covers exactly what is recorded.
+    clear: Vec<(Option<String>, String, Value)>,
     skipped: Vec<String>,
     error: Option<ApprovalError>,
 }
@@ -96,7 +98,7 @@ impl Args {
         Self {
             gate: gate.clone(),
             record: Map::new(),
-            binding: Map::new(),
+            clear: Vec::new(),
             skipped: Vec::new(),
             error: None,
         }
@@ -111,7 +113,7 @@ impl Args {
         value: &T,
     ) {
         match value.to_json() {
-            Ok(value) => self.insert(group, name, value.clone(), value),
+            Ok(value) => insert(&mut self.record, group, name, value),
             Err(e) => {
                 self.error.get_or_insert(ApprovalError::InvalidArguments(e));
             }
@@ -123,29 +125,16 @@ impl Args {
         let canonical = value.canonical_form();
         let digest = self.gate.digest(canonical.as_str().as_bytes());
         let shown = serde_json::json!({ "redacted": crate::chain::hex(&digest) });
+        insert(&mut self.record, group, name, shown);
         match serde_json::from_str(canonical.as_str()) {
-            Ok(value) => self.insert(group, name, shown, value),
+            Ok(value) => self
+                .clear
+                .push((group.map(str::to_owned), name.to_owned(), value)),
             Err(e) => {
                 self.error.get_or_insert(ApprovalError::InvalidArguments(
                     crate::CanonicalError::Serialize(e.to_string()),
                 ));
             }
-        }
-    }
-
-    fn insert(&mut self, group: Option<&str>, name: &str, recorded: Value, bound: Value) {
-        for (map, value) in [(&mut self.record, recorded), (&mut self.binding, bound)] {
-            let target = match group {
-                None => map,
-                Some(group) => match map
-                    .entry(group.to_owned())
-                    .or_insert_with(|| Value::Object(Map::new()))
-                {
-                    Value::Object(inner) => inner,
-                    _ => continue,
-                },
-            };
-            target.insert(name.to_owned(), value);
         }
     }
 
@@ -165,11 +154,14 @@ impl Args {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let canonical = |map: Map<String, Value>| {
-            CanonicalJson::from_value(&Value::Object(map)).map_err(ApprovalError::InvalidArguments)
+        let recorded = canonical(&self.record)?;
+        let bound = if self.clear.is_empty() {
+            recorded.clone()
+        } else {
+            canonical(&unredacted(self.record, self.clear))?
         };
-        let mut call = Call::new(action, policy, canonical(self.record)?);
-        call.binding_args = canonical(self.binding)?;
+        let mut call = Call::new(action, policy, recorded);
+        call.binding_args = bound;
         call.skipped = self.skipped;
         call.resource = resource;
         call.reason = reason;
@@ -181,9 +173,37 @@ impl Args {
         if let Some(error) = self.error {
             return Err(error);
         }
-        CanonicalJson::from_value(&Value::Object(self.binding))
-            .map_err(ApprovalError::InvalidArguments)
+        canonical(&unredacted(self.record, self.clear))
     }
+}
+
+fn canonical(map: &Map<String, Value>) -> Result<CanonicalJson, ApprovalError> {
+    CanonicalJson::from_object(map).map_err(ApprovalError::InvalidArguments)
+}
+
+/// The recorded arguments with each redacted value put back in clear.
+fn unredacted(
+    mut record: Map<String, Value>,
+    clear: Vec<(Option<String>, String, Value)>,
+) -> Map<String, Value> {
+    for (group, name, value) in clear {
+        insert(&mut record, group.as_deref(), &name, value);
+    }
+    record
+}
+
+fn insert(map: &mut Map<String, Value>, group: Option<&str>, name: &str, value: Value) {
+    let target = match group {
+        None => map,
+        Some(group) => match map
+            .entry(group.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()))
+        {
+            Value::Object(inner) => inner,
+            _ => return,
+        },
+    };
+    target.insert(name.to_owned(), value);
 }
 
 /// `module_path!()` and the function's name, as the request's action.

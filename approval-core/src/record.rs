@@ -414,24 +414,18 @@ impl Event {
                 resource,
                 reason,
             } => {
-                if !args.is_object() {
-                    return Err(CanonicalError::NotCanonical);
-                }
-                r.str("request_id", request_id)
-                    .str("action", action)
-                    .str("policy", policy)
-                    .hex("policy_digest", policy_digest)
-                    .raw("args", args.as_str())
-                    .hex("binding", binding)
-                    .opt_str("resource", resource.as_deref())
-                    .opt_str("reason", reason.as_deref());
-                r.with("skipped", |out| {
-                    write_array(out, skipped, |out, s| {
-                        write_str(out, s);
-                        Ok(())
-                    })
-                })?;
-                r.with("actor", |out| actor.write(out))?;
+                return PendingRecord::requested(&Requested {
+                    request_id,
+                    action,
+                    policy,
+                    policy_digest,
+                    args,
+                    skipped,
+                    binding,
+                    actor,
+                    resource: resource.as_deref(),
+                    reason: reason.as_deref(),
+                });
             }
             Self::Reviewed {
                 request_id,
@@ -511,6 +505,22 @@ impl Event {
     }
 }
 
+/// The members of a `requested` record, borrowed: the gate writes it from
+/// its request without copying anything.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Requested<'a> {
+    pub(crate) request_id: &'a str,
+    pub(crate) action: &'a str,
+    pub(crate) policy: &'a str,
+    pub(crate) policy_digest: &'a [u8; 32],
+    pub(crate) args: &'a CanonicalJson,
+    pub(crate) skipped: &'a [String],
+    pub(crate) binding: &'a [u8; 32],
+    pub(crate) actor: &'a Actor,
+    pub(crate) resource: Option<&'a str>,
+    pub(crate) reason: Option<&'a str>,
+}
+
 /// An event's own members in canonical form, waiting for the chain to add
 /// its members and seal it. Only [`Event::to_pending`] makes one, so a sink
 /// cannot inject members of its own.
@@ -532,6 +542,30 @@ impl PendingRecord {
             values: Vec::with_capacity(256),
             members: Vec::with_capacity(10),
         }
+    }
+
+    /// A `requested` record from borrowed members.
+    pub(crate) fn requested(e: &Requested<'_>) -> Result<Self, CanonicalError> {
+        if !e.args.is_object() {
+            return Err(CanonicalError::NotCanonical);
+        }
+        let mut r = Self::new("requested");
+        r.str("request_id", e.request_id)
+            .str("action", e.action)
+            .str("policy", e.policy)
+            .hex("policy_digest", e.policy_digest)
+            .raw("args", e.args.as_str())
+            .hex("binding", e.binding)
+            .opt_str("resource", e.resource)
+            .opt_str("reason", e.reason);
+        r.with("skipped", |out| {
+            write_array(out, e.skipped, |out, s| {
+                write_str(out, s);
+                Ok(())
+            })
+        })?;
+        r.with("actor", |out| e.actor.write(out))?;
+        Ok(r)
     }
 
     /// The `event` word.

@@ -73,6 +73,15 @@ impl CanonicalJson {
         Ok(Self::from_canonical_bytes(out))
     }
 
+    /// Canonicalises a JSON object without wrapping it in a value first.
+    pub(crate) fn from_object(
+        map: &serde_json::Map<String, Value>,
+    ) -> Result<Self, CanonicalError> {
+        let mut out = Vec::with_capacity(64);
+        write::write_object(&mut out, map)?;
+        Ok(Self::from_canonical_bytes(out))
+    }
+
     /// Serialises `value` with serde, then canonicalises it.
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, CanonicalError> {
         let value =

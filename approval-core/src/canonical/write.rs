@@ -150,7 +150,10 @@ pub(crate) fn write_array<T>(
     Ok(())
 }
 
-fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) -> Result<(), CanonicalError> {
+pub(crate) fn write_object(
+    out: &mut Vec<u8>,
+    map: &Map<String, Value>,
+) -> Result<(), CanonicalError> {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     // `Map` iterates in UTF-8 byte order, which equals UTF-16 order except
     // between astral characters and U+E000..U+FFFF: sort only if needed.
@@ -241,8 +244,9 @@ impl<'a> Members<'a> {
         // Record members have short ASCII names, for which UTF-16 order is
         // byte order: compare their first eight bytes as one integer.
         if self.items.iter().all(|(key, _)| key.is_ascii()) {
+            // Each key's prefix once, not once per comparison.
             self.items
-                .sort_unstable_by(|a, b| (prefix(a.0), a.0).cmp(&(prefix(b.0), b.0)));
+                .sort_by_cached_key(|(key, _)| (prefix(key), *key));
         } else {
             self.items.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
         }

@@ -514,24 +514,28 @@ impl Gate {
             expires_at: now + policy.timeout(),
         });
         // Durable before any reviewer can see the request.
-        inner
-            .sink
-            .append_event(Event::Requested {
-                request_id: request.id.clone(),
-                action: request.action.clone(),
-                policy: policy.name.clone(),
-                policy_digest: entry.digest,
-                args: request.args.clone(),
-                skipped: request.skipped.clone(),
-                binding: request.binding,
-                actor: request
-                    .actor
-                    .clone()
-                    .unwrap_or_else(|| Actor::new(NO_ACTOR)),
-                resource: request.resource.clone(),
-                reason: request.reason.clone(),
-            })
-            .await?;
+        let no_actor;
+        let actor = match &request.actor {
+            Some(actor) => actor,
+            None => {
+                no_actor = Actor::new(NO_ACTOR);
+                &no_actor
+            }
+        };
+        let record = crate::record::PendingRecord::requested(&crate::record::Requested {
+            request_id: &request.id,
+            action: &request.action,
+            policy: &policy.name,
+            policy_digest: &entry.digest,
+            args: &request.args,
+            skipped: &request.skipped,
+            binding: &request.binding,
+            actor,
+            resource: request.resource.as_deref(),
+            reason: request.reason.as_deref(),
+        })
+        .map_err(ApprovalError::InvalidArguments)?;
+        inner.sink.append(vec![record]).await?;
 
         let (waiter, decided) = tokio::sync::oneshot::channel();
         let pending = Arc::new(Pending {
