@@ -212,7 +212,8 @@ pub(crate) enum Member<'a> {
 /// generic value tree: the fast path for audit records.
 #[derive(Debug, Default)]
 pub(crate) struct Members<'a> {
-    items: Vec<(&'a str, Member<'a>)>,
+    /// (key's first eight bytes as an integer, key, value).
+    items: Vec<(u64, &'a str, Member<'a>)>,
 }
 
 impl<'a> Members<'a> {
@@ -223,13 +224,13 @@ impl<'a> Members<'a> {
     }
 
     pub(crate) fn push(&mut self, key: &'a str, value: Member<'a>) -> &mut Self {
-        self.items.push((key, value));
+        self.items.push((prefix(key), key, value));
         self
     }
 
     pub(crate) fn push_opt_str(&mut self, key: &'a str, value: Option<&'a str>) -> &mut Self {
         if let Some(value) = value {
-            self.items.push((key, Member::Str(value)));
+            self.push(key, Member::Str(value));
         }
         self
     }
@@ -243,19 +244,19 @@ impl<'a> Members<'a> {
     ) -> Result<Option<usize>, CanonicalError> {
         // Record members have short ASCII names, for which UTF-16 order is
         // byte order: compare their first eight bytes as one integer.
-        if self.items.iter().all(|(key, _)| key.is_ascii()) {
-            // Each key's prefix once, not once per comparison.
+        if self.items.iter().all(|(_, key, _)| key.is_ascii()) {
+            // The prefix was computed once, when the member was pushed.
             self.items
-                .sort_by_cached_key(|(key, _)| (prefix(key), *key));
+                .sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         } else {
-            self.items.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
+            self.items.sort_unstable_by(|a, b| cmp_utf16(a.1, b.1));
         }
-        if self.items.windows(2).any(|w| w[0].0 == w[1].0) {
+        if self.items.windows(2).any(|w| w[0].1 == w[1].1) {
             return Err(CanonicalError::DuplicateMember);
         }
         let mut split_at = None;
         out.push(b'{');
-        for (i, (key, value)) in self.items.iter().enumerate() {
+        for (i, (_, key, value)) in self.items.iter().enumerate() {
             if let Some(name) = split
                 && split_at.is_none()
                 && cmp_utf16(name, key) == Ordering::Less
