@@ -415,6 +415,52 @@ impl Gate {
         self.inner.sink.chain_writer().digest(data)
     }
 
+    /// Looks up the policy, takes the actor's slot, and builds the request.
+    fn prepare(
+        &self,
+        call: Call,
+    ) -> Result<(Arc<PolicyEntry>, ActorSlot, Arc<ApprovalRequest>), ApprovalError> {
+        let inner = &self.inner;
+        let entry = inner.policies.get(&call.policy).cloned().ok_or_else(|| {
+            ApprovalError::UnknownPolicy {
+                policy: call.policy.clone(),
+            }
+        })?;
+        let policy = &entry.policy;
+        let actor = current_actor();
+        if actor.is_none() && policy.require_actor {
+            return Err(ApprovalError::NoActor {
+                policy: policy.name.clone(),
+            });
+        }
+        let slot = ActorSlot::take(inner, actor.as_ref(), policy.max_pending_per_actor)?;
+        let now = inner.clock.now();
+        let binding = inner
+            .sink
+            .chain_writer()
+            .binding(&call.action, &call.binding_args);
+        let earlier = lock(&inner.history)
+            .by_binding
+            .get(&binding)
+            .cloned()
+            .unwrap_or_default();
+        let request = Arc::new(ApprovalRequest {
+            id: request::new_request_id(now).map_err(|_| ApprovalError::Random)?,
+            binding,
+            earlier,
+            action: call.action,
+            policy: policy.clone(),
+            policy_digest: entry.digest,
+            args: call.args,
+            skipped: call.skipped,
+            actor,
+            resource: call.resource,
+            reason: call.reason,
+            expires_at: now + policy.timeout(),
+        });
+        Ok((entry, slot, request))
+    }
+
     /// Checks that every gated function linked into this program names a
     /// policy this gate has: call it at start-up, so a missing policy is
     /// reported before any call is made (each call would fail closed).
@@ -475,66 +521,35 @@ impl Gate {
 
     async fn request(&self, call: Call) -> Result<Approval, ApprovalError> {
         let inner = &self.inner;
-        let entry = inner.policies.get(&call.policy).cloned().ok_or_else(|| {
-            ApprovalError::UnknownPolicy {
-                policy: call.policy.clone(),
-            }
-        })?;
+        // Everything up to the first write is synchronous: done in one step
+        // so the call and the actor are not kept in the waiting future.
+        let (entry, slot, request) = self.prepare(call)?;
         let policy = &entry.policy;
-        let actor = current_actor();
-        if actor.is_none() && policy.require_actor {
-            return Err(ApprovalError::NoActor {
-                policy: policy.name.clone(),
-            });
-        }
-        let slot = ActorSlot::take(inner, actor.as_ref(), policy.max_pending_per_actor)?;
-
-        let now = inner.clock.now();
-        let binding = inner
-            .sink
-            .chain_writer()
-            .binding(&call.action, &call.binding_args);
-        let earlier = lock(&inner.history)
-            .by_binding
-            .get(&binding)
-            .cloned()
-            .unwrap_or_default();
-        let request = Arc::new(ApprovalRequest {
-            id: request::new_request_id(now).map_err(|_| ApprovalError::Random)?,
-            binding,
-            earlier,
-            action: call.action,
-            policy: policy.clone(),
-            policy_digest: entry.digest,
-            args: call.args,
-            skipped: call.skipped,
-            actor,
-            resource: call.resource,
-            reason: call.reason,
-            expires_at: now + policy.timeout(),
-        });
-        // Durable before any reviewer can see the request.
-        let no_actor;
-        let actor = match &request.actor {
-            Some(actor) => actor,
-            None => {
-                no_actor = Actor::new(NO_ACTOR);
-                &no_actor
-            }
+        // Durable before any reviewer can see the request. (Built in a
+        // block so nothing it borrows is held across the write.)
+        let record = {
+            let no_actor;
+            let actor = match &request.actor {
+                Some(actor) => actor,
+                None => {
+                    no_actor = Actor::new(NO_ACTOR);
+                    &no_actor
+                }
+            };
+            crate::record::PendingRecord::requested(&crate::record::Requested {
+                request_id: &request.id,
+                action: &request.action,
+                policy: &policy.name,
+                policy_digest: &entry.digest,
+                args: &request.args,
+                skipped: &request.skipped,
+                binding: &request.binding,
+                actor,
+                resource: request.resource.as_deref(),
+                reason: request.reason.as_deref(),
+            })
+            .map_err(ApprovalError::InvalidArguments)?
         };
-        let record = crate::record::PendingRecord::requested(&crate::record::Requested {
-            request_id: &request.id,
-            action: &request.action,
-            policy: &policy.name,
-            policy_digest: &entry.digest,
-            args: &request.args,
-            skipped: &request.skipped,
-            binding: &request.binding,
-            actor,
-            resource: request.resource.as_deref(),
-            reason: request.reason.as_deref(),
-        })
-        .map_err(ApprovalError::InvalidArguments)?;
         inner.sink.append(vec![record]).await?;
 
         let (waiter, decided) = tokio::sync::oneshot::channel();
@@ -588,7 +603,7 @@ impl Gate {
                 why: "gate shut down".into(),
             },
             Err(_elapsed) => {
-                inner.finish(&pending, Decision::Expired).await?;
+                Box::pin(inner.finish(&pending, Decision::Expired)).await?;
                 // A vote may have settled it in the meantime: the state says.
                 lock(&pending.state)
                     .decision
