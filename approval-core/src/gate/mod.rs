@@ -366,10 +366,20 @@ struct Pending {
     state: Mutex<VoteState>,
 }
 
+/// A vote the gate accepted.
+#[derive(Debug)]
+struct Accepted {
+    /// The person, or the identity when the directory does not know it.
+    who: String,
+    channel: String,
+    vote: Vote,
+    /// As recorded; `id` is the channel identity.
+    reviewer: Reviewer,
+}
+
 #[derive(Debug, Default)]
 struct VoteState {
-    /// Accepted votes: (person or identity, identity, channel, vote).
-    votes: Vec<(String, String, String, Vote, Reviewer)>,
+    votes: Vec<Accepted>,
     decision: Option<Decision>,
     waiter: Option<tokio::sync::oneshot::Sender<Decision>>,
 }
@@ -831,8 +841,19 @@ impl GateInner {
     /// records it first.
     async fn finish(&self, pending: &Pending, decision: Decision) -> Result<(), ApprovalError> {
         let _votes = pending.votes_lock.lock().await;
-        if lock(&pending.state).decision.is_some() {
-            return Ok(());
+        self.settle(pending, decision).await.map(drop)
+    }
+
+    /// Settles `pending` with `decision`, recording it first, unless it is
+    /// settled already; returns the decision that stands. The caller holds
+    /// `votes_lock`, so no other vote can settle it in between.
+    async fn settle(
+        &self,
+        pending: &Pending,
+        decision: Decision,
+    ) -> Result<Decision, ApprovalError> {
+        if let Some(existing) = &lock(&pending.state).decision {
+            return Ok(existing.clone());
         }
         let request = &pending.request;
         let policy = pending.entry.policy.name.clone();
@@ -859,11 +880,16 @@ impl GateInner {
         };
         self.sink.append_event(event).await?;
         let mut state = lock(&pending.state);
+        // A dropped caller flips the state without the votes lock (it
+        // cannot wait in `Drop`): its cancellation stands.
+        if let Some(existing) = &state.decision {
+            return Ok(existing.clone());
+        }
         state.decision = Some(decision.clone());
         if let Some(waiter) = state.waiter.take() {
-            let _ = waiter.send(decision);
+            let _ = waiter.send(decision.clone());
         }
-        Ok(())
+        Ok(decision)
     }
 
     /// Tells every route of `request` how it ended, in the background.
@@ -954,8 +980,8 @@ impl GateInner {
         let earlier = lock(&pending.state)
             .votes
             .iter()
-            .find(|(p, ..)| *p == who)
-            .map(|(_, identity, _, vote, _)| (identity.clone(), *vote));
+            .find(|v| v.who == who)
+            .map(|v| (v.reviewer.id.clone(), v.vote));
         if let Some((identity, vote)) = earlier {
             // A person's first vote is final; the same vote again is a
             // channel's redelivery, absorbed without a record.
@@ -975,21 +1001,22 @@ impl GateInner {
                 comment: ballot.comment.clone(),
             })
             .await?;
-        let decision = {
+        let reached = {
             let mut state = lock(&pending.state);
-            state.votes.push((
+            state.votes.push(Accepted {
                 who,
-                ballot.identity.clone(),
-                ballot.channel.clone(),
-                ballot.vote,
-                reviewer.clone(),
-            ));
+                channel: ballot.channel.clone(),
+                vote: ballot.vote,
+                reviewer: reviewer.clone(),
+            });
             decide(&state.votes, policy, &reviewer, &ballot)
         };
-        drop(_votes);
-        if let Some(decision) = &decision {
-            self.finish(&pending, decision.clone()).await?;
-        }
+        // Settled under the same lock as the vote, so a vote arriving on
+        // another route cannot settle it differently in between.
+        let decision = match reached {
+            Some(decision) => Some(self.settle(&pending, decision).await?),
+            None => None,
+        };
         Ok(BallotOutcome::Counted { decision })
     }
 }
@@ -997,7 +1024,7 @@ impl GateInner {
 /// The policy's rule: any deny denies; enough approvals from different
 /// people (through different channels, if the policy says) approve.
 fn decide(
-    votes: &[(String, String, String, Vote, Reviewer)],
+    votes: &[Accepted],
     policy: &Policy,
     last: &Reviewer,
     ballot: &Ballot,
@@ -1008,8 +1035,8 @@ fn decide(
             comment: ballot.comment.clone(),
         });
     }
-    let approvals: Vec<_> = votes.iter().filter(|v| v.3 == Vote::Approve).collect();
-    let mut channels: Vec<&str> = approvals.iter().map(|v| v.2.as_str()).collect();
+    let approvals: Vec<_> = votes.iter().filter(|v| v.vote == Vote::Approve).collect();
+    let mut channels: Vec<&str> = approvals.iter().map(|v| v.channel.as_str()).collect();
     channels.sort_unstable();
     channels.dedup();
     let counted = if policy.distinct_channels {
@@ -1019,7 +1046,7 @@ fn decide(
     };
     (counted >= usize::try_from(policy.required).unwrap_or(usize::MAX)).then(|| {
         Decision::Approved {
-            reviewers: approvals.iter().map(|v| v.4.clone()).collect(),
+            reviewers: approvals.iter().map(|v| v.reviewer.clone()).collect(),
         }
     })
 }

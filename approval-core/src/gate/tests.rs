@@ -798,30 +798,10 @@ async fn reviewers_see_how_the_same_call_ended_before() {
     assert!(mock.requests()[2].earlier.is_empty());
 }
 
-/// A sink shared with other processes, as far as the gate can tell.
-#[derive(Debug)]
-struct Shared(Arc<MemorySink>);
-
-#[async_trait::async_trait]
-impl AuditSink for Shared {
-    async fn append(
-        &self,
-        records: Vec<crate::PendingRecord>,
-    ) -> Result<Vec<crate::Receipt>, crate::AuditError> {
-        self.0.append(records).await
-    }
-    fn read_back(&self) -> Result<Box<dyn std::io::Read + Send>, crate::AuditError> {
-        self.0.read_back()
-    }
-    fn chain_writer(&self) -> &Arc<ChainWriter> {
-        self.0.chain_writer()
-    }
-}
-
 #[tokio::test]
 async fn recovery_refuses_a_log_other_processes_may_write() {
     let memory = sink();
-    let gate = Gate::builder(Arc::new(Shared(memory.clone())))
+    let gate = Gate::builder(Arc::new(Remote(memory.clone())))
         .approver("mock", Arc::new(MockApprover::silent("ci")))
         .policy(policy())
         .build()
@@ -832,4 +812,81 @@ async fn recovery_refuses_a_log_other_processes_may_write() {
         "{err}"
     );
     assert!(memory.is_empty(), "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_deciding_votes_settle_once_and_each_voter_hears_what_stands() {
+    for _ in 0..50 {
+        let sink = sink();
+        let mock = Arc::new(MockApprover::silent("ci"));
+        // Writes that yield, as real ones do, so the two votes interleave.
+        let gate = Gate::builder(Arc::new(Remote(sink.clone())))
+            .approver("mock", mock.clone())
+            .policy(policy().groups(["security"]))
+            .directory(directory())
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let (call, request) = start(&gate, &mock, &ran).await;
+        // Alice approves on one route while Bob denies on another.
+        let alice = Ballot::new(&request, "slack:UALICE", "slack", Vote::Approve);
+        let bob = Ballot::new(&request, "slack:UBOB", "teams", Vote::Deny);
+        let (a, b) = (
+            tokio::spawn({
+                let gate = gate.clone();
+                async move { gate.cast(alice).await }
+            }),
+            tokio::spawn({
+                let gate = gate.clone();
+                async move { gate.cast(bob).await }
+            }),
+        );
+        let outcomes = [a.await.unwrap().unwrap(), b.await.unwrap().unwrap()];
+        let settled: Vec<&Decision> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                BallotOutcome::Counted { decision: Some(d) } => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(settled.len(), 1, "{outcomes:?}");
+        assert!(
+            outcomes.contains(&BallotOutcome::Rejected(RejectReason::Settled)),
+            "{outcomes:?}"
+        );
+        let result = call.await.unwrap();
+        match settled[0] {
+            Decision::Approved { .. } => assert_eq!(result.unwrap(), 7),
+            Decision::Denied { .. } => assert!(matches!(result, Err(ApprovalError::Denied { .. }))),
+            other => panic!("{other:?}"),
+        }
+        let names = names(&sink);
+        let outcomes_recorded = names
+            .iter()
+            .filter(|n| *n == "approved" || *n == "denied")
+            .count();
+        assert_eq!(outcomes_recorded, 1, "{names:?}");
+    }
+}
+
+/// A sink as a shared store looks to the gate: writes yield before they
+/// land, and other processes may write too (not the sole writer).
+#[derive(Debug)]
+struct Remote(Arc<MemorySink>);
+
+#[async_trait::async_trait]
+impl AuditSink for Remote {
+    async fn append(
+        &self,
+        records: Vec<crate::PendingRecord>,
+    ) -> Result<Vec<crate::Receipt>, crate::AuditError> {
+        tokio::task::yield_now().await;
+        self.0.append(records).await
+    }
+    fn read_back(&self) -> Result<Box<dyn std::io::Read + Send>, crate::AuditError> {
+        self.0.read_back()
+    }
+    fn chain_writer(&self) -> &Arc<ChainWriter> {
+        self.0.chain_writer()
+    }
 }
