@@ -220,24 +220,13 @@ impl<'k> Verifier<'k> {
         let mut next = BlockBuf::default();
         let mut carry = Vec::new();
         let mut read = self.read_block(&mut log, &mut current, &mut carry)?;
+        // With one thread, this thread reads and then checks: no worker.
+        let workers = if self.threads == 1 { 0 } else { self.threads };
         loop {
-            if self.threads == 1 {
-                // One thread: check, then read; no thread to start.
-                links.link(&Chunk::check(current.lines(), self.keyring))?;
-                match read {
-                    Block::More => {}
-                    Block::Last => break,
-                    Block::LineTooLong => return Err(links.fail_next(Reason::Malformed)),
-                }
-                read = self.read_block(&mut log, &mut current, &mut carry)?;
-                continue;
-            }
             let parts = split_parts(current.lines(), self.threads * PARTS_PER_THREAD);
             let queue = Parts::new(&parts, self.keyring);
             let (checks, next_read) = std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..self.threads)
-                    .map(|_| scope.spawn(|| queue.work()))
-                    .collect();
+                let workers: Vec<_> = (0..workers).map(|_| scope.spawn(|| queue.work())).collect();
                 let next_read = match read {
                     Block::More => self.read_block(&mut log, &mut next, &mut carry),
                     Block::Last | Block::LineTooLong => Ok(Block::Last),

@@ -96,9 +96,25 @@ fn quickstart_approves_one_denies_one_and_verifies_its_log() {
         ]
     );
     assert!(log.contains("\"comment\":\"not during the release freeze\""));
-    // The printed command verifies the log.
+    // The verification key written beside the log verifies it, and the
+    // head matches the one the run printed.
     let verify_key = dir.path().join("approval-quickstart/dev.key.verify");
-    assert!(verify_key.exists());
+    let keyring = approval_core::Keyring::new().with(
+        approval_core::KeyId::new("dev").unwrap(),
+        approval_core::RecordKey::read_file(&verify_key).unwrap(),
+    );
+    let report = approval_core::verify(log.as_bytes(), &keyring).unwrap();
+    assert_eq!(report.records, 7);
+    assert!(
+        output.contains(&format!("7 records, head {}.", report.head_hex())),
+        "{output}"
+    );
+    assert!(
+        output.contains(
+            "verify approval-quickstart/audit.jsonl --key dev=approval-quickstart/dev.key.verify"
+        ),
+        "{output}"
+    );
 }
 
 #[test]

@@ -289,7 +289,7 @@ fn write_stage(
             shared.break_with(format!("spawning the sync thread failed: {e}"));
             // Answer every caller with the cause until the sink is dropped.
             while let Ok(job) = queue.recv() {
-                let _ = job.reply.send(Err(broken(shared)));
+                let _ = job.reply.send(Err(broken_error(shared)));
             }
             return;
         }
@@ -309,7 +309,7 @@ fn write_stage(
         let mut replies = Vec::with_capacity(group.len());
         for job in group.drain(..) {
             if shared.broken().is_some() {
-                let _ = job.reply.send(Err(broken(shared)));
+                let _ = job.reply.send(Err(broken_error(shared)));
                 continue;
             }
             // `seal` is all or nothing per job: a job that fails leaves the
@@ -327,10 +327,10 @@ fn write_stage(
         // A sync may have failed since the jobs were sealed: write nothing
         // past it.
         let outcome = match shared.broken() {
-            Some(_) => Err(broken(shared)),
+            Some(_) => Err(broken_error(shared)),
             None => file.append(&buf).map_err(|e| {
                 shared.break_with(format!("write of {} failed: {e}", file.path().display()));
-                broken(shared)
+                broken_error(shared)
             }),
         };
         match outcome {
@@ -341,7 +341,7 @@ fn write_stage(
                     // does, or by a bug): fail closed.
                     shared.break_with("the sync thread stopped".into());
                     for (reply, _) in lost.replies {
-                        let _ = reply.send(Err(broken(shared)));
+                        let _ = reply.send(Err(broken_error(shared)));
                     }
                 }
             }
@@ -394,10 +394,10 @@ fn sync_stage(
         }
         last_acknowledged = callers;
         let synced = match shared.broken() {
-            Some(_) => Err(broken(shared)),
+            Some(_) => Err(broken_error(shared)),
             None => syncer.sync_data().map_err(|e| {
                 shared.break_with(format!("fdatasync of {} failed: {e}", path.display()));
-                broken(shared)
+                broken_error(shared)
             }),
         };
         for Written { bytes, replies } in batch.drain(..) {
@@ -410,7 +410,7 @@ fn sync_stage(
                 }
                 Err(_) => {
                     for (reply, _) in replies {
-                        let _ = reply.send(Err(broken(shared)));
+                        let _ = reply.send(Err(broken_error(shared)));
                     }
                 }
             }
@@ -418,7 +418,7 @@ fn sync_stage(
     }
 }
 
-fn broken(shared: &Shared) -> AuditError {
+fn broken_error(shared: &Shared) -> AuditError {
     AuditError::Broken {
         cause: shared
             .broken()
