@@ -139,6 +139,13 @@ fn bench_pending_memory() {
         .policy(Policy::new("bench", ["mock"], Duration::from_secs(3600)).approvers(["mock:ci"]))
         .build()
         .expect("gate");
+    let waiting = gate.scope(gated("users", 0, 0.5));
+    println!(
+        "pending memory: a gated call's future is {} bytes, {} with the gate scoped",
+        std::mem::size_of_val(&gated("users", 0, 0.5)),
+        std::mem::size_of_val(&waiting)
+    );
+    drop(waiting);
     rt.block_on(async {
         let before = resident_bytes();
         let mut tasks = Vec::with_capacity(PENDING);

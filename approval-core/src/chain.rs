@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
-use crate::canonical::{self, CanonicalJson, Fault, Member, Members, decode_str};
+use crate::canonical::{self, CanonicalJson, Fault, Member, decode_str};
 use crate::clock::{Clock, SystemClock, format_ts};
 use crate::error::AuditError;
 use crate::key::{DigestKey, KeyId, RecordKey, WriterSecret};
@@ -291,33 +291,35 @@ impl ChainWriter {
         let ts = format_ts(self.clock.now())?;
 
         let line_start = out.len();
-        let mut members = Members::with_capacity(16);
-        record.add_to(&mut members);
-        members
-            .push("v", Member::Int(1))
-            .push("seq", Member::Int(seq))
-            .push(
-                "ts",
-                Member::Str(std::str::from_utf8(&ts).unwrap_or_default()),
-            )
-            .push("event", Member::Str(record.event()))
-            .push("key_id", Member::Str(key_id.as_str()))
-            .push("prev", Member::Hex(&head.prev));
-        let split = members
-            .write(out, Some("mac"))
-            .map_err(AuditError::Canonical)?
-            .ok_or(AuditError::Canonical(
-                canonical::CanonicalError::NotCanonical,
-            ))?;
+        let ts = std::str::from_utf8(&ts)
+            .map_err(|_| AuditError::Canonical(canonical::CanonicalError::NotCanonical))?;
+        // The chain's members, sorted by name.
+        let chain = [
+            ("event", Member::Str(record.event())),
+            ("key_id", Member::Str(key_id.as_str())),
+            ("prev", Member::Hex(&head.prev)),
+            ("seq", Member::Int(seq)),
+            ("ts", Member::Str(ts)),
+            ("v", Member::Int(1)),
+        ];
+        // On error `seal` truncates `out` back to where the batch began.
+        let split = record
+            .write_with(&chain, out)
+            .map_err(AuditError::Canonical)?;
 
         let tag = hmac::sign(key.hmac(), &out[line_start..]);
         let mut mac = [0u8; 32];
         mac.copy_from_slice(tag.as_ref());
-        let mut member = Vec::with_capacity(73);
-        member.extend_from_slice(b",\"mac\":\"");
-        canonical::write_hex(&mut member, &mac);
-        member.push(b'"');
-        out.splice(split..split, member);
+        // `,"mac":"<64 hex>"` goes in at `split`: room is made by moving
+        // the members after it once.
+        const MAC_MEMBER: usize = 8 + 64 + 1;
+        let end = out.len();
+        out.resize(end + MAC_MEMBER, 0);
+        out.copy_within(split..end, split + MAC_MEMBER);
+        let slot = &mut out[split..split + MAC_MEMBER];
+        slot[..8].copy_from_slice(b",\"mac\":\"");
+        canonical::hex_into(&mut slot[8..72], &mac);
+        slot[72] = b'"';
         out.push(b'\n');
 
         let rotation = record.next_key_id().cloned();

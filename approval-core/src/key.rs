@@ -31,7 +31,8 @@ const DIGEST_KEY_LABEL: &[u8] = b"approval-audit/v1/digest";
 /// # Ok::<(), approval_core::KeyError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(Box<str>);
+// Shared: the chain head names its key on every record it seals.
+pub struct KeyId(std::sync::Arc<str>);
 
 impl KeyId {
     /// Validates a key id.

@@ -28,8 +28,10 @@ pub(crate) fn install_global(gate: Gate) -> Result<(), Gate> {
     GLOBAL.set(gate)
 }
 
-pub(crate) async fn scope<F: Future>(gate: Gate, future: F) -> F::Output {
-    SCOPED.scope(gate, future).await
+// Not an `async fn`: its state machine would hold `future` twice (as the
+// argument and inside the awaited scope), doubling a waiting call's size.
+pub(crate) fn scope<F: Future>(gate: Gate, future: F) -> impl Future<Output = F::Output> {
+    SCOPED.scope(gate, future)
 }
 
 pub(crate) fn sync_scope<R>(gate: Gate, f: impl FnOnce() -> R) -> R {

@@ -585,14 +585,14 @@ impl PendingRecord {
     ) -> Result<&mut Self, CanonicalError> {
         let start = self.values.len();
         write(&mut self.values)?;
-        self.members.push((key, start..self.values.len()));
+        self.member(key, start);
         Ok(self)
     }
 
     fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
         let start = self.values.len();
         write_str(&mut self.values, value);
-        self.members.push((key, start..self.values.len()));
+        self.member(key, start);
         self
     }
 
@@ -608,14 +608,14 @@ impl PendingRecord {
         self.values.push(b'"');
         write_hex(&mut self.values, bytes);
         self.values.push(b'"');
-        self.members.push((key, start..self.values.len()));
+        self.member(key, start);
         self
     }
 
     fn raw(&mut self, key: &'static str, json: &str) -> &mut Self {
         let start = self.values.len();
         self.values.extend_from_slice(json.as_bytes());
-        self.members.push((key, start..self.values.len()));
+        self.member(key, start);
         self
     }
 
@@ -629,11 +629,66 @@ impl PendingRecord {
         })
     }
 
-    /// Adds the event's members to `members`.
-    pub(crate) fn add_to<'a>(&'a self, members: &mut Members<'a>) {
-        for (key, range) in &self.members {
-            members.push(key, Member::Raw(&self.values[range.clone()]));
+    /// Records that the member `key` starts at `start` in `values` and runs
+    /// to its end, keeping members in canonical order (record member names
+    /// are plain ASCII, for which UTF-16 order is byte order).
+    fn member(&mut self, key: &'static str, start: usize) {
+        debug_assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        );
+        let at = self.members.partition_point(|(k, _)| *k < key);
+        self.members.insert(at, (key, start..self.values.len()));
+    }
+
+    /// Writes the sealed line's object without its `mac`: the event's
+    /// members merged with the chain's `chain` (sorted by name). Returns the
+    /// offset at which `,"mac":…` goes.
+    pub(crate) fn write_with(
+        &self,
+        chain: &[(&'static str, Member<'_>)],
+        out: &mut Vec<u8>,
+    ) -> Result<usize, CanonicalError> {
+        debug_assert!(chain.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut own = self.members.iter().peekable();
+        let mut chain = chain.iter().peekable();
+        let mut split = None;
+        out.push(b'{');
+        let mut first = true;
+        loop {
+            let (key, value) = match (own.peek(), chain.peek()) {
+                (Some((a, range)), Some((b, _))) if a < b => {
+                    own.next();
+                    (*a, Member::Raw(&self.values[range.clone()]))
+                }
+                (Some((a, _)), Some((b, _))) if a == b => {
+                    return Err(CanonicalError::DuplicateMember);
+                }
+                (_, Some((b, value))) => {
+                    chain.next();
+                    (*b, *value)
+                }
+                (Some((a, range)), None) => {
+                    own.next();
+                    (*a, Member::Raw(&self.values[range.clone()]))
+                }
+                (None, None) => break,
+            };
+            if split.is_none() && key > "mac" {
+                split = Some(out.len());
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            value.write(out)?;
         }
+        let split = split.unwrap_or(out.len());
+        out.push(b'}');
+        Ok(split)
     }
 }
 

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 pub(crate) use check::{Fault, check_object, check_value, decode_str};
 pub(crate) use write::{
-    MAX_SAFE_INTEGER, Member, Members, write_array, write_hex, write_str, write_u64,
+    MAX_SAFE_INTEGER, Member, Members, hex_into, write_array, write_hex, write_str, write_u64,
 };
 
 /// Why a value has no canonical form.

@@ -50,9 +50,16 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends lowercase hex of `bytes`.
 pub(crate) fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+    let start = out.len();
+    out.resize(start + 2 * bytes.len(), 0);
+    hex_into(&mut out[start..], bytes);
+}
+
+/// Writes lowercase hex of `bytes` into `dest`, which is twice as long.
+pub(crate) fn hex_into(dest: &mut [u8], bytes: &[u8]) {
+    for (pair, &b) in dest.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
@@ -208,6 +215,28 @@ pub(crate) enum Member<'a> {
     Raw(&'a [u8]),
 }
 
+impl Member<'_> {
+    /// Appends the value in canonical form.
+    pub(crate) fn write(self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        match self {
+            Member::Str(s) => write_str(out, s),
+            Member::Int(n) => {
+                if n > MAX_SAFE_INTEGER {
+                    return Err(CanonicalError::IntegerOutOfRange);
+                }
+                write_u64(out, n);
+            }
+            Member::Hex(bytes) => {
+                out.push(b'"');
+                write_hex(out, bytes);
+                out.push(b'"');
+            }
+            Member::Raw(json) => out.extend_from_slice(json),
+        }
+        Ok(())
+    }
+}
+
 /// Builds one JSON object from known members, in canonical order, without a
 /// generic value tree: the fast path for audit records.
 #[derive(Debug, Default)]
@@ -271,21 +300,7 @@ impl<'a> Members<'a> {
             }
             write_str(out, key);
             out.push(b':');
-            match *value {
-                Member::Str(s) => write_str(out, s),
-                Member::Int(n) => {
-                    if n > MAX_SAFE_INTEGER {
-                        return Err(CanonicalError::IntegerOutOfRange);
-                    }
-                    write_u64(out, n);
-                }
-                Member::Hex(bytes) => {
-                    out.push(b'"');
-                    write_hex(out, bytes);
-                    out.push(b'"');
-                }
-                Member::Raw(json) => out.extend_from_slice(json),
-            }
+            value.write(out)?;
         }
         if split.is_some() && split_at.is_none() {
             split_at = Some(out.len());

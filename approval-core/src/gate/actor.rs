@@ -28,8 +28,9 @@ tokio::task_local! {
 /// assert!(current_actor().is_none());
 /// # }
 /// ```
-pub async fn with_actor<F: Future>(actor: Actor, future: F) -> F::Output {
-    ACTOR.scope(actor, future).await
+pub fn with_actor<F: Future>(actor: Actor, future: F) -> impl Future<Output = F::Output> {
+    // Not an `async fn`, which would hold `future` twice.
+    ACTOR.scope(actor, future)
 }
 
 /// Runs `f` with `actor` in scope, for synchronous code.

@@ -411,8 +411,8 @@ impl Gate {
 
     /// Runs `future` with this gate as the one its gated calls use (tests
     /// use this to give each test its own gate).
-    pub async fn scope<F: Future>(&self, future: F) -> F::Output {
-        crate::private::scope(self.clone(), future).await
+    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        crate::private::scope(self.clone(), future)
     }
 
     /// Runs `f` with this gate scoped, for synchronous code.
@@ -426,10 +426,7 @@ impl Gate {
     }
 
     /// Looks up the policy, takes the actor's slot, and builds the request.
-    fn prepare(
-        &self,
-        call: Call,
-    ) -> Result<(Arc<PolicyEntry>, ActorSlot, Arc<ApprovalRequest>), ApprovalError> {
+    fn prepare(&self, call: Call) -> Result<Prepared, ApprovalError> {
         let inner = &self.inner;
         let entry = inner.policies.get(&call.policy).cloned().ok_or_else(|| {
             ApprovalError::UnknownPolicy {
@@ -454,6 +451,7 @@ impl Gate {
             .get(&binding)
             .cloned()
             .unwrap_or_default();
+        let binds_recorded = call.binding_args.as_str() == call.args.as_str();
         let request = Arc::new(ApprovalRequest {
             id: request::new_request_id(now).map_err(|_| ApprovalError::Random)?,
             binding,
@@ -468,7 +466,12 @@ impl Gate {
             reason: call.reason,
             expires_at: now + policy.timeout(),
         });
-        Ok((entry, slot, request))
+        Ok(Prepared {
+            entry,
+            slot,
+            request,
+            binds_recorded,
+        })
     }
 
     /// Checks that every gated function linked into this program names a
@@ -525,15 +528,28 @@ impl Gate {
 
     /// Asks for approval of `call` and waits for the decision. The
     /// [`Approval`] it returns is the only way to run a gated body.
-    pub async fn approve(&self, call: Call) -> Result<Approval, ApprovalError> {
-        self.request(call).await
+    ///
+    /// The request is built (policy, actor, binding) when this is called;
+    /// nothing is recorded or delivered until the future is polled.
+    pub fn approve(&self, call: Call) -> impl Future<Output = Result<Approval, ApprovalError>> {
+        // Built outside the waiting future, so it holds neither the call nor
+        // the actor while it waits (an `async fn` keeps its arguments for
+        // its whole life); the rare error is boxed for the same reason.
+        let prepared = self.prepare(call).map_err(Box::new);
+        self.clone().request(prepared)
     }
 
-    async fn request(&self, call: Call) -> Result<Approval, ApprovalError> {
+    async fn request(
+        self,
+        prepared: Result<Prepared, Box<ApprovalError>>,
+    ) -> Result<Approval, ApprovalError> {
         let inner = &self.inner;
-        // Everything up to the first write is synchronous: done in one step
-        // so the call and the actor are not kept in the waiting future.
-        let (entry, slot, request) = self.prepare(call)?;
+        let Prepared {
+            entry,
+            slot,
+            request,
+            binds_recorded,
+        } = prepared.map_err(|e| *e)?;
         let policy = &entry.policy;
         // Durable before any reviewer can see the request. (Built in a
         // block so nothing it borrows is held across the write.)
@@ -588,14 +604,13 @@ impl Gate {
             };
             if let Err(source) = delivered {
                 guard.armed = false;
-                let ended = inner
-                    .finish(
-                        &pending,
-                        Decision::Cancelled {
-                            why: format!("approver {route} unavailable"),
-                        },
-                    )
-                    .await;
+                let ended = Box::pin(inner.finish(
+                    &pending,
+                    Decision::Cancelled {
+                        why: format!("approver {route} unavailable"),
+                    },
+                ))
+                .await;
                 inner.forget(&request.id);
                 ended?;
                 return Err(ApprovalError::ApproverUnavailable {
@@ -637,6 +652,7 @@ impl Gate {
                 gate: self.inner.clone(),
                 request,
                 entry,
+                binds_recorded,
             }),
             Decision::Denied { reviewer, comment } => {
                 Err(ApprovalError::Denied { reviewer, comment })
@@ -662,6 +678,7 @@ pub struct Approval {
     gate: Arc<GateInner>,
     request: Arc<ApprovalRequest>,
     entry: Arc<PolicyEntry>,
+    binds_recorded: bool,
 }
 
 impl Approval {
@@ -674,9 +691,18 @@ impl Approval {
     /// to what was approved; if they changed while waiting, records the
     /// request as cancelled and refuses.
     pub async fn confirm_args(&self, args: &CanonicalJson) -> Result<(), ApprovalError> {
-        let writer = self.gate.sink.chain_writer();
-        let binding = writer.binding(&self.request.action, args);
-        if constant_time_eq(&binding, &self.request.binding) {
+        // Without redactions the binding is a MAC of the recorded arguments:
+        // the same bytes bind the same, with no second MAC to compute.
+        let unchanged = if self.binds_recorded && args.as_str() == self.request.args.as_str() {
+            true
+        } else {
+            let writer = self.gate.sink.chain_writer();
+            constant_time_eq(
+                &writer.binding(&self.request.action, args),
+                &self.request.binding,
+            )
+        };
+        if unchanged {
             return Ok(());
         }
         self.gate
@@ -738,6 +764,17 @@ impl Approval {
             .await?;
         Ok(())
     }
+}
+
+/// A request built and ready to record.
+struct Prepared {
+    entry: Arc<PolicyEntry>,
+    /// The actor's place in its quota of waiting requests.
+    slot: ActorSlot,
+    request: Arc<ApprovalRequest>,
+    /// Whether the binding covers exactly the recorded arguments (nothing
+    /// was redacted).
+    binds_recorded: bool,
 }
 
 /// A place in an actor's quota of waiting requests, given back on drop.

@@ -425,6 +425,47 @@ async fn a_dropped_call_is_cancelled_at_once_and_cannot_be_approved_later() {
 }
 
 #[tokio::test]
+async fn a_redacted_argument_changed_while_waiting_stops_the_call() {
+    // The record shows only the secret's digest; the binding covers the
+    // secret itself, so a change to it is caught by the binding, not by the
+    // recorded bytes (which stay the same).
+    let sink = sink();
+    let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy());
+    let recorded =
+        CanonicalJson::from_serialize(&json!({"table": "users", "token": {"redacted": "00"}}))
+            .unwrap();
+    let clear = |token: &str| {
+        CanonicalJson::from_serialize(&json!({"table": "users", "token": token})).unwrap()
+    };
+    let mut redacted_call = Call::new("crm::export", "export", recorded);
+    redacted_call.binding_args = clear("s3cret");
+
+    let approval = with_actor(agent(), gate.approve(redacted_call.clone()))
+        .await
+        .unwrap();
+    approval.confirm_args(&clear("s3cret")).await.unwrap();
+    let err = approval.confirm_args(&clear("other")).await.unwrap_err();
+    assert!(matches!(err, ApprovalError::ArgumentsChanged), "{err}");
+    // Handing back the recorded form (digest in place of the secret) is a
+    // change too: the binding is over the secret.
+    let approval = with_actor(agent(), gate.approve(redacted_call))
+        .await
+        .unwrap();
+    let recorded_again =
+        CanonicalJson::from_serialize(&json!({"table": "users", "token": {"redacted": "00"}}))
+            .unwrap();
+    let err = approval.confirm_args(&recorded_again).await.unwrap_err();
+    assert!(matches!(err, ApprovalError::ArgumentsChanged), "{err}");
+    assert_eq!(
+        names(&sink),
+        [
+            "requested", "reviewed", "approved", "cancelled", "requested", "reviewed", "approved",
+            "cancelled"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn arguments_changed_while_waiting_stop_the_call() {
     let sink = sink();
     let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy());

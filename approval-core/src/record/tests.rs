@@ -123,10 +123,8 @@ fn optional_members_are_left_out_not_written_as_null() {
     }
     .to_pending()
     .unwrap();
-    let mut members = Members::default();
-    pending.add_to(&mut members);
     let mut out = Vec::new();
-    members.write(&mut out, None).unwrap();
+    pending.write_with(&[], &mut out).unwrap();
     assert_eq!(
         String::from_utf8(out).unwrap(),
         r#"{"channel":"slack","request_id":"r","why":"not_eligible"}"#
