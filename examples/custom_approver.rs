@@ -44,7 +44,7 @@ impl Approver for TicketApprover {
             .map_err(|_| ApproverError::Unreachable("ticket queue closed".into()))
     }
 
-    async fn settled(&self, request: &ApprovalRequest, decision: &Decision) {
+    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
         println!("ticket {} closed: {decision:?}", request.id);
     }
 }

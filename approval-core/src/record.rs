@@ -434,11 +434,13 @@ impl Event {
                 channel,
                 comment,
             } => {
-                r.str("request_id", request_id)
-                    .str("vote", vote.as_str())
-                    .str("channel", channel)
-                    .opt_str("comment", comment.as_deref());
-                r.with("reviewer", |out| reviewer.write(out))?;
+                return PendingRecord::reviewed(
+                    request_id,
+                    reviewer,
+                    *vote,
+                    channel,
+                    comment.as_deref(),
+                );
             }
             Self::RejectedVote {
                 request_id,
@@ -462,23 +464,14 @@ impl Event {
                 request_id,
                 policy,
                 reviewers,
-            } => {
-                r.str("request_id", request_id).str("policy", policy);
-                r.with("reviewers", |out| {
-                    write_array(out, reviewers, |out, rv| rv.write(out))
-                })?;
-            }
+            } => return PendingRecord::decided(self.name(), request_id, policy, reviewers),
             Self::Expired {
                 request_id,
                 policy,
                 timeout_ms,
-            } => {
-                r.str("request_id", request_id)
-                    .str("policy", policy)
-                    .int("timeout_ms", *timeout_ms)?;
-            }
+            } => return PendingRecord::expired(request_id, policy, *timeout_ms),
             Self::Cancelled { request_id, why } => {
-                r.str("request_id", request_id).str("why", why);
+                return Ok(PendingRecord::cancelled(request_id, why));
             }
             Self::Executed {
                 request_id,
@@ -566,6 +559,59 @@ impl PendingRecord {
         })?;
         r.with("actor", |out| e.actor.write(out))?;
         Ok(r)
+    }
+
+    /// A `reviewed` record from borrowed members.
+    pub(crate) fn reviewed(
+        request_id: &str,
+        reviewer: &Reviewer,
+        vote: Vote,
+        channel: &str,
+        comment: Option<&str>,
+    ) -> Result<Self, CanonicalError> {
+        let mut r = Self::new("reviewed");
+        r.str("request_id", request_id)
+            .str("vote", vote.as_str())
+            .str("channel", channel)
+            .opt_str("comment", comment);
+        r.with("reviewer", |out| reviewer.write(out))?;
+        Ok(r)
+    }
+
+    /// An `approved` or `denied` record (`event`) from borrowed members.
+    pub(crate) fn decided(
+        event: &'static str,
+        request_id: &str,
+        policy: &str,
+        reviewers: &[Reviewer],
+    ) -> Result<Self, CanonicalError> {
+        debug_assert!(matches!(event, "approved" | "denied"));
+        let mut r = Self::new(event);
+        r.str("request_id", request_id).str("policy", policy);
+        r.with("reviewers", |out| {
+            write_array(out, reviewers, |out, rv| rv.write(out))
+        })?;
+        Ok(r)
+    }
+
+    /// An `expired` record from borrowed members.
+    pub(crate) fn expired(
+        request_id: &str,
+        policy: &str,
+        timeout_ms: u64,
+    ) -> Result<Self, CanonicalError> {
+        let mut r = Self::new("expired");
+        r.str("request_id", request_id)
+            .str("policy", policy)
+            .int("timeout_ms", timeout_ms)?;
+        Ok(r)
+    }
+
+    /// A `cancelled` record from borrowed members.
+    pub(crate) fn cancelled(request_id: &str, why: &str) -> Self {
+        let mut r = Self::new("cancelled");
+        r.str("request_id", request_id).str("why", why);
+        r
     }
 
     /// The `event` word.

@@ -59,3 +59,57 @@ async fn in_a_current_thread_runtime_it_refuses_instead_of_deadlocking() {
     assert_eq!(ran(), before);
     assert!(sink.is_empty(), "nothing was requested");
 }
+
+/// Approves through the mock and keeps each `settled` notice.
+#[derive(Debug)]
+struct Listening {
+    mock: approval_core::MockApprover,
+    heard: std::sync::Mutex<Vec<approval_core::Decision>>,
+}
+
+#[async_trait::async_trait]
+impl approval_core::Approver for Listening {
+    async fn deliver(
+        &self,
+        request: std::sync::Arc<approval_core::ApprovalRequest>,
+        ballots: approval_core::Ballots,
+    ) -> Result<(), approval_core::ApproverError> {
+        self.mock.deliver(request, ballots).await
+    }
+
+    fn settled(
+        &self,
+        _: &std::sync::Arc<approval_core::ApprovalRequest>,
+        decision: &approval_core::Decision,
+    ) {
+        self.heard.lock().unwrap().push(decision.clone());
+    }
+}
+
+#[test]
+fn outside_any_runtime_approvers_still_hear_the_outcome() {
+    // The call runs on a runtime of its own that ends when it returns: the
+    // notice must not depend on a task spawned there.
+    use std::sync::Arc;
+    use std::time::Duration;
+    let (_, sink) = gate(true);
+    let listening = Arc::new(Listening {
+        mock: approval_core::MockApprover::approve_all("ci"),
+        heard: std::sync::Mutex::default(),
+    });
+    let gate = approval_core::Gate::builder(sink)
+        .approver("mock", listening.clone())
+        .policy(
+            approval_core::Policy::new("p", ["mock"], Duration::from_secs(30))
+                .approvers(["mock:ci"]),
+        )
+        .build()
+        .unwrap();
+    gate.sync_scope(|| rotate_key("k4")).unwrap();
+    let heard = listening.heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(
+        matches!(heard[0], approval_core::Decision::Approved { .. }),
+        "{heard:?}"
+    );
+}

@@ -27,9 +27,16 @@ pub trait Approver: Send + Sync + fmt::Debug {
         ballots: Ballots,
     ) -> Result<(), ApproverError>;
 
-    /// Hears how a request ended (to update a message, say). By default,
-    /// nothing.
-    async fn settled(&self, request: &ApprovalRequest, decision: &Decision) {
+    /// Hears how a request ended, once, right after the outcome is
+    /// recorded: to update a message, close a ticket. By default, nothing.
+    ///
+    /// It runs on the gate's path and must not block or wait: hand slow work
+    /// (an HTTP call) to a task of the approver's own, on a runtime it owns
+    /// or was built on. (A plain `fn`'s call may run on a runtime that ends
+    /// when the call returns, so a task spawned on the current runtime
+    /// here could be dropped unfinished.) A panic here is caught and
+    /// reported by the panic hook; the call goes on.
+    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
         let _ = (request, decision);
     }
 }

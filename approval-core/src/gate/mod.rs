@@ -37,7 +37,8 @@ pub use terminal::TerminalApprover;
 use crate::canonical::CanonicalJson;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ApprovalError;
-use crate::record::{Actor, Event, Outcome, RejectReason, Reviewer, Vote};
+use crate::error::AuditError;
+use crate::record::{Actor, Event, Outcome, PendingRecord, RejectReason, Reviewer, Vote};
 use crate::sink::AuditSink;
 use policy::{Policies, PolicyEntry};
 
@@ -309,7 +310,8 @@ pub(crate) struct GateInner {
 /// `BINDINGS` bindings, the oldest binding forgotten first.
 #[derive(Debug, Default)]
 struct History {
-    by_binding: HashMap<[u8; 32], Vec<EarlierDecision>>,
+    /// Request id and decision, oldest first.
+    by_binding: HashMap<[u8; 32], Vec<(String, Arc<Decision>)>>,
     order: std::collections::VecDeque<[u8; 32]>,
 }
 
@@ -317,7 +319,8 @@ impl History {
     const PER_BINDING: usize = 8;
     const BINDINGS: usize = 10_000;
 
-    fn add(&mut self, binding: [u8; 32], earlier: EarlierDecision) {
+    fn add(&mut self, binding: [u8; 32], request_id: &str, decision: &Arc<Decision>) {
+        let earlier = (request_id.to_owned(), decision.clone());
         let list = self.by_binding.entry(binding).or_insert_with(|| {
             self.order.push_back(binding);
             Vec::new()
@@ -380,8 +383,10 @@ struct Accepted {
 #[derive(Debug, Default)]
 struct VoteState {
     votes: Vec<Accepted>,
-    decision: Option<Decision>,
-    waiter: Option<tokio::sync::oneshot::Sender<Decision>>,
+    /// Shared: the waiting call, later voters and the approvers' notices
+    /// all read the one decision.
+    decision: Option<Arc<Decision>>,
+    waiter: Option<tokio::sync::oneshot::Sender<Arc<Decision>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -449,7 +454,14 @@ impl Gate {
         let earlier = lock(&inner.history)
             .by_binding
             .get(&binding)
-            .cloned()
+            .map(|list| {
+                list.iter()
+                    .map(|(request_id, decision)| EarlierDecision {
+                        request_id: request_id.clone(),
+                        decision: Decision::clone(decision),
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let binds_recorded = call.binding_args.as_str() == call.args.as_str();
         let request = Arc::new(ApprovalRequest {
@@ -603,16 +615,24 @@ impl Gate {
                 None => Err(ApproverError::Unreachable("not registered".into())),
             };
             if let Err(source) = delivered {
-                guard.armed = false;
-                let ended = Box::pin(inner.finish(
+                let standing = Box::pin(inner.finish(
                     &pending,
                     Decision::Cancelled {
                         why: format!("approver {route} unavailable"),
                     },
                 ))
                 .await;
+                if let Ok(decision) = &standing
+                    && !matches!(**decision, Decision::Cancelled { .. })
+                {
+                    // Reviewers on an earlier route decided first: that
+                    // decision stands, and is waiting below.
+                    break;
+                }
+                guard.armed = false;
                 inner.forget(&request.id);
-                ended?;
+                let standing = standing?;
+                inner.tell_approvers(&request, &standing);
                 return Err(ApprovalError::ApproverUnavailable {
                     route: route.clone(),
                     source,
@@ -624,44 +644,39 @@ impl Gate {
             Ok(Ok(decision)) => decision,
             // The sender lives in the pending state until a decision is
             // sent; losing it means the gate is gone.
-            Ok(Err(_)) => Decision::Cancelled {
+            Ok(Err(_)) => Arc::new(Decision::Cancelled {
                 why: "gate shut down".into(),
-            },
+            }),
             Err(_elapsed) => {
                 Box::pin(inner.finish(&pending, Decision::Expired)).await?;
                 // A vote may have settled it in the meantime: the state says.
                 lock(&pending.state)
                     .decision
                     .clone()
-                    .unwrap_or(Decision::Expired)
+                    .unwrap_or_else(|| Arc::new(Decision::Expired))
             }
         };
         guard.armed = false;
         drop(slot);
         inner.forget(&request.id);
-        lock(&inner.history).add(
-            request.binding,
-            EarlierDecision {
-                request_id: request.id.clone(),
-                decision: decision.clone(),
-            },
-        );
+        lock(&inner.history).add(request.binding, &request.id, &decision);
         inner.tell_approvers(&request, &decision);
-        match decision {
+        match &*decision {
             Decision::Approved { .. } => Ok(Approval {
                 gate: self.inner.clone(),
                 request,
                 entry,
                 binds_recorded,
             }),
-            Decision::Denied { reviewer, comment } => {
-                Err(ApprovalError::Denied { reviewer, comment })
-            }
+            Decision::Denied { reviewer, comment } => Err(ApprovalError::Denied {
+                reviewer: reviewer.clone(),
+                comment: comment.clone(),
+            }),
             Decision::Expired => Err(ApprovalError::Expired {
                 policy: policy.name.clone(),
                 timeout: policy.timeout(),
             }),
-            Decision::Cancelled { why } => Err(ApprovalError::Cancelled { why }),
+            Decision::Cancelled { why } => Err(ApprovalError::Cancelled { why: why.clone() }),
         }
     }
 }
@@ -833,9 +848,8 @@ impl Drop for CancelOnDrop {
         if !self.armed {
             return;
         }
-        let decision = Decision::Cancelled {
-            why: "caller stopped waiting".into(),
-        };
+        const WHY: &str = "caller stopped waiting";
+        let decision = Arc::new(Decision::Cancelled { why: WHY.into() });
         let settled_now = {
             let mut state = lock(&self.pending.state);
             if state.decision.is_none() {
@@ -850,16 +864,13 @@ impl Drop for CancelOnDrop {
         if settled_now {
             let gate = self.gate.clone();
             let request = self.pending.request.clone();
-            let record = Event::Cancelled {
-                request_id: request.id.clone(),
-                why: "caller stopped waiting".into(),
-            };
+            let record = PendingRecord::cancelled(&request.id, WHY);
             // The sink keeps what it was handed even if this task is not
             // polled to the end; without a runtime there is nowhere to run
             // the write, and the restart scan closes the request instead.
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = gate.sink.append_event(record).await;
+                    let _ = gate.sink.append(vec![record]).await;
                     gate.tell_approvers(&request, &decision);
                 });
             }
@@ -876,9 +887,13 @@ impl GateInner {
 
     /// Settles `pending` with `decision` unless it is settled already;
     /// records it first.
-    async fn finish(&self, pending: &Pending, decision: Decision) -> Result<(), ApprovalError> {
+    async fn finish(
+        &self,
+        pending: &Pending,
+        decision: Decision,
+    ) -> Result<Arc<Decision>, ApprovalError> {
         let _votes = pending.votes_lock.lock().await;
-        self.settle(pending, decision).await.map(drop)
+        self.settle(pending, decision).await
     }
 
     /// Settles `pending` with `decision`, recording it first, unless it is
@@ -888,40 +903,31 @@ impl GateInner {
         &self,
         pending: &Pending,
         decision: Decision,
-    ) -> Result<Decision, ApprovalError> {
+    ) -> Result<Arc<Decision>, ApprovalError> {
         if let Some(existing) = &lock(&pending.state).decision {
             return Ok(existing.clone());
         }
-        let request = &pending.request;
-        let policy = pending.entry.policy.name.clone();
-        let event = match &decision {
-            Decision::Approved { reviewers } => Event::Approved {
-                request_id: request.id.clone(),
-                policy,
-                reviewers: reviewers.clone(),
-            },
-            Decision::Denied { reviewer, .. } => Event::Denied {
-                request_id: request.id.clone(),
-                policy,
-                reviewers: vec![reviewer.clone()],
-            },
-            Decision::Expired => Event::Expired {
-                request_id: request.id.clone(),
-                policy,
-                timeout_ms: pending.entry.policy.timeout_ms,
-            },
-            Decision::Cancelled { why } => Event::Cancelled {
-                request_id: request.id.clone(),
-                why: why.clone(),
-            },
-        };
-        self.sink.append_event(event).await?;
+        let id = &pending.request.id;
+        let policy = &pending.entry.policy;
+        let record = match &decision {
+            Decision::Approved { reviewers } => {
+                PendingRecord::decided("approved", id, &policy.name, reviewers)
+            }
+            Decision::Denied { reviewer, .. } => {
+                PendingRecord::decided("denied", id, &policy.name, std::slice::from_ref(reviewer))
+            }
+            Decision::Expired => PendingRecord::expired(id, &policy.name, policy.timeout_ms),
+            Decision::Cancelled { why } => Ok(PendingRecord::cancelled(id, why)),
+        }
+        .map_err(AuditError::from)?;
+        self.sink.append(vec![record]).await?;
         let mut state = lock(&pending.state);
         // A dropped caller flips the state without the votes lock (it
         // cannot wait in `Drop`): its cancellation stands.
         if let Some(existing) = &state.decision {
             return Ok(existing.clone());
         }
+        let decision = Arc::new(decision);
         state.decision = Some(decision.clone());
         if let Some(waiter) = state.waiter.take() {
             let _ = waiter.send(decision.clone());
@@ -929,15 +935,13 @@ impl GateInner {
         Ok(decision)
     }
 
-    /// Tells every route of `request` how it ended, in the background.
+    /// Tells every route of `request` how it ended.
     fn tell_approvers(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         for route in &request.policy.routes {
-            if let Some(approver) = self.approvers.get(route).cloned() {
-                let (request, decision) = (request.clone(), decision.clone());
-                handle.spawn(async move { approver.settled(&request, &decision).await });
+            if let Some(approver) = self.approvers.get(route) {
+                // A broken hook must not turn a recorded decision into a
+                // failed call; the panic hook has already reported it.
+                let _ = catch_unwind(AssertUnwindSafe(|| approver.settled(request, decision)));
             }
         }
     }
@@ -1029,29 +1033,30 @@ impl GateInner {
                 .reject(&ballot, Some(reviewer), RejectReason::AlreadyVoted)
                 .await;
         }
-        self.sink
-            .append_event(Event::Reviewed {
-                request_id: request.id.clone(),
-                reviewer: reviewer.clone(),
-                vote: ballot.vote,
-                channel: ballot.channel.clone(),
-                comment: ballot.comment.clone(),
-            })
-            .await?;
+        let record = PendingRecord::reviewed(
+            &request.id,
+            &reviewer,
+            ballot.vote,
+            &ballot.channel,
+            ballot.comment.as_deref(),
+        )
+        .map_err(AuditError::from)?;
+        self.sink.append(vec![record]).await?;
         let reached = {
             let mut state = lock(&pending.state);
+            let (vote, comment) = (ballot.vote, ballot.comment);
             state.votes.push(Accepted {
                 who,
-                channel: ballot.channel.clone(),
-                vote: ballot.vote,
-                reviewer: reviewer.clone(),
+                channel: ballot.channel,
+                vote,
+                reviewer,
             });
-            decide(&state.votes, policy, &reviewer, &ballot)
+            decide(&state.votes, policy, vote, comment)
         };
         // Settled under the same lock as the vote, so a vote arriving on
         // another route cannot settle it differently in between.
         let decision = match reached {
-            Some(decision) => Some(self.settle(&pending, decision).await?),
+            Some(decision) => Some(Decision::clone(&*self.settle(&pending, decision).await?)),
             None => None,
         };
         Ok(BallotOutcome::Counted { decision })
@@ -1063,27 +1068,28 @@ impl GateInner {
 fn decide(
     votes: &[Accepted],
     policy: &Policy,
-    last: &Reviewer,
-    ballot: &Ballot,
+    last_vote: Vote,
+    comment: Option<String>,
 ) -> Option<Decision> {
-    if ballot.vote == Vote::Deny {
-        return Some(Decision::Denied {
-            reviewer: last.clone(),
-            comment: ballot.comment.clone(),
+    if last_vote == Vote::Deny {
+        // The deny is the last vote pushed.
+        return votes.last().map(|last| Decision::Denied {
+            reviewer: last.reviewer.clone(),
+            comment,
         });
     }
-    let approvals: Vec<_> = votes.iter().filter(|v| v.vote == Vote::Approve).collect();
-    let mut channels: Vec<&str> = approvals.iter().map(|v| v.channel.as_str()).collect();
-    channels.sort_unstable();
-    channels.dedup();
+    let approvals = || votes.iter().filter(|v| v.vote == Vote::Approve);
     let counted = if policy.distinct_channels {
+        let mut channels: Vec<&str> = approvals().map(|v| v.channel.as_str()).collect();
+        channels.sort_unstable();
+        channels.dedup();
         channels.len()
     } else {
-        approvals.len()
+        approvals().count()
     };
     (counted >= usize::try_from(policy.required).unwrap_or(usize::MAX)).then(|| {
         Decision::Approved {
-            reviewers: approvals.iter().map(|v| v.reviewer.clone()).collect(),
+            reviewers: approvals().map(|v| v.reviewer.clone()).collect(),
         }
     })
 }

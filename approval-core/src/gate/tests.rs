@@ -459,7 +459,13 @@ async fn a_redacted_argument_changed_while_waiting_stops_the_call() {
     assert_eq!(
         names(&sink),
         [
-            "requested", "reviewed", "approved", "cancelled", "requested", "reviewed", "approved",
+            "requested",
+            "reviewed",
+            "approved",
+            "cancelled",
+            "requested",
+            "reviewed",
+            "approved",
             "cancelled"
         ]
     );
@@ -930,4 +936,153 @@ impl AuditSink for Remote {
     fn chain_writer(&self) -> &Arc<ChainWriter> {
         self.0.chain_writer()
     }
+}
+
+/// Votes as the mock it wraps, and notes each `settled` notice with the
+/// log's events at that moment.
+#[derive(Debug)]
+struct Notified {
+    mock: Arc<MockApprover>,
+    sink: Arc<MemorySink>,
+    notices: Mutex<Vec<(String, Decision, Vec<String>)>>,
+}
+
+impl Notified {
+    fn new(mock: MockApprover, sink: &Arc<MemorySink>) -> Arc<Self> {
+        Arc::new(Self {
+            mock: Arc::new(mock),
+            sink: sink.clone(),
+            notices: Mutex::default(),
+        })
+    }
+
+    fn notices(&self) -> Vec<(String, Decision, Vec<String>)> {
+        lock(&self.notices).clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Approver for Notified {
+    async fn deliver(
+        &self,
+        request: Arc<ApprovalRequest>,
+        ballots: Ballots,
+    ) -> Result<(), ApproverError> {
+        self.mock.deliver(request, ballots).await
+    }
+
+    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
+        lock(&self.notices).push((request.id.clone(), decision.clone(), names(&self.sink)));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn approvers_hear_each_ending_once_after_it_is_recorded() {
+    let sink = sink();
+    let ran = Arc::new(AtomicBool::new(false));
+
+    // Approved and denied: heard once each, after the outcome's record.
+    let approving = Notified::new(MockApprover::approve_all("ci"), &sink);
+    run(&gate(&sink, approving.clone(), policy()), &ran)
+        .await
+        .unwrap();
+    let notices = approving.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        matches!(&notices[0].1, Decision::Approved { reviewers } if reviewers[0].id == "mock:ci")
+    );
+    assert_eq!(notices[0].2.last().map(String::as_str), Some("approved"));
+
+    let denying = Notified::new(MockApprover::deny_all("ci", "no"), &sink);
+    run(&gate(&sink, denying.clone(), policy()), &ran)
+        .await
+        .unwrap_err();
+    let notices = denying.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        matches!(&notices[0].1, Decision::Denied { comment: Some(c), .. } if c == "no"),
+        "{notices:?}"
+    );
+    assert_eq!(notices[0].2.last().map(String::as_str), Some("denied"));
+
+    // Expired.
+    let silent = Notified::new(MockApprover::silent("ci"), &sink);
+    run(&gate(&sink, silent.clone(), policy()), &ran)
+        .await
+        .unwrap_err();
+    let notices = silent.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0].1, Decision::Expired);
+    assert_eq!(notices[0].2.last().map(String::as_str), Some("expired"));
+
+    // A dropped call: heard after its `cancelled` record is written.
+    let waiting = Notified::new(MockApprover::silent("ci"), &sink);
+    let gate_waiting = gate(&sink, waiting.clone(), policy());
+    let (call, request) = start(&gate_waiting, &waiting.mock, &ran).await;
+    call.abort();
+    let _ = call.await;
+    for _ in 0..100 {
+        if !waiting.notices().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let notices = waiting.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0].0, request.id);
+    assert!(
+        matches!(&notices[0].1, Decision::Cancelled { why } if why == "caller stopped waiting")
+    );
+    assert_eq!(notices[0].2.last().map(String::as_str), Some("cancelled"));
+}
+
+#[tokio::test]
+async fn when_a_later_route_cannot_deliver_the_earlier_ones_hear_the_cancellation() {
+    let sink = sink();
+    let first = Notified::new(MockApprover::silent("ci"), &sink);
+    let gate = Gate::builder(sink.clone())
+        .approver("first", first.clone())
+        .approver("broken", Arc::new(Unreachable))
+        .policy(
+            Policy::new("export", ["first", "broken"], Duration::from_secs(60))
+                .approvers(["mock:ci"]),
+        )
+        .directory(directory())
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let err = run(&gate, &ran).await.unwrap_err();
+    assert!(
+        matches!(err, ApprovalError::ApproverUnavailable { ref route, .. } if route == "broken"),
+        "{err}"
+    );
+    let notices = first.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        matches!(&notices[0].1, Decision::Cancelled { why } if why == "approver broken unavailable"),
+        "{notices:?}"
+    );
+    assert_eq!(names(&sink), ["requested", "cancelled"]);
+}
+
+#[tokio::test]
+async fn a_vote_that_settles_before_a_later_route_fails_stands() {
+    let sink = sink();
+    let gate = Gate::builder(sink.clone())
+        .approver("first", Arc::new(MockApprover::approve_all("ci")))
+        .approver("broken", Arc::new(Unreachable))
+        .policy(
+            Policy::new("export", ["first", "broken"], Duration::from_secs(60))
+                .approvers(["mock:ci"]),
+        )
+        .directory(directory())
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    assert_eq!(run(&gate, &ran).await.unwrap(), 7);
+    assert!(ran.load(Ordering::SeqCst));
+    assert_eq!(
+        names(&sink),
+        ["requested", "reviewed", "approved", "executed"]
+    );
 }

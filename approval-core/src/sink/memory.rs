@@ -21,8 +21,14 @@ pub struct MemorySink {
 #[derive(Debug)]
 struct State {
     head: ChainHead,
-    log: Vec<u8>,
+    /// Filled chunks of the log, then the one being written. Chunks, not one
+    /// growing buffer, so a long log is never copied to grow.
+    full: Vec<Vec<u8>>,
+    current: Vec<u8>,
 }
+
+/// Bytes per chunk before the next one starts.
+const CHUNK: usize = 1 << 20;
 
 impl MemorySink {
     /// An empty log sealed by `writer`.
@@ -31,14 +37,22 @@ impl MemorySink {
             writer,
             state: Mutex::new(State {
                 head: ChainHead::genesis(),
-                log: Vec::new(),
+                full: Vec::new(),
+                current: Vec::new(),
             }),
         }
     }
 
     /// The log's bytes so far: JSON Lines, exactly as a file sink writes.
     pub fn bytes(&self) -> Vec<u8> {
-        self.lock().log.clone()
+        let state = self.lock();
+        let mut bytes = Vec::with_capacity(
+            state.full.iter().map(Vec::len).sum::<usize>() + state.current.len(),
+        );
+        for chunk in state.full.iter().chain([&state.current]) {
+            bytes.extend_from_slice(chunk);
+        }
+        bytes
     }
 
     /// How many records the log holds.
@@ -62,8 +76,18 @@ impl MemorySink {
 impl AuditSink for MemorySink {
     async fn append(&self, records: Vec<PendingRecord>) -> Result<Vec<Receipt>, AuditError> {
         let mut state = self.lock();
-        let State { head, log } = &mut *state;
-        self.writer.seal(head, &records, log)
+        let State {
+            head,
+            full,
+            current,
+        } = &mut *state;
+        if current.len() >= CHUNK {
+            full.push(std::mem::replace(
+                current,
+                Vec::with_capacity(CHUNK + CHUNK / 4),
+            ));
+        }
+        self.writer.seal(head, &records, current)
     }
 
     fn read_back(&self) -> Result<Box<dyn Read + Send>, AuditError> {
