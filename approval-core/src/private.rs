@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use std::ops::Range;
 
 use crate::canonical::CanonicalJson;
 use crate::error::ApprovalError;
@@ -57,15 +57,13 @@ pub fn resolve_gate(named: Option<&Gate>) -> Result<Gate, ApprovalError> {
     note = "derive `Serialize` for it, or list the parameter in `skip(..)` or `redact(..)`"
 )]
 pub trait RecordableArg {
-    /// The argument as JSON.
-    fn to_json(&self) -> Result<Value, crate::CanonicalError>;
+    /// Appends the argument's canonical JSON (nothing on error).
+    fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), crate::CanonicalError>;
 }
 
 impl<T: Serialize + ?Sized> RecordableArg for T {
-    fn to_json(&self) -> Result<Value, crate::CanonicalError> {
-        // serde_json writes NaN and infinities as `null`: refuse them first.
-        crate::finite::check(self).map_err(|_| crate::CanonicalError::NonFinite)?;
-        serde_json::to_value(self).map_err(|e| crate::CanonicalError::Serialize(e.to_string()))
+    fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), crate::CanonicalError> {
+        crate::canonical::write_serialize(out, self)
     }
 }
 
@@ -82,16 +80,36 @@ impl<T, E: From<ApprovalError> + std::fmt::Display> GatedReturn for Result<T, E>
 /// Checks the return type (spanned at it by the macro).
 pub fn gated_return<R: GatedReturn>() {}
 
-/// The arguments of a call, as recorded and as bound.
+/// The arguments of a call, as recorded and as bound: each argument's
+/// canonical JSON written once into one buffer, then assembled into the
+/// object (members sorted) without a generic value tree.
 #[derive(Debug)]
 pub struct Args {
     gate: Gate,
-    record: Map<String, Value>,
-    /// Redacted values in clear, for the binding: (group, name, value).
-    /// Without redactions the binding covers exactly what is recorded.
-    clear: Vec<(Option<String>, String, Value)>,
+    /// Canonical values back to back: as recorded, and redacted ones' clear
+    /// forms (never shown: `Args` is not kept past the call).
+    values: Vec<u8>,
+    entries: Vec<Entry>,
     skipped: Vec<String>,
     error: Option<ApprovalError>,
+}
+
+/// One argument: where its values are in `Args::values`.
+#[derive(Debug)]
+struct Entry {
+    /// The pattern parameter it is a binding of, if any.
+    group: Option<&'static str>,
+    name: &'static str,
+    recorded: Range<usize>,
+    /// The clear value, where it differs from what is recorded (redacted).
+    clear: Option<Range<usize>>,
+}
+
+impl Entry {
+    /// Its member name in the top-level object.
+    fn top(&self) -> &'static str {
+        self.group.unwrap_or(self.name)
+    }
 }
 
 impl Args {
@@ -99,8 +117,8 @@ impl Args {
     pub fn new(gate: &Gate) -> Self {
         Self {
             gate: gate.clone(),
-            record: Map::new(),
-            clear: Vec::new(),
+            values: Vec::with_capacity(128),
+            entries: Vec::new(),
             skipped: Vec::new(),
             error: None,
         }
@@ -110,12 +128,18 @@ impl Args {
     /// pattern parameter.
     pub fn arg_in<T: RecordableArg + ?Sized>(
         &mut self,
-        group: Option<&str>,
-        name: &str,
+        group: Option<&'static str>,
+        name: &'static str,
         value: &T,
     ) {
-        match value.to_json() {
-            Ok(value) => insert(&mut self.record, group, name, value),
+        let start = self.values.len();
+        match value.write_canonical(&mut self.values) {
+            Ok(()) => self.entries.push(Entry {
+                group,
+                name,
+                recorded: start..self.values.len(),
+                clear: None,
+            }),
             Err(e) => {
                 self.error.get_or_insert(ApprovalError::InvalidArguments(e));
             }
@@ -123,21 +147,26 @@ impl Args {
     }
 
     /// A redacted argument: the record keeps only its keyed digest.
-    pub fn redact_in<T: Redact + ?Sized>(&mut self, group: Option<&str>, name: &str, value: &T) {
+    pub fn redact_in<T: Redact + ?Sized>(
+        &mut self,
+        group: Option<&'static str>,
+        name: &'static str,
+        value: &T,
+    ) {
         let canonical = value.canonical_form();
         let digest = self.gate.digest(canonical.as_str().as_bytes());
-        let shown = serde_json::json!({ "redacted": crate::chain::hex(&digest) });
-        insert(&mut self.record, group, name, shown);
-        match serde_json::from_str(canonical.as_str()) {
-            Ok(value) => self
-                .clear
-                .push((group.map(str::to_owned), name.to_owned(), value)),
-            Err(e) => {
-                self.error.get_or_insert(ApprovalError::InvalidArguments(
-                    crate::CanonicalError::Serialize(e.to_string()),
-                ));
-            }
-        }
+        let start = self.values.len();
+        self.values.extend_from_slice(b"{\"redacted\":\"");
+        crate::canonical::write_hex(&mut self.values, &digest);
+        self.values.extend_from_slice(b"\"}");
+        let middle = self.values.len();
+        self.values.extend_from_slice(canonical.as_str().as_bytes());
+        self.entries.push(Entry {
+            group,
+            name,
+            recorded: start..middle,
+            clear: Some(middle..self.values.len()),
+        });
     }
 
     /// A skipped argument: named, not recorded.
@@ -147,20 +176,21 @@ impl Args {
 
     /// The call, or the first argument that could not be recorded.
     pub fn call(
-        self,
+        mut self,
         action: String,
         policy: &str,
         resource: Option<String>,
         reason: Option<String>,
     ) -> Result<Call, ApprovalError> {
-        if let Some(error) = self.error {
+        if let Some(error) = self.error.take() {
             return Err(error);
         }
-        let recorded = canonical(&self.record)?;
-        let bound = if self.clear.is_empty() {
-            recorded.clone()
+        self.sort()?;
+        let recorded = self.object(false);
+        let bound = if self.entries.iter().any(|e| e.clear.is_some()) {
+            self.object(true)
         } else {
-            canonical(&unredacted(self.record, self.clear))?
+            recorded.clone()
         };
         let mut call = Call::new(action, policy, recorded);
         call.binding_args = bound;
@@ -171,41 +201,70 @@ impl Args {
     }
 
     /// Only the unredacted arguments, for the check before the body runs.
-    pub fn binding(self) -> Result<CanonicalJson, ApprovalError> {
-        if let Some(error) = self.error {
+    pub fn binding(mut self) -> Result<CanonicalJson, ApprovalError> {
+        if let Some(error) = self.error.take() {
             return Err(error);
         }
-        canonical(&unredacted(self.record, self.clear))
+        self.sort()?;
+        Ok(self.object(true))
     }
-}
 
-fn canonical(map: &Map<String, Value>) -> Result<CanonicalJson, ApprovalError> {
-    CanonicalJson::from_object(map).map_err(ApprovalError::InvalidArguments)
-}
-
-/// The recorded arguments with each redacted value put back in clear.
-fn unredacted(
-    mut record: Map<String, Value>,
-    clear: Vec<(Option<String>, String, Value)>,
-) -> Map<String, Value> {
-    for (group, name, value) in clear {
-        insert(&mut record, group.as_deref(), &name, value);
+    /// Puts the entries in canonical member order: by top-level name, then
+    /// by name within a pattern's group. Names are unique in a signature;
+    /// a clash (which the macro cannot produce) is refused, not merged.
+    fn sort(&mut self) -> Result<(), ApprovalError> {
+        use crate::canonical::cmp_utf16;
+        self.entries.sort_unstable_by(|a, b| {
+            cmp_utf16(a.top(), b.top()).then_with(|| cmp_utf16(a.name, b.name))
+        });
+        let clash = self.entries.windows(2).any(|w| {
+            w[0].top() == w[1].top()
+                && (w[0].group.is_none() || w[1].group.is_none() || w[0].name == w[1].name)
+        });
+        if clash {
+            return Err(ApprovalError::InvalidArguments(
+                crate::CanonicalError::DuplicateMember,
+            ));
+        }
+        Ok(())
     }
-    record
-}
 
-fn insert(map: &mut Map<String, Value>, group: Option<&str>, name: &str, value: Value) {
-    let target = match group {
-        None => map,
-        Some(group) => match map
-            .entry(group.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()))
-        {
-            Value::Object(inner) => inner,
-            _ => return,
-        },
-    };
-    target.insert(name.to_owned(), value);
+    /// The sorted entries as one canonical object, with redacted values in
+    /// clear or as recorded.
+    fn object(&self, clear: bool) -> CanonicalJson {
+        use crate::canonical::write_str;
+        let mut out = Vec::with_capacity(self.values.len() + 16 * self.entries.len() + 2);
+        out.push(b'{');
+        let mut open_group: Option<&str> = None;
+        for (i, entry) in self.entries.iter().enumerate() {
+            if open_group.is_some() && open_group != entry.group {
+                out.push(b'}');
+                open_group = None;
+            }
+            if i > 0 {
+                out.push(b',');
+            }
+            if let Some(group) = entry.group
+                && open_group.is_none()
+            {
+                write_str(&mut out, group);
+                out.extend_from_slice(b":{");
+                open_group = Some(group);
+            }
+            write_str(&mut out, entry.name);
+            out.push(b':');
+            let range = match (&entry.clear, clear) {
+                (Some(clear), true) => clear,
+                _ => &entry.recorded,
+            };
+            out.extend_from_slice(&self.values[range.clone()]);
+        }
+        if open_group.is_some() {
+            out.push(b'}');
+        }
+        out.push(b'}');
+        CanonicalJson::from_canonical_bytes(out)
+    }
 }
 
 /// `module_path!()` and the function's name, as the request's action.
@@ -273,5 +332,89 @@ impl Blocking {
             Ok(value) => value,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
+
+    fn gate() -> Gate {
+        let secret = WriterSecret::from_hex(&"33".repeat(32)).unwrap();
+        let writer = Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &secret));
+        Gate::builder(Arc::new(MemorySink::new(writer)))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn arguments_assemble_into_the_canonical_object_recorded_and_in_clear() {
+        let gate = gate();
+        let collect = || {
+            let mut args = Args::new(&gate);
+            args.arg_in(None, "zeta", &1u8);
+            args.arg_in(Some("(b, a)"), "b", &"x\"y");
+            args.redact_in(None, "token", "s3cret");
+            args.arg_in(Some("(b, a)"), "a", &2.5f64);
+            args.arg_in(None, "Alpha", &vec![json!({"z": 1, "y": null})]);
+            args.arg_in(None, "é", &'c');
+            args.skip("scratch");
+            args
+        };
+        let call = collect().call("m::f".into(), "p", None, None).unwrap();
+        let digest = crate::chain::hex(&gate.digest(b"\"s3cret\""));
+        let recorded = json!({
+            "zeta": 1, "(b, a)": {"b": "x\"y", "a": 2.5}, "token": {"redacted": digest},
+            "Alpha": [{"z": 1, "y": null}], "é": "c",
+        });
+        let clear = json!({
+            "zeta": 1, "(b, a)": {"b": "x\"y", "a": 2.5}, "token": "s3cret",
+            "Alpha": [{"z": 1, "y": null}], "é": "c",
+        });
+        assert_eq!(call.args, CanonicalJson::from_value(&recorded).unwrap());
+        assert_eq!(
+            call.binding_args,
+            CanonicalJson::from_value(&clear).unwrap()
+        );
+        assert_eq!(call.skipped, ["scratch"]);
+        assert_eq!(collect().binding().unwrap(), call.binding_args);
+        // Without redactions the two are the same text.
+        let mut plain = Args::new(&gate);
+        plain.arg_in(None, "n", &3u8);
+        let call = plain.call("m::f".into(), "p", None, None).unwrap();
+        assert_eq!(call.args.as_str(), r#"{"n":3}"#);
+        assert_eq!(call.binding_args, call.args);
+    }
+
+    #[test]
+    fn a_bad_argument_or_a_clashing_name_refuses_the_call() {
+        let gate = gate();
+        let mut args = Args::new(&gate);
+        args.arg_in(None, "ok", &1u8);
+        args.arg_in(None, "ratio", &f64::NAN);
+        let err = args.call("m::f".into(), "p", None, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApprovalError::InvalidArguments(crate::CanonicalError::NonFinite)
+            ),
+            "{err}"
+        );
+        let mut args = Args::new(&gate);
+        args.arg_in(Some("g"), "a", &1u8);
+        args.arg_in(None, "g", &2u8);
+        let err = args.binding().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApprovalError::InvalidArguments(crate::CanonicalError::DuplicateMember)
+            ),
+            "{err}"
+        );
     }
 }

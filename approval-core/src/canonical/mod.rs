@@ -11,6 +11,7 @@
 
 mod check;
 mod scan;
+mod serialize;
 mod write;
 
 #[cfg(test)]
@@ -22,8 +23,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub(crate) use check::{Fault, check_object, check_value, decode_str};
+pub(crate) use serialize::write_serialize;
 pub(crate) use write::{
-    MAX_SAFE_INTEGER, Member, Members, hex_into, write_array, write_hex, write_str, write_u64,
+    MAX_SAFE_INTEGER, Member, Members, cmp_utf16, hex_into, write_array, write_hex, write_str,
+    write_u64,
 };
 
 /// Why a value has no canonical form.
@@ -73,20 +76,14 @@ impl CanonicalJson {
         Ok(Self::from_canonical_bytes(out))
     }
 
-    /// Canonicalises a JSON object without wrapping it in a value first.
-    pub(crate) fn from_object(
-        map: &serde_json::Map<String, Value>,
-    ) -> Result<Self, CanonicalError> {
-        let mut out = Vec::with_capacity(64);
-        write::write_object(&mut out, map)?;
-        Ok(Self::from_canonical_bytes(out))
-    }
-
     /// Serialises `value` with serde, then canonicalises it.
+    ///
+    /// NaN and infinities are refused (JSON has none; `serde_json` alone
+    /// would write them as `null`).
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Self, CanonicalError> {
-        let value =
-            serde_json::to_value(value).map_err(|e| CanonicalError::Serialize(e.to_string()))?;
-        Self::from_value(&value)
+        let mut out = Vec::with_capacity(64);
+        serialize::write_serialize(&mut out, value)?;
+        Ok(Self::from_canonical_bytes(out))
     }
 
     /// Accepts `text` only if it is already canonical JSON.

@@ -97,32 +97,44 @@ pub(crate) fn write_f64(out: &mut Vec<u8>, f: f64) -> Result<(), CanonicalError>
 
 fn write_number(out: &mut Vec<u8>, n: &Number) -> Result<(), CanonicalError> {
     if let Some(u) = n.as_u64() {
-        if u <= MAX_SAFE_INTEGER {
-            write_u64(out, u);
-        } else {
-            // Outside ±(2^53 − 1) an integer would become another number:
-            // AUDIT-FORMAT.md keeps its digits as a string instead.
-            out.push(b'"');
-            write_u64(out, u);
-            out.push(b'"');
-        }
+        write_data_u64(out, u);
         Ok(())
     } else if let Some(i) = n.as_i64() {
-        // Only negative values reach here (non-negative ones are `u64`).
-        let magnitude = i.unsigned_abs();
-        let quoted = magnitude > MAX_SAFE_INTEGER;
-        if quoted {
-            out.push(b'"');
-        }
-        out.push(b'-');
-        write_u64(out, magnitude);
-        if quoted {
-            out.push(b'"');
-        }
+        write_data_i64(out, i);
         Ok(())
     } else {
         // serde_json only holds finite doubles, but check anyway.
         write_f64(out, n.as_f64().ok_or(CanonicalError::NonFinite)?)
+    }
+}
+
+/// Appends an integer from user data. Outside ±(2^53 − 1) an integer would
+/// become another number: AUDIT-FORMAT.md keeps its digits as a string
+/// instead.
+pub(crate) fn write_data_u64(out: &mut Vec<u8>, u: u64) {
+    if u <= MAX_SAFE_INTEGER {
+        write_u64(out, u);
+    } else {
+        out.push(b'"');
+        write_u64(out, u);
+        out.push(b'"');
+    }
+}
+
+/// Appends a signed integer from user data; see [`write_data_u64`].
+pub(crate) fn write_data_i64(out: &mut Vec<u8>, i: i64) {
+    let magnitude = i.unsigned_abs();
+    if i >= 0 {
+        return write_data_u64(out, magnitude);
+    }
+    let quoted = magnitude > MAX_SAFE_INTEGER;
+    if quoted {
+        out.push(b'"');
+    }
+    out.push(b'-');
+    write_u64(out, magnitude);
+    if quoted {
+        out.push(b'"');
     }
 }
 

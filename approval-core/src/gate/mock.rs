@@ -33,6 +33,8 @@ type Rule = dyn Fn(&ApprovalRequest) -> Option<(Vote, Option<String>)> + Send + 
 /// ```
 pub struct MockApprover {
     name: String,
+    /// `mock:<name>`.
+    identity: String,
     rule: Box<Rule>,
     delay: Option<Duration>,
     requests: Mutex<Vec<Arc<ApprovalRequest>>>,
@@ -54,8 +56,10 @@ impl MockApprover {
         name: impl Into<String>,
         rule: impl Fn(&ApprovalRequest) -> Option<(Vote, Option<String>)> + Send + Sync + 'static,
     ) -> Self {
+        let name = name.into();
         Self {
-            name: name.into(),
+            identity: format!("mock:{name}"),
+            name,
             rule: Box::new(rule),
             delay: None,
             requests: Mutex::default(),
@@ -96,7 +100,7 @@ impl MockApprover {
 
     /// The identity its votes come from: `mock:<name>`.
     pub fn identity(&self) -> String {
-        format!("mock:{}", self.name)
+        self.identity.clone()
     }
 
     /// Every request delivered so far, in order.
@@ -153,7 +157,7 @@ impl Approver for MockApprover {
         let Some((vote, comment)) = (self.rule)(&request) else {
             return Ok(());
         };
-        let mut ballot = Ballot::new(&request, self.identity(), "mock", vote);
+        let mut ballot = Ballot::new(&request, self.identity.as_str(), "mock", vote);
         ballot.comment = comment;
         match self.delay {
             None => {

@@ -303,7 +303,7 @@ pub(crate) struct GateInner {
     settled: Mutex<Recent>,
     /// How recent requests ended, by binding, for reviewers of the next.
     history: Mutex<History>,
-    per_actor: Mutex<HashMap<String, u32>>,
+    per_actor: Mutex<HashMap<Arc<str>, u32>>,
 }
 
 /// Recent decisions by binding: at most `PER_BINDING` each, for at most
@@ -340,14 +340,15 @@ impl History {
 /// The most recent settled request ids, oldest dropped first.
 #[derive(Debug, Default)]
 struct Recent {
-    ids: std::collections::HashSet<String>,
-    order: std::collections::VecDeque<String>,
+    ids: std::collections::HashSet<Arc<str>>,
+    order: std::collections::VecDeque<Arc<str>>,
 }
 
 impl Recent {
     const CAPACITY: usize = 10_000;
 
-    fn insert(&mut self, id: String) {
+    fn insert(&mut self, id: &str) {
+        let id: Arc<str> = id.into();
         if self.ids.insert(id.clone()) {
             self.order.push_back(id);
             if self.order.len() > Self::CAPACITY
@@ -566,14 +567,9 @@ impl Gate {
         // Durable before any reviewer can see the request. (Built in a
         // block so nothing it borrows is held across the write.)
         let record = {
-            let no_actor;
-            let actor = match &request.actor {
-                Some(actor) => actor,
-                None => {
-                    no_actor = Actor::new(NO_ACTOR);
-                    &no_actor
-                }
-            };
+            static NOBODY: std::sync::LazyLock<Actor> =
+                std::sync::LazyLock::new(|| Actor::new(NO_ACTOR));
+            let actor = request.actor.as_ref().unwrap_or(&NOBODY);
             crate::record::PendingRecord::requested(&crate::record::Requested {
                 request_id: &request.id,
                 action: &request.action,
@@ -795,7 +791,7 @@ struct Prepared {
 /// A place in an actor's quota of waiting requests, given back on drop.
 struct ActorSlot {
     gate: Arc<GateInner>,
-    actor: Option<String>,
+    actor: Option<Arc<str>>,
 }
 
 impl ActorSlot {
@@ -804,15 +800,23 @@ impl ActorSlot {
         actor: Option<&Actor>,
         limit: Option<u32>,
     ) -> Result<Self, ApprovalError> {
-        let id = actor.map_or(NO_ACTOR, |a| a.id.as_str()).to_owned();
+        let id = actor.map_or(NO_ACTOR, |a| a.id.as_str());
         let mut counts = lock(&gate.per_actor);
-        let count = counts.entry(id.clone()).or_insert(0);
+        // The key is shared by the actor's waiting calls: allocated once.
+        let id = match counts.get_key_value(id) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(id),
+        };
+        let count = counts.get(&id).copied().unwrap_or(0);
         if let Some(limit) = limit
-            && *count >= limit
+            && count >= limit
         {
-            return Err(ApprovalError::TooManyPending { actor: id, limit });
+            return Err(ApprovalError::TooManyPending {
+                actor: id.to_string(),
+                limit,
+            });
         }
-        *count += 1;
+        counts.insert(id.clone(), count + 1);
         Ok(Self {
             gate: gate.clone(),
             actor: Some(id),
@@ -882,7 +886,7 @@ impl GateInner {
     /// Moves a request from pending to recently settled.
     fn forget(&self, id: &str) {
         lock(&self.pending).remove(id);
-        lock(&self.settled).insert(id.to_owned());
+        lock(&self.settled).insert(id);
     }
 
     /// Settles `pending` with `decision` unless it is settled already;
@@ -893,19 +897,27 @@ impl GateInner {
         decision: Decision,
     ) -> Result<Arc<Decision>, ApprovalError> {
         let _votes = pending.votes_lock.lock().await;
-        self.settle(pending, decision).await
+        self.settle(pending, decision, None).await
     }
 
     /// Settles `pending` with `decision`, recording it first, unless it is
     /// settled already; returns the decision that stands. The caller holds
     /// `votes_lock`, so no other vote can settle it in between.
+    ///
+    /// `preceding` (the deciding vote's `reviewed` record) is written in the
+    /// same append, before the outcome: one write, not two.
     async fn settle(
         &self,
         pending: &Pending,
         decision: Decision,
+        preceding: Option<PendingRecord>,
     ) -> Result<Arc<Decision>, ApprovalError> {
-        if let Some(existing) = &lock(&pending.state).decision {
-            return Ok(existing.clone());
+        let existing = lock(&pending.state).decision.clone();
+        if let Some(existing) = existing {
+            if let Some(record) = preceding {
+                self.sink.append(vec![record]).await?;
+            }
+            return Ok(existing);
         }
         let id = &pending.request.id;
         let policy = &pending.entry.policy;
@@ -920,7 +932,11 @@ impl GateInner {
             Decision::Cancelled { why } => Ok(PendingRecord::cancelled(id, why)),
         }
         .map_err(AuditError::from)?;
-        self.sink.append(vec![record]).await?;
+        let batch = match preceding {
+            Some(first) => vec![first, record],
+            None => vec![record],
+        };
+        self.sink.append(batch).await?;
         let mut state = lock(&pending.state);
         // A dropped caller flips the state without the votes lock (it
         // cannot wait in `Drop`): its cancellation stands.
@@ -974,7 +990,7 @@ impl GateInner {
 
         let pending = lock(&self.pending).get(&ballot.request_id).cloned();
         let Some(pending) = pending else {
-            let why = if lock(&self.settled).ids.contains(&ballot.request_id) {
+            let why = if lock(&self.settled).ids.contains(ballot.request_id.as_str()) {
                 RejectReason::Settled
             } else {
                 RejectReason::UnknownRequest
@@ -1041,7 +1057,8 @@ impl GateInner {
             ballot.comment.as_deref(),
         )
         .map_err(AuditError::from)?;
-        self.sink.append(vec![record]).await?;
+        // Counted now (this task holds the votes lock, so no other vote
+        // sees it), taken back if it cannot be recorded.
         let reached = {
             let mut state = lock(&pending.state);
             let (vote, comment) = (ballot.vote, ballot.comment);
@@ -1055,11 +1072,25 @@ impl GateInner {
         };
         // Settled under the same lock as the vote, so a vote arriving on
         // another route cannot settle it differently in between.
-        let decision = match reached {
-            Some(decision) => Some(Decision::clone(&*self.settle(&pending, decision).await?)),
-            None => None,
+        let written = match reached {
+            Some(decision) => self
+                .settle(&pending, decision, Some(record))
+                .await
+                .map(|standing| Some(Decision::clone(&standing))),
+            None => self
+                .sink
+                .append(vec![record])
+                .await
+                .map(|_| None)
+                .map_err(Into::into),
         };
-        Ok(BallotOutcome::Counted { decision })
+        match written {
+            Ok(decision) => Ok(BallotOutcome::Counted { decision }),
+            Err(e) => {
+                lock(&pending.state).votes.pop();
+                Err(e)
+            }
+        }
     }
 }
 

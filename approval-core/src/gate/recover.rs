@@ -108,7 +108,7 @@ impl Gate {
             } else {
                 continue;
             }
-            lock(&self.inner.settled).insert(id);
+            lock(&self.inner.settled).insert(&id);
         }
         Ok(recovery)
     }

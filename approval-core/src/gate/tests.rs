@@ -1086,3 +1086,81 @@ async fn a_vote_that_settles_before_a_later_route_fails_stands() {
         ["requested", "reviewed", "approved", "executed"]
     );
 }
+
+/// A memory sink whose writes can be made to fail.
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<MemorySink>,
+    failing: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl AuditSink for Flaky {
+    async fn append(
+        &self,
+        records: Vec<crate::PendingRecord>,
+    ) -> Result<Vec<crate::Receipt>, crate::AuditError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(crate::AuditError::Closed);
+        }
+        self.inner.append(records).await
+    }
+    fn read_back(&self) -> Result<Box<dyn std::io::Read + Send>, crate::AuditError> {
+        self.inner.read_back()
+    }
+    fn chain_writer(&self) -> &Arc<ChainWriter> {
+        self.inner.chain_writer()
+    }
+}
+
+#[tokio::test]
+async fn a_vote_that_cannot_be_recorded_is_not_counted() {
+    let memory = sink();
+    let flaky = Arc::new(Flaky {
+        inner: memory.clone(),
+        failing: AtomicBool::new(false),
+    });
+    let mock = Arc::new(MockApprover::silent("ci"));
+    let gate = Gate::builder(flaky.clone())
+        .approver("mock", mock.clone())
+        .policy(policy().required(2).groups(["security"]))
+        .directory(directory())
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let (call, request) = start(&gate, &mock, &ran).await;
+    let vote = |who: &str| Ballot::new(&request, who, "slack", Vote::Approve);
+
+    // Alice's vote (not deciding) and then Bob's (deciding) fail to record:
+    // each is refused with the sink's error and leaves no trace.
+    flaky.failing.store(true, Ordering::SeqCst);
+    let err = gate.cast(vote("slack:UALICE")).await.unwrap_err();
+    assert!(matches!(err, ApprovalError::Audit(_)), "{err}");
+    flaky.failing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        gate.cast(vote("slack:UALICE")).await.unwrap(),
+        BallotOutcome::Counted { decision: None },
+        "the failed vote must not count as already given"
+    );
+    flaky.failing.store(true, Ordering::SeqCst);
+    let err = gate.cast(vote("slack:UBOB")).await.unwrap_err();
+    assert!(matches!(err, ApprovalError::Audit(_)), "{err}");
+    flaky.failing.store(false, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    assert!(
+        !call.is_finished(),
+        "a vote that was not recorded settled the call"
+    );
+
+    // Bob again: now it is written with the outcome, in one append.
+    let outcome = gate.cast(vote("slack:UBOB")).await.unwrap();
+    assert!(
+        matches!(outcome, BallotOutcome::Counted { decision: Some(Decision::Approved { ref reviewers }) } if reviewers.len() == 2),
+        "{outcome:?}"
+    );
+    assert_eq!(call.await.unwrap().unwrap(), 7);
+    assert_eq!(
+        names(&memory),
+        ["requested", "reviewed", "reviewed", "approved", "executed"]
+    );
+}
