@@ -372,6 +372,8 @@ pub(crate) struct LineFields<'a> {
     pub(crate) mac_member: Range<usize>,
     pub(crate) key_id: Cow<'a, str>,
     pub(crate) event: Cow<'a, str>,
+    /// The `ts` text, without quotes.
+    pub(crate) ts: Range<usize>,
     pub(crate) next_key_id: Option<Cow<'a, str>>,
     /// The raw `reviewers` value, for counting mock approvals.
     pub(crate) reviewers: Option<Range<usize>>,
@@ -424,8 +426,11 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<LineFields<'_>, Fault> {
         .and_then(|d| std::str::from_utf8(d).ok())
         .and_then(|d| d.parse::<u64>().ok())
         .ok_or(Fault::Malformed)?;
-    bytes(&spans.ts)
-        .and_then(string_contents)
+    let ts = spans
+        .ts
+        .clone()
+        .filter(|r| r.len() >= 2 && line[r.start] == b'"' && line[r.end - 1] == b'"')
+        .map(|r| r.start + 1..r.end - 1)
         .ok_or(Fault::Malformed)?;
     let text = |r: &Option<Range<usize>>| {
         bytes(r)
@@ -456,6 +461,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<LineFields<'_>, Fault> {
         mac_member: comma..mac_value.end,
         key_id,
         event,
+        ts,
         next_key_id,
         reviewers: spans.reviewers,
     })

@@ -98,6 +98,60 @@ pub(crate) fn format_ts(time: SystemTime) -> Result<[u8; 24], ClockOutOfRange> {
     Ok(out)
 }
 
+/// Reads a `ts` as [`format_ts`] writes it; `None` for anything else.
+pub(crate) fn parse_ts(text: &[u8]) -> Option<SystemTime> {
+    let text: &[u8; 24] = text.try_into().ok()?;
+    if &text[4..5] != b"-"
+        || &text[7..8] != b"-"
+        || text[10] != b'T'
+        || text[13] != b':'
+        || text[16] != b':'
+        || text[19] != b'.'
+        || text[23] != b'Z'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        text[range].iter().try_fold(0u64, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second, millis) = (
+        number(11..13)?,
+        number(14..16)?,
+        number(17..19)?,
+        number(20..23)?,
+    );
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    if civil_from_days(days) != (year, month, day) {
+        return None; // 31 April and the like
+    }
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
+}
+
+/// (year, month, day) to days since 1970-01-01, proleptic Gregorian
+/// (Howard Hinnant's `days_from_civil`, for years from 1970).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's `civil_from_days`, for non-negative days).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -120,6 +174,32 @@ mod tests {
     fn ts(secs: u64, millis: u64) -> String {
         let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis);
         String::from_utf8(format_ts(t).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_nothing_else() {
+        for (secs, millis) in [
+            (0, 0),
+            (1_795_513_267, 123),
+            (951_782_400, 999),
+            (4_107_542_399, 1),
+            (253_402_300_799, 999),
+        ] {
+            let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis);
+            assert_eq!(parse_ts(&format_ts(t).unwrap()), Some(t), "{secs}");
+        }
+        for bad in [
+            "2026-11-24T09:41:07.123",
+            "2026-11-24 09:41:07.123Z",
+            "2026-04-31T09:41:07.123Z",
+            "2026-13-01T09:41:07.123Z",
+            "2026-11-24T24:00:00.000Z",
+            "1969-12-31T23:59:59.999Z",
+            "2026-11-24T09:41:0x.123Z",
+            "+026-11-24T09:41:07.123Z",
+        ] {
+            assert_eq!(parse_ts(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub struct GateBuilder {
     policies: Vec<Policy>,
     directory: Directory,
     clock: Arc<dyn Clock>,
+    recovery_margin: std::time::Duration,
 }
 
 /// A mistake in the gate's setup, found before any call is made.
@@ -239,6 +240,14 @@ impl GateBuilder {
         self
     }
 
+    /// How much further back than the longest policy timeout
+    /// [`Gate::recover`] reads the log: the longest a gated body may run
+    /// and still be found unfinished after a crash. One hour by default.
+    pub fn recovery_margin(mut self, margin: std::time::Duration) -> Self {
+        self.recovery_margin = margin;
+        self
+    }
+
     /// Checks every policy against the approvers and builds the gate.
     pub fn build(self) -> Result<Gate, ConfigError> {
         let mut policies = Policies::new();
@@ -282,6 +291,7 @@ impl GateBuilder {
                 policies,
                 directory: self.directory,
                 clock: self.clock,
+                recovery_margin: self.recovery_margin,
                 pending: Mutex::default(),
                 settled: Mutex::default(),
                 history: Mutex::default(),
@@ -298,6 +308,7 @@ pub(crate) struct GateInner {
     policies: Policies,
     directory: Directory,
     clock: Arc<dyn Clock>,
+    recovery_margin: std::time::Duration,
     pending: Mutex<HashMap<String, Arc<Pending>>>,
     /// Ids of requests settled lately, so a late vote is told `settled`.
     settled: Mutex<Recent>,
@@ -405,6 +416,7 @@ impl Gate {
             policies: Vec::new(),
             directory: Directory::new(),
             clock: Arc::new(SystemClock),
+            recovery_margin: std::time::Duration::from_secs(3600),
         }
     }
 

@@ -46,7 +46,18 @@ impl Gate {
     /// log other processes may be writing ([`AuditSink::sole_writer`]):
     /// there, an open request may have a live waiter elsewhere.
     ///
+    /// It reads only the end of the log ([`AuditSink::read_recent`]): the
+    /// records written within the longest policy timeout, plus the
+    /// [recovery margin](super::GateBuilder::recovery_margin), before the
+    /// last one. A request still open when the process ended was asked for
+    /// within its timeout of that last record (the gate records `expired`
+    /// when the timeout passes), and so was its approval. A body still
+    /// running longer than the margin after its approval when the process
+    /// ended is not found; its `approved` record without `executed` says
+    /// the same to an auditor.
+    ///
     /// [`AuditSink::sole_writer`]: crate::AuditSink::sole_writer
+    /// [`AuditSink::read_recent`]: crate::AuditSink::read_recent
     pub async fn recover(&self) -> Result<Recovery, ApprovalError> {
         let sink = &self.inner.sink;
         if !sink.sole_writer() {
@@ -54,7 +65,15 @@ impl Gate {
                 "the log may have other writers; their requests may still be waited on".into(),
             ));
         }
-        let reader = sink.read_back()?;
+        let window = self
+            .inner
+            .policies
+            .values()
+            .map(|entry| entry.policy.timeout())
+            .max()
+            .unwrap_or_default()
+            .saturating_add(self.inner.recovery_margin);
+        let reader = sink.read_recent(window)?;
         // Requests still open or approved-but-not-run; settled ones leave.
         let mut open: HashMap<String, State> = HashMap::new();
         for line in BufReader::new(reader).lines() {
@@ -64,11 +83,18 @@ impl Gate {
             let Some(id) = record.request_id else {
                 continue;
             };
-            // Only `requested` opens a request: a late vote for one that
-            // settled earlier must not reopen it.
-            if record.event == "requested" {
-                open.insert(id.clone(), State::default());
-                continue;
+            // Only `requested` opens a request (a late vote for one that
+            // settled earlier must not reopen it), or an approval whose
+            // request came before the window read.
+            match record.event.as_str() {
+                "requested" => {
+                    open.insert(id, State::default());
+                    continue;
+                }
+                "approved" => {
+                    open.entry(id.clone()).or_default();
+                }
+                _ => {}
             }
             let Some(state) = open.get_mut(&id) else {
                 continue;

@@ -1164,3 +1164,74 @@ async fn a_vote_that_cannot_be_recorded_is_not_counted() {
         ["requested", "reviewed", "reviewed", "approved", "executed"]
     );
 }
+
+fn requested(id: &str) -> Event {
+    Event::Requested {
+        request_id: id.into(),
+        action: "crm::export".into(),
+        policy: "export".into(),
+        policy_digest: [0; 32],
+        args: CanonicalJson::from_serialize(&json!({})).unwrap(),
+        skipped: Vec::new(),
+        binding: [0; 32],
+        actor: Actor::new("agent-7"),
+        resource: None,
+        reason: None,
+    }
+}
+
+#[tokio::test]
+async fn recovery_reads_back_only_the_longest_timeout_and_the_margin() {
+    use crate::{JsonlFileSink, ManualClock};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(
+        std::time::UNIX_EPOCH + Duration::from_secs(1_795_513_267),
+    ));
+    let secret = WriterSecret::from_hex(&"42".repeat(32)).unwrap();
+    let writer =
+        || Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &secret).with_clock(clock.clone()));
+    let path = dir.path().join("log.jsonl");
+    let minutes = |n: u64| Duration::from_secs(60 * n);
+    {
+        let sink = JsonlFileSink::open(&path, writer()).unwrap();
+        let write = |event| sink.append_event(event);
+        // Outside any window (never left open by a live gate, which would
+        // have recorded `expired`): not looked at.
+        write(requested("ancient")).await.unwrap();
+        clock.advance(minutes(100));
+        // Asked before the window, approved inside it, never finished.
+        write(requested("long-body")).await.unwrap();
+        clock.advance(minutes(20));
+        write(Event::Approved {
+            request_id: "long-body".into(),
+            policy: "export".into(),
+            reviewers: vec![Reviewer::new("mock:ci")],
+        })
+        .await
+        .unwrap();
+        clock.advance(minutes(5));
+        // Open when the process ended.
+        write(requested("open")).await.unwrap();
+    }
+    // Timeout 1 minute + margin 10 minutes, before the last record: the
+    // approval 5 minutes back is inside, the requests 25 and 125 minutes
+    // back are not.
+    let sink = Arc::new(JsonlFileSink::open(&path, writer()).unwrap());
+    let gate = Gate::builder(sink.clone())
+        .approver("mock", Arc::new(MockApprover::silent("ci")))
+        .policy(Policy::new("export", ["mock"], minutes(1)).approvers(["mock:ci"]))
+        .recovery_margin(minutes(10))
+        .build()
+        .unwrap();
+    let recovery = gate.recover().await.unwrap();
+    assert_eq!(recovery.cancelled, ["open"]);
+    assert_eq!(recovery.unknown, ["long-body"]);
+    // Late votes for both are refused as settled.
+    let late = |id: &str| Ballot::from_parts(id, [0; 32], "mock:ci", "mock", Vote::Approve);
+    for id in ["open", "long-body"] {
+        assert_eq!(
+            gate.cast(late(id)).await.unwrap(),
+            BallotOutcome::Rejected(RejectReason::Settled)
+        );
+    }
+}

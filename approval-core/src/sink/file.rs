@@ -44,6 +44,17 @@ pub trait SyncHandle: Send + 'static {
 pub trait LogSource: Send + Sync {
     /// A reader from the start of the file.
     fn open(&self) -> io::Result<Box<dyn Read + Send>>;
+
+    /// A reader from byte `offset`. By default, [`open`](Self::open) and
+    /// skip; a real file seeks.
+    fn open_from(&self, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        let mut reader = self.open()?;
+        let skipped = io::copy(&mut (&mut reader).take(offset), &mut io::sink())?;
+        if skipped < offset {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(reader)
+    }
 }
 
 /// A real file, opened for appending and locked against other writers with
@@ -131,5 +142,12 @@ struct PathSource(PathBuf);
 impl LogSource for PathSource {
     fn open(&self) -> io::Result<Box<dyn Read + Send>> {
         Ok(Box::new(File::open(&self.0)?))
+    }
+
+    fn open_from(&self, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = File::open(&self.0)?;
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Box::new(file))
     }
 }

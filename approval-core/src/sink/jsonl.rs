@@ -248,6 +248,18 @@ impl AuditSink for JsonlFileSink {
         Ok(Box::new(reader.take(len)))
     }
 
+    fn read_recent(&self, window: Duration) -> Result<Box<dyn Read + Send>, AuditError> {
+        let len = self.durable_len();
+        let io_error = |source| AuditError::Io {
+            path: self.path.clone(),
+            what: "read the tail",
+            source,
+        };
+        let start = recent_start(&*self.source, len, window).map_err(io_error)?;
+        let reader = self.source.open_from(start).map_err(io_error)?;
+        Ok(Box::new(reader.take(len - start)))
+    }
+
     fn chain_writer(&self) -> &Arc<ChainWriter> {
         &self.writer
     }
@@ -255,6 +267,57 @@ impl AuditSink for JsonlFileSink {
     fn sole_writer(&self) -> bool {
         // The log is locked (file) or private to this process (memory).
         true
+    }
+}
+
+/// Where the lines written within `window` before the last one begin, in
+/// the first `len` bytes of the log: found by reading backwards from the
+/// end, line by line, until a line's `ts` is older. (`ts` has a fixed
+/// width, so comparing its text compares times.) A line that cannot be read
+/// stops the search at the start, so the caller reads and reports it.
+fn recent_start(source: &dyn LogSource, len: u64, window: Duration) -> std::io::Result<u64> {
+    let mut cutoff: Option<[u8; 24]> = None;
+    // `pending` holds bytes [pos, pos + pending.len()) not yet looked at;
+    // it ends with a line's `\n`.
+    let mut pos = len;
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        while let Some((&b'\n', before)) = pending.split_last() {
+            let start = match before.iter().rposition(|&b| b == b'\n') {
+                Some(newline) => newline + 1,
+                None if pos == 0 => 0,
+                None => break, // the line starts in an earlier block
+            };
+            let Ok(fields) = crate::chain::parse_line(&before[start..]) else {
+                return Ok(0);
+            };
+            let ts = &before[start..][fields.ts];
+            let cutoff = match cutoff {
+                Some(cutoff) => cutoff,
+                None => {
+                    let oldest = crate::clock::parse_ts(ts)
+                        .and_then(|last| last.checked_sub(window))
+                        .and_then(|t| crate::clock::format_ts(t).ok());
+                    match oldest {
+                        Some(oldest) => *cutoff.insert(oldest),
+                        None => return Ok(0),
+                    }
+                }
+            };
+            if ts < &cutoff[..] {
+                return Ok(pos + pending.len() as u64);
+            }
+            pending.truncate(start);
+        }
+        if pos == 0 {
+            return Ok(0);
+        }
+        let from = pos.saturating_sub(TAIL_CHUNK as u64);
+        let mut block = vec![0; usize::try_from(pos - from).unwrap_or(TAIL_CHUNK)];
+        source.open_from(from)?.read_exact(&mut block)?;
+        block.extend_from_slice(&pending);
+        pending = block;
+        pos = from;
     }
 }
 

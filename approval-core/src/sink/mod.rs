@@ -14,6 +14,7 @@ mod memory;
 use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -56,6 +57,15 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
 
     /// Reads back every record stored durably so far, as JSON Lines.
     fn read_back(&self) -> Result<Box<dyn Read + Send>, AuditError>;
+
+    /// Reads back the records written within `window` before the last one
+    /// (by their `ts`), and possibly some earlier ones: what a restart needs
+    /// to see, without reading a long log from its start. By default, the
+    /// whole log.
+    fn read_recent(&self, window: Duration) -> Result<Box<dyn Read + Send>, AuditError> {
+        let _ = window;
+        self.read_back()
+    }
 
     /// The writer whose keys seal this sink's records.
     fn chain_writer(&self) -> &Arc<ChainWriter>;

@@ -264,10 +264,44 @@ impl LogFile for Instrumented {
         }))
     }
     fn source(&self) -> Box<dyn LogSource> {
-        self.inner.source()
+        Box::new(CountingSource {
+            inner: self.inner.source(),
+            read: self.read.clone(),
+        })
     }
     fn path(&self) -> &Path {
         self.inner.path()
+    }
+}
+
+/// Counts the bytes read through readers it opens.
+struct CountingSource {
+    inner: Box<dyn LogSource>,
+    read: Arc<AtomicUsize>,
+}
+
+struct CountingReader {
+    inner: Box<dyn Read + Send>,
+    read: Arc<AtomicUsize>,
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n, Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+impl LogSource for CountingSource {
+    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        self.open_from(0)
+    }
+    fn open_from(&self, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(CountingReader {
+            inner: self.inner.open_from(offset)?,
+            read: self.read.clone(),
+        }))
     }
 }
 
@@ -457,4 +491,89 @@ fn writer_and_keyring_debug_show_no_key_material() {
         assert!(!text.contains(&record_key_hex[..16]), "{text}");
         assert!(!text.contains("90, 90, 90"), "raw bytes shown: {text}");
     }
+}
+
+/// A file log with `old` records at one time, then, two hours later,
+/// `recent` records (one of them longer than a read block).
+fn log_with_old_and_recent(dir: &Path, old: usize, recent: usize) -> JsonlFileSink {
+    let clock = Arc::new(crate::ManualClock::new(
+        std::time::UNIX_EPOCH + Duration::from_secs(1_795_513_267),
+    ));
+    let writer = Arc::new(ChainWriter::new(key_id(), &secret()).with_clock(clock.clone()));
+    let sink = JsonlFileSink::open(dir.join("log.jsonl"), writer).unwrap();
+    runtime().block_on(async {
+        for n in 0..old {
+            sink.append_event(event(n)).await.unwrap();
+        }
+        clock.advance(Duration::from_secs(7200));
+        for n in 0..recent {
+            let why = if n == 1 {
+                "x".repeat(100_000)
+            } else {
+                "test".into()
+            };
+            sink.append_event(Event::Cancelled {
+                request_id: format!("new-{n}"),
+                why,
+            })
+            .await
+            .unwrap();
+            clock.advance(Duration::from_millis(1));
+        }
+    });
+    sink
+}
+
+fn ids(reader: Box<dyn Read + Send>) -> Vec<String> {
+    use std::io::BufRead as _;
+    io::BufReader::new(reader)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            value["request_id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn reading_recent_records_reads_back_from_the_end_only_as_far_as_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(log_with_old_and_recent(dir.path(), 5000, 4));
+    let path = dir.path().join("log.jsonl");
+    let size = std::fs::metadata(&path).unwrap().len();
+    let (file, _) = instrumented(&path, Duration::ZERO, None);
+    let read = file.read.clone();
+    let sink = JsonlFileSink::with_file(file, writer()).unwrap();
+    read.store(0, Ordering::SeqCst);
+    let new: Vec<String> = (0..4).map(|n| format!("new-{n}")).collect();
+    assert_eq!(
+        ids(sink.read_recent(Duration::from_secs(3600)).unwrap()),
+        new
+    );
+    // Backward reads reach one block past the window, then the window is
+    // read once more to hand it over: far less than the log.
+    let read = read.load(Ordering::SeqCst);
+    assert!(read < 5 * 64 * 1024, "read {read} of {size} bytes");
+    assert!(size > 1_000_000, "{size}");
+    // A window reaching the old records includes them all.
+    let all = ids(sink.read_recent(Duration::from_secs(7201)).unwrap());
+    assert_eq!(all.len(), 5004);
+    assert_eq!(all, ids(sink.read_back().unwrap()));
+    // The default for any sink: the whole log.
+    let memory = MemorySink::new(writer());
+    assert!(ids(memory.read_recent(Duration::ZERO).unwrap()).is_empty());
+}
+
+#[test]
+fn reading_recent_records_of_an_empty_or_all_recent_log_is_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = JsonlFileSink::open(dir.path().join("empty.jsonl"), writer()).unwrap();
+    assert!(ids(empty.read_recent(Duration::from_secs(60)).unwrap()).is_empty());
+    drop(empty);
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let sink = log_with_old_and_recent(&dir.path().join("sub"), 0, 3);
+    assert_eq!(
+        ids(sink.read_recent(Duration::from_secs(60)).unwrap()).len(),
+        3
+    );
 }
