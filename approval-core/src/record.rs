@@ -4,8 +4,8 @@
 use std::ops::Range;
 
 use crate::canonical::{
-    CanonicalError, CanonicalJson, MAX_SAFE_INTEGER, Member, Members, write_array, write_hex,
-    write_str, write_u64,
+    CanonicalError, CanonicalJson, MAX_SAFE_INTEGER, Member, Members, prefix, write_array,
+    write_hex, write_str, write_u64,
 };
 use crate::key::KeyId;
 
@@ -524,7 +524,9 @@ pub struct PendingRecord {
     next_key_id: Option<KeyId>,
     /// Canonical member values, back to back.
     values: Vec<u8>,
-    members: Vec<(&'static str, Range<usize>)>,
+    /// (name's first eight bytes as an integer, name, value's bytes), in
+    /// canonical order.
+    members: Vec<(u64, &'static str, Range<usize>)>,
 }
 
 impl PendingRecord {
@@ -683,8 +685,12 @@ impl PendingRecord {
             key.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         );
-        let at = self.members.partition_point(|(k, _)| *k < key);
-        self.members.insert(at, (key, start..self.values.len()));
+        let sort_key = (prefix(key), key);
+        let at = self
+            .members
+            .partition_point(|(p, k, _)| (*p, *k) < sort_key);
+        self.members
+            .insert(at, (sort_key.0, key, start..self.values.len()));
     }
 
     /// Writes the sealed line's object without its `mac`: the event's
@@ -696,31 +702,35 @@ impl PendingRecord {
         out: &mut Vec<u8>,
     ) -> Result<usize, CanonicalError> {
         debug_assert!(chain.windows(2).all(|w| w[0].0 < w[1].0));
+        // Names compare by their first eight bytes as one integer (record
+        // names are short), then in full.
+        let mac = (prefix("mac"), "mac");
         let mut own = self.members.iter().peekable();
-        let mut chain = chain.iter().peekable();
+        let mut chain = chain.iter().map(|(k, v)| (prefix(k), *k, *v)).peekable();
         let mut split = None;
         out.push(b'{');
         let mut first = true;
         loop {
-            let (key, value) = match (own.peek(), chain.peek()) {
-                (Some((a, range)), Some((b, _))) if a < b => {
+            let (sort_key, value) = match (own.peek(), chain.peek()) {
+                (Some(&&(p, a, ref range)), Some(&(q, b, _))) if (p, a) < (q, b) => {
                     own.next();
-                    (*a, Member::Raw(&self.values[range.clone()]))
+                    ((p, a), Member::Raw(&self.values[range.clone()]))
                 }
-                (Some((a, _)), Some((b, _))) if a == b => {
+                (Some(&&(p, a, _)), Some(&(q, b, _))) if (p, a) == (q, b) => {
                     return Err(CanonicalError::DuplicateMember);
                 }
-                (_, Some((b, value))) => {
+                (_, Some(&(q, b, value))) => {
                     chain.next();
-                    (*b, *value)
+                    ((q, b), value)
                 }
-                (Some((a, range)), None) => {
+                (Some(&&(p, a, ref range)), None) => {
                     own.next();
-                    (*a, Member::Raw(&self.values[range.clone()]))
+                    ((p, a), Member::Raw(&self.values[range.clone()]))
                 }
                 (None, None) => break,
             };
-            if split.is_none() && key > "mac" {
+            let key = sort_key.1;
+            if split.is_none() && sort_key > mac {
                 split = Some(out.len());
             }
             if !first {

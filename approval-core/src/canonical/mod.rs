@@ -25,8 +25,8 @@ use serde_json::Value;
 pub(crate) use check::{Fault, check_object, check_value, decode_str};
 pub(crate) use serialize::write_serialize;
 pub(crate) use write::{
-    MAX_SAFE_INTEGER, Member, Members, cmp_utf16, hex_into, write_array, write_hex, write_str,
-    write_u64,
+    MAX_SAFE_INTEGER, Member, Members, cmp_utf16, hex_into, prefix, write_array, write_hex,
+    write_str, write_u64,
 };
 
 /// Why a value has no canonical form.

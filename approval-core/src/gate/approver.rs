@@ -65,6 +65,7 @@ impl Ballots {
     /// policy's rule is met.
     pub async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
         let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
-        gate.cast(ballot).await
+        // Boxed, so a channel's future that casts stays small.
+        Box::pin(gate.cast(ballot)).await
     }
 }

@@ -321,8 +321,7 @@ pub(crate) struct GateInner {
 /// `BINDINGS` bindings, the oldest binding forgotten first.
 #[derive(Debug, Default)]
 struct History {
-    /// Request id and decision, oldest first.
-    by_binding: HashMap<[u8; 32], Vec<(String, Arc<Decision>)>>,
+    by_binding: HashMap<[u8; 32], Vec<Ended>, DigestHash>,
     order: std::collections::VecDeque<[u8; 32]>,
 }
 
@@ -345,6 +344,30 @@ impl History {
         {
             self.by_binding.remove(&old);
         }
+    }
+}
+
+/// A request id and how that request ended.
+type Ended = (String, Arc<Decision>);
+
+/// Hashes keys that are already uniform and secret, binding digests (HMAC
+/// outputs), by their first eight bytes: nobody who cannot compute the
+/// HMAC can pick keys that collide, so a keyed hash would add only cost.
+type DigestHash = std::hash::BuildHasherDefault<DigestHasher>;
+
+#[derive(Debug, Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut head = [0u8; 8];
+        let n = bytes.len().min(8);
+        head[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(head);
     }
 }
 
@@ -379,6 +402,14 @@ struct Pending {
     /// Serialises the votes of this request, across their audit writes.
     votes_lock: tokio::sync::Mutex<()>,
     state: Mutex<VoteState>,
+}
+
+/// What [`GateInner::admit`] found a vote to be.
+enum Admission {
+    /// A new vote, to count.
+    Count,
+    /// The same person's same vote again.
+    Redelivered,
 }
 
 /// A vote the gate accepted.
@@ -991,6 +1022,52 @@ impl GateInner {
         Ok(BallotOutcome::Rejected(why))
     }
 
+    /// Whether `ballot` may count on `pending`: the checks core makes of
+    /// every vote, in order. The caller holds the votes lock.
+    fn admit(
+        &self,
+        pending: &Pending,
+        ballot: &Ballot,
+        person: Option<&str>,
+        who: &str,
+    ) -> Result<Admission, RejectReason> {
+        let request = &pending.request;
+        let policy = &pending.entry.policy;
+        if lock(&pending.state).decision.is_some() {
+            return Err(RejectReason::Settled);
+        }
+        if !constant_time_eq(&ballot.binding, &request.binding) {
+            return Err(RejectReason::WrongBinding);
+        }
+        if let Some(actor) = &request.actor {
+            let requesters = [Some(actor.id.as_str()), actor.on_behalf_of.as_deref()];
+            let is_requester = requesters.into_iter().flatten().any(|r| {
+                r == who || r == ballot.identity || self.directory.person_of(r) == Some(who)
+            });
+            if is_requester {
+                return Err(RejectReason::SelfApproval);
+            }
+        }
+        let eligible = policy.approvers.contains(&ballot.identity)
+            || person.is_some_and(|p| {
+                policy.approvers.iter().any(|a| a == p)
+                    || policy.groups.iter().any(|g| self.directory.in_group(p, g))
+            });
+        if !eligible {
+            return Err(RejectReason::NotEligible);
+        }
+        let state = lock(&pending.state);
+        match state.votes.iter().find(|v| v.who == who) {
+            None => Ok(Admission::Count),
+            // A person's first vote is final; the same vote again is a
+            // channel's redelivery, absorbed without a record.
+            Some(v) if v.reviewer.id == ballot.identity && v.vote == ballot.vote => {
+                Ok(Admission::Redelivered)
+            }
+            Some(_) => Err(RejectReason::AlreadyVoted),
+        }
+    }
+
     pub(crate) async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
         let person = self
             .directory
@@ -1007,59 +1084,19 @@ impl GateInner {
             } else {
                 RejectReason::UnknownRequest
             };
-            return self.reject(&ballot, Some(reviewer), why).await;
+            return Box::pin(self.reject(&ballot, Some(reviewer), why)).await;
         };
         let _votes = pending.votes_lock.lock().await;
         let request = &pending.request;
         let policy = &pending.entry.policy;
-        if lock(&pending.state).decision.is_some() {
-            return self
-                .reject(&ballot, Some(reviewer), RejectReason::Settled)
-                .await;
-        }
-        if !constant_time_eq(&ballot.binding, &request.binding) {
-            return self
-                .reject(&ballot, Some(reviewer), RejectReason::WrongBinding)
-                .await;
-        }
         // People, not identities: the requester may not approve in any
         // channel, whatever the policy says.
         let who = person.clone().unwrap_or_else(|| ballot.identity.clone());
-        if let Some(actor) = &request.actor {
-            let requesters = [Some(actor.id.as_str()), actor.on_behalf_of.as_deref()];
-            let is_requester = requesters.into_iter().flatten().any(|r| {
-                r == who || r == ballot.identity || self.directory.person_of(r) == Some(&who)
-            });
-            if is_requester {
-                return self
-                    .reject(&ballot, Some(reviewer), RejectReason::SelfApproval)
-                    .await;
-            }
-        }
-        let eligible = policy.approvers.contains(&ballot.identity)
-            || person.as_deref().is_some_and(|p| {
-                policy.approvers.iter().any(|a| a == p)
-                    || policy.groups.iter().any(|g| self.directory.in_group(p, g))
-            });
-        if !eligible {
-            return self
-                .reject(&ballot, Some(reviewer), RejectReason::NotEligible)
-                .await;
-        }
-        let earlier = lock(&pending.state)
-            .votes
-            .iter()
-            .find(|v| v.who == who)
-            .map(|v| (v.reviewer.id.clone(), v.vote));
-        if let Some((identity, vote)) = earlier {
-            // A person's first vote is final; the same vote again is a
-            // channel's redelivery, absorbed without a record.
-            if identity == ballot.identity && vote == ballot.vote {
-                return Ok(BallotOutcome::Absorbed);
-            }
-            return self
-                .reject(&ballot, Some(reviewer), RejectReason::AlreadyVoted)
-                .await;
+        match self.admit(&pending, &ballot, person.as_deref(), &who) {
+            Ok(Admission::Count) => {}
+            Ok(Admission::Redelivered) => return Ok(BallotOutcome::Absorbed),
+            // Boxed: rare, and kept out of every vote's future.
+            Err(why) => return Box::pin(self.reject(&ballot, Some(reviewer), why)).await,
         }
         let record = PendingRecord::reviewed(
             &request.id,
@@ -1085,8 +1122,7 @@ impl GateInner {
         // Settled under the same lock as the vote, so a vote arriving on
         // another route cannot settle it differently in between.
         let written = match reached {
-            Some(decision) => self
-                .settle(&pending, decision, Some(record))
+            Some(decision) => Box::pin(self.settle(&pending, decision, Some(record)))
                 .await
                 .map(|standing| Some(Decision::clone(&standing))),
             None => self
