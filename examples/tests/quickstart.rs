@@ -126,3 +126,26 @@ fn the_custom_approver_example_approves_through_its_own_channel() {
     assert!(stdout.contains("4 audit records"), "{stdout}");
     assert!(stdout.contains("erin's vote: Ok(Counted"), "{stdout}");
 }
+
+#[test]
+fn the_inventory_example_lists_every_gated_function_with_its_policy() {
+    let output = Command::new(example("inventory")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(1)
+        .filter(|line| line.contains("::"))
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["inventory::crm::export", "data-export"],
+            ["inventory::iam::grant", "grant-role"],
+            ["inventory::iam::rotate_key", "key-rotation"],
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("3 gated functions\n"), "{stdout}");
+}
