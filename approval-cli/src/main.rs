@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! approval keygen KEYFILE
+//! approval keygen --signing NAME KEYFILE
 //! approval verify LOG --key ID=KEYFILE [--key ID=KEYFILE ...]
 //! ```
 //!
@@ -18,6 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use approval_core::checkpoint::SigningKey;
 use approval_core::{KeyId, Keyring, RecordKey, Verifier, VerifyError, WriterSecret};
 use clap::{Parser, Subcommand};
 
@@ -35,9 +37,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write a new random writer secret to KEYFILE (mode 0600) and its
-    /// verification key, for auditors, to KEYFILE.verify.
+    /// verification key, for auditors, to KEYFILE.verify. With --signing,
+    /// write an Ed25519 checkpoint signing key instead and print its public
+    /// key line.
     Keygen {
-        /// Where to write the writer secret; must not exist yet.
+        /// Make a checkpoint signing key named NAME (the log's origin, such
+        /// as example.com/approvals/prod).
+        #[arg(long, value_name = "NAME")]
+        signing: Option<String>,
+        /// Where to write the key; must not exist yet.
         keyfile: PathBuf,
     },
     /// Check an audit log's chain: canonical form, seq, links, keys, MACs.
@@ -56,7 +64,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keygen { keyfile } => keygen(&keyfile),
+        Command::Keygen {
+            signing: None,
+            keyfile,
+        } => keygen(&keyfile),
+        Command::Keygen {
+            signing: Some(name),
+            keyfile,
+        } => keygen_signing(&name, &keyfile),
         Command::Verify { log, keys, threads } => verify(&log, &keys, threads),
     };
     match result {
@@ -98,6 +113,19 @@ fn keygen(keyfile: &Path) -> Result<ExitCode, String> {
         verify_path.display(),
         verify_path.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen_signing(name: &str, keyfile: &Path) -> Result<ExitCode, String> {
+    let key = SigningKey::generate(name).map_err(|e| e.to_string())?;
+    key.write_new_file(keyfile).map_err(|e| e.to_string())?;
+    // The public key line alone on stdout, for scripts; the rest on stderr.
+    println!("{}", key.verifier());
+    eprintln!(
+        "signing key: {} (mode 0600; only the writing process may read it)",
+        keyfile.display()
+    );
+    eprintln!("public key above: give it to auditors (approval verify ... --trust KEY)");
     Ok(ExitCode::SUCCESS)
 }
 

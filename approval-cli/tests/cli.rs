@@ -206,3 +206,53 @@ fn verify_refuses_malformed_key_files_and_arguments() {
     let out = approval(&["verify", log.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "a key is required");
 }
+
+#[test]
+fn keygen_signing_writes_a_private_key_and_prints_its_public_key_line() {
+    use approval_core::checkpoint::{Checkpoint, SigningKey, VerifierKey, empty_root};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("log.signing");
+    let out = approval(&[
+        "keygen",
+        "--signing",
+        "example.com/approvals",
+        key.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = text(&out.stdout);
+    let public: VerifierKey = line.trim_end().parse().unwrap();
+    assert_eq!(public.name(), "example.com/approvals");
+    assert!(line.starts_with("example.com/approvals+"), "{line}");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The file's key signs what the printed key verifies.
+    let signing = SigningKey::read_file(&key).unwrap();
+    let checkpoint = Checkpoint::new("example.com/approvals", 0, empty_root());
+    let signed = checkpoint.sign(&signing).unwrap();
+    assert_eq!(
+        Checkpoint::open(signed.as_bytes(), &[public]).unwrap(),
+        checkpoint
+    );
+    // Never overwritten; a name with a space is refused.
+    let out = approval(&[
+        "keygen",
+        "--signing",
+        "example.com/approvals",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    let other = dir.path().join("other");
+    let out = approval(&["keygen", "--signing", "bad name", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("key name"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!other.exists());
+}

@@ -57,6 +57,7 @@
 
 mod canonical;
 mod chain;
+pub mod checkpoint;
 mod clock;
 mod error;
 mod finite;

@@ -1,0 +1,172 @@
+//! Signed checkpoints (AUDIT-FORMAT.md, "Checkpoints"): an RFC 6962 Merkle
+//! tree over the record lines, its root in a C2SP `tlog-checkpoint` text,
+//! signed as a C2SP `signed-note` with Ed25519. Anyone holding the public
+//! key can check that a log was neither cut off nor rewritten.
+
+mod merkle;
+mod note;
+
+#[cfg(test)]
+mod tests;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+pub use merkle::{
+    Hash, MerkleFrontier, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash,
+    root, verify_consistency, verify_inclusion,
+};
+pub use note::{NoteError, NoteSignature, SignedNote, SigningKey, VerifierKey};
+
+/// What a checkpoint commits to: the first `size` records of the log named
+/// `origin` have the Merkle root `root`.
+///
+/// ```
+/// use approval_core::checkpoint::{Checkpoint, SigningKey, empty_root};
+///
+/// let key = SigningKey::generate("example.com/approvals")?;
+/// let checkpoint = Checkpoint::new("example.com/approvals", 0, empty_root());
+/// let signed = checkpoint.sign(&key)?;
+/// assert_eq!(Checkpoint::open(signed.as_bytes(), &[key.verifier()])?, checkpoint);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The log's name.
+    pub origin: String,
+    /// How many records it covers.
+    pub size: u64,
+    /// The root of the tree over those records.
+    pub root: Hash,
+}
+
+/// Why a checkpoint was not accepted. Each is its own result, never "ok".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The text is not a checkpoint of this format, or the note is not a
+    /// signed note.
+    #[error("malformed checkpoint: {0}")]
+    Malformed(&'static str),
+    /// It carries no signature.
+    #[error("the checkpoint is not signed")]
+    Unsigned,
+    /// No signature is by a trusted key.
+    #[error("the checkpoint is signed by no trusted key ({signers})")]
+    UnknownKey {
+        /// Who signed it.
+        signers: String,
+    },
+    /// A signature by a trusted key does not verify.
+    #[error("bad signature on the checkpoint by {key}")]
+    BadSignature {
+        /// The key.
+        key: String,
+    },
+    /// Signed by a trusted key, but for another log.
+    #[error("the checkpoint is for log {found}, signed by the key of {expected}")]
+    WrongOrigin {
+        /// The log the trusted key signs for.
+        expected: String,
+        /// The log the checkpoint names.
+        found: String,
+    },
+}
+
+impl Checkpoint {
+    /// A checkpoint of `size` records with root `root` for log `origin`.
+    pub fn new(origin: impl Into<String>, size: u64, root: Hash) -> Self {
+        Self {
+            origin: origin.into(),
+            size,
+            root,
+        }
+    }
+
+    /// The checkpoint text: origin, size and base64 root, each on its line.
+    pub fn text(&self) -> String {
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            STANDARD.encode(self.root)
+        )
+    }
+
+    /// Parses a checkpoint text (exactly three lines).
+    pub fn parse_text(text: &str) -> Result<Self, CheckpointError> {
+        let malformed = CheckpointError::Malformed;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or(malformed("no final newline"))?;
+        let mut lines = body.split('\n');
+        let (Some(origin), Some(size), Some(root), None) =
+            (lines.next(), lines.next(), lines.next(), lines.next())
+        else {
+            return Err(malformed("not three lines"));
+        };
+        // Any non-empty origin reads; the logs written here name theirs
+        // with a key name (no spaces, no `+`), which signing checks.
+        if origin.is_empty() {
+            return Err(malformed("empty origin"));
+        }
+        let canonical_size = !size.is_empty()
+            && size.bytes().all(|b| b.is_ascii_digit())
+            && (size == "0" || !size.starts_with('0'));
+        let size = size
+            .parse()
+            .ok()
+            .filter(|_| canonical_size)
+            .ok_or(malformed("bad size"))?;
+        let root = STANDARD
+            .decode(root)
+            .ok()
+            .and_then(|r| Hash::try_from(r.as_slice()).ok())
+            .ok_or(malformed("bad root hash"))?;
+        Ok(Self::new(origin, size, root))
+    }
+
+    /// The signed note: the text signed by `key` (whose name should be the
+    /// origin).
+    pub fn sign(&self, key: &SigningKey) -> Result<String, NoteError> {
+        key.sign(&self.text())
+    }
+
+    /// Opens a signed checkpoint: the signature of a `trusted` key must
+    /// verify, and that key must be the one named for the checkpoint's
+    /// origin.
+    pub fn open(signed: &[u8], trusted: &[VerifierKey]) -> Result<Self, CheckpointError> {
+        let note = match SignedNote::parse(signed) {
+            Ok(note) => note,
+            // A bare text: unsigned if it is a checkpoint, else malformed.
+            Err(NoteError::Unsigned) => {
+                let text = std::str::from_utf8(signed).unwrap_or_default();
+                // Without its empty line, if it had one.
+                let text = text
+                    .strip_suffix("\n\n")
+                    .map_or(text, |t| &text[..=t.len()]);
+                Self::parse_text(text)?;
+                return Err(CheckpointError::Unsigned);
+            }
+            Err(e) => return Err(note_error(e)),
+        };
+        let key = note.verify(trusted).map_err(note_error)?;
+        let checkpoint = Self::parse_text(note.text())?;
+        if checkpoint.origin != key.name() {
+            return Err(CheckpointError::WrongOrigin {
+                expected: key.name().to_owned(),
+                found: checkpoint.origin,
+            });
+        }
+        Ok(checkpoint)
+    }
+}
+
+fn note_error(error: NoteError) -> CheckpointError {
+    match error {
+        NoteError::Unsigned => CheckpointError::Unsigned,
+        NoteError::UnknownKey { signers } => CheckpointError::UnknownKey { signers },
+        NoteError::BadSignature { key } => CheckpointError::BadSignature { key },
+        _ => CheckpointError::Malformed("not a signed note"),
+    }
+}
