@@ -4,6 +4,7 @@
 //! approval keygen KEYFILE
 //! approval keygen --signing NAME KEYFILE
 //! approval verify LOG --key ID=KEYFILE [--key ID=KEYFILE ...]
+//!                [--checkpoint FILE --trust KEYLINE [--trust KEYLINE ...]]
 //! ```
 //!
 //! Exit status: 0 when the command succeeded (for `verify`: the log is
@@ -19,7 +20,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use approval_core::checkpoint::SigningKey;
+use approval_core::checkpoint::{
+    Checkpoint, CheckpointError, Coverage, SigningKey, VerifierKey, check_log,
+};
 use approval_core::{KeyId, Keyring, RecordKey, Verifier, VerifyError, WriterSecret};
 use clap::{Parser, Subcommand};
 
@@ -58,6 +61,14 @@ enum Command {
         /// Threads for the per-record checks (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// A signed checkpoint of the log (LOG.checkpoint, or a copy kept
+        /// elsewhere): finds a log cut off or rewritten.
+        #[arg(long, value_name = "FILE", requires = "trust")]
+        checkpoint: Option<PathBuf>,
+        /// A public key trusted to sign checkpoints, as
+        /// NAME+ID+KEY (from `approval keygen --signing`); repeatable.
+        #[arg(long, value_name = "KEYLINE", requires = "checkpoint")]
+        trust: Vec<String>,
     },
 }
 
@@ -72,7 +83,18 @@ fn main() -> ExitCode {
             signing: Some(name),
             keyfile,
         } => keygen_signing(&name, &keyfile),
-        Command::Verify { log, keys, threads } => verify(&log, &keys, threads),
+        Command::Verify {
+            log,
+            keys,
+            threads,
+            checkpoint,
+            trust,
+        } => verify(&log, &keys, threads).and_then(|code| match checkpoint {
+            Some(checkpoint) if code == ExitCode::SUCCESS => {
+                check_checkpoint(&log, &checkpoint, &trust)
+            }
+            _ => Ok(code),
+        }),
     };
     match result {
         Ok(code) => code,
@@ -127,6 +149,62 @@ fn keygen_signing(name: &str, keyfile: &Path) -> Result<ExitCode, String> {
     );
     eprintln!("public key above: give it to auditors (approval verify ... --trust KEY)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks `log` against the signed checkpoint in `file`, trusting `trust`.
+/// Every way it can fail is its own word on the `FAILED` line, exit 1.
+fn check_checkpoint(log: &Path, file: &Path, trust: &[String]) -> Result<ExitCode, String> {
+    let trusted = trust
+        .iter()
+        .map(|line| {
+            line.parse::<VerifierKey>()
+                .map_err(|e| format!("--trust {line:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let failed = |word: &str, detail: String| {
+        println!("FAILED checkpoint: {word}: {detail}");
+        Ok(ExitCode::from(1))
+    };
+    let signed = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return failed("missing", format!("{} does not exist", file.display()));
+        }
+        Err(e) => return Err(format!("{}: {e}", file.display())),
+    };
+    let checkpoint = match Checkpoint::open(&signed, &trusted) {
+        Ok(checkpoint) => checkpoint,
+        Err(e) => {
+            let word = match &e {
+                CheckpointError::Malformed(_) => "malformed",
+                CheckpointError::Unsigned => "unsigned",
+                CheckpointError::UnknownKey { .. } => "unknown_key",
+                CheckpointError::BadSignature { .. } => "bad_signature",
+                CheckpointError::WrongOrigin { .. } => "wrong_origin",
+                _ => "invalid",
+            };
+            return failed(word, e.to_string());
+        }
+    };
+    let reader = std::fs::File::open(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    match check_log(reader, &checkpoint).map_err(|e| format!("{}: {e}", log.display()))? {
+        Coverage::Consistent { covered, beyond } => {
+            println!(
+                "checkpoint ok: {} signs the first {covered} records; {beyond} after them not yet covered",
+                checkpoint.origin
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Coverage::Truncated { records, signed } => failed(
+            "truncated",
+            format!("the log has {records} records; the checkpoint signs {signed}"),
+        ),
+        Coverage::Rewritten { signed } => failed(
+            "rewritten",
+            format!("the first {signed} records are not the ones the checkpoint signs"),
+        ),
+        other => Err(format!("unexpected result {other:?}")),
+    }
 }
 
 fn verify(log: &Path, keys: &[String], threads: Option<usize>) -> Result<ExitCode, String> {

@@ -256,3 +256,144 @@ fn keygen_signing_writes_a_private_key_and_prints_its_public_key_line() {
     );
     assert!(!other.exists());
 }
+
+/// A checkpoint of the first `n` records of `log`, signed with `key`.
+fn checkpoint_of(log: &Path, n: usize, key: &approval_core::checkpoint::SigningKey) -> String {
+    use approval_core::checkpoint::{Checkpoint, leaf_hash, root};
+    let text = std::fs::read_to_string(log).unwrap();
+    let leaves: Vec<_> = text.lines().map(|l| leaf_hash(l.as_bytes())).collect();
+    Checkpoint::new(key.name(), n as u64, root(&leaves[..n]))
+        .sign(key)
+        .unwrap()
+}
+
+#[test]
+fn verify_with_a_checkpoint_finds_a_log_cut_off_or_rewritten_and_names_each_failure() {
+    use approval_core::checkpoint::SigningKey;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, key_arg) = keyed_log(dir.path(), 0);
+    let signing_path = dir.path().join("log.signing");
+    let out = approval(&[
+        "keygen",
+        "--signing",
+        "example.com/approvals",
+        signing_path.to_str().unwrap(),
+    ]);
+    let trusted = text(&out.stdout).trim_end().to_owned();
+    let signing = SigningKey::read_file(&signing_path).unwrap();
+    let checkpoint = dir.path().join("log.checkpoint");
+    let run = |log: &Path, checkpoint: &Path, trust: &str| {
+        approval(&[
+            "verify",
+            log.to_str().unwrap(),
+            "--key",
+            &key_arg,
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--trust",
+            trust,
+        ])
+    };
+
+    // Signed over the first 4 of 6 records.
+    std::fs::write(&checkpoint, checkpoint_of(&log, 4, &signing)).unwrap();
+    let out = run(&log, &checkpoint, &trusted);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("signs the first 4 records; 2 after them not yet covered"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Cut off at a record boundary: the chain alone cannot tell.
+    std::fs::write(&checkpoint, checkpoint_of(&log, 6, &signing)).unwrap();
+    let full = std::fs::read_to_string(&log).unwrap();
+    let cut = dir.path().join("cut.jsonl");
+    std::fs::write(
+        &cut,
+        full.lines()
+            .take(4)
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = run(&cut, &checkpoint, &trusted);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("ok: 4 records")
+            && text(&out.stdout).contains(
+                "FAILED checkpoint: truncated: the log has 4 records; the checkpoint signs 6"
+            ),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Rewritten by someone holding the MAC key: the chain verifies, the
+    // checkpoint does not.
+    let rewritten = dir.path().join("rewritten.jsonl");
+    write_log(&rewritten, &dir.path().join("ops.key"), 2);
+    let out = run(&rewritten, &checkpoint, &trusted);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("ok: 6 records")
+            && text(&out.stdout).contains("FAILED checkpoint: rewritten"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Each way the checkpoint itself fails has its own word.
+    let other = SigningKey::generate("example.com/approvals").unwrap();
+    let foreign_key = SigningKey::generate("example.com/other").unwrap();
+    let cases: [(&str, Vec<u8>, String); 5] = [
+        ("malformed", b"not a checkpoint".to_vec(), trusted.clone()),
+        (
+            "unsigned",
+            approval_core::checkpoint::Checkpoint::new("example.com/approvals", 1, [0; 32])
+                .text()
+                .into_bytes(),
+            trusted.clone(),
+        ),
+        (
+            "unknown_key",
+            checkpoint_of(&log, 4, &other).into_bytes(),
+            trusted.clone(),
+        ),
+        (
+            "bad_signature",
+            checkpoint_of(&log, 4, &signing)
+                .replacen("\n4\n", "\n5\n", 1)
+                .into_bytes(),
+            trusted.clone(),
+        ),
+        (
+            "wrong_origin",
+            approval_core::checkpoint::Checkpoint::new("example.com/elsewhere", 4, [0; 32])
+                .sign(&foreign_key)
+                .unwrap()
+                .into_bytes(),
+            foreign_key.verifier().to_string(),
+        ),
+    ];
+    for (word, bytes, trust) in cases {
+        std::fs::write(&checkpoint, bytes).unwrap();
+        let out = run(&log, &checkpoint, &trust);
+        assert_eq!(out.status.code(), Some(1), "{word}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains(&format!("FAILED checkpoint: {word}")),
+            "{word}: {}",
+            text(&out.stdout)
+        );
+    }
+    let out = run(&log, &dir.path().join("absent"), &trusted);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("FAILED checkpoint: missing"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -162,6 +162,82 @@ impl Checkpoint {
     }
 }
 
+/// How a log stands against a checkpoint of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Coverage {
+    /// The log's first `covered` records have the checkpoint's root;
+    /// `beyond` records follow that the checkpoint does not cover yet.
+    Consistent {
+        /// Records the checkpoint covers.
+        covered: u64,
+        /// Records after them, checked by the chain alone.
+        beyond: u64,
+    },
+    /// The log has fewer records than the checkpoint signs: cut off.
+    Truncated {
+        /// Records in the log.
+        records: u64,
+        /// Records the checkpoint signs.
+        signed: u64,
+    },
+    /// The root over the first `signed` records differs: rewritten.
+    Rewritten {
+        /// Records the checkpoint signs.
+        signed: u64,
+    },
+}
+
+/// Reads a log (JSON Lines) and checks it against `checkpoint`: the root of
+/// the tree over its first `checkpoint.size` lines.
+///
+/// ```
+/// use approval_core::checkpoint::{Checkpoint, Coverage, check_log, leaf_hash, node_hash};
+///
+/// let root = node_hash(&leaf_hash(b"{\"a\":1}"), &leaf_hash(b"{\"b\":2}"));
+/// let checkpoint = Checkpoint::new("example.com/log", 2, root);
+/// let log = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+/// assert_eq!(
+///     check_log(&log[..], &checkpoint)?,
+///     Coverage::Consistent { covered: 2, beyond: 1 }
+/// );
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn check_log(log: impl std::io::Read, checkpoint: &Checkpoint) -> std::io::Result<Coverage> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, log);
+    let mut tree = MerkleFrontier::new();
+    let mut line = Vec::with_capacity(1024);
+    let mut matched = checkpoint.size == 0 && checkpoint.root == empty_root();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let record = line.strip_suffix(b"\n").unwrap_or(&line);
+        tree.push(leaf_hash(record));
+        if tree.size() == checkpoint.size {
+            matched = tree.root() == checkpoint.root;
+        }
+    }
+    let records = tree.size();
+    Ok(if records < checkpoint.size {
+        Coverage::Truncated {
+            records,
+            signed: checkpoint.size,
+        }
+    } else if !matched {
+        Coverage::Rewritten {
+            signed: checkpoint.size,
+        }
+    } else {
+        Coverage::Consistent {
+            covered: checkpoint.size,
+            beyond: records - checkpoint.size,
+        }
+    })
+}
+
 fn note_error(error: NoteError) -> CheckpointError {
     match error {
         NoteError::Unsigned => CheckpointError::Unsigned,

@@ -579,3 +579,62 @@ fn signing_key_files_are_private_never_overwritten_and_never_shown() {
     assert!(matches!(err, NoteError::KeyFileFormat { .. }), "{err}");
     assert!(!err.to_string().contains("AYEKFALV"), "{err}");
 }
+
+#[test]
+fn a_log_checked_against_its_checkpoint_is_consistent_truncated_or_rewritten() {
+    let lines: Vec<String> = (0..10).map(|n| format!("{{\"seq\":{n}}}")).collect();
+    let log: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let leaves: Vec<Hash> = lines.iter().map(|l| leaf_hash(l.as_bytes())).collect();
+    let at = |n: usize| Checkpoint::new("o", n as u64, root(&leaves[..n]));
+    assert_eq!(
+        check_log(log.as_bytes(), &at(7)).unwrap(),
+        Coverage::Consistent {
+            covered: 7,
+            beyond: 3
+        }
+    );
+    assert_eq!(
+        check_log(log.as_bytes(), &at(10)).unwrap(),
+        Coverage::Consistent {
+            covered: 10,
+            beyond: 0
+        }
+    );
+    assert_eq!(
+        check_log(log.as_bytes(), &at(0)).unwrap(),
+        Coverage::Consistent {
+            covered: 0,
+            beyond: 10
+        }
+    );
+    // Cut off after 5 records: truncated, with both counts.
+    let cut: String = lines[..5].iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        check_log(cut.as_bytes(), &at(7)).unwrap(),
+        Coverage::Truncated {
+            records: 5,
+            signed: 7
+        }
+    );
+    // One record changed inside the covered part, or the root forged.
+    let edited = log.replacen("{\"seq\":3}", "{\"seq\":33}", 1);
+    assert_eq!(
+        check_log(edited.as_bytes(), &at(7)).unwrap(),
+        Coverage::Rewritten { signed: 7 }
+    );
+    let mut forged = at(7);
+    forged.root[0] ^= 1;
+    assert_eq!(
+        check_log(log.as_bytes(), &forged).unwrap(),
+        Coverage::Rewritten { signed: 7 }
+    );
+    // An edit after the covered part is the chain's to find, not the tree's.
+    let later = log.replacen("{\"seq\":9}", "{\"seq\":99}", 1);
+    assert_eq!(
+        check_log(later.as_bytes(), &at(7)).unwrap(),
+        Coverage::Consistent {
+            covered: 7,
+            beyond: 3
+        }
+    );
+}
