@@ -62,6 +62,14 @@ pub enum AuditError {
     /// `seq` cannot grow further.
     #[error("the chain's seq cannot grow further")]
     SeqExhausted,
+    /// The log does not hold what its own newest checkpoint signs (cut
+    /// off, rewritten), or that checkpoint cannot be read: the log is not
+    /// opened for writing.
+    #[error("refusing to write to the log: {why}")]
+    CheckpointMismatch {
+        /// What does not match, naming the files.
+        why: String,
+    },
 }
 
 /// Why a gated call did not run. Each ending is its own variant: a human

@@ -5,6 +5,7 @@
 
 mod merkle;
 mod note;
+mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,10 @@ pub use merkle::{
     root, verify_consistency, verify_inclusion,
 };
 pub use note::{NoteError, NoteSignature, SignedNote, SigningKey, VerifierKey};
+pub(crate) use writer::{Cadence, Signer, resume};
+pub use writer::{
+    CheckpointPublisher, CheckpointStatus, Checkpointing, DirectoryPublisher, checkpoint_path,
+};
 
 /// What a checkpoint commits to: the first `size` records of the log named
 /// `origin` have the Merkle root `root`.

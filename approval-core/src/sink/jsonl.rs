@@ -13,6 +13,7 @@ use ring::digest;
 use tokio::sync::oneshot;
 
 use crate::chain::{ChainHead, ChainWriter, Receipt};
+use crate::checkpoint::{Cadence, Checkpoint, CheckpointStatus, Checkpointing, Signer};
 use crate::error::AuditError;
 use crate::record::{Event, PendingRecord};
 use crate::sink::AuditSink;
@@ -76,6 +77,7 @@ const TAIL_CHUNK: usize = 64 * 1024;
 /// ```
 pub struct JsonlFileSink {
     writer: Arc<ChainWriter>,
+    checkpoints: Option<Arc<Mutex<CheckpointStatus>>>,
     shared: Arc<Shared>,
     jobs: Option<mpsc::Sender<Job>>,
     /// The write stage; it owns and joins the sync stage.
@@ -138,7 +140,60 @@ impl JsonlFileSink {
 
     /// Like [`open`](Self::open), on any [`LogFile`].
     pub fn with_file(file: impl LogFile, writer: Arc<ChainWriter>) -> Result<Self, AuditError> {
-        let mut file: Box<dyn LogFile> = Box::new(file);
+        Self::open_file(Box::new(file), writer, None)
+    }
+
+    /// Like [`open`](Self::open), signing checkpoints as `checkpointing`
+    /// says: the tree is rebuilt from the whole log, which must match its
+    /// newest checkpoint (`LOG.checkpoint`), or it is not opened.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use approval_core::checkpoint::{Checkpoint, Checkpointing, SigningKey, checkpoint_path};
+    /// use approval_core::{AuditSink, ChainWriter, Event, JsonlFileSink, KeyId, WriterSecret};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let log = dir.path().join("audit.jsonl");
+    /// let key = SigningKey::generate("example.com/approvals")?;
+    /// let public = key.verifier();
+    /// let writer = Arc::new(ChainWriter::new(KeyId::new("k1")?, &WriterSecret::generate()?));
+    /// let sink = JsonlFileSink::open_with_checkpoints(&log, writer, Checkpointing::new(key))?;
+    /// sink.append_event(Event::Cancelled { request_id: "r1".into(), why: "test".into() }).await?;
+    /// drop(sink); // a clean close signs a checkpoint of everything
+    /// let signed = std::fs::read(checkpoint_path(&log))?;
+    /// assert_eq!(Checkpoint::open(&signed, &[public])?.size, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open_with_checkpoints(
+        path: impl AsRef<Path>,
+        writer: Arc<ChainWriter>,
+        checkpointing: Checkpointing,
+    ) -> Result<Self, AuditError> {
+        Self::open_file(
+            Box::new(FsLogFile::open(path)?),
+            writer,
+            Some(checkpointing),
+        )
+    }
+
+    /// Like [`open_with_checkpoints`](Self::open_with_checkpoints), on any
+    /// [`LogFile`].
+    pub fn with_file_and_checkpoints(
+        file: impl LogFile,
+        writer: Arc<ChainWriter>,
+        checkpointing: Checkpointing,
+    ) -> Result<Self, AuditError> {
+        Self::open_file(Box::new(file), writer, Some(checkpointing))
+    }
+
+    fn open_file(
+        mut file: Box<dyn LogFile>,
+        writer: Arc<ChainWriter>,
+        checkpointing: Option<Checkpointing>,
+    ) -> Result<Self, AuditError> {
         let path = file.path().to_owned();
         let io = |what: &'static str| {
             let path = path.clone();
@@ -157,6 +212,19 @@ impl JsonlFileSink {
             writer.resume(&last_line)?
         };
 
+        let source = file.source();
+        // With checkpoints, the tree over every whole line, checked against
+        // the newest checkpoint before anything is written.
+        let mut checkpointed = match &checkpointing {
+            Some(checkpointing) => {
+                let reader = source.open().map_err(io("read"))?.take(fragment_start);
+                let (tree, signed) = crate::checkpoint::resume(&path, reader, &checkpointing.key)
+                    .map_err(|why| AuditError::CheckpointMismatch { why })?;
+                Some((tree, signed))
+            }
+            None => None,
+        };
+
         let mut durable_len = fragment_start;
         if fragment_start < len {
             let dropped_sha256 =
@@ -172,14 +240,28 @@ impl JsonlFileSink {
             file.append(&line).map_err(io("write"))?;
             file.sync_data().map_err(io("fdatasync"))?;
             durable_len += line.len() as u64;
+            if let Some((tree, _)) = &mut checkpointed {
+                tree.push(crate::checkpoint::leaf_hash(
+                    line.strip_suffix(b"\n").unwrap_or(&line),
+                ));
+            }
         }
+        let status = checkpointing
+            .as_ref()
+            .map(|_| Arc::new(Mutex::new(CheckpointStatus::default())));
+        let (cadence, signer) = match (checkpointing, checkpointed, &status) {
+            (Some(checkpointing), Some((tree, signed)), Some(status)) => (
+                Some(Cadence::new(&checkpointing, tree, signed)),
+                Some(Signer::new(checkpointing, &path, status.clone())),
+            ),
+            _ => (None, None),
+        };
 
         let shared = Arc::new(Shared {
             durable_len: AtomicU64::new(durable_len),
             is_broken: AtomicBool::new(false),
             cause: Mutex::new(None),
         });
-        let source = file.source();
         let syncer = file.sync_handle().map_err(io("open a sync handle"))?;
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -187,11 +269,16 @@ impl JsonlFileSink {
             .spawn({
                 let writer = writer.clone();
                 let shared = shared.clone();
-                move || write_stage(file, syncer, head, &writer, &shared, &queue)
+                move || {
+                    write_stage(
+                        file, syncer, head, cadence, signer, &writer, &shared, &queue,
+                    );
+                }
             })
             .map_err(io("spawn writer thread"))?;
         Ok(Self {
             writer,
+            checkpoints: status,
             shared,
             jobs: Some(jobs),
             thread: Some(thread),
@@ -208,6 +295,13 @@ impl JsonlFileSink {
     /// How many bytes of the file hold durable records.
     pub fn durable_len(&self) -> u64 {
         self.shared.durable_len.load(Ordering::Acquire)
+    }
+
+    /// How checkpointing stands (`None` when the sink signs none).
+    pub fn checkpoint_status(&self) -> Option<CheckpointStatus> {
+        self.checkpoints
+            .as_ref()
+            .map(|status| status.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }
 
@@ -325,15 +419,23 @@ fn recent_start(source: &dyn LogSource, len: u64, window: Duration) -> std::io::
 struct Written {
     bytes: u64,
     replies: Vec<(Reply, Vec<Receipt>)>,
+    /// A checkpoint to sign once these bytes are durable.
+    checkpoint: Option<Checkpoint>,
 }
 
 /// The write stage: takes every queued job, seals the jobs in order and
 /// writes them with one write, then hands them to the sync stage. Sealing
 /// and writing the next group overlap with the sync of the last one.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the stage's state, handed over once by `open`"
+)]
 fn write_stage(
     mut file: Box<dyn LogFile>,
     syncer: Box<dyn SyncHandle>,
     mut head: ChainHead,
+    mut cadence: Option<Cadence>,
+    signer: Option<Signer>,
     writer: &ChainWriter,
     shared: &Arc<Shared>,
     queue: &mpsc::Receiver<Job>,
@@ -344,7 +446,7 @@ fn write_stage(
         .spawn({
             let shared = shared.clone();
             let path = file.path().to_owned();
-            move || sync_stage(syncer, &path, &shared, &written)
+            move || sync_stage(syncer, &path, &shared, signer.as_ref(), &written)
         });
     let sync_thread = match sync_thread {
         Ok(thread) => thread,
@@ -399,7 +501,12 @@ fn write_stage(
         match outcome {
             Ok(()) => {
                 let bytes = buf.len() as u64;
-                if let Err(mpsc::SendError(lost)) = to_sync.send(Written { bytes, replies }) {
+                let checkpoint = cadence.as_mut().and_then(|c| c.add(&buf));
+                if let Err(mpsc::SendError(lost)) = to_sync.send(Written {
+                    bytes,
+                    replies,
+                    checkpoint,
+                }) {
                     // The sync stage is gone (it only ends when this one
                     // does, or by a bug): fail closed.
                     shared.break_with("the sync thread stopped".into());
@@ -418,6 +525,16 @@ fn write_stage(
             }
         }
     }
+    // A clean close: sign what came since the last checkpoint.
+    if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::close)
+        && shared.broken().is_none()
+    {
+        let _ = to_sync.send(Written {
+            bytes: 0,
+            replies: Vec::new(),
+            checkpoint: Some(checkpoint),
+        });
+    }
     drop(to_sync);
     let _ = sync_thread.join();
 }
@@ -428,6 +545,7 @@ fn sync_stage(
     mut syncer: Box<dyn SyncHandle>,
     path: &Path,
     shared: &Shared,
+    signer: Option<&Signer>,
     written: &mpsc::Receiver<Written>,
 ) {
     let mut batch: Vec<Written> = Vec::new();
@@ -463,13 +581,20 @@ fn sync_stage(
                 broken_error(shared)
             }),
         };
-        for Written { bytes, replies } in batch.drain(..) {
+        let mut due = None;
+        for Written {
+            bytes,
+            replies,
+            checkpoint,
+        } in batch.drain(..)
+        {
             match &synced {
                 Ok(()) => {
                     shared.durable_len.fetch_add(bytes, Ordering::AcqRel);
                     for (reply, receipts) in replies {
                         let _ = reply.send(Ok(receipts));
                     }
+                    due = checkpoint.or(due);
                 }
                 Err(_) => {
                     for (reply, _) in replies {
@@ -477,6 +602,10 @@ fn sync_stage(
                     }
                 }
             }
+        }
+        // Signed after the callers are answered: it never delays them.
+        if let (Some(signer), Some(checkpoint)) = (signer, due) {
+            signer.sign(checkpoint);
         }
     }
 }

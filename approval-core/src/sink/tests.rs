@@ -577,3 +577,228 @@ fn reading_recent_records_of_an_empty_or_all_recent_log_is_the_whole_log() {
         3
     );
 }
+
+mod checkpoints {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::checkpoint::{
+        Checkpoint, CheckpointPublisher, Checkpointing, Coverage, DirectoryPublisher, SigningKey,
+        VerifierKey, check_log, checkpoint_path,
+    };
+
+    const ORIGIN: &str = "example.com/approvals/test";
+
+    /// The same key for every open in a test (a reopened log must be
+    /// signed by the key that signed it).
+    fn signing() -> SigningKey {
+        fixed_key()
+    }
+
+    fn fixed_key() -> SigningKey {
+        use std::sync::OnceLock;
+        static LINE: OnceLock<String> = OnceLock::new();
+        let line = LINE.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("k");
+            SigningKey::generate(ORIGIN)
+                .unwrap()
+                .write_new_file(&path)
+                .unwrap();
+            std::fs::read_to_string(&path).unwrap()
+        });
+        SigningKey::from_private_line(line).unwrap()
+    }
+
+    fn public() -> VerifierKey {
+        signing().verifier()
+    }
+
+    fn append(sink: &JsonlFileSink, n: usize) {
+        runtime().block_on(async {
+            for i in 0..n {
+                sink.append_event(event(i)).await.unwrap();
+            }
+        });
+    }
+
+    fn newest(log: &Path) -> Checkpoint {
+        let signed = std::fs::read(checkpoint_path(log)).unwrap();
+        Checkpoint::open(&signed, &[public()]).unwrap()
+    }
+
+    #[test]
+    fn the_writer_signs_on_its_cadence_and_on_close_and_the_log_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let sink = JsonlFileSink::open_with_checkpoints(
+            &log,
+            writer(),
+            Checkpointing::new(signing()).every_records(10),
+        )
+        .unwrap();
+        append(&sink, 25);
+        // Signed once 10 and 20 records were durable (the file holds the
+        // newest), and not yet for the last 5.
+        let status = sink.checkpoint_status().unwrap();
+        assert_eq!(
+            status.written.as_ref().map(|c| c.size),
+            Some(20),
+            "{status:?}"
+        );
+        assert_eq!(newest(&log).size, 20);
+        drop(sink);
+        let last = newest(&log);
+        assert_eq!((last.size, last.origin.as_str()), (25, ORIGIN));
+        let file = std::fs::File::open(&log).unwrap();
+        assert_eq!(
+            check_log(file, &last).unwrap(),
+            Coverage::Consistent {
+                covered: 25,
+                beyond: 0
+            }
+        );
+
+        // Reopening resumes the tree from the log itself.
+        let sink = JsonlFileSink::open_with_checkpoints(
+            &log,
+            writer(),
+            Checkpointing::new(signing()).every_records(1000),
+        )
+        .unwrap();
+        append(&sink, 3);
+        drop(sink);
+        let last = newest(&log);
+        assert_eq!(last.size, 28);
+        let file = std::fs::File::open(&log).unwrap();
+        assert_eq!(
+            check_log(file, &last).unwrap(),
+            Coverage::Consistent {
+                covered: 28,
+                beyond: 0
+            }
+        );
+        // And the chain still verifies.
+        assert_eq!(
+            verify(&std::fs::read(&log).unwrap()[..], &keyring())
+                .unwrap()
+                .records,
+            28
+        );
+    }
+
+    #[test]
+    fn a_log_that_no_longer_matches_its_checkpoint_is_not_opened_for_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let sink =
+            JsonlFileSink::open_with_checkpoints(&log, writer(), Checkpointing::new(signing()))
+                .unwrap();
+        append(&sink, 6);
+        drop(sink);
+        let original = std::fs::read(&log).unwrap();
+        let lines: Vec<&[u8]> = original.split_inclusive(|&b| b == b'\n').collect();
+
+        // Cut off after 4 records (at a line boundary: the chain alone would
+        // continue from there).
+        std::fs::write(&log, lines[..4].concat()).unwrap();
+        let err =
+            JsonlFileSink::open_with_checkpoints(&log, writer(), Checkpointing::new(signing()))
+                .unwrap_err();
+        assert!(
+            matches!(&err, AuditError::CheckpointMismatch { why } if why.contains("Truncated")),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&log).unwrap(),
+            lines[..4].concat(),
+            "nothing written"
+        );
+
+        // A record inside the signed part rewritten (same length).
+        let mut edited = original.clone();
+        let at = edited.windows(5).position(|w| w == b"req-2").unwrap();
+        edited[at + 4] = b'9';
+        std::fs::write(&log, &edited).unwrap();
+        let err =
+            JsonlFileSink::open_with_checkpoints(&log, writer(), Checkpointing::new(signing()))
+                .unwrap_err();
+        assert!(
+            matches!(&err, AuditError::CheckpointMismatch { why } if why.contains("Rewritten")),
+            "{err}"
+        );
+
+        // Another signing key than the one that signed it.
+        std::fs::write(&log, &original).unwrap();
+        let other = SigningKey::generate(ORIGIN).unwrap();
+        let err = JsonlFileSink::open_with_checkpoints(&log, writer(), Checkpointing::new(other))
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuditError::CheckpointMismatch { why } if why.contains("no trusted key")),
+            "{err}"
+        );
+        // The original opens.
+        drop(
+            JsonlFileSink::open_with_checkpoints(&log, writer(), Checkpointing::new(signing()))
+                .unwrap(),
+        );
+    }
+
+    /// Fails its first `failures` attempts, then keeps what it is given.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        failures: Mutex<usize>,
+        kept: Mutex<Vec<u64>>,
+    }
+
+    impl CheckpointPublisher for Arc<Flaky> {
+        fn publish(&self, checkpoint: &Checkpoint, _: &[u8]) -> Result<(), String> {
+            let mut failures = self.failures.lock().unwrap();
+            if *failures > 0 {
+                *failures -= 1;
+                return Err("witness unreachable".into());
+            }
+            self.kept.lock().unwrap().push(checkpoint.size);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn publishers_get_each_checkpoint_and_a_failing_one_is_retried_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let worm = dir.path().join("worm");
+        let flaky = Arc::new(Flaky {
+            failures: Mutex::new(2),
+            kept: Mutex::default(),
+        });
+        let sink = JsonlFileSink::open_with_checkpoints(
+            &log,
+            writer(),
+            Checkpointing::new(signing())
+                .every_records(5)
+                .publish_to(DirectoryPublisher::new(&worm))
+                .publish_to(flaky.clone()),
+        )
+        .unwrap();
+        append(&sink, 5);
+        // Appends were never held up; the failures show in the status until
+        // a retry succeeds.
+        let mut seen_error = false;
+        for _ in 0..200 {
+            let status = sink.checkpoint_status().unwrap();
+            seen_error |= status.publishers[1].1.is_some();
+            if status.publishers[1].0 == Some(5) && status.publishers[0].0 == Some(5) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = sink.checkpoint_status().unwrap();
+        assert!(seen_error, "{status:?}");
+        assert_eq!(status.publishers, [(Some(5), None), (Some(5), None)]);
+        assert_eq!(*flaky.kept.lock().unwrap(), [5]);
+        let published = std::fs::read(worm.join("5.checkpoint")).unwrap();
+        assert_eq!(Checkpoint::open(&published, &[public()]).unwrap().size, 5);
+        drop(sink);
+    }
+}
