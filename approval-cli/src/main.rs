@@ -5,6 +5,9 @@
 //! approval keygen --signing NAME KEYFILE
 //! approval verify LOG --key ID=KEYFILE [--key ID=KEYFILE ...]
 //!                [--checkpoint FILE --trust KEYLINE [--trust KEYLINE ...]]
+//! approval prove LOG --request ID [--checkpoint FILE]
+//! approval check-proof FILE --trust KEYLINE
+//! approval consistency LOG --old FILE --new FILE --trust KEYLINE
 //! ```
 //!
 //! Exit status: 0 when the command succeeded (for `verify`: the log is
@@ -16,6 +19,8 @@
     clippy::print_stdout,
     reason = "a command-line tool prints its results"
 )]
+
+mod proofs;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,6 +75,42 @@ enum Command {
         #[arg(long, value_name = "KEYLINE", requires = "checkpoint")]
         trust: Vec<String>,
     },
+    /// Print one request's records with their inclusion proofs against the
+    /// newest checkpoint, as one JSON document an auditor can check alone.
+    Prove {
+        /// The JSON Lines log.
+        log: PathBuf,
+        /// The request's id.
+        #[arg(long, value_name = "ID")]
+        request: String,
+        /// The signed checkpoint (default: LOG.checkpoint).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Check a proof document from `approval prove` with the checkpoint
+    /// signer's public key alone: no log, no secret.
+    CheckProof {
+        /// The proof document.
+        file: PathBuf,
+        /// A public key trusted to sign checkpoints; repeatable.
+        #[arg(long, value_name = "KEYLINE", required = true)]
+        trust: Vec<String>,
+    },
+    /// Check, from the log, that an older checkpoint's records are a prefix
+    /// of a newer one's (RFC 6962 consistency).
+    Consistency {
+        /// The JSON Lines log.
+        log: PathBuf,
+        /// The older signed checkpoint.
+        #[arg(long, value_name = "FILE")]
+        old: PathBuf,
+        /// The newer signed checkpoint.
+        #[arg(long, value_name = "FILE")]
+        new: PathBuf,
+        /// A public key trusted to sign checkpoints; repeatable.
+        #[arg(long, value_name = "KEYLINE", required = true)]
+        trust: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,6 +136,18 @@ fn main() -> ExitCode {
             }
             _ => Ok(code),
         }),
+        Command::Prove {
+            log,
+            request,
+            checkpoint,
+        } => proofs::prove(&log, &request, checkpoint.as_deref()),
+        Command::CheckProof { file, trust } => proofs::check_proof(&file, &trust),
+        Command::Consistency {
+            log,
+            old,
+            new,
+            trust,
+        } => proofs::consistency(&log, &old, &new, &trust),
     };
     match result {
         Ok(code) => code,
@@ -151,16 +204,34 @@ fn keygen_signing(name: &str, keyfile: &Path) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Checks `log` against the signed checkpoint in `file`, trusting `trust`.
-/// Every way it can fail is its own word on the `FAILED` line, exit 1.
-fn check_checkpoint(log: &Path, file: &Path, trust: &[String]) -> Result<ExitCode, String> {
-    let trusted = trust
+/// The public keys given with `--trust`.
+fn trusted_keys(lines: &[String]) -> Result<Vec<VerifierKey>, String> {
+    lines
         .iter()
         .map(|line| {
             line.parse::<VerifierKey>()
                 .map_err(|e| format!("--trust {line:?}: {e}"))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// The word a `FAILED checkpoint:` line gives for each way a checkpoint is
+/// not accepted.
+fn checkpoint_word(error: &CheckpointError) -> &'static str {
+    match error {
+        CheckpointError::Malformed(_) => "malformed",
+        CheckpointError::Unsigned => "unsigned",
+        CheckpointError::UnknownKey { .. } => "unknown_key",
+        CheckpointError::BadSignature { .. } => "bad_signature",
+        CheckpointError::WrongOrigin { .. } => "wrong_origin",
+        _ => "invalid",
+    }
+}
+
+/// Checks `log` against the signed checkpoint in `file`, trusting `trust`.
+/// Every way it can fail is its own word on the `FAILED` line, exit 1.
+fn check_checkpoint(log: &Path, file: &Path, trust: &[String]) -> Result<ExitCode, String> {
+    let trusted = trusted_keys(trust)?;
     let failed = |word: &str, detail: String| {
         println!("FAILED checkpoint: {word}: {detail}");
         Ok(ExitCode::from(1))
@@ -174,17 +245,7 @@ fn check_checkpoint(log: &Path, file: &Path, trust: &[String]) -> Result<ExitCod
     };
     let checkpoint = match Checkpoint::open(&signed, &trusted) {
         Ok(checkpoint) => checkpoint,
-        Err(e) => {
-            let word = match &e {
-                CheckpointError::Malformed(_) => "malformed",
-                CheckpointError::Unsigned => "unsigned",
-                CheckpointError::UnknownKey { .. } => "unknown_key",
-                CheckpointError::BadSignature { .. } => "bad_signature",
-                CheckpointError::WrongOrigin { .. } => "wrong_origin",
-                _ => "invalid",
-            };
-            return failed(word, e.to_string());
-        }
+        Err(e) => return failed(checkpoint_word(&e), e.to_string()),
     };
     let reader = std::fs::File::open(log).map_err(|e| format!("{}: {e}", log.display()))?;
     match check_log(reader, &checkpoint).map_err(|e| format!("{}: {e}", log.display()))? {

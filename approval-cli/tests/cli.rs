@@ -397,3 +397,160 @@ fn verify_with_a_checkpoint_finds_a_log_cut_off_or_rewritten_and_names_each_fail
         text(&out.stdout)
     );
 }
+
+#[test]
+fn prove_gives_an_auditor_one_request_and_check_proof_checks_it_alone() {
+    use approval_core::checkpoint::SigningKey;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = keyed_log(dir.path(), 0);
+    let signing = SigningKey::generate("example.com/approvals").unwrap();
+    let trusted = signing.verifier().to_string();
+    // The checkpoint covers the first 4 records: req-0 and req-1.
+    std::fs::write(
+        approval_core::checkpoint::checkpoint_path(&log),
+        checkpoint_of(&log, 4, &signing),
+    )
+    .unwrap();
+
+    let out = approval(&["prove", log.to_str().unwrap(), "--request", "req-1"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let proof = dir.path().join("req-1.proof.json");
+    std::fs::write(&proof, &out.stdout).unwrap();
+    assert!(
+        text(&out.stderr).contains("proved 2 records of request req-1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The auditor has the proof and the public key; nothing else.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("proof.json");
+    std::fs::copy(&proof, &copy).unwrap();
+    drop(dir);
+    let out = approval(&["check-proof", copy.to_str().unwrap(), "--trust", &trusted]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "ok: 2 records of request req-1 are in example.com/approvals (checkpoint of 4 records)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("seq 2: approved") && stdout.contains("seq 3: executed"),
+        "{stdout}"
+    );
+
+    // Altered: a record's text, the request named, the key trusted.
+    let original = std::fs::read_to_string(&copy).unwrap();
+    let cases = [
+        (
+            original.replacen("slack:U1", "slack:U2", 1),
+            "FAILED: record 2 is not in the log the checkpoint signs",
+        ),
+        (
+            original.replace("\"request_id\": \"req-1\"", "\"request_id\": \"req-0\""),
+            "FAILED: record 2: names another request",
+        ),
+    ];
+    for (altered, expected) in cases {
+        assert_ne!(altered, original);
+        std::fs::write(&copy, altered).unwrap();
+        let out = approval(&["check-proof", copy.to_str().unwrap(), "--trust", &trusted]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains(expected),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    std::fs::write(&copy, &original).unwrap();
+    let stranger = SigningKey::generate("example.com/approvals")
+        .unwrap()
+        .verifier()
+        .to_string();
+    let out = approval(&["check-proof", copy.to_str().unwrap(), "--trust", &stranger]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("FAILED checkpoint: unknown_key"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn prove_refuses_what_the_checkpoint_does_not_cover() {
+    use approval_core::checkpoint::SigningKey;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = keyed_log(dir.path(), 0);
+    let signing = SigningKey::generate("example.com/approvals").unwrap();
+    std::fs::write(
+        approval_core::checkpoint::checkpoint_path(&log),
+        checkpoint_of(&log, 4, &signing),
+    )
+    .unwrap();
+    let out = approval(&["prove", log.to_str().unwrap(), "--request", "req-2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout)
+            .contains("no record of request req-2 is covered by the checkpoint (2 after it)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn consistency_shows_an_older_checkpoint_is_a_prefix_of_a_newer_one() {
+    use approval_core::checkpoint::SigningKey;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = keyed_log(dir.path(), 0);
+    let signing = SigningKey::generate("example.com/approvals").unwrap();
+    let trusted = signing.verifier().to_string();
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    std::fs::write(&old, checkpoint_of(&log, 3, &signing)).unwrap();
+    std::fs::write(&new, checkpoint_of(&log, 6, &signing)).unwrap();
+    let run = |log: &Path, old: &Path, new: &Path| {
+        approval(&[
+            "consistency",
+            log.to_str().unwrap(),
+            "--old",
+            old.to_str().unwrap(),
+            "--new",
+            new.to_str().unwrap(),
+            "--trust",
+            &trusted,
+        ])
+    };
+    let out = run(&log, &old, &new);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(
+            "ok: the 3 records of the older checkpoint are the first of the 6 records of the newer"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    // Swapped, or checked against a log rewritten after the older one.
+    let out = run(&log, &new, &old);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("FAILED: inconsistent"),
+        "{}",
+        text(&out.stdout)
+    );
+    let rewritten = dir.path().join("rewritten.jsonl");
+    write_log(&rewritten, &dir.path().join("ops.key"), 3);
+    std::fs::write(&new, checkpoint_of(&rewritten, 6, &signing)).unwrap();
+    let out = run(&rewritten, &old, &new);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("FAILED: inconsistent"),
+        "{}",
+        text(&out.stdout)
+    );
+}

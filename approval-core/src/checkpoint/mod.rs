@@ -5,6 +5,7 @@
 
 mod merkle;
 mod note;
+mod proof;
 mod writer;
 
 #[cfg(test)]
@@ -18,6 +19,7 @@ pub use merkle::{
     root, verify_consistency, verify_inclusion,
 };
 pub use note::{NoteError, NoteSignature, SignedNote, SigningKey, VerifierKey};
+pub use proof::{InclusionRecord, ProofDocument, ProofError};
 pub(crate) use writer::{Cadence, Signer, resume};
 pub use writer::{
     CheckpointPublisher, CheckpointStatus, Checkpointing, DirectoryPublisher, checkpoint_path,
@@ -137,6 +139,13 @@ impl Checkpoint {
         key.sign(&self.text())
     }
 
+    /// Reads a signed checkpoint without checking its signature (for the
+    /// log's own tools; an auditor uses [`open`](Self::open)).
+    pub fn parse_signed(signed: &[u8]) -> Result<Self, CheckpointError> {
+        let note = SignedNote::parse(signed).map_err(note_error)?;
+        Self::parse_text(note.text())
+    }
+
     /// Opens a signed checkpoint: the signature of a `trusted` key must
     /// verify, and that key must be the one named for the checkpoint's
     /// origin.
@@ -241,6 +250,22 @@ pub fn check_log(log: impl std::io::Read, checkpoint: &Checkpoint) -> std::io::R
             beyond: records - checkpoint.size,
         }
     })
+}
+
+/// The leaf hash of every line of a log (JSON Lines), in order: what
+/// proofs are computed from (32 bytes per record).
+pub fn leaf_hashes(log: impl std::io::Read) -> std::io::Result<Vec<Hash>> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, log);
+    let mut leaves = Vec::new();
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(leaves);
+        }
+        leaves.push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(&line)));
+    }
 }
 
 fn note_error(error: NoteError) -> CheckpointError {
