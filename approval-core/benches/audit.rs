@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench -p approval-core --bench audit            # all
-//! cargo bench -p approval-core --bench audit -- verify  # one: verify | append | jsonl
+//! cargo bench -p approval-core --bench audit -- verify  # one: verify | append | jsonl | tree | checkpoint
 //! ```
 //!
 //! A plain bench binary rather than criterion: the figures asked for are
@@ -148,6 +148,69 @@ fn bench_verify() {
             floor.as_secs_f64() / all_cores.as_secs_f64(),
             per_sec(RECORDS, one_thread),
             floor.as_secs_f64() / one_thread.as_secs_f64(),
+        );
+    }
+}
+
+/// Keeping the Merkle tree while appending: a leaf hash and the frontier's
+/// merges per record, against the record's HMAC (the chain's own cost per
+/// record), over the same lines.
+fn bench_tree() {
+    use approval_core::checkpoint::{MerkleFrontier, leaf_hash};
+    const RECORDS: u64 = 200_000;
+    let log = make_log(RECORDS);
+    let lines = lines_of(&log);
+    for round in 0..3 {
+        let floor = raw_hmac(&lines);
+        let start = Instant::now();
+        let mut tree = MerkleFrontier::new();
+        for line in &lines {
+            tree.push(leaf_hash(black_box(line)));
+        }
+        black_box(tree.root());
+        let kept = start.elapsed();
+        println!(
+            "tree round {round}: {:.3} µs/record keeping the tree, {:.3} µs/record HMAC; ratio {:.2} (target at most 1.5)",
+            kept.as_secs_f64() * 1e6 / RECORDS as f64,
+            floor.as_secs_f64() * 1e6 / RECORDS as f64,
+            kept.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
+}
+
+/// Checking a 1,000,000-record log against a checkpoint of it, against raw
+/// SHA-256 over the same bytes (one thread), in the same run.
+fn bench_checkpoint() {
+    use approval_core::checkpoint::{Checkpoint, Coverage, check_log, leaf_hashes, root};
+    const RECORDS: u64 = 1_000_000;
+    let log = make_log(RECORDS);
+    let lines = lines_of(&log);
+    let checkpoint = Checkpoint::new(
+        "bench",
+        RECORDS,
+        root(&leaf_hashes(&log[..]).expect("in memory")),
+    );
+    for round in 0..3 {
+        let start = Instant::now();
+        for line in &lines {
+            black_box(ring::digest::digest(&ring::digest::SHA256, black_box(line)));
+        }
+        let floor = start.elapsed();
+        let start = Instant::now();
+        let coverage = check_log(&log[..], &checkpoint).expect("in memory");
+        let checked = start.elapsed();
+        assert_eq!(
+            coverage,
+            Coverage::Consistent {
+                covered: RECORDS,
+                beyond: 0
+            }
+        );
+        println!(
+            "checkpoint round {round}: raw SHA-256 {:.0} rec/s | check against checkpoint {:.0} rec/s (ratio {:.2}, target at least 0.5)",
+            per_sec(RECORDS, floor),
+            per_sec(RECORDS, checked),
+            floor.as_secs_f64() / checked.as_secs_f64()
         );
     }
 }
@@ -304,6 +367,12 @@ fn main() {
     }
     if wanted("jsonl") {
         bench_jsonl();
+    }
+    if wanted("tree") {
+        bench_tree();
+    }
+    if wanted("checkpoint") {
+        bench_checkpoint();
     }
     // Only on request: not a figure of BENCHMARKS.md.
     if filter.iter().any(|f| f == "profile") {
