@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::chain::{ChainHead, ChainWriter, Receipt};
+use crate::checkpoint::{Checkpoint, MerkleFrontier, leaf_hash};
 use crate::error::AuditError;
 use crate::record::PendingRecord;
 use crate::sink::AuditSink;
@@ -25,6 +26,8 @@ struct State {
     /// growing buffer, so a long log is never copied to grow.
     full: Vec<Vec<u8>>,
     current: Vec<u8>,
+    /// The Merkle tree over the records, kept as they are sealed.
+    tree: MerkleFrontier,
 }
 
 /// Bytes per chunk before the next one starts.
@@ -39,6 +42,7 @@ impl MemorySink {
                 head: ChainHead::genesis(),
                 full: Vec::new(),
                 current: Vec::new(),
+                tree: MerkleFrontier::new(),
             }),
         }
     }
@@ -58,6 +62,29 @@ impl MemorySink {
     /// How many records the log holds.
     pub fn len(&self) -> u64 {
         self.lock().head.next_seq()
+    }
+
+    /// A checkpoint of everything in the log, for log `origin`: the root
+    /// of the Merkle tree kept as records are sealed. Sign it with
+    /// [`Checkpoint::sign`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use approval_core::checkpoint::{Coverage, check_log};
+    /// use approval_core::{AuditSink, ChainWriter, Event, KeyId, MemorySink, WriterSecret};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sink = MemorySink::new(Arc::new(ChainWriter::new(KeyId::new("k")?, &WriterSecret::generate()?)));
+    /// sink.append_event(Event::Cancelled { request_id: "r".into(), why: "test".into() }).await?;
+    /// let checkpoint = sink.checkpoint("example.com/log");
+    /// assert_eq!(check_log(&sink.bytes()[..], &checkpoint)?, Coverage::Consistent { covered: 1, beyond: 0 });
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn checkpoint(&self, origin: &str) -> Checkpoint {
+        let state = self.lock();
+        Checkpoint::new(origin, state.tree.size(), state.tree.root())
     }
 
     /// Whether the log is empty.
@@ -80,6 +107,7 @@ impl AuditSink for MemorySink {
             head,
             full,
             current,
+            tree,
         } = &mut *state;
         if current.len() >= CHUNK {
             full.push(std::mem::replace(
@@ -87,7 +115,12 @@ impl AuditSink for MemorySink {
                 Vec::with_capacity(CHUNK + CHUNK / 4),
             ));
         }
-        self.writer.seal(head, &records, current)
+        let start = current.len();
+        let receipts = self.writer.seal(head, &records, current)?;
+        for line in current[start..].split_inclusive(|&b| b == b'\n') {
+            tree.push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(line)));
+        }
+        Ok(receipts)
     }
 
     fn read_back(&self) -> Result<Box<dyn Read + Send>, AuditError> {

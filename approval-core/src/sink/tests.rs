@@ -802,3 +802,20 @@ mod checkpoints {
         drop(sink);
     }
 }
+
+#[test]
+fn the_memory_sink_keeps_the_tree_of_what_it_sealed() {
+    use crate::checkpoint::{leaf_hashes, root};
+    let sink = MemorySink::new(writer());
+    runtime().block_on(async {
+        for n in 0..37 {
+            sink.append_event(event(n)).await.unwrap();
+        }
+        // A batch, too.
+        let batch = (37..50).map(|n| event(n).to_pending().unwrap()).collect();
+        sink.append(batch).await.unwrap();
+    });
+    let checkpoint = sink.checkpoint("example.com/memory");
+    assert_eq!(checkpoint.size, 50);
+    assert_eq!(checkpoint.root, root(&leaf_hashes(&sink.bytes()[..]).unwrap()));
+}
