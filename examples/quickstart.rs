@@ -16,6 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use approval_core::checkpoint::{
+    Checkpoint, Checkpointing, SigningKey, check_log, checkpoint_path,
+};
 use approval_core::{
     Actor, ActorKind, ApprovalError, ChainWriter, Gate, JsonlFileSink, KeyId, Keyring, Policy,
     RecordKey, TerminalApprover, WriterSecret, requires_approval, verify, with_actor,
@@ -43,8 +46,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(dir)?;
     let (log, key_file) = (dir.join("audit.jsonl"), dir.join("dev.key"));
     let verify_file = dir.join("dev.key.verify");
-    // Each run starts a new log under a new key; remove the last run's.
-    for file in [&log, &key_file, &verify_file] {
+    let signing_file = dir.join("dev.signing");
+    let checkpoint_file = checkpoint_path(&log);
+    // Each run starts a new log under new keys; remove the last run's.
+    for file in [
+        &log,
+        &key_file,
+        &verify_file,
+        &signing_file,
+        &checkpoint_file,
+    ] {
         match std::fs::remove_file(file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
@@ -59,7 +70,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         key_file.display()
     );
 
-    let sink = JsonlFileSink::open(&log, Arc::new(ChainWriter::new(key_id.clone(), &secret)))?;
+    // Checkpoints, signed with a development signing key, let an auditor
+    // see a log cut off or rewritten with the public key alone.
+    let signing = SigningKey::generate("quickstart.example/approvals")?;
+    signing.write_new_file(&signing_file)?;
+    let public = signing.verifier();
+    let sink = JsonlFileSink::open_with_checkpoints(
+        &log,
+        Arc::new(ChainWriter::new(key_id.clone(), &secret)),
+        Checkpointing::new(signing),
+    )?;
     let terminal = TerminalApprover::for_current_user();
     let you = terminal.identity();
     let timeout = Duration::from_secs(300);
@@ -93,20 +113,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await;
 
-    // An auditor needs only the verification key.
+    // Closing the log signs a checkpoint of everything in it.
+    drop(gate);
+
+    // An auditor needs only the verification key and the public key.
     let keyring = Keyring::new().with(key_id, RecordKey::read_file(&verify_file)?);
     let report = verify(std::fs::File::open(&log)?, &keyring)?;
+    let checkpoint = Checkpoint::open(
+        &std::fs::read(&checkpoint_file)?,
+        std::slice::from_ref(&public),
+    )?;
+    let coverage = check_log(std::fs::File::open(&log)?, &checkpoint)?;
     println!(
-        "\nVerified {}: {} records, head {}.",
+        "\nVerified {}: {} records, head {}; the signed checkpoint covers them: {coverage:?}.",
         log.display(),
         report.records,
         report.head_hex()
     );
     println!("Check it yourself:");
     println!(
-        "  cargo run -q -p approval-cli -- verify {} --key dev={}",
+        "  cargo run -q -p approval-cli -- verify {} --key dev={} --checkpoint {} --trust {public}",
         log.display(),
-        verify_file.display()
+        verify_file.display(),
+        checkpoint_file.display()
     );
     Ok(())
 }

@@ -106,13 +106,23 @@ fn quickstart_approves_one_denies_one_and_verifies_its_log() {
     let report = approval_core::verify(log.as_bytes(), &keyring).unwrap();
     assert_eq!(report.records, 7);
     assert!(
-        output.contains(&format!("7 records, head {}.", report.head_hex())),
+        output.contains(&format!(
+            "7 records, head {}; the signed checkpoint covers them: Consistent {{ covered: 7, beyond: 0 }}.",
+            report.head_hex()
+        )),
         "{output}"
     );
+    // The printed command checks the chain and the checkpoint, trusting the
+    // public key of the signing key written beside the log.
+    let signing = approval_core::checkpoint::SigningKey::read_file(
+        dir.path().join("approval-quickstart/dev.signing"),
+    )
+    .unwrap();
     assert!(
-        output.contains(
-            "verify approval-quickstart/audit.jsonl --key dev=approval-quickstart/dev.key.verify"
-        ),
+        output.contains(&format!(
+            "verify approval-quickstart/audit.jsonl --key dev=approval-quickstart/dev.key.verify --checkpoint approval-quickstart/audit.jsonl.checkpoint --trust {}",
+            signing.verifier()
+        )),
         "{output}"
     );
 }

@@ -817,5 +817,8 @@ fn the_memory_sink_keeps_the_tree_of_what_it_sealed() {
     });
     let checkpoint = sink.checkpoint("example.com/memory");
     assert_eq!(checkpoint.size, 50);
-    assert_eq!(checkpoint.root, root(&leaf_hashes(&sink.bytes()[..]).unwrap()));
+    assert_eq!(
+        checkpoint.root,
+        root(&leaf_hashes(&sink.bytes()[..]).unwrap())
+    );
 }
