@@ -58,7 +58,7 @@ pub(crate) fn check_proof(file: &Path, trust: &[String]) -> Result<ExitCode, Str
     match result {
         Ok((document, checkpoint)) => {
             println!(
-                "ok: {} records of request {} are in {} (checkpoint of {} records)",
+                "ok: these {} records of request {} are in {} (checkpoint of {} records)",
                 document.records.len(),
                 document.request_id,
                 checkpoint.origin,
@@ -82,6 +82,13 @@ pub(crate) fn check_proof(file: &Path, trust: &[String]) -> Result<ExitCode, Str
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn leaves_root_matches(
+    leaves: &[approval_core::checkpoint::Hash],
+    checkpoint: &Checkpoint,
+) -> bool {
+    approval_core::checkpoint::root(leaves) == checkpoint.root
 }
 
 pub(crate) fn consistency(
@@ -114,10 +121,29 @@ pub(crate) fn consistency(
         );
         return Ok(ExitCode::from(1));
     };
+    if older.origin != newer.origin {
+        println!(
+            "FAILED: the checkpoints are of two logs, {} and {}",
+            older.origin, newer.origin
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if older.size > newer.size {
+        println!(
+            "FAILED: the older checkpoint signs more records ({}) than the newer ({})",
+            older.size, newer.size
+        );
+        return Ok(ExitCode::from(1));
+    }
+    // Every tree extends the empty one; RFC 6962 has no proof for it.
     let proof = consistency_proof(&leaves[..n], m).unwrap_or_default();
-    if older.origin == newer.origin
-        && verify_consistency(older.size, newer.size, &older.root, &newer.root, &proof)
-    {
+    let consistent = if older.size == 0 {
+        older.root == approval_core::checkpoint::empty_root()
+            && leaves_root_matches(&leaves[..n], &newer)
+    } else {
+        verify_consistency(older.size, newer.size, &older.root, &newer.root, &proof)
+    };
+    if consistent {
         println!(
             "ok: the {} records of the older checkpoint are the first of the {} records of the newer",
             older.size, newer.size

@@ -437,7 +437,7 @@ fn prove_gives_an_auditor_one_request_and_check_proof_checks_it_alone() {
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains(
-            "ok: 2 records of request req-1 are in example.com/approvals (checkpoint of 4 records)"
+            "ok: these 2 records of request req-1 are in example.com/approvals (checkpoint of 4 records)"
         ),
         "{stdout}"
     );
@@ -535,11 +535,17 @@ fn consistency_shows_an_older_checkpoint_is_a_prefix_of_a_newer_one() {
         "{}",
         text(&out.stdout)
     );
+    // The empty log is a prefix of every log.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, checkpoint_of(&log, 0, &signing)).unwrap();
+    let out = run(&log, &empty, &new);
+    assert!(out.status.success(), "{}", text(&out.stdout));
     // Swapped, or checked against a log rewritten after the older one.
     let out = run(&log, &new, &old);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stdout).contains("FAILED: inconsistent"),
+        text(&out.stdout)
+            .contains("FAILED: the older checkpoint signs more records (6) than the newer (3)"),
         "{}",
         text(&out.stdout)
     );

@@ -164,14 +164,32 @@ impl Checkpoint {
             }
             Err(e) => return Err(note_error(e)),
         };
-        let key = note.verify(trusted).map_err(note_error)?;
         let checkpoint = Self::parse_text(note.text())?;
-        if checkpoint.origin != key.name() {
-            return Err(CheckpointError::WrongOrigin {
-                expected: key.name().to_owned(),
-                found: checkpoint.origin,
-            });
+        // Only the log's own key (named as its origin) signs for it; other
+        // trusted keys (a witness's, another log's) do not count here.
+        let own: Vec<VerifierKey> = trusted
+            .iter()
+            .filter(|k| k.name() == checkpoint.origin)
+            .cloned()
+            .collect();
+        if own.is_empty() {
+            // Signed by a trusted key for another log, or by nobody known.
+            let signed_by_trusted = note
+                .signatures()
+                .iter()
+                .any(|s| trusted.iter().any(|k| k.name() == s.name));
+            if signed_by_trusted {
+                return Err(CheckpointError::WrongOrigin {
+                    expected: trusted
+                        .iter()
+                        .map(VerifierKey::name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    found: checkpoint.origin,
+                });
+            }
         }
+        note.verify(&own).map_err(note_error)?;
         Ok(checkpoint)
     }
 }
@@ -203,7 +221,8 @@ pub enum Coverage {
 }
 
 /// Reads a log (JSON Lines) and checks it against `checkpoint`: the root of
-/// the tree over its first `checkpoint.size` lines.
+/// the tree over its first `checkpoint.size` lines. A last line without its
+/// newline is not a record (the log is cut off inside it).
 ///
 /// ```
 /// use approval_core::checkpoint::{Checkpoint, Coverage, check_log, leaf_hash, node_hash};
@@ -228,7 +247,10 @@ pub fn check_log(log: impl std::io::Read, checkpoint: &Checkpoint) -> std::io::R
         if reader.read_until(b'\n', &mut line)? == 0 {
             break;
         }
-        let record = line.strip_suffix(b"\n").unwrap_or(&line);
+        // A last line without its newline is not a whole record.
+        let Some(record) = line.strip_suffix(b"\n") else {
+            break;
+        };
         tree.push(leaf_hash(record));
         if tree.size() == checkpoint.size {
             matched = tree.root() == checkpoint.root;
@@ -264,7 +286,11 @@ pub fn leaf_hashes(log: impl std::io::Read) -> std::io::Result<Vec<Hash>> {
         if reader.read_until(b'\n', &mut line)? == 0 {
             return Ok(leaves);
         }
-        leaves.push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(&line)));
+        // A last line without its newline is not a whole record.
+        let Some(record) = line.strip_suffix(b"\n") else {
+            return Ok(leaves);
+        };
+        leaves.push(leaf_hash(record));
     }
 }
 

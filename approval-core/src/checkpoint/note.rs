@@ -257,11 +257,12 @@ impl SigningKey {
     fn private_line(&self) -> Zeroizing<String> {
         let mut data = Zeroizing::new(vec![ED25519_TYPE]);
         data.extend_from_slice(&self.seed[..]);
+        let encoded = Zeroizing::new(STANDARD.encode(&data[..]));
         Zeroizing::new(format!(
             "PRIVATE+KEY+{}+{}+{}\n",
             self.name,
             hex_id(&self.id),
-            STANDARD.encode(&data[..])
+            encoded.as_str()
         ))
     }
 
@@ -395,14 +396,15 @@ impl SignedNote {
         let Some(lines) = block.strip_suffix('\n') else {
             return Err(NoteError::Malformed);
         };
+        // Lines are counted before duplicates go, as Go's note.Open does.
+        if lines.split('\n').count() > MAX_SIGNATURES {
+            return Err(NoteError::Malformed);
+        }
         let mut signatures: Vec<NoteSignature> = Vec::new();
         for line in lines.split('\n') {
             let signature = parse_signature_line(line).ok_or(NoteError::Malformed)?;
             if !signatures.contains(&signature) {
                 signatures.push(signature);
-            }
-            if signatures.len() > MAX_SIGNATURES {
-                return Err(NoteError::Malformed);
             }
         }
         Ok(Self {

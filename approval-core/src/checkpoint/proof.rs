@@ -191,6 +191,11 @@ impl ProofDocument {
         if self.records.is_empty() {
             return Err(ProofError::Malformed("no records".into()));
         }
+        if self.records.windows(2).any(|w| w[0].index >= w[1].index) {
+            return Err(ProofError::Malformed(
+                "records must be in log order, each once".into(),
+            ));
+        }
         for record in &self.records {
             let fields: Fields =
                 serde_json::from_str(&record.line).map_err(|_| ProofError::WrongRecord {

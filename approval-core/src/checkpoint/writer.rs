@@ -111,6 +111,7 @@ impl CheckpointPublisher for DirectoryPublisher {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         file.write_all(signed)
             .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 }
@@ -171,9 +172,17 @@ impl Cadence {
         due.then(|| self.take())
     }
 
-    /// The checkpoint for a clean close, if records came since the last.
-    pub(crate) fn close(&mut self) -> Option<Checkpoint> {
+    /// The checkpoint of records not yet signed (at a clean close, at open
+    /// after a crash, or when the interval passes with no new record).
+    pub(crate) fn pending(&mut self) -> Option<Checkpoint> {
         (self.tree.size() > self.last_size).then(|| self.take())
+    }
+
+    /// How long until unsigned records are due for signing by time alone;
+    /// `None` when every record is signed.
+    pub(crate) fn due_in(&self) -> Option<Duration> {
+        (self.tree.size() > self.last_size)
+            .then(|| self.every.saturating_sub(self.last_time.elapsed()))
     }
 
     fn take(&mut self) -> Checkpoint {
@@ -190,6 +199,22 @@ pub(crate) struct Signer {
     path: PathBuf,
     status: Arc<Mutex<CheckpointStatus>>,
     publish: Option<mpsc::Sender<(Checkpoint, Vec<u8>)>>,
+    /// Says when the publishing thread has ended.
+    published: Option<mpsc::Receiver<()>>,
+}
+
+/// How long a closing sink waits for the last checkpoint to be published.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        // Let the publishing thread finish the newest checkpoint (the one
+        // covering the log's tail), within the grace period.
+        self.publish.take();
+        if let Some(published) = self.published.take() {
+            let _ = published.recv_timeout(CLOSE_GRACE + Duration::from_secs(1));
+        }
+    }
 }
 
 impl Signer {
@@ -198,23 +223,30 @@ impl Signer {
         log: &Path,
         status: Arc<Mutex<CheckpointStatus>>,
     ) -> Self {
-        let publish = (!checkpointing.publishers.is_empty()).then(|| {
+        let (publish, published) = if checkpointing.publishers.is_empty() {
+            (None, None)
+        } else {
             let (send, receive) = mpsc::channel();
+            let (done, published) = mpsc::channel();
             let publishers = checkpointing.publishers.clone();
             let status = status.clone();
             // If the thread cannot start, the sender's sends fail and
             // publishing is reported as failing; appends go on.
             let _ = std::thread::Builder::new()
                 .name("approval-checkpoint-publish".into())
-                .spawn(move || publish_loop(&publishers, &receive, &status));
-            send
-        });
+                .spawn(move || {
+                    publish_loop(&publishers, &receive, &status);
+                    let _ = done.send(());
+                });
+            (Some(send), Some(published))
+        };
         lock(&status).publishers = vec![(None, None); checkpointing.publishers.len()];
         Self {
             key: checkpointing.key,
             path: checkpoint_path(log),
             status,
             publish,
+            published,
         }
     }
 
@@ -290,6 +322,9 @@ fn publish_loop(
     };
     let mut pending: Vec<bool> = vec![true; publishers.len()];
     let mut backoff = FIRST_BACKOFF;
+    // Set once the sink closes: the newest checkpoint is still retried
+    // until then.
+    let mut closing: Option<Instant> = None;
     loop {
         for (i, publisher) in publishers.iter().enumerate() {
             if !pending[i] {
@@ -308,13 +343,25 @@ fn publish_loop(
             }
         }
         let next = if pending.iter().any(|p| *p) {
+            if let Some(deadline) = closing {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return;
+                }
+                std::thread::sleep(backoff.min(left));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
             // Wait, unless a newer checkpoint arrives first.
             let waited = queue.recv_timeout(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
             match waited {
                 Ok(newer) => Some(newer),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    closing = Some(Instant::now() + CLOSE_GRACE);
+                    None
+                }
             }
         } else {
             match queue.recv() {
@@ -334,14 +381,15 @@ fn publish_loop(
     }
 }
 
-/// Rebuilds the tree from the log's first `len` bytes and checks the log
-/// against its own newest checkpoint (`LOG.checkpoint`, verified with
-/// `key`): a log that no longer holds what it signed must not be written
-/// to. Returns the tree and the size of that checkpoint (0 without one).
+/// Rebuilds the tree from the log's whole lines and checks the log against
+/// its own newest checkpoint (`LOG.checkpoint`; its signature is checked
+/// with `key` when the writer signs, else only its size and root): a log
+/// that no longer holds what it signed must not be written to. Returns the
+/// tree and the size of that checkpoint (0 without one).
 pub(crate) fn resume(
     log: &Path,
     reader: impl Read,
-    key: &SigningKey,
+    key: Option<&SigningKey>,
 ) -> Result<(MerkleFrontier, u64), String> {
     let path = checkpoint_path(log);
     let signed = match std::fs::read(&path) {
@@ -349,13 +397,13 @@ pub(crate) fn resume(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let checkpoint = match &signed {
-        Some(bytes) => Some(
-            Checkpoint::open(bytes, &[key.verifier()])
-                .map_err(|e| format!("{}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
+    let checkpoint = match (&signed, key) {
+        (Some(bytes), Some(key)) => Some(Checkpoint::open(bytes, &[key.verifier()])),
+        (Some(bytes), None) => Some(Checkpoint::parse_signed(bytes)),
+        (None, _) => None,
+    }
+    .transpose()
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
     let mut tree = MerkleFrontier::new();
     let mut line = Vec::new();
@@ -369,6 +417,7 @@ pub(crate) fn resume(
         {
             break;
         }
+        // The caller reads whole lines only (a torn tail is cut first).
         tree.push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(&line)));
         if checkpoint.as_ref().is_some_and(|c| c.size == tree.size()) {
             at_checkpoint = Some(tree.root());
@@ -382,7 +431,9 @@ pub(crate) fn resume(
             records: tree.size(),
             signed: checkpoint.size,
         }
-    } else if checkpoint.size > 0 && at_checkpoint != Some(checkpoint.root) {
+    } else if (checkpoint.size > 0 && at_checkpoint != Some(checkpoint.root))
+        || (checkpoint.size == 0 && checkpoint.root != super::empty_root())
+    {
         Coverage::Rewritten {
             signed: checkpoint.size,
         }

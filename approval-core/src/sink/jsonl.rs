@@ -218,11 +218,21 @@ impl JsonlFileSink {
         let mut checkpointed = match &checkpointing {
             Some(checkpointing) => {
                 let reader = source.open().map_err(io("read"))?.take(fragment_start);
-                let (tree, signed) = crate::checkpoint::resume(&path, reader, &checkpointing.key)
-                    .map_err(|why| AuditError::CheckpointMismatch { why })?;
+                let (tree, signed) =
+                    crate::checkpoint::resume(&path, reader, Some(&checkpointing.key))
+                        .map_err(|why| AuditError::CheckpointMismatch { why })?;
                 Some((tree, signed))
             }
-            None => None,
+            None => {
+                // Not signing now, but signed before: the log must still
+                // hold what its checkpoint signs.
+                if crate::checkpoint::checkpoint_path(&path).exists() {
+                    let reader = source.open().map_err(io("read"))?.take(fragment_start);
+                    crate::checkpoint::resume(&path, reader, None)
+                        .map_err(|why| AuditError::CheckpointMismatch { why })?;
+                }
+                None
+            }
         };
 
         let mut durable_len = fragment_start;
@@ -462,7 +472,39 @@ fn write_stage(
 
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut group = Vec::new();
-    while let Ok(first) = queue.recv() {
+    // Records not yet signed at open (after a crash, say) are durable:
+    // sign them now.
+    if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::pending) {
+        let _ = to_sync.send(Written {
+            bytes: 0,
+            replies: Vec::new(),
+            checkpoint: Some(checkpoint),
+        });
+    }
+    loop {
+        // With unsigned records, wake when they are due by time alone.
+        let first = match cadence.as_ref().and_then(Cadence::due_in) {
+            Some(wait) => match queue.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::pending)
+                        && shared.broken().is_none()
+                    {
+                        let _ = to_sync.send(Written {
+                            bytes: 0,
+                            replies: Vec::new(),
+                            checkpoint: Some(checkpoint),
+                        });
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         group.push(first);
         while group.len() < MAX_GROUP {
             match queue.try_recv() {
@@ -526,7 +568,7 @@ fn write_stage(
         }
     }
     // A clean close: sign what came since the last checkpoint.
-    if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::close)
+    if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::pending)
         && shared.broken().is_none()
     {
         let _ = to_sync.send(Written {
@@ -603,7 +645,8 @@ fn sync_stage(
                 }
             }
         }
-        // Signed after the callers are answered: it never delays them.
+        // Signed after the callers are answered; the next group's sync waits
+        // for it, once per checkpoint.
         if let (Some(signer), Some(checkpoint)) = (signer, due) {
             signer.sign(checkpoint);
         }

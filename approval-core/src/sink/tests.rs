@@ -744,6 +744,82 @@ mod checkpoints {
         );
     }
 
+    #[test]
+    fn records_left_unsigned_are_signed_when_idle_and_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        // Written without checkpoints (as if a crash came before any).
+        let plain = JsonlFileSink::open(&log, writer()).unwrap();
+        append(&plain, 5);
+        drop(plain);
+        let sink = JsonlFileSink::open_with_checkpoints(
+            &log,
+            writer(),
+            Checkpointing::new(signing()).every(Duration::from_millis(100)),
+        )
+        .unwrap();
+        let signed =
+            |sink: &JsonlFileSink| sink.checkpoint_status().unwrap().written.map(|c| c.size);
+        for _ in 0..100 {
+            if signed(&sink) == Some(5) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(signed(&sink), Some(5), "signed at open");
+        // Three more, then nothing: the interval alone signs them.
+        append(&sink, 3);
+        for _ in 0..100 {
+            if signed(&sink) == Some(8) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(signed(&sink), Some(8), "signed when idle");
+        assert_eq!(newest(&log).size, 8);
+    }
+
+    #[test]
+    fn opening_without_signing_still_refuses_a_log_its_checkpoint_contradicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let sink =
+            JsonlFileSink::open_with_checkpoints(&log, writer(), Checkpointing::new(signing()))
+                .unwrap();
+        append(&sink, 6);
+        drop(sink);
+        let original = std::fs::read(&log).unwrap();
+        let lines: Vec<&[u8]> = original.split_inclusive(|&b| b == b'\n').collect();
+        std::fs::write(&log, lines[..4].concat()).unwrap();
+        let err = JsonlFileSink::open(&log, writer()).unwrap_err();
+        assert!(
+            matches!(&err, AuditError::CheckpointMismatch { why } if why.contains("Truncated")),
+            "{err}"
+        );
+        std::fs::write(&log, &original).unwrap();
+        drop(JsonlFileSink::open(&log, writer()).unwrap());
+    }
+
+    #[test]
+    fn the_checkpoint_of_a_clean_close_is_published_before_the_sink_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let flaky = Arc::new(Flaky {
+            failures: Mutex::new(2),
+            kept: Mutex::default(),
+        });
+        let sink = JsonlFileSink::open_with_checkpoints(
+            &log,
+            writer(),
+            Checkpointing::new(signing()).publish_to(flaky.clone()),
+        )
+        .unwrap();
+        append(&sink, 2);
+        drop(sink);
+        // Failed twice, retried within the close's grace period.
+        assert_eq!(*flaky.kept.lock().unwrap(), [2]);
+    }
+
     /// Fails its first `failures` attempts, then keeps what it is given.
     #[derive(Debug, Default)]
     struct Flaky {
