@@ -22,7 +22,8 @@ pub use note::{NoteError, NoteSignature, SignedNote, SigningKey, VerifierKey};
 pub use proof::{InclusionRecord, ProofDocument, ProofError};
 pub(crate) use writer::{Cadence, Signer, resume};
 pub use writer::{
-    CheckpointPublisher, CheckpointStatus, Checkpointing, DirectoryPublisher, checkpoint_path,
+    CheckpointPublisher, CheckpointStatus, Checkpointing, DirectoryPublisher, HttpPublisher,
+    checkpoint_path,
 };
 
 /// What a checkpoint commits to: the first `size` records of the log named

@@ -32,6 +32,7 @@ pub struct Checkpointing {
     pub(crate) every_records: u64,
     pub(crate) every: Duration,
     pub(crate) publishers: Vec<Arc<dyn CheckpointPublisher>>,
+    pub(crate) close_grace: Duration,
 }
 
 impl Checkpointing {
@@ -42,7 +43,16 @@ impl Checkpointing {
             every_records: 1000,
             every: Duration::from_secs(60),
             publishers: Vec::new(),
+            close_grace: Duration::from_secs(5),
         }
+    }
+
+    /// How long closing the log waits for its last checkpoint to be
+    /// published (retrying a publisher that fails); 5 seconds by default.
+    #[must_use]
+    pub fn close_grace(mut self, grace: Duration) -> Self {
+        self.close_grace = grace;
+        self
     }
 
     /// Signs at least every `records` records (at least 1).
@@ -113,6 +123,79 @@ impl CheckpointPublisher for DirectoryPublisher {
             .and_then(|()| file.sync_all())
             .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
             .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// POSTs each signed checkpoint to a witness or collector URL, as the
+/// note's bytes (`Content-Type: text/plain; charset=utf-8`). Any 2xx answer
+/// is success; anything else, or no answer within the timeout, is a
+/// failure the publishing thread retries with backoff and reports.
+///
+/// ```
+/// use approval_core::checkpoint::HttpPublisher;
+///
+/// let witness = HttpPublisher::new("https://witness.example/approvals/checkpoints");
+/// # let _ = witness;
+/// ```
+pub struct HttpPublisher {
+    url: String,
+    timeout: Duration,
+    /// Made on the publishing thread, on first use: reqwest's blocking
+    /// client must not be made or dropped inside an async runtime.
+    client: std::sync::OnceLock<reqwest::blocking::Client>,
+}
+
+impl fmt::Debug for HttpPublisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpPublisher")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpPublisher {
+    /// Publishes to `url`, waiting at most 10 seconds per attempt.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            timeout: Duration::from_secs(10),
+            client: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Waits at most `timeout` per attempt.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl CheckpointPublisher for HttpPublisher {
+    fn publish(&self, _: &Checkpoint, signed: &[u8]) -> Result<(), String> {
+        let client = match self.client.get() {
+            Some(client) => client,
+            None => {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(self.timeout)
+                    .build()
+                    .map_err(|e| format!("HTTP client: {e}"))?;
+                self.client.get_or_init(|| client)
+            }
+        };
+        let response = client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(signed.to_vec())
+            .send()
+            // reqwest's errors name the URL, never the body.
+            .map_err(|e| format!("POST {}: {e}", self.url))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("POST {}: HTTP {}", self.url, response.status()))
+        }
     }
 }
 
@@ -201,10 +284,8 @@ pub(crate) struct Signer {
     publish: Option<mpsc::Sender<(Checkpoint, Vec<u8>)>>,
     /// Says when the publishing thread has ended.
     published: Option<mpsc::Receiver<()>>,
+    close_grace: Duration,
 }
-
-/// How long a closing sink waits for the last checkpoint to be published.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 impl Drop for Signer {
     fn drop(&mut self) {
@@ -212,7 +293,7 @@ impl Drop for Signer {
         // covering the log's tail), within the grace period.
         self.publish.take();
         if let Some(published) = self.published.take() {
-            let _ = published.recv_timeout(CLOSE_GRACE + Duration::from_secs(1));
+            let _ = published.recv_timeout(self.close_grace + Duration::from_secs(1));
         }
     }
 }
@@ -230,12 +311,13 @@ impl Signer {
             let (done, published) = mpsc::channel();
             let publishers = checkpointing.publishers.clone();
             let status = status.clone();
+            let grace = checkpointing.close_grace;
             // If the thread cannot start, the sender's sends fail and
             // publishing is reported as failing; appends go on.
             let _ = std::thread::Builder::new()
                 .name("approval-checkpoint-publish".into())
                 .spawn(move || {
-                    publish_loop(&publishers, &receive, &status);
+                    publish_loop(&publishers, &receive, &status, grace);
                     let _ = done.send(());
                 });
             (Some(send), Some(published))
@@ -247,6 +329,7 @@ impl Signer {
             status,
             publish,
             published,
+            close_grace: checkpointing.close_grace,
         }
     }
 
@@ -315,6 +398,7 @@ fn publish_loop(
     publishers: &[Arc<dyn CheckpointPublisher>],
     queue: &mpsc::Receiver<(Checkpoint, Vec<u8>)>,
     status: &Mutex<CheckpointStatus>,
+    close_grace: Duration,
 ) {
     let mut current = match queue.recv() {
         Ok(first) => first,
@@ -359,7 +443,7 @@ fn publish_loop(
                 Ok(newer) => Some(newer),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    closing = Some(Instant::now() + CLOSE_GRACE);
+                    closing = Some(Instant::now() + close_grace);
                     None
                 }
             }

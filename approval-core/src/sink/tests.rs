@@ -820,6 +820,147 @@ mod checkpoints {
         assert_eq!(*flaky.kept.lock().unwrap(), [2]);
     }
 
+    /// A witness on 127.0.0.1 that answers 503 to its first `failures`
+    /// requests and 200 after; it keeps (path, content type, body) of each.
+    /// What the fake witness saw of each request: path, content type, body.
+    type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+    fn fake_witness(failures: usize) -> (String, Seen) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/add-checkpoint", listener.local_addr().unwrap());
+        let seen: Seen = Arc::default();
+        let kept = seen.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let (mut length, mut content_type) = (0, String::new());
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(": ").unwrap();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.parse().unwrap(),
+                        "content-type" => content_type = value.to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let path = request_line.split(' ').nth(1).unwrap().to_owned();
+                kept.lock().unwrap().push((path, content_type, body));
+                let status = if n < failures {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                let mut stream = reader.into_inner();
+                write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+            }
+        });
+        (url, seen)
+    }
+
+    #[test]
+    fn the_http_publisher_posts_each_checkpoint_and_retries_a_witness_that_is_down() {
+        use crate::checkpoint::HttpPublisher;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        let (url, seen) = fake_witness(1);
+        let sink = JsonlFileSink::open_with_checkpoints(
+            &log,
+            writer(),
+            Checkpointing::new(signing())
+                .every_records(3)
+                .publish_to(HttpPublisher::new(url)),
+        )
+        .unwrap();
+        append(&sink, 3);
+        for _ in 0..200 {
+            if sink.checkpoint_status().unwrap().publishers[0].0 == Some(3) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = sink.checkpoint_status().unwrap();
+        assert_eq!(status.publishers, [(Some(3), None)], "{status:?}");
+        let seen = seen.lock().unwrap().clone();
+        // Refused once (503), then taken: the same signed note both times.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        for (path, content_type, body) in &seen {
+            assert_eq!(path, "/add-checkpoint");
+            assert_eq!(content_type, "text/plain; charset=utf-8");
+            assert_eq!(Checkpoint::open(body, &[public()]).unwrap().size, 3);
+        }
+        drop(sink);
+    }
+
+    #[test]
+    fn a_witness_nobody_answers_is_reported_and_never_holds_up_appends() {
+        use crate::checkpoint::HttpPublisher;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sink = JsonlFileSink::open_with_checkpoints(
+            &log,
+            writer(),
+            Checkpointing::new(signing())
+                .every_records(1)
+                .close_grace(Duration::from_millis(200))
+                .publish_to(HttpPublisher::new(format!("http://127.0.0.1:{port}/w"))),
+        )
+        .unwrap();
+        append(&sink, 20);
+        let mut error = None;
+        for _ in 0..200 {
+            error = sink.checkpoint_status().unwrap().publishers[0].1.clone();
+            if error.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let error = error.expect("the failure is reported");
+        assert!(
+            error.contains(&format!("POST http://127.0.0.1:{port}/w")),
+            "{error}"
+        );
+        // The log and its own checkpoint kept going.
+        for _ in 0..100 {
+            if sink.checkpoint_status().unwrap().written.map(|c| c.size) == Some(20) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            sink.checkpoint_status().unwrap().written.map(|c| c.size),
+            Some(20)
+        );
+        // Closing waits for the witness no longer than its grace period.
+        let closing = std::time::Instant::now();
+        drop(sink);
+        assert!(
+            closing.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            closing.elapsed()
+        );
+    }
+
     /// Fails its first `failures` attempts, then keeps what it is given.
     #[derive(Debug, Default)]
     struct Flaky {
