@@ -1,3 +1,12 @@
-//! Slack approver for `approval-core`: to come with the Slack issue.
+//! Slack approver for `approval-core`. This first part holds what every
+//! Slack exchange rests on: checking that a request came from Slack
+//! ([`SigningSecret`]) and showing agent text safely ([`mrkdwn`]). The
+//! approver itself (posting Block Kit messages, the interactivity endpoint,
+//! Socket Mode) builds on them.
 
 #![forbid(unsafe_code)]
+
+pub mod mrkdwn;
+mod signature;
+
+pub use signature::{MAX_SKEW, SignatureError, SigningSecret};
