@@ -1,11 +1,13 @@
 //! Slack approver for `approval-core`. This first part holds what every
 //! Slack exchange rests on: checking that a request came from Slack
-//! ([`SigningSecret`]) and showing agent text safely ([`mrkdwn`]). The
+//! ([`SigningSecret`]), showing agent text safely ([`mrkdwn`]), and the
+//! approval message itself ([`message`]). The
 //! approver itself (posting Block Kit messages, the interactivity endpoint,
 //! Socket Mode) builds on them.
 
 #![forbid(unsafe_code)]
 
+pub mod message;
 pub mod mrkdwn;
 mod signature;
 

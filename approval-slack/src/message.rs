@@ -1,0 +1,358 @@
+//! The approval message: Block Kit blocks that show a request at a glance,
+//! the facts the gate derived apart from the text the agent wrote, within
+//! Slack's limits (SLACK.md §2).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use approval_core::ApprovalRequest;
+use serde_json::{Value, json};
+
+use crate::mrkdwn::{escape, literal};
+
+/// Slack's limits this message keeps to (SLACK.md §2.1).
+const HEADER_MAX: usize = 150;
+const TEXT_MAX: usize = 3000;
+const FIELD_MAX: usize = 2000;
+const FIELDS_MAX: usize = 10;
+
+/// The `action_id`s of the two buttons.
+pub const APPROVE: &str = "approve";
+/// See [`APPROVE`].
+pub const DENY: &str = "deny";
+
+/// The value both buttons carry: the request id and the binding (hex) the
+/// reviewer was shown, so a click is bound to exactly this call.
+pub fn button_value(request: &ApprovalRequest) -> String {
+    format!("{}:{}", request.id, hex(&request.binding))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Cuts plain text to `max` characters, an ellipsis marking the cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The blocks of the message for `request` (for `chat.postMessage`'s
+/// `blocks`): a header; the gate's facts
+/// (action, policy and who may approve, agent, model, on whose behalf,
+/// expiry, request id); then, marked as the agent's words and shown as
+/// escaped literals, the resource, the reason and the arguments (redacted
+/// ones as redacted); then Approve (with a confirm dialog) and Deny.
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use approval_core::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let writer = Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &WriterSecret::generate().unwrap()));
+/// # let mock = Arc::new(MockApprover::silent("ci"));
+/// # let gate = Gate::builder(Arc::new(MemorySink::new(writer))).approver("slack", mock.clone())
+/// #     .policy(Policy::new("data-export", ["slack"], Duration::from_secs(60))).build().unwrap();
+/// # let call = Call::new("crm::export", "data-export", CanonicalJson::from_serialize(&serde_json::json!({})).unwrap());
+/// # let waiting = tokio::spawn(async move { let _ = gate.approve(call).await; });
+/// # while mock.requests().is_empty() { tokio::task::yield_now().await; }
+/// # let request = mock.requests()[0].clone();
+/// # waiting.abort();
+/// // `request` is what the gate hands an approver's `deliver`.
+/// let blocks = approval_slack::message::approval_blocks(&request);
+/// assert_eq!(blocks[0]["text"]["text"], "Approval requested: data-export");
+/// # }
+/// ```
+pub fn approval_blocks(request: &ApprovalRequest) -> Value {
+    let policy = &request.policy;
+    let mut who = policy
+        .approvers
+        .iter()
+        .chain(&policy.groups)
+        .map(|a| escape(a))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if who.is_empty() {
+        who = "nobody named".into();
+    }
+    let actor = match &request.actor {
+        Some(actor) => {
+            let mut line = format!("`{}`", escape(&actor.id.replace('`', "\u{2cb}")));
+            if let Some(kind) = actor.kind {
+                line.push_str(&format!(" ({})", kind.as_str()));
+            }
+            if let Some(model) = &actor.model {
+                line.push_str(&format!(", model {}", literal(model, 200)));
+            }
+            if let Some(person) = &actor.on_behalf_of {
+                line.push_str(&format!(", for {}", literal(person, 200)));
+            }
+            line
+        }
+        None => "_no actor in scope_".to_owned(),
+    };
+    let expires = request
+        .expires_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let facts = format!(
+        "*Action:* {}\n*Policy:* {} · needs {} approval{} from: {who}\n*Agent:* {actor}\n*Expires:* <!date^{expires}^{{date_short_pretty}} {{time}}|{}>\n*Request:* `{}`",
+        literal(&request.action, 400),
+        escape(&policy.name),
+        policy.required,
+        if policy.required == 1 { "" } else { "s" },
+        rfc3339(request.expires_at),
+        escape(&request.id),
+    );
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": cut(&format!("Approval requested: {}", policy.name), HEADER_MAX)}}),
+        json!({"type": "section", "block_id": format!("{}:facts", request.id),
+               "text": {"type": "mrkdwn", "text": cut(&facts, TEXT_MAX)}}),
+        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": "Below: the agent's own words and arguments, shown as written."}]}),
+    ];
+    let mut agent_text = Vec::new();
+    if let Some(resource) = &request.resource {
+        agent_text.push(format!("*Resource:* {}", literal(resource, 1000)));
+    }
+    if let Some(reason) = &request.reason {
+        agent_text.push(format!("*Reason:* {}", literal(reason, 1500)));
+    }
+    if !agent_text.is_empty() {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(&agent_text.join("\n"), TEXT_MAX)}}));
+    }
+    let fields = argument_fields(request);
+    if !fields.is_empty() {
+        blocks.push(json!({"type": "section", "block_id": format!("{}:args", request.id), "fields": fields}));
+    }
+    let value = button_value(request);
+    blocks.push(json!({
+        "type": "actions",
+        "block_id": format!("{}:vote", request.id),
+        "elements": [
+            {"type": "button", "action_id": APPROVE, "style": "primary", "value": value,
+             "text": {"type": "plain_text", "text": "Approve"},
+             "confirm": {
+                 "title": {"type": "plain_text", "text": "Approve this request?"},
+                 "text": {"type": "plain_text", "text": cut(&format!("This lets {} run once, with exactly these arguments.", request.action), 300)},
+                 "confirm": {"type": "plain_text", "text": "Approve"},
+                 "deny": {"type": "plain_text", "text": "Cancel"}}},
+            {"type": "button", "action_id": DENY, "style": "danger", "value": value,
+             "text": {"type": "plain_text", "text": "Deny"}}
+        ]
+    }));
+    Value::Array(blocks)
+}
+
+/// One field per argument (name, then its value as an escaped literal;
+/// redacted ones as redacted), at most ten, the last saying how many more.
+fn argument_fields(request: &ApprovalRequest) -> Vec<Value> {
+    let args: serde_json::Map<String, Value> =
+        serde_json::from_str(request.args.as_str()).unwrap_or_default();
+    let mut shown: Vec<String> = args
+        .iter()
+        .map(|(name, value)| {
+            let redacted = value
+                .as_object()
+                .is_some_and(|o| o.len() == 1 && o.contains_key("redacted"));
+            let text = if redacted {
+                "_redacted (only its digest is recorded)_".to_owned()
+            } else {
+                literal(&value.to_string(), FIELD_MAX - 200)
+            };
+            cut(&format!("*{}*\n{text}", escape(name)), FIELD_MAX)
+        })
+        .collect();
+    if shown.len() > FIELDS_MAX {
+        let more = shown.len() - (FIELDS_MAX - 1);
+        shown.truncate(FIELDS_MAX - 1);
+        shown.push(format!(
+            "_… and {more} more arguments (all in the audit log)_"
+        ));
+    }
+    shown
+        .into_iter()
+        .map(|text| json!({"type": "mrkdwn", "text": text}))
+        .collect()
+}
+
+/// RFC 3339 in UTC, seconds: the fallback text of Slack's date token.
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use approval_core::{
+        Actor, ActorKind, Call, CanonicalJson, ChainWriter, Gate, KeyId, MemorySink, MockApprover,
+        Policy, WriterSecret, with_actor,
+    };
+
+    use super::*;
+
+    /// A real request, as the gate hands it to approvers.
+    async fn request(args: Value, resource: &str, reason: &str) -> Arc<ApprovalRequest> {
+        let writer = Arc::new(ChainWriter::new(
+            KeyId::new("k").unwrap(),
+            &WriterSecret::generate().unwrap(),
+        ));
+        let mock = Arc::new(MockApprover::silent("ci"));
+        let gate = Gate::builder(Arc::new(MemorySink::new(writer)))
+            .approver("slack", mock.clone())
+            .policy(
+                Policy::new("data-export", ["slack"], Duration::from_secs(600))
+                    .required(2)
+                    .approvers(["slack:U0ALICE"])
+                    .groups(["security"]),
+            )
+            .build()
+            .unwrap();
+        let call = Call::new(
+            "crm::export_table",
+            "data-export",
+            CanonicalJson::from_serialize(&args).unwrap(),
+        )
+        .resource(resource)
+        .reason(reason);
+        let actor = Actor::new("agent-7")
+            .kind(ActorKind::Agent)
+            .model("gpt-5")
+            .on_behalf_of("dave@example.com");
+        let waiting = tokio::spawn(with_actor(actor, async move {
+            let _ = gate.approve(call).await;
+        }));
+        loop {
+            if let Some(request) = mock.requests().first() {
+                waiting.abort();
+                return request.clone();
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Every text in the blocks, with the limit that applies to it.
+    fn check_limits(blocks: &Value) {
+        let blocks = blocks.as_array().unwrap();
+        assert!(blocks.len() <= 50);
+        for block in blocks {
+            match block["type"].as_str().unwrap() {
+                "header" => assert!(block["text"]["text"].as_str().unwrap().chars().count() <= 150),
+                "section" => {
+                    if let Some(text) = block["text"]["text"].as_str() {
+                        assert!((1..=3000).contains(&text.chars().count()));
+                    }
+                    if let Some(fields) = block["fields"].as_array() {
+                        assert!(fields.len() <= 10);
+                        for field in fields {
+                            assert!(field["text"].as_str().unwrap().chars().count() <= 2000);
+                        }
+                    }
+                    if let Some(id) = block["block_id"].as_str() {
+                        assert!(id.len() <= 255);
+                    }
+                }
+                "actions" => {
+                    for button in block["elements"].as_array().unwrap() {
+                        assert!(button["value"].as_str().unwrap().len() <= 2000);
+                        assert!(button["text"]["text"].as_str().unwrap().chars().count() <= 75);
+                        if let Some(confirm) = button.get("confirm") {
+                            assert!(
+                                confirm["title"]["text"].as_str().unwrap().chars().count() <= 100
+                            );
+                            assert!(
+                                confirm["text"]["text"].as_str().unwrap().chars().count() <= 300
+                            );
+                        }
+                    }
+                }
+                "context" => {}
+                other => panic!("unexpected block {other}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_message_shows_the_facts_apart_from_the_agent_s_words() {
+        let request = request(
+            serde_json::json!({"table": "users", "limit": 5000, "token": {"redacted": "ab12"}}),
+            "warehouse/users",
+            "quarterly report",
+        )
+        .await;
+        let blocks = approval_blocks(&request);
+        check_limits(&blocks);
+        let text = blocks.to_string();
+        assert_eq!(blocks[0]["text"]["text"], "Approval requested: data-export");
+        let facts = blocks[1]["text"]["text"].as_str().unwrap();
+        assert!(facts.contains("*Action:* `crm::export_table`"), "{facts}");
+        assert!(
+            facts.contains("needs 2 approvals from: slack:U0ALICE, security"),
+            "{facts}"
+        );
+        assert!(
+            facts.contains("`agent-7` (agent), model `gpt-5`, for `dave@example.com`"),
+            "{facts}"
+        );
+        assert!(
+            facts.contains(&format!("*Request:* `{}`", request.id)),
+            "{facts}"
+        );
+        assert!(facts.contains("<!date^"), "{facts}");
+        assert!(text.contains("*Resource:* `warehouse/users`"), "{text}");
+        assert!(text.contains("*Reason:* `quarterly report`"), "{text}");
+        assert!(
+            text.contains("_redacted (only its digest is recorded)_"),
+            "{text}"
+        );
+        let buttons = blocks.as_array().unwrap().last().unwrap()["elements"].clone();
+        assert_eq!(buttons[0]["action_id"], APPROVE);
+        assert_eq!(buttons[0]["style"], "primary");
+        assert!(buttons[0].get("confirm").is_some());
+        assert_eq!(buttons[1]["action_id"], DENY);
+        assert_eq!(buttons[1]["style"], "danger");
+        assert_eq!(buttons[0]["value"], button_value(&request));
+        assert!(button_value(&request).ends_with(&hex(&request.binding)));
+    }
+
+    #[tokio::test]
+    async fn hostile_and_huge_agent_text_stays_inert_and_within_limits() {
+        let mut args = serde_json::Map::new();
+        for i in 0..30 {
+            args.insert(
+                format!("arg{i:02}"),
+                Value::String(format!("<!channel> {}", "x".repeat(5000))),
+            );
+        }
+        let request = request(
+            Value::Object(args),
+            "<https://evil.example|your bank> <@U0BOSS>",
+            &format!("`break out` *bold* <!here> {}", "&".repeat(10_000)),
+        )
+        .await;
+        let blocks = approval_blocks(&request);
+        check_limits(&blocks);
+        let text = blocks.to_string();
+        for live in ["<!channel>", "<!here>", "<@U0BOSS>", "<https://evil"] {
+            assert!(!text.contains(live), "{live} is live");
+        }
+        let fields = blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|b| b["fields"].as_array())
+            .unwrap();
+        assert_eq!(fields.len(), 10);
+        assert!(
+            fields[9]["text"]
+                .as_str()
+                .unwrap()
+                .contains("and 21 more arguments")
+        );
+    }
+}
