@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod message;
 pub mod mrkdwn;
 mod signature;

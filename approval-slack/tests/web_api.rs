@@ -1,0 +1,269 @@
+//! The Web API client against a fake Slack on 127.0.0.1 that answers with
+//! the payloads of SLACK.md §1, byte for byte, and checks what Slack checks
+//! (SLACK.md §8): the bearer token, and JSON bodies for chat.* methods.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use approval_slack::api::{BotToken, PostedMessage, SlackApi, SlackError};
+use serde_json::json;
+
+const TOKEN: &str = "xoxb-1-2-abc";
+
+/// SLACK.md §1.3, chat.postMessage's answer.
+const POSTED: &str = r#"{"ok":true,"channel":"C0APPROVALS","ts":"1700000000.000100",
+ "message":{"type":"message","subtype":"bot_message","text":"Approval requested: export_table","ts":"1700000000.000100","bot_id":"B0BOT","blocks":[]}}"#;
+/// Its broken twin: `ts` as a number, which Slack never sends.
+const POSTED_NUMERIC_TS: &str = r#"{"ok":true,"channel":"C0APPROVALS","ts":1700000000.000100}"#;
+/// SLACK.md §1.3, chat.update's answer.
+const UPDATED: &str = r#"{"ok":true,"channel":"C0APPROVALS","ts":"1700000000.000100","text":"Approved by <@U0APPROVER>",
+ "message":{"text":"Approved by <@U0APPROVER>","user":"U0BOTUSER"}}"#;
+/// SLACK.md §1.2.
+const MISSING_SCOPE: &str = r#"{"ok":false,"error":"missing_scope","needed":"chat:write","provided":"users:read,channels:read"}"#;
+const RATELIMITED: &str = r#"{"ok":false,"error":"ratelimited"}"#;
+
+/// One canned answer: status, extra headers, body.
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
+#[derive(Default)]
+struct Fake {
+    /// Answers to give, in order, before the default one.
+    script: VecDeque<Answer>,
+    /// (path, authorization, content type, body) of each request.
+    seen: Vec<(String, String, String, String)>,
+}
+
+fn ok(body: &str) -> Answer {
+    (200, Vec::new(), body.to_owned())
+}
+
+/// Starts the fake; returns the base URL and its state.
+fn fake_slack(default: &'static str) -> (String, Arc<Mutex<Fake>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/api/", listener.local_addr().unwrap());
+    let state = Arc::new(Mutex::new(Fake::default()));
+    let shared = state.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+            let (mut length, mut auth, mut kind) = (0, String::new(), String::new());
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                let header = header.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                let (name, value) = header.split_once(": ").unwrap();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.parse().unwrap(),
+                    "authorization" => auth = value.to_owned(),
+                    "content-type" => kind = value.to_owned(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let body = String::from_utf8(body).unwrap();
+            let answer = {
+                let mut fake = shared.lock().unwrap();
+                fake.seen.push((path, auth.clone(), kind.clone(), body));
+                // What Slack checks first (SLACK.md §8), then the script.
+                if auth.is_empty() {
+                    ok(r#"{"ok":false,"error":"not_authed"}"#)
+                } else if auth != format!("Bearer {TOKEN}") {
+                    ok(r#"{"ok":false,"error":"invalid_auth"}"#)
+                } else if !kind
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .eq_ignore_ascii_case("application/json")
+                {
+                    ok(r#"{"ok":false,"error":"invalid_arguments"}"#)
+                } else {
+                    fake.script.pop_front().unwrap_or_else(|| ok(default))
+                }
+            };
+            let (status, headers, body) = answer;
+            let reason = match status {
+                200 => "OK",
+                429 => "Too Many Requests",
+                _ => "Service Unavailable",
+            };
+            let mut stream = reader.into_inner();
+            let mut head = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (name, value) in headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            let _ = write!(stream, "{head}\r\n{body}");
+        }
+    });
+    (base, state)
+}
+
+fn api(base: &str, token: &str) -> SlackApi {
+    SlackApi::new(BotToken::new(token)).base_url(base)
+}
+
+#[tokio::test]
+async fn a_message_is_posted_as_json_with_the_bearer_token_and_updated_where_slack_put_it() {
+    let (base, fake) = fake_slack(POSTED);
+    let api = api(&base, TOKEN);
+    let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}]);
+    let posted = api
+        .post_message("C0APPROVALS", "Approval requested: export_table", &blocks)
+        .await
+        .unwrap();
+    assert_eq!(
+        posted,
+        PostedMessage {
+            channel: "C0APPROVALS".into(),
+            ts: "1700000000.000100".into()
+        }
+    );
+    fake.lock().unwrap().script.push_back(ok(UPDATED));
+    api.update_message(&posted, "Approved", &blocks)
+        .await
+        .unwrap();
+    let seen = fake.lock().unwrap().seen.clone();
+    assert_eq!(seen[0].0, "/api/chat.postMessage");
+    assert_eq!(seen[0].1, format!("Bearer {TOKEN}"));
+    assert_eq!(seen[0].2, "application/json; charset=utf-8");
+    let sent: serde_json::Value = serde_json::from_str(&seen[0].3).unwrap();
+    assert_eq!(sent["channel"], "C0APPROVALS");
+    assert_eq!(sent["blocks"], blocks);
+    assert_eq!(sent["unfurl_links"], false);
+    assert_eq!(seen[1].0, "/api/chat.update");
+    let update: serde_json::Value = serde_json::from_str(&seen[1].3).unwrap();
+    assert_eq!(
+        (update["channel"].as_str(), update["ts"].as_str()),
+        (Some("C0APPROVALS"), Some("1700000000.000100"))
+    );
+}
+
+#[tokio::test]
+async fn slack_s_errors_are_typed_with_their_code_and_fail_closed() {
+    let (base, fake) = fake_slack(POSTED);
+    let blocks = json!([]);
+    // A wrong token: invalid_auth, HTTP 200.
+    let err = api(&base, "xoxb-wrong")
+        .post_message("C0", "t", &blocks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SlackError::Api { code, .. } if code == "invalid_auth"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("xoxb"), "{err}");
+    let api = api(&base, TOKEN);
+    for code in [
+        "channel_not_found",
+        "not_in_channel",
+        "token_revoked",
+        "fatal_error",
+    ] {
+        fake.lock()
+            .unwrap()
+            .script
+            .push_back(ok(&format!(r#"{{"ok":false,"error":"{code}"}}"#)));
+        let err = api.post_message("C0", "t", &blocks).await.unwrap_err();
+        assert!(
+            matches!(&err, SlackError::Api { code: c, .. } if c == code),
+            "{err}"
+        );
+    }
+    fake.lock().unwrap().script.push_back(ok(MISSING_SCOPE));
+    let err = api.post_message("C0", "t", &blocks).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Slack chat.postMessage: missing_scope (needs scope chat:write)"
+    );
+    // fatal_error is not re-posted: one request per call above.
+    let posts = fake.lock().unwrap().seen.len();
+    assert_eq!(posts, 6);
+    // The broken twin of a good answer is refused.
+    fake.lock().unwrap().script.push_back(ok(POSTED_NUMERIC_TS));
+    let err = api.post_message("C0", "t", &blocks).await.unwrap_err();
+    assert!(matches!(err, SlackError::Malformed { .. }), "{err}");
+    // The token's check at start-up fails loudly.
+    let err = api_with_wrong_token(&base).auth_test().await.unwrap_err();
+    assert!(
+        matches!(&err, SlackError::Api { code, .. } if code == "invalid_auth"),
+        "{err}"
+    );
+}
+
+fn api_with_wrong_token(base: &str) -> SlackApi {
+    api(base, "xoxb-not-this-one")
+}
+
+#[tokio::test]
+async fn rate_limits_wait_for_retry_after_and_outages_are_retried_then_fail_closed() {
+    let (base, fake) = fake_slack(POSTED);
+    let api = api(&base, TOKEN);
+    let blocks = json!([]);
+    fake.lock().unwrap().script.push_back((
+        429,
+        vec![("Retry-After", "1".into())],
+        RATELIMITED.into(),
+    ));
+    let started = Instant::now();
+    api.post_message("C0", "t", &blocks).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited {:?}",
+        started.elapsed()
+    );
+
+    // 503 with an HTML body, then success.
+    let html = (
+        503,
+        vec![("Content-Type", "text/html".to_owned())],
+        "<html>Server Error | Slack</html>".to_owned(),
+    );
+    fake.lock().unwrap().script.push_back(html.clone());
+    api.post_message("C0", "t", &blocks).await.unwrap();
+    // Down for good: bounded retries, then a clear error.
+    for _ in 0..4 {
+        fake.lock().unwrap().script.push_back(html.clone());
+    }
+    let before = fake.lock().unwrap().seen.len();
+    let err = api.post_message("C0", "t", &blocks).await.unwrap_err();
+    assert!(
+        matches!(&err, SlackError::Unavailable { cause, .. } if cause.contains("503")),
+        "{err}"
+    );
+    assert_eq!(fake.lock().unwrap().seen.len() - before, 4);
+    // A Retry-After beyond what a waiting caller can bear fails closed at once.
+    fake.lock().unwrap().script.push_back((
+        429,
+        vec![("Retry-After", "3600".into())],
+        RATELIMITED.into(),
+    ));
+    let err = api.post_message("C0", "t", &blocks).await.unwrap_err();
+    assert!(matches!(err, SlackError::RateLimited { .. }), "{err}");
+    // Nobody listening: connection errors, retried, then Unavailable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = SlackApi::new(BotToken::new(TOKEN))
+        .base_url(format!("http://{closed}/api/"))
+        .post_message("C0", "t", &blocks)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SlackError::Unavailable { .. }), "{err}");
+}
