@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod approver;
 pub mod message;
 pub mod mrkdwn;
 mod signature;
 
+pub use approver::SlackApprover;
 pub use signature::{MAX_SKEW, SignatureError, SigningSecret};

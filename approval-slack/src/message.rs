@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use approval_core::ApprovalRequest;
+use approval_core::{ApprovalRequest, Decision};
 use serde_json::{Value, json};
 
 use crate::mrkdwn::{escape, literal};
@@ -145,6 +145,73 @@ pub fn approval_blocks(request: &ApprovalRequest) -> Value {
         ]
     }));
     Value::Array(blocks)
+}
+
+/// A reviewer as Slack shows them: a mention for a Slack identity
+/// (`slack:U123` → `<@U123>`, only for a well-formed user id), else the
+/// identity as a literal.
+fn reviewer(id: &str) -> String {
+    match id.strip_prefix("slack:") {
+        Some(user)
+            if !user.is_empty()
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
+        {
+            format!("<@{user}>")
+        }
+        _ => literal(id, 200),
+    }
+}
+
+/// The blocks that replace the message once the request has ended: the
+/// header and the gate's facts as before, the agent's words gone, and in
+/// place of the buttons who decided and why.
+pub fn outcome_blocks(request: &ApprovalRequest, decision: &Decision) -> Value {
+    let outcome = match decision {
+        Decision::Approved { reviewers } => format!(
+            ":white_check_mark: *Approved* by {}",
+            reviewers
+                .iter()
+                .map(|r| reviewer(&r.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Decision::Denied {
+            reviewer: who,
+            comment,
+        } => format!(
+            ":no_entry: *Denied* by {}{}",
+            reviewer(&who.id),
+            comment
+                .as_ref()
+                .map(|c| format!(": {}", literal(c, 1000)))
+                .unwrap_or_default()
+        ),
+        Decision::Expired => ":hourglass: *Expired*: nobody decided in time.".to_owned(),
+        Decision::Cancelled { why } => format!(":heavy_minus_sign: *Cancelled*: {}", escape(why)),
+        _ => "*Ended*".to_owned(),
+    };
+    let mut blocks: Vec<Value> = approval_blocks(request)
+        .as_array()
+        .map(|b| b.iter().take(2).cloned().collect())
+        .unwrap_or_default();
+    blocks.push(
+        json!({"type": "section", "block_id": format!("{}:outcome", request.id),
+                       "text": {"type": "mrkdwn", "text": cut(&outcome, TEXT_MAX)}}),
+    );
+    Value::Array(blocks)
+}
+
+/// The notification text of the outcome (chat.update's `text`).
+pub fn outcome_text(request: &ApprovalRequest, decision: &Decision) -> String {
+    let word = match decision {
+        Decision::Approved { .. } => "approved",
+        Decision::Denied { .. } => "denied",
+        Decision::Expired => "expired",
+        _ => "cancelled",
+    };
+    cut(&format!("Request {} {word}", request.id), 4000)
 }
 
 /// One field per argument (name, then its value as an escaped literal;
@@ -353,6 +420,41 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("and 21 more arguments")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_outcome_names_who_decided_and_keeps_their_words_inert() {
+        use approval_core::Reviewer;
+        let request = request(serde_json::json!({}), "r", "why").await;
+        let denied = Decision::Denied {
+            reviewer: Reviewer::new("slack:U0BOB"),
+            comment: Some("<!channel> not now `x`".into()),
+        };
+        let blocks = outcome_blocks(&request, &denied);
+        check_limits(&blocks);
+        let text = blocks.to_string();
+        assert!(
+            text.contains("*Denied* by <@U0BOB>: `&lt;!channel&gt; not now"),
+            "{text}"
+        );
+        assert!(!text.contains("\"actions\""), "buttons remain: {text}");
+        // Only a well-formed Slack user id becomes a mention.
+        let approved = Decision::Approved {
+            reviewers: vec![
+                Reviewer::new("slack:U0A|<!here>"),
+                Reviewer::new("teams:abc"),
+            ],
+        };
+        let text = outcome_blocks(&request, &approved).to_string();
+        assert!(
+            !text.contains("<!here>") && !text.contains("<@U0A"),
+            "{text}"
+        );
+        assert!(text.contains("`teams:abc`"), "{text}");
+        assert_eq!(
+            outcome_text(&request, &Decision::Expired),
+            format!("Request {} expired", request.id)
         );
     }
 }

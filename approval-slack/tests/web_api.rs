@@ -91,7 +91,12 @@ fn fake_slack(default: &'static str) -> (String, Arc<Mutex<Fake>>) {
                 {
                     ok(r#"{"ok":false,"error":"invalid_arguments"}"#)
                 } else {
-                    fake.script.pop_front().unwrap_or_else(|| ok(default))
+                    let by_path = match path_of(&fake) {
+                        "/api/auth.test" => AUTH_TEST,
+                        "/api/chat.update" => UPDATED,
+                        _ => default,
+                    };
+                    fake.script.pop_front().unwrap_or_else(|| ok(by_path))
                 }
             };
             let (status, headers, body) = answer;
@@ -113,6 +118,16 @@ fn fake_slack(default: &'static str) -> (String, Arc<Mutex<Fake>>) {
     });
     (base, state)
 }
+
+/// The path of the request just recorded.
+fn path_of(fake: &Fake) -> &str {
+    fake.seen.last().map_or("", |s| s.0.as_str())
+}
+
+/// auth.test's answer. SLACK.md gives none; these are the members Slack's
+/// method reference documents, and the only ones the client reads are
+/// `user_id` and `team_id`.
+const AUTH_TEST: &str = r#"{"ok":true,"url":"https://example.slack.com/","team":"Example","user":"approvals","team_id":"T0TEAM","user_id":"U0BOTUSER","bot_id":"B0BOT"}"#;
 
 fn api(base: &str, token: &str) -> SlackApi {
     SlackApi::new(BotToken::new(token)).base_url(base)
@@ -266,4 +281,112 @@ async fn rate_limits_wait_for_retry_after_and_outages_are_retried_then_fail_clos
         .await
         .unwrap_err();
     assert!(matches!(err, SlackError::Unavailable { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_approver_posts_each_request_and_replaces_it_with_who_decided() {
+    use approval_core::{
+        Ballot, Call, CanonicalJson, ChainWriter, Decision, Directory, Gate, KeyId, MemorySink,
+        Policy, Vote, WriterSecret,
+    };
+    use approval_slack::SlackApprover;
+
+    let (base, fake) = fake_slack(POSTED);
+    // Wrong credentials fail at start-up, loudly.
+    let err = SlackApprover::connect(api(&base, "xoxb-wrong"), "C0APPROVALS")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SlackError::Api { code, .. } if code == "invalid_auth"),
+        "{err}"
+    );
+
+    let slack = Arc::new(
+        SlackApprover::connect(api(&base, TOKEN), "C0APPROVALS")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(slack.identity().user_id, "U0BOTUSER");
+    let writer = Arc::new(ChainWriter::new(
+        KeyId::new("k").unwrap(),
+        &WriterSecret::generate().unwrap(),
+    ));
+    let gate = Gate::builder(Arc::new(MemorySink::new(writer)))
+        .approver("slack", slack.clone())
+        .policy(Policy::new("data-export", ["slack"], Duration::from_secs(60)).approvers(["alice"]))
+        .directory(Directory::new().person("alice", ["slack:U0ALICE"]))
+        .build()
+        .unwrap();
+    let call = Call::new(
+        "crm::export_table",
+        "data-export",
+        CanonicalJson::from_serialize(&json!({"table": "users"})).unwrap(),
+    );
+    let waiting = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.approve(call).await.map(|a| a.request().id.clone()) }
+    });
+    // The message is posted before anyone can vote.
+    let (request_id, binding, posted) = loop {
+        let seen = fake.lock().unwrap().seen.clone();
+        if let Some(post) = seen.iter().find(|s| s.0 == "/api/chat.postMessage") {
+            let body: serde_json::Value = serde_json::from_str(&post.3).unwrap();
+            let value = body["blocks"].as_array().unwrap().last().unwrap()["elements"][0]["value"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let (id, binding) = value.split_once(':').unwrap();
+            if let Some(message) = slack.message_of(id) {
+                break (id.to_owned(), binding_of(binding), message);
+            }
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(posted.ts, "1700000000.000100");
+    // Alice clicks Approve (what the interactivity endpoint will do).
+    let outcome = slack
+        .ballots()
+        .unwrap()
+        .cast(Ballot::from_parts(
+            &request_id,
+            binding,
+            "slack:U0ALICE",
+            "slack",
+            Vote::Approve,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            approval_core::BallotOutcome::Counted {
+                decision: Some(Decision::Approved { .. })
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(waiting.await.unwrap().unwrap(), request_id);
+    // The message is replaced: buttons gone, who decided in their place.
+    let update = loop {
+        let seen = fake.lock().unwrap().seen.clone();
+        if let Some(update) = seen.iter().find(|s| s.0 == "/api/chat.update") {
+            break update.3.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let update: serde_json::Value = serde_json::from_str(&update).unwrap();
+    assert_eq!(update["ts"], "1700000000.000100");
+    assert_eq!(update["channel"], "C0APPROVALS");
+    let text = update["blocks"].to_string();
+    assert!(text.contains("*Approved* by <@U0ALICE>"), "{text}");
+    assert!(!text.contains("\"actions\""), "{text}");
+}
+
+/// The binding a button carries, from its hex.
+fn binding_of(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
 }
