@@ -74,6 +74,11 @@ impl SlackApprover {
         })
     }
 
+    /// The Web API client it posts with.
+    pub fn api(&self) -> &SlackApi {
+        &self.api
+    }
+
     /// Who the bot is (from `auth.test`).
     pub fn identity(&self) -> &Identity {
         &self.identity

@@ -9,6 +9,7 @@
 
 pub mod api;
 mod approver;
+pub mod interactivity;
 pub mod message;
 pub mod mrkdwn;
 mod signature;

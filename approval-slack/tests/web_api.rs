@@ -390,3 +390,209 @@ fn binding_of(hex: &str) -> [u8; 32] {
     }
     out
 }
+
+/// A signed interactivity request, as Slack sends it (SLACK.md §3.1, §4):
+/// the payload's JSON with `/` written `\/`, form-encoded, signed now.
+fn slack_request(
+    secret: &str,
+    payload: &serde_json::Value,
+    timestamp: u64,
+) -> (String, String, String) {
+    use ring::hmac;
+    let json = payload.to_string().replace('/', "\\/");
+    let body = serde_urlencoded::to_string([("payload", json)]).unwrap();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hmac::sign(&key, format!("v0:{timestamp}:{body}").as_bytes());
+    let signature = format!(
+        "v0={}",
+        tag.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    (body, timestamp.to_string(), signature)
+}
+
+fn now() -> u64 {
+    use approval_core::Clock;
+    approval_core::SystemClock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn clicks_reach_the_gate_only_when_slack_signed_them_and_deny_asks_for_a_reason() {
+    use approval_core::{
+        ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
+        Policy, WriterSecret,
+    };
+    use approval_slack::{SigningSecret, SlackApprover, interactivity};
+
+    const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+    let (base, fake) = fake_slack(POSTED);
+    let slack = Arc::new(
+        SlackApprover::connect(api(&base, TOKEN), "C0APPROVALS")
+            .await
+            .unwrap(),
+    );
+    let writer = Arc::new(ChainWriter::new(
+        KeyId::new("k").unwrap(),
+        &WriterSecret::generate().unwrap(),
+    ));
+    let sink = Arc::new(MemorySink::new(writer));
+    let gate = Gate::builder(sink.clone())
+        .approver("slack", slack.clone())
+        .policy(
+            Policy::new("data-export", ["slack"], Duration::from_secs(60))
+                .approvers(["alice", "bob"]),
+        )
+        .directory(
+            Directory::new()
+                .person("alice", ["slack:U0ALICE"])
+                .person("bob", ["slack:U0BOB"]),
+        )
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/slack/interactivity",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            interactivity::router(SigningSecret::new(SECRET), slack),
+        )
+        .await
+    });
+    let client = reqwest::Client::new();
+    let send = |body: String, ts: Option<String>, sig: Option<String>| {
+        let mut request = client
+            .post(&url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(ts) = ts {
+            request = request.header("X-Slack-Request-Timestamp", ts);
+        }
+        if let Some(sig) = sig {
+            request = request.header("X-Slack-Signature", sig);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // A request waiting, and the value its buttons carry.
+    let start = |table: &str| {
+        let call = Call::new(
+            "crm::export_table",
+            "data-export",
+            CanonicalJson::from_serialize(&json!({"table": table})).unwrap(),
+        );
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.approve(call).await.map(|a| a.request().id.clone()) })
+    };
+    let value_of = |n: usize| {
+        let fake = fake.clone();
+        async move {
+            loop {
+                let posts: Vec<String> = fake
+                    .lock()
+                    .unwrap()
+                    .seen
+                    .iter()
+                    .filter(|s| s.0 == "/api/chat.postMessage")
+                    .map(|s| s.3.clone())
+                    .collect();
+                if let Some(post) = posts.get(n) {
+                    let body: serde_json::Value = serde_json::from_str(post).unwrap();
+                    return body["blocks"].as_array().unwrap().last().unwrap()["elements"][0]["value"].as_str().unwrap().to_owned();
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let click = |user: &str, action: &str, value: &str| {
+        json!({
+            "type": "block_actions", "user": {"id": user, "username": "u", "name": "u", "team_id": "T0TEAM"},
+            "api_app_id": "A0APP", "token": "vtok",
+            "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0APPROVALS", "is_ephemeral": false},
+            "trigger_id": "123.456.abc", "team": {"id": "T0TEAM", "domain": "example"},
+            "channel": {"id": "C0APPROVALS", "name": "approvals"},
+            "response_url": "https://hooks.slack.com/actions/T0TEAM/1/x",
+            "actions": [{"action_id": action, "block_id": "b", "value": value, "type": "button", "action_ts": "1700000005.123456"}]
+        })
+    };
+
+    let first = start("users");
+    let value = value_of(0).await;
+    let approve = click("U0ALICE", "approve", &value);
+    // Unsigned, stale, tampered: 401, and nothing is counted.
+    let (body, ts, sig) = slack_request(SECRET, &approve, now());
+    assert_eq!(send(body.clone(), None, None).await, 401);
+    let (old_body, old_ts, old_sig) = slack_request(SECRET, &approve, now() - 301);
+    assert_eq!(send(old_body, Some(old_ts), Some(old_sig)).await, 401);
+    let tampered = body.replace("U0ALICE", "U0BOB00");
+    assert_eq!(
+        send(tampered, Some(ts.clone()), Some(sig.clone())).await,
+        401
+    );
+    let (other, ots, osig) = slack_request("another-secret-entirely-000000000", &approve, now());
+    assert_eq!(send(other, Some(ots), Some(osig)).await, 401);
+    // Signed, but not a Slack payload: 400.
+    let (junk, jts, jsig) = {
+        let body = "hello=world".to_owned();
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let ts = now().to_string();
+        let tag = ring::hmac::sign(&key, format!("v0:{ts}:{body}").as_bytes());
+        (
+            body,
+            ts,
+            format!(
+                "v0={}",
+                tag.as_ref()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
+        )
+    };
+    assert_eq!(send(junk, Some(jts), Some(jsig)).await, 400);
+    assert!(!first.is_finished());
+    // The genuine click: recorded, then 200, and the call goes on.
+    assert_eq!(send(body, Some(ts), Some(sig)).await, 200);
+    let id = first.await.unwrap().unwrap();
+    let log = String::from_utf8(sink.bytes()).unwrap();
+    assert!(log.contains("\"id\":\"slack:U0ALICE\""), "{log}");
+    assert!(value.starts_with(&id));
+
+    // Deny: the click opens a modal (with the trigger, within the ack), and
+    // its submission denies with the reason.
+    let second = start("admins");
+    let value = value_of(1).await;
+    let (body, ts, sig) = slack_request(SECRET, &click("U0BOB", "deny", &value), now());
+    assert_eq!(send(body, Some(ts), Some(sig)).await, 200);
+    let opened: serde_json::Value = {
+        let seen = fake.lock().unwrap().seen.clone();
+        let open = seen
+            .iter()
+            .find(|s| s.0 == "/api/views.open")
+            .expect("views.open called");
+        serde_json::from_str(&open.3).unwrap()
+    };
+    assert_eq!(opened["trigger_id"], "123.456.abc");
+    assert_eq!(opened["view"]["private_metadata"], value.as_str());
+    let submission = json!({
+        "type": "view_submission", "team": {"id": "T0TEAM", "domain": "example"},
+        "user": {"id": "U0BOB", "username": "bob"}, "api_app_id": "A0APP",
+        "view": {"id": "VNHU13V36", "type": "modal", "callback_id": "deny_reason", "private_metadata": value,
+                 "state": {"values": {"reason_block": {"reason_input": {"type": "plain_text_input", "value": "Not during freeze"}}}},
+                 "hash": "156663117.cd33ad1f", "blocks": []}
+    });
+    let (body, ts, sig) = slack_request(SECRET, &submission, now());
+    assert_eq!(send(body, Some(ts), Some(sig)).await, 200);
+    let err = second.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, ApprovalError::Denied { comment: Some(c), reviewer } if c == "Not during freeze" && reviewer.id == "slack:U0BOB"),
+        "{err}"
+    );
+}
