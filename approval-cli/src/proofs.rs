@@ -84,13 +84,6 @@ pub(crate) fn check_proof(file: &Path, trust: &[String]) -> Result<ExitCode, Str
     }
 }
 
-fn leaves_root_matches(
-    leaves: &[approval_core::checkpoint::Hash],
-    checkpoint: &Checkpoint,
-) -> bool {
-    approval_core::checkpoint::root(leaves) == checkpoint.root
-}
-
 pub(crate) fn consistency(
     log: &Path,
     old: &Path,
@@ -139,7 +132,7 @@ pub(crate) fn consistency(
     let proof = consistency_proof(&leaves[..n], m).unwrap_or_default();
     let consistent = if older.size == 0 {
         older.root == approval_core::checkpoint::empty_root()
-            && leaves_root_matches(&leaves[..n], &newer)
+            && approval_core::checkpoint::root(&leaves[..n]) == newer.root
     } else {
         verify_consistency(older.size, newer.size, &older.root, &newer.root, &proof)
     };

@@ -102,6 +102,19 @@ pub enum KeyError {
     Random,
 }
 
+/// Writes `bytes` to a new file at `path`, mode 0600, synced: how every
+/// key file is made. An existing file is never replaced
+/// (`ErrorKind::AlreadyExists`).
+pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// 32 secret bytes, wiped on drop.
 struct KeyBytes(Zeroizing<[u8; 32]>);
 
@@ -145,26 +158,15 @@ impl KeyBytes {
 
     /// Writes the key as a new file with mode 0600; never overwrites.
     fn write_new_file(&self, path: &Path) -> Result<(), KeyError> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| match source.kind() {
-                io::ErrorKind::AlreadyExists => KeyError::Exists {
-                    path: path.to_owned(),
-                },
-                _ => KeyError::Io {
-                    path: path.to_owned(),
-                    source,
-                },
-            })?;
-        file.write_all(&self.to_hex_line())
-            .and_then(|()| file.sync_all())
-            .map_err(|source| KeyError::Io {
+        write_private_file(path, &self.to_hex_line()).map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => KeyError::Exists {
+                path: path.to_owned(),
+            },
+            _ => KeyError::Io {
                 path: path.to_owned(),
                 source,
-            })
+            },
+        })
     }
 
     fn ct_eq(&self, other: &Self) -> bool {

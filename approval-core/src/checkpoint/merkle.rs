@@ -87,6 +87,14 @@ impl MerkleFrontier {
         self.size += 1;
     }
 
+    /// Appends each line of `lines` (records, each ending in `\n`, as a
+    /// sink has just written them) as a leaf.
+    pub fn push_lines(&mut self, lines: &[u8]) {
+        for line in lines.split_inclusive(|&b| b == b'\n') {
+            self.push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(line)));
+        }
+    }
+
     /// How many leaves the tree has.
     pub fn size(&self) -> u64 {
         self.size

@@ -238,32 +238,54 @@ pub enum Coverage {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn check_log(log: impl std::io::Read, checkpoint: &Checkpoint) -> std::io::Result<Coverage> {
+    let (tree, root_at) = tree_of(log, checkpoint.size)?;
+    Ok(coverage(tree.size(), root_at, checkpoint))
+}
+
+/// Calls `record` with each whole line of a log, without its `\n`; a last
+/// line without its newline is not a whole record, and ends the reading.
+fn for_each_record(log: impl std::io::Read, mut record: impl FnMut(&[u8])) -> std::io::Result<()> {
     use std::io::BufRead;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, log);
-    let mut tree = MerkleFrontier::new();
     let mut line = Vec::with_capacity(1024);
-    let mut matched = checkpoint.size == 0 && checkpoint.root == empty_root();
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
+            return Ok(());
         }
-        // A last line without its newline is not a whole record.
-        let Some(record) = line.strip_suffix(b"\n") else {
-            break;
-        };
-        tree.push(leaf_hash(record));
-        if tree.size() == checkpoint.size {
-            matched = tree.root() == checkpoint.root;
+        match line.strip_suffix(b"\n") {
+            Some(whole) => record(whole),
+            None => return Ok(()),
         }
     }
-    let records = tree.size();
-    Ok(if records < checkpoint.size {
+}
+
+/// The tree over a log's records, and its root once it held `at` of them
+/// (`None` if it never did).
+pub(crate) fn tree_of(
+    log: impl std::io::Read,
+    at: u64,
+) -> std::io::Result<(MerkleFrontier, Option<Hash>)> {
+    let mut tree = MerkleFrontier::new();
+    let mut root_at = (at == 0).then(empty_root);
+    for_each_record(log, |record| {
+        tree.push(leaf_hash(record));
+        if tree.size() == at {
+            root_at = Some(tree.root());
+        }
+    })?;
+    Ok((tree, root_at))
+}
+
+/// How `records` records whose tree had `root_at` after the first
+/// `checkpoint.size` of them stand against `checkpoint`.
+pub(crate) fn coverage(records: u64, root_at: Option<Hash>, checkpoint: &Checkpoint) -> Coverage {
+    if records < checkpoint.size {
         Coverage::Truncated {
             records,
             signed: checkpoint.size,
         }
-    } else if !matched {
+    } else if root_at != Some(checkpoint.root) {
         Coverage::Rewritten {
             signed: checkpoint.size,
         }
@@ -272,27 +294,15 @@ pub fn check_log(log: impl std::io::Read, checkpoint: &Checkpoint) -> std::io::R
             covered: checkpoint.size,
             beyond: records - checkpoint.size,
         }
-    })
+    }
 }
 
 /// The leaf hash of every line of a log (JSON Lines), in order: what
 /// proofs are computed from (32 bytes per record).
 pub fn leaf_hashes(log: impl std::io::Read) -> std::io::Result<Vec<Hash>> {
-    use std::io::BufRead;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, log);
     let mut leaves = Vec::new();
-    let mut line = Vec::with_capacity(1024);
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            return Ok(leaves);
-        }
-        // A last line without its newline is not a whole record.
-        let Some(record) = line.strip_suffix(b"\n") else {
-            return Ok(leaves);
-        };
-        leaves.push(leaf_hash(record));
-    }
+    for_each_record(log, |record| leaves.push(leaf_hash(record)))?;
+    Ok(leaves)
 }
 
 fn note_error(error: NoteError) -> CheckpointError {

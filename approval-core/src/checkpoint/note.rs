@@ -2,9 +2,7 @@
 //! `<name>+<id>+<key>` notation, and notes with their signature lines.
 
 use std::fmt;
-use std::fs::OpenOptions;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -278,15 +276,7 @@ impl SigningKey {
                 source,
             },
         };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_error)?;
-        file.write_all(self.private_line().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_error)
+        crate::key::write_private_file(path, self.private_line().as_bytes()).map_err(io_error)
     }
 
     /// Reads a key file written by [`write_new_file`](Self::write_new_file)

@@ -3,12 +3,12 @@
 //! rewrite.
 
 use std::fmt;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use super::{Checkpoint, Coverage, MerkleFrontier, SigningKey, leaf_hash};
+use super::{Checkpoint, Coverage, MerkleFrontier, SigningKey};
 
 /// How a log's writer signs checkpoints: with `key` (whose name is the
 /// log's origin), at least every 1,000 records and every 60 seconds while
@@ -246,10 +246,7 @@ impl Cadence {
     /// Adds the lines just written (each ending in `\n`); returns a
     /// checkpoint to sign once they are durable, if one is due.
     pub(crate) fn add(&mut self, lines: &[u8]) -> Option<Checkpoint> {
-        for line in lines.split_inclusive(|&b| b == b'\n') {
-            self.tree
-                .push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(line)));
-        }
+        self.tree.push_lines(lines);
         let due = self.tree.size() - self.last_size >= self.every_records
             || (self.tree.size() > self.last_size && self.last_time.elapsed() >= self.every);
         due.then(|| self.take())
@@ -488,42 +485,16 @@ pub(crate) fn resume(
     }
     .transpose()
     .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
-    let mut tree = MerkleFrontier::new();
-    let mut line = Vec::new();
-    let mut at_checkpoint = None;
-    loop {
-        line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| format!("{}: {e}", log.display()))?
-            == 0
-        {
-            break;
-        }
-        // The caller reads whole lines only (a torn tail is cut first).
-        tree.push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(&line)));
-        if checkpoint.as_ref().is_some_and(|c| c.size == tree.size()) {
-            at_checkpoint = Some(tree.root());
-        }
-    }
+    let at = checkpoint.as_ref().map_or(0, |c| c.size);
+    let (tree, root_at) =
+        super::tree_of(reader, at).map_err(|e| format!("{}: {e}", log.display()))?;
     let Some(checkpoint) = checkpoint else {
         return Ok((tree, 0));
     };
-    let coverage = if tree.size() < checkpoint.size {
-        Coverage::Truncated {
-            records: tree.size(),
-            signed: checkpoint.size,
-        }
-    } else if (checkpoint.size > 0 && at_checkpoint != Some(checkpoint.root))
-        || (checkpoint.size == 0 && checkpoint.root != super::empty_root())
-    {
-        Coverage::Rewritten {
-            signed: checkpoint.size,
-        }
-    } else {
+    let coverage = super::coverage(tree.size(), root_at, &checkpoint);
+    if matches!(coverage, Coverage::Consistent { .. }) {
         return Ok((tree, checkpoint.size));
-    };
+    }
     Err(format!(
         "{} does not match {}: {coverage:?}",
         log.display(),

@@ -251,9 +251,7 @@ impl JsonlFileSink {
             file.sync_data().map_err(io("fdatasync"))?;
             durable_len += line.len() as u64;
             if let Some((tree, _)) = &mut checkpointed {
-                tree.push(crate::checkpoint::leaf_hash(
-                    line.strip_suffix(b"\n").unwrap_or(&line),
-                ));
+                tree.push_lines(&line);
             }
         }
         let status = checkpointing
@@ -433,6 +431,18 @@ struct Written {
     checkpoint: Option<Checkpoint>,
 }
 
+impl Written {
+    /// Nothing new written: a checkpoint of records already written, to
+    /// sign after the next sync.
+    fn checkpoint_only(checkpoint: Checkpoint) -> Self {
+        Self {
+            bytes: 0,
+            replies: Vec::new(),
+            checkpoint: Some(checkpoint),
+        }
+    }
+}
+
 /// The write stage: takes every queued job, seals the jobs in order and
 /// writes them with one write, then hands them to the sync stage. Sealing
 /// and writing the next group overlap with the sync of the last one.
@@ -475,11 +485,7 @@ fn write_stage(
     // Records not yet signed at open (after a crash, say) are durable:
     // sign them now.
     if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::pending) {
-        let _ = to_sync.send(Written {
-            bytes: 0,
-            replies: Vec::new(),
-            checkpoint: Some(checkpoint),
-        });
+        let _ = to_sync.send(Written::checkpoint_only(checkpoint));
     }
     loop {
         // With unsigned records, wake when they are due by time alone.
@@ -490,11 +496,7 @@ fn write_stage(
                     if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::pending)
                         && shared.broken().is_none()
                     {
-                        let _ = to_sync.send(Written {
-                            bytes: 0,
-                            replies: Vec::new(),
-                            checkpoint: Some(checkpoint),
-                        });
+                        let _ = to_sync.send(Written::checkpoint_only(checkpoint));
                     }
                     continue;
                 }
@@ -571,11 +573,7 @@ fn write_stage(
     if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::pending)
         && shared.broken().is_none()
     {
-        let _ = to_sync.send(Written {
-            bytes: 0,
-            replies: Vec::new(),
-            checkpoint: Some(checkpoint),
-        });
+        let _ = to_sync.send(Written::checkpoint_only(checkpoint));
     }
     drop(to_sync);
     let _ = sync_thread.join();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::chain::{ChainHead, ChainWriter, Receipt};
-use crate::checkpoint::{Checkpoint, MerkleFrontier, leaf_hash};
+use crate::checkpoint::{Checkpoint, MerkleFrontier};
 use crate::error::AuditError;
 use crate::record::PendingRecord;
 use crate::sink::AuditSink;
@@ -117,9 +117,7 @@ impl AuditSink for MemorySink {
         }
         let start = current.len();
         let receipts = self.writer.seal(head, &records, current)?;
-        for line in current[start..].split_inclusive(|&b| b == b'\n') {
-            tree.push(leaf_hash(line.strip_suffix(b"\n").unwrap_or(line)));
-        }
+        tree.push_lines(&current[start..]);
         Ok(receipts)
     }
 
