@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 
 use super::GateInner;
+use super::recover::Recovery;
 use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
 use crate::ApprovalError;
 
@@ -38,6 +39,15 @@ pub trait Approver: Send + Sync + fmt::Debug {
     /// reported by the panic hook; the call goes on.
     fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
         let _ = (request, decision);
+    }
+
+    /// Hears what [`Gate::recover`](super::Gate::recover) closed at
+    /// start-up: requests a previous run left open, now `cancelled`, whose
+    /// messages may still show live buttons. Called once per approver,
+    /// after the records are written. By default, nothing. The same rules
+    /// as [`settled`](Self::settled) apply: do not block here.
+    fn recovered(&self, recovery: &Recovery) {
+        let _ = recovery;
     }
 }
 

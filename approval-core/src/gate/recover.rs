@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{Gate, lock};
+use super::{Approver, Gate, lock};
 use crate::error::ApprovalError;
 use crate::record::{Event, Outcome};
 
@@ -135,6 +137,15 @@ impl Gate {
                 continue;
             }
             lock(&self.inner.settled).insert(&id);
+        }
+        // Each approver once, though several routes may name it.
+        let mut told: Vec<&Arc<dyn Approver>> = Vec::new();
+        for approver in self.inner.approvers.values() {
+            if told.iter().any(|t| Arc::ptr_eq(t, approver)) {
+                continue;
+            }
+            told.push(approver);
+            let _ = catch_unwind(AssertUnwindSafe(|| approver.recovered(&recovery)));
         }
         Ok(recovery)
     }

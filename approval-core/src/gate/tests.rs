@@ -1217,15 +1217,25 @@ async fn recovery_reads_back_only_the_longest_timeout_and_the_margin() {
     // approval 5 minutes back is inside, the requests 25 and 125 minutes
     // back are not.
     let sink = Arc::new(JsonlFileSink::open(&path, writer()).unwrap());
+    // One approver under two routes: told once, after the records.
+    let heard = Arc::new(Recovered::default());
+    *lock(&heard.path) = Some(path.clone());
     let gate = Gate::builder(sink.clone())
-        .approver("mock", Arc::new(MockApprover::silent("ci")))
-        .policy(Policy::new("export", ["mock"], minutes(1)).approvers(["mock:ci"]))
+        .approver("mock", heard.clone())
+        .approver("also-mock", heard.clone())
+        .policy(Policy::new("export", ["mock", "also-mock"], minutes(1)).approvers(["mock:ci"]))
         .recovery_margin(minutes(10))
         .build()
         .unwrap();
     let recovery = gate.recover().await.unwrap();
     assert_eq!(recovery.cancelled, ["open"]);
     assert_eq!(recovery.unknown, ["long-body"]);
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        *lock(&heard.told),
+        [(recovery.clone(), log.lines().count())],
+        "told once, with the records written"
+    );
     // Late votes for both are refused as settled.
     let late = |id: &str| Ballot::from_parts(id, [0; 32], "mock:ci", "mock", Vote::Approve);
     for id in ["open", "long-body"] {
@@ -1233,5 +1243,26 @@ async fn recovery_reads_back_only_the_longest_timeout_and_the_margin() {
             gate.cast(late(id)).await.unwrap(),
             BallotOutcome::Rejected(RejectReason::Settled)
         );
+    }
+}
+
+/// Remembers what recovery told it, and how long the log was by then.
+#[derive(Debug, Default)]
+struct Recovered {
+    told: Mutex<Vec<(crate::Recovery, usize)>>,
+    path: Mutex<Option<std::path::PathBuf>>,
+}
+
+#[async_trait::async_trait]
+impl Approver for Recovered {
+    async fn deliver(&self, _: Arc<ApprovalRequest>, _: Ballots) -> Result<(), ApproverError> {
+        Ok(())
+    }
+
+    fn recovered(&self, recovery: &crate::Recovery) {
+        let lines = lock(&self.path)
+            .as_ref()
+            .map_or(0, |p| std::fs::read_to_string(p).unwrap().lines().count());
+        lock(&self.told).push((recovery.clone(), lines));
     }
 }
