@@ -26,7 +26,26 @@ impl fmt::Debug for BotToken {
     }
 }
 
-/// Why a Web API call failed. The call that needed it fails closed.
+/// An app-level token (`xapp-…`, scope `connections:write`), which opens
+/// Socket Mode connections. It never appears in `Debug` output or errors.
+#[derive(Clone)]
+pub struct AppToken(Zeroizing<String>);
+
+impl AppToken {
+    /// The token as Slack issued it.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(Zeroizing::new(token.into()))
+    }
+}
+
+impl fmt::Debug for AppToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AppToken([REDACTED])")
+    }
+}
+
+/// Why a Web API call (or setting up the approver) failed. The call that
+/// needed it fails closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SlackError {
@@ -56,6 +75,12 @@ pub enum SlackError {
         /// The method called.
         method: &'static str,
         /// The last failure.
+        cause: String,
+    },
+    /// The approver's message store could not be opened.
+    #[error("Slack message store: {cause}")]
+    MessageStore {
+        /// Why.
         cause: String,
     },
     /// An answer that is not what Slack sends (not JSON, no `ok`, no `ts`).
@@ -170,24 +195,65 @@ impl SlackApi {
         self.call("chat.update", &body).await.map(drop)
     }
 
+    /// Tells one user something only they see (`chat.postEphemeral`).
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let body = json!({"channel": channel, "user": user, "text": text});
+        self.call("chat.postEphemeral", &body).await.map(drop)
+    }
+
+    /// Opens a Socket Mode connection (`apps.connections.open`, a form
+    /// `POST` with the app-level token as bearer): the WebSocket URL to
+    /// connect to, good for one connection.
+    pub async fn open_connection(&self, token: &AppToken) -> Result<String, SlackError> {
+        const METHOD: &str = "apps.connections.open";
+        let answer = self
+            .send(
+                METHOD,
+                &token.0,
+                "application/x-www-form-urlencoded",
+                Vec::new(),
+            )
+            .await?;
+        string(&answer, "url", METHOD)
+    }
+
     /// Calls `method` with a JSON body; returns the answer when `ok`.
     pub async fn call(&self, method: &'static str, body: &Value) -> Result<Value, SlackError> {
-        let url = format!("{}{method}", self.base_url);
         let bytes = serde_json::to_vec(body).map_err(|e| SlackError::Malformed {
             method,
             cause: e.to_string(),
         })?;
+        self.send(
+            method,
+            &self.token.0,
+            "application/json; charset=utf-8",
+            bytes,
+        )
+        .await
+    }
+
+    /// `POST`s `bytes` to `method`, retrying as the module says.
+    async fn send(
+        &self,
+        method: &'static str,
+        token: &str,
+        content_type: &'static str,
+        bytes: Vec<u8>,
+    ) -> Result<Value, SlackError> {
+        let url = format!("{}{method}", self.base_url);
         let mut backoff = FIRST_BACKOFF;
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             let sent = self
                 .client
                 .post(&url)
-                .bearer_auth(self.token.0.as_str())
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/json; charset=utf-8",
-                )
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(bytes.clone())
                 .send()
                 .await;

@@ -1,22 +1,30 @@
-//! The Slack approver: posts one message per request to a channel, and
-//! replaces it with the outcome once the request ends.
+//! The Slack approver: posts one message per request to the channel its
+//! policy maps to, shows votes as they come, and replaces the message with
+//! the outcome once the request ends.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use approval_core::{ApprovalRequest, Approver, ApproverError, Ballots, Decision};
+use approval_core::{
+    ApprovalRequest, Approver, ApproverError, Ballots, Decision, RejectReason, Vote,
+};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::api::{Identity, PostedMessage, SlackApi, SlackError};
-use crate::message::{approval_blocks, outcome_blocks, outcome_text};
+use crate::message::{
+    approval_blocks, outcome_blocks, outcome_text, progress_blocks, refusal_text, restart_blocks,
+};
+use crate::store::MessageStore;
 
-/// Posts approval requests to a Slack channel (`chat.postMessage`) and
-/// updates each message with its outcome (`chat.update`, from a task of
-/// its own, so the gate never waits on Slack for it).
+/// Posts approval requests to Slack (`chat.postMessage`) and keeps each
+/// message true: a line per vote while more are needed, then the outcome
+/// in place of the buttons (`chat.update`). Updates run on a task of the
+/// approver's own, in order, so the gate never waits on Slack for them.
 ///
-/// Votes come back through the interactivity endpoint, which hands them to
-/// the gate as `slack:<user id>` ballots.
+/// Votes come back through the [interactivity endpoint](crate::interactivity)
+/// or [Socket Mode](crate::socket_mode), as `slack:<user id>` ballots.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -24,7 +32,12 @@ use crate::message::{approval_blocks, outcome_blocks, outcome_text};
 /// use approval_slack::api::{BotToken, SlackApi};
 ///
 /// # async fn setup(builder: approval_core::GateBuilder) -> Result<(), Box<dyn std::error::Error>> {
-/// let slack = SlackApprover::connect(SlackApi::new(BotToken::new("xoxb-…")), "C0APPROVALS").await?;
+/// let api = SlackApi::new(BotToken::new("xoxb-…"));
+/// let slack = SlackApprover::builder(api, "C0APPROVALS")
+///     .policy_channel("prod-deploy", "C0RELEASES")
+///     .message_store("/var/lib/agent/slack-messages")
+///     .connect()
+///     .await?;
 /// let gate = builder.approver("slack", Arc::new(slack)).build()?;
 /// # let _ = gate;
 /// # Ok(())
@@ -34,44 +47,110 @@ use crate::message::{approval_blocks, outcome_blocks, outcome_text};
 pub struct SlackApprover {
     api: SlackApi,
     channel: String,
+    policy_channels: HashMap<String, String>,
     identity: Identity,
-    posted: Arc<Mutex<HashMap<String, PostedMessage>>>,
+    open: Arc<Mutex<HashMap<String, Open>>>,
+    store: Option<Arc<MessageStore>>,
     ballots: Mutex<Option<Ballots>>,
-    updates: mpsc::UnboundedSender<(Arc<ApprovalRequest>, Decision)>,
+    work: mpsc::UnboundedSender<Work>,
+}
+
+/// A request still open, and its message.
+#[derive(Debug)]
+struct Open {
+    request: Arc<ApprovalRequest>,
+    message: PostedMessage,
+    votes: Vec<(String, Vote)>,
+}
+
+/// What the updater task does, in the order asked.
+enum Work {
+    /// Show the votes counted so far on this request's message.
+    Progress(String),
+    /// Replace the message with the outcome.
+    Settled(Arc<ApprovalRequest>, Decision),
+    /// Take down the buttons of requests a previous run left: those in the
+    /// list were cancelled by this restart.
+    Restarted(Vec<String>),
+}
+
+/// How to build a [`SlackApprover`]; from [`SlackApprover::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct SlackApproverBuilder {
+    api: SlackApi,
+    channel: String,
+    policy_channels: HashMap<String, String>,
+    store: Option<PathBuf>,
+}
+
+impl SlackApproverBuilder {
+    /// Posts requests under `policy` to `channel` instead of the default.
+    pub fn policy_channel(mut self, policy: impl Into<String>, channel: impl Into<String>) -> Self {
+        self.policy_channels.insert(policy.into(), channel.into());
+        self
+    }
+
+    /// Keeps where each open request's message is in `dir` (one small file
+    /// per request), so that after a restart
+    /// [`Gate::recover`](approval_core::Gate::recover) can have their
+    /// buttons taken down. Without it, a message a restart orphaned keeps
+    /// its buttons (clicks on them are refused as `settled`). One directory
+    /// per process.
+    pub fn message_store(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.store = Some(dir.into());
+        self
+    }
+
+    /// Checks the token (`auth.test`, failing loudly if it is wrong),
+    /// opens the message store, and starts the task that updates messages,
+    /// on the current runtime.
+    pub async fn connect(self) -> Result<SlackApprover, SlackError> {
+        let identity = self.api.auth_test().await?;
+        let store = match &self.store {
+            Some(dir) => Some(Arc::new(MessageStore::open(dir).map_err(|e| {
+                SlackError::MessageStore {
+                    cause: e.to_string(),
+                }
+            })?)),
+            None => None,
+        };
+        let open = Arc::default();
+        let (work, queue) = mpsc::unbounded_channel();
+        tokio::spawn(update_messages(
+            self.api.clone(),
+            Arc::clone(&open),
+            store.clone(),
+            queue,
+        ));
+        Ok(SlackApprover {
+            api: self.api,
+            channel: self.channel,
+            policy_channels: self.policy_channels,
+            identity,
+            open,
+            store,
+            ballots: Mutex::new(None),
+            work,
+        })
+    }
 }
 
 impl SlackApprover {
-    /// Checks the token (`auth.test`, failing loudly if it is wrong) and
-    /// starts the task that updates messages, on the current runtime.
-    pub async fn connect(api: SlackApi, channel: impl Into<String>) -> Result<Self, SlackError> {
-        let identity = api.auth_test().await?;
-        let posted: Arc<Mutex<HashMap<String, PostedMessage>>> = Arc::default();
-        let (updates, mut queue) = mpsc::unbounded_channel::<(Arc<ApprovalRequest>, Decision)>();
-        let (updater_api, updater_posted) = (api.clone(), posted.clone());
-        tokio::spawn(async move {
-            while let Some((request, decision)) = queue.recv().await {
-                let message = lock(&updater_posted).remove(&request.id);
-                if let Some(message) = message {
-                    // A failed update leaves the old buttons; a click on
-                    // them is refused by the gate as `settled`.
-                    let _ = updater_api
-                        .update_message(
-                            &message,
-                            &outcome_text(&request, &decision),
-                            &outcome_blocks(&request, &decision),
-                        )
-                        .await;
-                }
-            }
-        });
-        Ok(Self {
+    /// Starts building an approver that posts to `channel` (an id such as
+    /// `C0APPROVALS`, or a user id for a direct message).
+    pub fn builder(api: SlackApi, channel: impl Into<String>) -> SlackApproverBuilder {
+        SlackApproverBuilder {
             api,
             channel: channel.into(),
-            identity,
-            posted,
-            ballots: Mutex::new(None),
-            updates,
-        })
+            policy_channels: HashMap::new(),
+            store: None,
+        }
+    }
+
+    /// [`builder`](Self::builder)`(api, channel).connect()`.
+    pub async fn connect(api: SlackApi, channel: impl Into<String>) -> Result<Self, SlackError> {
+        Self::builder(api, channel).connect().await
     }
 
     /// The Web API client it posts with.
@@ -92,12 +171,109 @@ impl SlackApprover {
 
     /// The message posted for a request still open.
     pub fn message_of(&self, request_id: &str) -> Option<PostedMessage> {
-        lock(&self.posted).get(request_id).cloned()
+        lock(&self.open).get(request_id).map(|o| o.message.clone())
+    }
+
+    /// The channel requests under `policy` go to.
+    pub fn channel_for(&self, policy: &str) -> &str {
+        self.policy_channels.get(policy).unwrap_or(&self.channel)
+    }
+
+    /// A vote was counted without settling the request: its line goes on
+    /// the message.
+    pub(crate) fn counted(&self, request_id: &str, reviewer: String, vote: Vote) {
+        if let Some(open) = lock(&self.open).get_mut(request_id) {
+            open.votes.push((reviewer, vote));
+            let _ = self.work.send(Work::Progress(request_id.to_owned()));
+        }
+    }
+
+    /// Tells `user`, privately, why their vote was refused: in the
+    /// request's channel, or `fallback` when this approver has no message
+    /// for it. Runs on its own task, after Slack's acknowledgement.
+    pub(crate) fn refused(
+        &self,
+        request_id: &str,
+        fallback: Option<&str>,
+        user: &str,
+        why: RejectReason,
+    ) {
+        let channel = self
+            .message_of(request_id)
+            .map(|m| m.channel)
+            .or_else(|| fallback.map(str::to_owned));
+        let Some(channel) = channel else { return };
+        let (api, user) = (self.api.clone(), user.to_owned());
+        tokio::spawn(async move {
+            // If it cannot be shown, the refusal is still in the audit log.
+            let _ = api
+                .post_ephemeral(&channel, &user, &refusal_text(why))
+                .await;
+        });
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The updater task: one Slack call at a time, in the order asked. A
+/// failed update leaves the old message (late clicks are refused by the
+/// gate), and its store entry, so the next restart still takes it down.
+async fn update_messages(
+    api: SlackApi,
+    open: Arc<Mutex<HashMap<String, Open>>>,
+    store: Option<Arc<MessageStore>>,
+    mut queue: mpsc::UnboundedReceiver<Work>,
+) {
+    while let Some(work) = queue.recv().await {
+        match work {
+            Work::Progress(id) => {
+                let progress = lock(&open).get(&id).map(|o| {
+                    let text = format!("Approval requested: {}", o.request.action);
+                    (
+                        o.message.clone(),
+                        text,
+                        progress_blocks(&o.request, &o.votes),
+                    )
+                });
+                if let Some((message, text, blocks)) = progress {
+                    let _ = api.update_message(&message, &text, &blocks).await;
+                }
+            }
+            Work::Settled(request, decision) => {
+                let message = lock(&open).remove(&request.id).map(|o| o.message);
+                let Some(message) = message else { continue };
+                let text = outcome_text(&request, &decision);
+                let blocks = outcome_blocks(&request, &decision);
+                if api.update_message(&message, &text, &blocks).await.is_ok()
+                    && let Some(store) = &store
+                {
+                    store.forget(&request.id);
+                }
+            }
+            Work::Restarted(cancelled) => {
+                let Some(store) = &store else { continue };
+                let Ok(left) = store.all() else { continue };
+                for (id, message) in left {
+                    // Requests of this run are not the restart's to close.
+                    if lock(&open).contains_key(&id) {
+                        continue;
+                    }
+                    let was_cancelled = cancelled.contains(&id);
+                    let text = if was_cancelled {
+                        format!("Request {id} cancelled by a restart")
+                    } else {
+                        format!("Request {id} ended")
+                    };
+                    let blocks = restart_blocks(&id, was_cancelled);
+                    if api.update_message(&message, &text, &blocks).await.is_ok() {
+                        store.forget(&id);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -112,9 +288,10 @@ impl Approver for SlackApprover {
             "Approval requested: {} ({})",
             request.action, request.policy.name
         );
+        let channel = self.channel_for(&request.policy.name);
         let posted = self
             .api
-            .post_message(&self.channel, &text, &approval_blocks(&request))
+            .post_message(channel, &text, &approval_blocks(&request))
             .await
             .map_err(|e| match e {
                 SlackError::Api { .. } | SlackError::Malformed { .. } => {
@@ -122,13 +299,34 @@ impl Approver for SlackApprover {
                 }
                 _ => ApproverError::Unreachable(e.to_string()),
             })?;
-        lock(&self.posted).insert(request.id.clone(), posted);
+        let id = request.id.clone();
+        lock(&self.open).insert(
+            id.clone(),
+            Open {
+                request,
+                message: posted.clone(),
+                votes: Vec::new(),
+            },
+        );
+        if let Some(store) = &self.store {
+            // Posted but not remembered: the call fails closed, and the
+            // cancellation the gate then announces replaces the message.
+            store
+                .remember(&id, &posted)
+                .map_err(|e| ApproverError::Refused(format!("message store: {e}")))?;
+        }
         Ok(())
     }
 
     fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
         // The updater may be gone with its runtime; the message then keeps
         // its buttons, and the gate refuses late clicks.
-        let _ = self.updates.send((request.clone(), decision.clone()));
+        let _ = self
+            .work
+            .send(Work::Settled(request.clone(), decision.clone()));
+    }
+
+    fn recovered(&self, recovery: &approval_core::Recovery) {
+        let _ = self.work.send(Work::Restarted(recovery.cancelled.clone()));
     }
 }

@@ -9,10 +9,13 @@
 
 pub mod api;
 mod approver;
+mod interaction;
 pub mod interactivity;
 pub mod message;
 pub mod mrkdwn;
 mod signature;
+pub mod socket_mode;
+mod store;
 
-pub use approver::SlackApprover;
+pub use approver::{SlackApprover, SlackApproverBuilder};
 pub use signature::{MAX_SKEW, SignatureError, SigningSecret};

@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use approval_core::{ApprovalRequest, Decision};
+use approval_core::{ApprovalRequest, Decision, RejectReason, Vote};
 use serde_json::{Value, json};
 
 use crate::mrkdwn::{escape, literal};
@@ -201,6 +201,98 @@ pub fn outcome_blocks(request: &ApprovalRequest, decision: &Decision) -> Value {
                        "text": {"type": "mrkdwn", "text": cut(&outcome, TEXT_MAX)}}),
     );
     Value::Array(blocks)
+}
+
+/// The message while votes come in (a policy needing more than one
+/// approval): the request as posted, the buttons still live, and one line
+/// per vote counted so far above them.
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use approval_core::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let writer = Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &WriterSecret::generate().unwrap()));
+/// # let mock = Arc::new(MockApprover::silent("ci"));
+/// # let gate = Gate::builder(Arc::new(MemorySink::new(writer))).approver("slack", mock.clone())
+/// #     .policy(Policy::new("data-export", ["slack"], Duration::from_secs(60)).required(2)).build().unwrap();
+/// # let call = Call::new("crm::export", "data-export", CanonicalJson::from_serialize(&serde_json::json!({})).unwrap());
+/// # let waiting = tokio::spawn(async move { let _ = gate.approve(call).await; });
+/// # while mock.requests().is_empty() { tokio::task::yield_now().await; }
+/// # let request = mock.requests()[0].clone();
+/// # waiting.abort();
+/// use approval_core::Vote;
+/// use approval_slack::message::progress_blocks;
+///
+/// let blocks = progress_blocks(&request, &[("slack:U0ALICE".into(), Vote::Approve)]);
+/// assert!(blocks.to_string().contains("<@U0ALICE> approved (1 of 2)"));
+/// # }
+/// ```
+pub fn progress_blocks(request: &ApprovalRequest, votes: &[(String, Vote)]) -> Value {
+    let mut blocks = match approval_blocks(request) {
+        Value::Array(blocks) => blocks,
+        _ => Vec::new(),
+    };
+    let mut approvals = 0;
+    let lines: Vec<String> = votes
+        .iter()
+        .map(|(who, vote)| match vote {
+            Vote::Approve => {
+                approvals += 1;
+                format!(
+                    ":white_check_mark: {} approved ({approvals} of {})",
+                    reviewer(who),
+                    request.policy.required
+                )
+            }
+            Vote::Deny => format!(":no_entry: {} denied", reviewer(who)),
+        })
+        .collect();
+    if !lines.is_empty() {
+        // Just above the buttons, which stay last.
+        let at = blocks.len().saturating_sub(1);
+        blocks.insert(
+            at,
+            json!({"type": "context", "block_id": format!("{}:votes", request.id),
+                   "elements": [{"type": "mrkdwn", "text": cut(&lines.join("\n"), TEXT_MAX)}]}),
+        );
+    }
+    Value::Array(blocks)
+}
+
+/// What a reviewer whose vote was refused is told, privately
+/// (`chat.postEphemeral`), in words.
+///
+/// ```
+/// use approval_core::RejectReason;
+/// use approval_slack::message::refusal_text;
+///
+/// assert!(refusal_text(RejectReason::SelfApproval).contains("on your behalf"));
+/// ```
+pub fn refusal_text(reason: RejectReason) -> String {
+    let why = match reason {
+        RejectReason::NotEligible => "you are not among the reviewers this request's policy names",
+        RejectReason::SelfApproval => "you cannot decide a request made by you or on your behalf",
+        RejectReason::Settled => "this request is already settled",
+        RejectReason::AlreadyVoted => "you already voted on this request; your first vote stands",
+        RejectReason::UnknownRequest | RejectReason::WrongBinding => {
+            "this request is not one this approver is waiting on (its buttons are stale)"
+        }
+        other => other.as_str(),
+    };
+    format!("Your vote was not counted: {why}. The refusal is in the audit log.")
+}
+
+/// The blocks that replace the message of a request a restart ended: the
+/// process that waited for it is gone, so its buttons go too.
+pub fn restart_blocks(request_id: &str, cancelled: bool) -> Value {
+    let what = if cancelled {
+        "*Cancelled*: the process waiting for this request restarted before anyone decided; it will not run."
+    } else {
+        "*Ended* before the process restarted; the audit log holds its outcome."
+    };
+    json!([{"type": "section", "block_id": format!("{request_id}:outcome"),
+            "text": {"type": "mrkdwn", "text": format!(":heavy_minus_sign: {what}\n*Request:* `{}`", escape(request_id))}}])
 }
 
 /// The notification text of the outcome (chat.update's `text`).

@@ -1,0 +1,156 @@
+//! What a verified interaction payload does (SLACK.md §3.2, §3.3), the
+//! same whether it came over HTTP or Socket Mode: a click becomes a ballot
+//! the gate checks and records before Slack hears back.
+
+use approval_core::{Ballot, BallotOutcome, Vote};
+use serde_json::{Value, json};
+
+use crate::SlackApprover;
+use crate::message::{APPROVE, DENY, refusal_text};
+
+/// The modal's `callback_id`, and its input's block and action ids.
+const DENY_MODAL: &str = "deny_reason";
+const REASON_BLOCK: &str = "reason_block";
+const REASON_INPUT: &str = "reason_input";
+
+/// What to answer Slack.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Reply {
+    /// Acknowledge; with a body for a modal that should show an error.
+    Ack(Option<Value>),
+    /// Not a payload this approver understands (HTTP 400).
+    Malformed,
+    /// The vote could not be recorded: Slack's user sees an error.
+    Unavailable,
+}
+
+/// Handles one payload whose origin was already checked (a signature, or
+/// the Socket Mode connection).
+pub(crate) async fn handle(approver: &SlackApprover, payload: &Value) -> Reply {
+    match payload["type"].as_str() {
+        Some("block_actions") => block_actions(approver, payload).await,
+        Some("view_submission") => view_submission(approver, payload).await,
+        Some(_) => Reply::Ack(None),
+        None => Reply::Malformed,
+    }
+}
+
+/// `request_id:binding hex` as a button or modal carries it.
+fn parse_value(value: &str) -> Option<(String, [u8; 32])> {
+    let (id, hex) = value.split_once(':')?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut binding = [0u8; 32];
+    for (i, byte) in binding.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some((id.to_owned(), binding))
+}
+
+/// Casts a vote; `Err` carries the answer when it was not counted.
+async fn cast(
+    approver: &SlackApprover,
+    user: &str,
+    value: &str,
+    vote: Vote,
+    comment: Option<String>,
+) -> Result<BallotOutcome, Reply> {
+    let (Some((request_id, binding)), Some(ballots)) = (parse_value(value), approver.ballots())
+    else {
+        return Err(Reply::Malformed);
+    };
+    let reviewer = format!("slack:{user}");
+    let mut ballot = Ballot::from_parts(&request_id, binding, reviewer.clone(), "slack", vote);
+    ballot.comment = comment;
+    let outcome = ballots.cast(ballot).await.map_err(|_| Reply::Unavailable)?;
+    if let BallotOutcome::Counted { decision: None } = outcome {
+        approver.counted(&request_id, reviewer, vote);
+    }
+    Ok(outcome)
+}
+
+async fn block_actions(approver: &SlackApprover, payload: &Value) -> Reply {
+    let (Some(user), Some(action)) = (payload["user"]["id"].as_str(), payload["actions"].get(0))
+    else {
+        return Reply::Malformed;
+    };
+    let value = action["value"].as_str().unwrap_or_default();
+    match action["action_id"].as_str() {
+        Some(APPROVE) => match cast(approver, user, value, Vote::Approve, None).await {
+            Ok(BallotOutcome::Rejected(why)) => {
+                let channel = payload["container"]["channel_id"]
+                    .as_str()
+                    .or(payload["channel"]["id"].as_str());
+                let request_id = value.split(':').next().unwrap_or_default();
+                approver.refused(request_id, channel, user, why);
+                Reply::Ack(None)
+            }
+            Ok(_) => Reply::Ack(None),
+            Err(reply) => reply,
+        },
+        Some(DENY) => {
+            let Some(trigger) = payload["trigger_id"].as_str() else {
+                return Reply::Malformed;
+            };
+            // The trigger lasts three seconds: opened before the ack.
+            let opened = approver
+                .api()
+                .call(
+                    "views.open",
+                    &json!({"trigger_id": trigger, "view": deny_modal(value)}),
+                )
+                .await;
+            match opened {
+                Ok(_) => Reply::Ack(None),
+                // No modal, no way to deny here: Slack's user sees an error
+                // and can click again.
+                Err(_) => Reply::Unavailable,
+            }
+        }
+        _ => Reply::Ack(None),
+    }
+}
+
+/// The modal that asks a denier for an optional reason.
+fn deny_modal(value: &str) -> Value {
+    json!({
+        "type": "modal",
+        "callback_id": DENY_MODAL,
+        "private_metadata": value,
+        "title": {"type": "plain_text", "text": "Deny request"},
+        "submit": {"type": "plain_text", "text": "Deny"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [{
+            "type": "input", "block_id": REASON_BLOCK, "optional": true,
+            "label": {"type": "plain_text", "text": "Reason (the agent gets it back)"},
+            "element": {"type": "plain_text_input", "action_id": REASON_INPUT, "multiline": true}
+        }]
+    })
+}
+
+async fn view_submission(approver: &SlackApprover, payload: &Value) -> Reply {
+    let view = &payload["view"];
+    if view["callback_id"].as_str() != Some(DENY_MODAL) {
+        return Reply::Ack(None);
+    }
+    let (Some(user), Some(value)) = (
+        payload["user"]["id"].as_str(),
+        view["private_metadata"].as_str(),
+    ) else {
+        return Reply::Malformed;
+    };
+    let reason = view["state"]["values"][REASON_BLOCK][REASON_INPUT]["value"]
+        .as_str()
+        .filter(|r| !r.trim().is_empty())
+        .map(str::to_owned);
+    match cast(approver, user, value, Vote::Deny, reason).await {
+        // Refused: the modal stays open and says why (SLACK.md §3.4).
+        Ok(BallotOutcome::Rejected(why)) => Reply::Ack(Some(json!({
+            "response_action": "errors",
+            "errors": {REASON_BLOCK: refusal_text(why)}
+        }))),
+        Ok(_) => Reply::Ack(None),
+        Err(reply) => reply,
+    }
+}
