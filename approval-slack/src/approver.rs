@@ -164,7 +164,7 @@ impl SlackApprover {
     }
 
     /// Where votes go: what the interactivity endpoint casts into (`None`
-    /// until a first request was delivered).
+    /// until the approver is registered in a built gate).
     pub fn ballots(&self) -> Option<Ballots> {
         lock(&self.ballots).clone()
     }
@@ -278,6 +278,11 @@ async fn update_messages(
 
 #[async_trait]
 impl Approver for SlackApprover {
+    fn attach(&self, ballots: Ballots) {
+        // One gate per approver: the first one's ballots are kept.
+        lock(&self.ballots).get_or_insert(ballots);
+    }
+
     async fn deliver(
         &self,
         request: Arc<ApprovalRequest>,

@@ -1,133 +1,15 @@
-//! The Web API client against a fake Slack on 127.0.0.1 that answers with
-//! the payloads of SLACK.md §1, byte for byte, and checks what Slack checks
-//! (SLACK.md §8): the bearer token, and JSON bodies for chat.* methods.
+//! The Web API client and the interactivity endpoint against the fake
+//! Slack of `fake/` (SLACK.md's payloads, byte for byte).
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use approval_slack::api::{BotToken, PostedMessage, SlackApi, SlackError};
 use serde_json::json;
 
-const TOKEN: &str = "xoxb-1-2-abc";
+mod fake;
 
-/// SLACK.md §1.3, chat.postMessage's answer.
-const POSTED: &str = r#"{"ok":true,"channel":"C0APPROVALS","ts":"1700000000.000100",
- "message":{"type":"message","subtype":"bot_message","text":"Approval requested: export_table","ts":"1700000000.000100","bot_id":"B0BOT","blocks":[]}}"#;
-/// Its broken twin: `ts` as a number, which Slack never sends.
-const POSTED_NUMERIC_TS: &str = r#"{"ok":true,"channel":"C0APPROVALS","ts":1700000000.000100}"#;
-/// SLACK.md §1.3, chat.update's answer.
-const UPDATED: &str = r#"{"ok":true,"channel":"C0APPROVALS","ts":"1700000000.000100","text":"Approved by <@U0APPROVER>",
- "message":{"text":"Approved by <@U0APPROVER>","user":"U0BOTUSER"}}"#;
-/// SLACK.md §1.2.
-const MISSING_SCOPE: &str = r#"{"ok":false,"error":"missing_scope","needed":"chat:write","provided":"users:read,channels:read"}"#;
-const RATELIMITED: &str = r#"{"ok":false,"error":"ratelimited"}"#;
-
-/// One canned answer: status, extra headers, body.
-type Answer = (u16, Vec<(&'static str, String)>, String);
-
-#[derive(Default)]
-struct Fake {
-    /// Answers to give, in order, before the default one.
-    script: VecDeque<Answer>,
-    /// (path, authorization, content type, body) of each request.
-    seen: Vec<(String, String, String, String)>,
-}
-
-fn ok(body: &str) -> Answer {
-    (200, Vec::new(), body.to_owned())
-}
-
-/// Starts the fake; returns the base URL and its state.
-fn fake_slack(default: &'static str) -> (String, Arc<Mutex<Fake>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/api/", listener.local_addr().unwrap());
-    let state = Arc::new(Mutex::new(Fake::default()));
-    let shared = state.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
-            let (mut length, mut auth, mut kind) = (0, String::new(), String::new());
-            loop {
-                let mut header = String::new();
-                reader.read_line(&mut header).unwrap();
-                let header = header.trim_end();
-                if header.is_empty() {
-                    break;
-                }
-                let (name, value) = header.split_once(": ").unwrap();
-                match name.to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.parse().unwrap(),
-                    "authorization" => auth = value.to_owned(),
-                    "content-type" => kind = value.to_owned(),
-                    _ => {}
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let body = String::from_utf8(body).unwrap();
-            let answer = {
-                let mut fake = shared.lock().unwrap();
-                fake.seen.push((path, auth.clone(), kind.clone(), body));
-                // What Slack checks first (SLACK.md §8), then the script.
-                if auth.is_empty() {
-                    ok(r#"{"ok":false,"error":"not_authed"}"#)
-                } else if auth != format!("Bearer {TOKEN}") {
-                    ok(r#"{"ok":false,"error":"invalid_auth"}"#)
-                } else if !kind
-                    .split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .eq_ignore_ascii_case("application/json")
-                {
-                    ok(r#"{"ok":false,"error":"invalid_arguments"}"#)
-                } else {
-                    let by_path = match path_of(&fake) {
-                        "/api/auth.test" => AUTH_TEST,
-                        "/api/chat.update" => UPDATED,
-                        _ => default,
-                    };
-                    fake.script.pop_front().unwrap_or_else(|| ok(by_path))
-                }
-            };
-            let (status, headers, body) = answer;
-            let reason = match status {
-                200 => "OK",
-                429 => "Too Many Requests",
-                _ => "Service Unavailable",
-            };
-            let mut stream = reader.into_inner();
-            let mut head = format!(
-                "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n",
-                body.len()
-            );
-            for (name, value) in headers {
-                head.push_str(&format!("{name}: {value}\r\n"));
-            }
-            let _ = write!(stream, "{head}\r\n{body}");
-        }
-    });
-    (base, state)
-}
-
-/// The path of the request just recorded.
-fn path_of(fake: &Fake) -> &str {
-    fake.seen.last().map_or("", |s| s.0.as_str())
-}
-
-/// auth.test's answer. SLACK.md gives none; these are the members Slack's
-/// method reference documents, and the only ones the client reads are
-/// `user_id` and `team_id`.
-const AUTH_TEST: &str = r#"{"ok":true,"url":"https://example.slack.com/","team":"Example","user":"approvals","team_id":"T0TEAM","user_id":"U0BOTUSER","bot_id":"B0BOT"}"#;
+use fake::*;
 
 fn api(base: &str, token: &str) -> SlackApi {
     SlackApi::new(BotToken::new(token)).base_url(base)
@@ -135,7 +17,7 @@ fn api(base: &str, token: &str) -> SlackApi {
 
 #[tokio::test]
 async fn a_message_is_posted_as_json_with_the_bearer_token_and_updated_where_slack_put_it() {
-    let (base, fake) = fake_slack(POSTED);
+    let (base, fake) = fake_slack();
     let api = api(&base, TOKEN);
     let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}]);
     let posted = api
@@ -171,7 +53,7 @@ async fn a_message_is_posted_as_json_with_the_bearer_token_and_updated_where_sla
 
 #[tokio::test]
 async fn slack_s_errors_are_typed_with_their_code_and_fail_closed() {
-    let (base, fake) = fake_slack(POSTED);
+    let (base, fake) = fake_slack();
     let blocks = json!([]);
     // A wrong token: invalid_auth, HTTP 200.
     let err = api(&base, "xoxb-wrong")
@@ -227,7 +109,7 @@ fn api_with_wrong_token(base: &str) -> SlackApi {
 
 #[tokio::test]
 async fn rate_limits_wait_for_retry_after_and_outages_are_retried_then_fail_closed() {
-    let (base, fake) = fake_slack(POSTED);
+    let (base, fake) = fake_slack();
     let api = api(&base, TOKEN);
     let blocks = json!([]);
     fake.lock().unwrap().script.push_back((
@@ -291,7 +173,7 @@ async fn the_approver_posts_each_request_and_replaces_it_with_who_decided() {
     };
     use approval_slack::SlackApprover;
 
-    let (base, fake) = fake_slack(POSTED);
+    let (base, fake) = fake_slack();
     // Wrong credentials fail at start-up, loudly.
     let err = SlackApprover::connect(api(&base, "xoxb-wrong"), "C0APPROVALS")
         .await
@@ -391,37 +273,6 @@ fn binding_of(hex: &str) -> [u8; 32] {
     out
 }
 
-/// A signed interactivity request, as Slack sends it (SLACK.md §3.1, §4):
-/// the payload's JSON with `/` written `\/`, form-encoded, signed now.
-fn slack_request(
-    secret: &str,
-    payload: &serde_json::Value,
-    timestamp: u64,
-) -> (String, String, String) {
-    use ring::hmac;
-    let json = payload.to_string().replace('/', "\\/");
-    let body = serde_urlencoded::to_string([("payload", json)]).unwrap();
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = hmac::sign(&key, format!("v0:{timestamp}:{body}").as_bytes());
-    let signature = format!(
-        "v0={}",
-        tag.as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    (body, timestamp.to_string(), signature)
-}
-
-fn now() -> u64 {
-    use approval_core::Clock;
-    approval_core::SystemClock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[tokio::test]
 async fn clicks_reach_the_gate_only_when_slack_signed_them_and_deny_asks_for_a_reason() {
     use approval_core::{
@@ -430,8 +281,7 @@ async fn clicks_reach_the_gate_only_when_slack_signed_them_and_deny_asks_for_a_r
     };
     use approval_slack::{SigningSecret, SlackApprover, interactivity};
 
-    const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-    let (base, fake) = fake_slack(POSTED);
+    let (base, fake) = fake_slack();
     let slack = Arc::new(
         SlackApprover::connect(api(&base, TOKEN), "C0APPROVALS")
             .await
@@ -511,17 +361,6 @@ async fn clicks_reach_the_gate_only_when_slack_signed_them_and_deny_asks_for_a_r
             }
         }
     };
-    let click = |user: &str, action: &str, value: &str| {
-        json!({
-            "type": "block_actions", "user": {"id": user, "username": "u", "name": "u", "team_id": "T0TEAM"},
-            "api_app_id": "A0APP", "token": "vtok",
-            "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0APPROVALS", "is_ephemeral": false},
-            "trigger_id": "123.456.abc", "team": {"id": "T0TEAM", "domain": "example"},
-            "channel": {"id": "C0APPROVALS", "name": "approvals"},
-            "response_url": "https://hooks.slack.com/actions/T0TEAM/1/x",
-            "actions": [{"action_id": action, "block_id": "b", "value": value, "type": "button", "action_ts": "1700000005.123456"}]
-        })
-    };
 
     let first = start("users");
     let value = value_of(0).await;
@@ -539,23 +378,9 @@ async fn clicks_reach_the_gate_only_when_slack_signed_them_and_deny_asks_for_a_r
     let (other, ots, osig) = slack_request("another-secret-entirely-000000000", &approve, now());
     assert_eq!(send(other, Some(ots), Some(osig)).await, 401);
     // Signed, but not a Slack payload: 400.
-    let (junk, jts, jsig) = {
-        let body = "hello=world".to_owned();
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
-        let ts = now().to_string();
-        let tag = ring::hmac::sign(&key, format!("v0:{ts}:{body}").as_bytes());
-        (
-            body,
-            ts,
-            format!(
-                "v0={}",
-                tag.as_ref()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            ),
-        )
-    };
+    let (junk, jts) = ("hello=world".to_owned(), now());
+    let jsig = sign(SECRET, jts, &junk);
+    let jts = jts.to_string();
     assert_eq!(send(junk, Some(jts), Some(jsig)).await, 400);
     assert!(!first.is_finished());
     // The genuine click: recorded, then 200, and the call goes on.

@@ -20,6 +20,16 @@ use crate::ApprovalError;
 /// request and binding, not a repeat) and records it.
 #[async_trait]
 pub trait Approver: Send + Sync + fmt::Debug {
+    /// Hears, once the gate is built, where its votes go: a channel that
+    /// receives votes on its own (an endpoint, a socket) can take them from
+    /// the first moment, before it delivered anything (a click on a message
+    /// a previous run left is then refused and recorded, not lost). The
+    /// same `Ballots` come with every [`deliver`](Self::deliver). By
+    /// default, nothing.
+    fn attach(&self, ballots: Ballots) {
+        let _ = ballots;
+    }
+
     /// Shows `request` to reviewers. An error means it could not be
     /// delivered; the call then fails closed.
     async fn deliver(

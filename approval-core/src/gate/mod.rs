@@ -284,7 +284,7 @@ impl GateBuilder {
                 return Err(ConfigError::DuplicatePolicy(name));
             }
         }
-        Ok(Gate {
+        let gate = Gate {
             inner: Arc::new(GateInner {
                 sink: self.sink,
                 approvers: self.approvers,
@@ -297,7 +297,11 @@ impl GateBuilder {
                 history: Mutex::default(),
                 per_actor: Mutex::default(),
             }),
-        })
+        };
+        for approver in gate.inner.approvers.values() {
+            approver.attach(gate.ballots());
+        }
+        Ok(gate)
     }
 }
 

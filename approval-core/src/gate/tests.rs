@@ -1266,3 +1266,38 @@ impl Approver for Recovered {
         lock(&self.told).push((recovery.clone(), lines));
     }
 }
+
+/// Keeps the ballots the gate attached.
+#[derive(Debug, Default)]
+struct Attached(Mutex<Vec<Ballots>>);
+
+#[async_trait::async_trait]
+impl Approver for Attached {
+    async fn deliver(&self, _: Arc<ApprovalRequest>, _: Ballots) -> Result<(), ApproverError> {
+        Ok(())
+    }
+
+    fn attach(&self, ballots: Ballots) {
+        lock(&self.0).push(ballots);
+    }
+}
+
+#[tokio::test]
+async fn approvers_learn_where_votes_go_when_the_gate_is_built() {
+    let sink = sink();
+    let attached = Arc::new(Attached::default());
+    let _gate = Gate::builder(sink.clone())
+        .approver("mock", attached.clone())
+        .policy(policy())
+        .build()
+        .unwrap();
+    let ballots = lock(&attached.0).clone();
+    assert_eq!(ballots.len(), 1);
+    // Before any request: a vote is checked and recorded, not lost.
+    let vote = Ballot::from_parts("nope", [0; 32], "mock:ci", "mock", Vote::Approve);
+    assert_eq!(
+        ballots[0].cast(vote).await.unwrap(),
+        BallotOutcome::Rejected(RejectReason::UnknownRequest)
+    );
+    assert!(names(&sink).contains(&"rejected_vote".to_owned()));
+}

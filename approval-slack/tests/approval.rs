@@ -1,0 +1,314 @@
+//! The Slack approver end to end, over the interactivity endpoint, against
+//! the fake Slack of `fake/`: votes that do not settle a request yet,
+//! double clicks, refused clicks told why, and messages a restart orphaned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approval_core::{
+    Actor, ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
+    Policy, WriterSecret, with_actor,
+};
+use approval_slack::api::{BotToken, SlackApi};
+use approval_slack::{SigningSecret, SlackApprover, interactivity};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+mod fake;
+
+use fake::*;
+
+struct Harness {
+    gate: Gate,
+    sink: Arc<MemorySink>,
+    url: String,
+    client: reqwest::Client,
+}
+
+fn sink() -> Arc<MemorySink> {
+    let secret = WriterSecret::generate().unwrap();
+    Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
+        KeyId::new("k").unwrap(),
+        &secret,
+    ))))
+}
+
+/// A gate whose one route is a Slack approver, its endpoint served on
+/// 127.0.0.1; alice, bob and carol are people with Slack identities.
+async fn harness(
+    policy: Policy,
+    sink: Arc<MemorySink>,
+    base: String,
+    store: Option<&std::path::Path>,
+) -> Harness {
+    let mut builder = SlackApprover::builder(
+        SlackApi::new(BotToken::new(TOKEN)).base_url(base),
+        "C0APPROVALS",
+    );
+    if let Some(dir) = store {
+        builder = builder.message_store(dir);
+    }
+    let slack = Arc::new(builder.connect().await.unwrap());
+    let gate = Gate::builder(sink.clone())
+        .approver("slack", slack.clone())
+        .policy(policy)
+        .directory(
+            Directory::new()
+                .person("alice", ["slack:U0ALICE"])
+                .person("bob", ["slack:U0BOB"])
+                .person("carol", ["slack:U0CAROL"]),
+        )
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/slack/interactivity",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            interactivity::router(SigningSecret::new(SECRET), slack),
+        )
+        .await
+    });
+    Harness {
+        gate,
+        sink,
+        url,
+        client: reqwest::Client::new(),
+    }
+}
+
+fn export(table: &str) -> Call {
+    Call::new(
+        "crm::export_table",
+        "data-export",
+        CanonicalJson::from_serialize(&json!({"table": table})).unwrap(),
+    )
+}
+
+impl Harness {
+    /// A gated call waiting, made by an agent acting for dave.
+    fn start(&self, table: &str) -> JoinHandle<Result<String, ApprovalError>> {
+        self.start_for("dave", table)
+    }
+
+    fn start_for(&self, person: &str, table: &str) -> JoinHandle<Result<String, ApprovalError>> {
+        let (gate, call) = (self.gate.clone(), export(table));
+        let actor = Actor::new("agent-7").on_behalf_of(person);
+        tokio::spawn(with_actor(actor, async move {
+            gate.approve(call).await.map(|a| a.request().id.clone())
+        }))
+    }
+
+    /// Sends `payload` signed as Slack does; returns status and body.
+    async fn send(&self, payload: &Value) -> (u16, String) {
+        let (body, ts, signature) = slack_request(SECRET, payload, now());
+        let response = self
+            .client
+            .post(&self.url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("X-Slack-Request-Timestamp", ts)
+            .header("X-Slack-Signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    }
+
+    /// The audit records, parsed.
+    fn records(&self) -> Vec<Value> {
+        String::from_utf8(self.sink.bytes())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn events(&self, event: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["event"] == event)
+            .collect()
+    }
+}
+
+fn policy() -> Policy {
+    Policy::new("data-export", ["slack"], Duration::from_secs(60))
+        .approvers(["alice", "bob", "carol"])
+}
+
+#[tokio::test]
+async fn a_vote_that_does_not_settle_shows_on_the_message_and_a_double_click_counts_once() {
+    let (base, fake) = fake_slack();
+    let h = harness(policy().required(2), sink(), base, None).await;
+    let waiting = h.start("users");
+    let value = button_value(&fake, 0).await;
+
+    assert_eq!(h.send(&click("U0ALICE", "approve", &value)).await.0, 200);
+    // Alice's vote, one of two, goes on the message; the buttons stay.
+    let progress = nth_call(&fake, "chat.update", 0).await;
+    let blocks = progress["blocks"].to_string();
+    assert!(blocks.contains("<@U0ALICE> approved (1 of 2)"), "{blocks}");
+    assert_eq!(
+        progress["blocks"].as_array().unwrap().last().unwrap()["type"],
+        "actions"
+    );
+    assert_eq!(progress["ts"], "1700000000.000100");
+    // A double click: 200, not counted again, not recorded again.
+    assert_eq!(h.send(&click("U0ALICE", "approve", &value)).await.0, 200);
+    assert_eq!(h.events("reviewed").len(), 1);
+    assert!(!waiting.is_finished());
+
+    assert_eq!(h.send(&click("U0BOB", "approve", &value)).await.0, 200);
+    let id = waiting.await.unwrap().unwrap();
+    assert!(value.starts_with(&id));
+    let reviewed = h.events("reviewed");
+    let who: Vec<_> = reviewed.iter().map(|r| &r["reviewer"]["id"]).collect();
+    assert_eq!(who, ["slack:U0ALICE", "slack:U0BOB"]);
+    // The outcome replaces the message, buttons gone.
+    let outcome = nth_call(&fake, "chat.update", 1).await;
+    let blocks = outcome["blocks"].to_string();
+    assert!(
+        blocks.contains("*Approved* by <@U0ALICE>, <@U0BOB>"),
+        "{blocks}"
+    );
+    assert!(!blocks.contains("\"actions\""), "{blocks}");
+    // No more updates than those two: the double click changed nothing.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(fake.lock().unwrap().bodies("chat.update").len(), 2);
+}
+
+#[tokio::test]
+async fn an_ineligible_clicker_and_the_requester_are_refused_privately_with_the_reason() {
+    let (base, fake) = fake_slack();
+    let policy =
+        Policy::new("data-export", ["slack"], Duration::from_secs(60)).approvers(["alice", "bob"]);
+    let h = harness(policy, sink(), base, None).await;
+    // The agent acts for alice: alice may not approve it.
+    let waiting = h.start_for("alice", "users");
+    let value = button_value(&fake, 0).await;
+
+    // Carol is a person, but not one this policy names.
+    assert_eq!(h.send(&click("U0CAROL", "approve", &value)).await.0, 200);
+    let told = nth_call(&fake, "chat.postEphemeral", 0).await;
+    assert_eq!(
+        (told["channel"].as_str(), told["user"].as_str()),
+        (Some("C0APPROVALS"), Some("U0CAROL"))
+    );
+    let text = told["text"].as_str().unwrap();
+    assert!(text.contains("not among the reviewers"), "{text}");
+    // Alice asked (through her agent): refused as self-approval.
+    assert_eq!(h.send(&click("U0ALICE", "approve", &value)).await.0, 200);
+    let told = nth_call(&fake, "chat.postEphemeral", 1).await;
+    assert_eq!(told["user"], "U0ALICE");
+    let text = told["text"].as_str().unwrap();
+    assert!(text.contains("on your behalf"), "{text}");
+    // Her deny through the modal is refused in the modal itself.
+    let (status, body) = h
+        .send(&deny_submission("U0ALICE", &value, Some("no")))
+        .await;
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["response_action"], "errors");
+    let error = body["errors"]["reason_block"].as_str().unwrap();
+    assert!(error.contains("on your behalf"), "{error}");
+
+    let rejected = h.events("rejected_vote");
+    let seen: Vec<_> = rejected
+        .iter()
+        .map(|r| (r["reviewer"]["id"].as_str(), r["why"].as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Some("slack:U0CAROL"), Some("not_eligible")),
+            (Some("slack:U0ALICE"), Some("self_approval")),
+            (Some("slack:U0ALICE"), Some("self_approval")),
+        ]
+    );
+    assert!(h.events("reviewed").is_empty());
+    assert!(!waiting.is_finished());
+    // Bob may: the call goes on.
+    assert_eq!(h.send(&click("U0BOB", "approve", &value)).await.0, 200);
+    waiting.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn after_a_restart_the_messages_of_requests_it_cancelled_lose_their_buttons() {
+    let (base, fake) = fake_slack();
+    let store = tempfile::tempdir().unwrap();
+    let log = sink();
+    {
+        let h = harness(policy(), log.clone(), base.clone(), Some(store.path())).await;
+        // Settled, but Slack failed the update: its entry stays.
+        let settled = h.start("users");
+        let value = button_value(&fake, 0).await;
+        fake.lock()
+            .unwrap()
+            .script
+            .push_back(ok(r#"{"ok":false,"error":"fatal_error"}"#));
+        assert_eq!(h.send(&click("U0BOB", "approve", &value)).await.0, 200);
+        settled.await.unwrap().unwrap();
+        nth_call(&fake, "chat.update", 0).await;
+        // Open when the process dies: its future is never dropped, as if
+        // the process had ended mid-wait.
+        let mut dying = Box::pin(h.gate.approve(export("admins")));
+        tokio::select! {
+            _ = &mut dying => panic!("nobody voted"),
+            _ = button_value(&fake, 1) => {}
+        }
+        std::mem::forget(dying);
+    }
+    assert!(log.bytes().ends_with(b"\n"));
+    let open_id = {
+        let value = button_value(&fake, 1).await;
+        value.split(':').next().unwrap().to_owned()
+    };
+
+    // The restart: a new approver on the same store, a new gate on the log.
+    let h = harness(policy(), log, base, Some(store.path())).await;
+    let recovery = h.gate.recover().await.unwrap();
+    assert_eq!(recovery.cancelled, [open_id.clone()]);
+    let mut updates = vec![
+        nth_call(&fake, "chat.update", 1).await,
+        nth_call(&fake, "chat.update", 2).await,
+    ];
+    updates.sort_by_key(|u| u["ts"].as_str().unwrap().to_owned());
+    assert_eq!(updates[0]["ts"], "1700000000.000100");
+    let ended = updates[0]["blocks"].to_string();
+    assert!(
+        ended.contains("*Ended* before the process restarted"),
+        "{ended}"
+    );
+    assert_eq!(updates[1]["ts"], "1700000000.000101");
+    let cancelled = updates[1]["blocks"].to_string();
+    assert!(cancelled.contains("*Cancelled*"), "{cancelled}");
+    assert!(cancelled.contains(&open_id), "{cancelled}");
+    for update in &updates {
+        assert!(!update["blocks"].to_string().contains("\"actions\""));
+    }
+    // Done with: the store is empty, and a second recovery updates nothing.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 0);
+    // A late click on the old buttons is refused as settled, and recorded.
+    let value = button_value(&fake, 1).await;
+    assert_eq!(h.send(&click("U0BOB", "approve", &value)).await.0, 200);
+    let rejected = h.events("rejected_vote");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(
+        (
+            rejected[0]["request_id"].as_str(),
+            rejected[0]["why"].as_str()
+        ),
+        (Some(open_id.as_str()), Some("settled"))
+    );
+    let told = nth_call(&fake, "chat.postEphemeral", 0).await;
+    let text = told["text"].as_str().unwrap();
+    assert!(text.contains("already settled"), "{text}");
+}
