@@ -274,7 +274,7 @@ async fn after_a_restart_the_messages_of_requests_it_cancelled_lose_their_button
     // The restart: a new approver on the same store, a new gate on the log.
     let h = harness(policy(), log, base, Some(store.path())).await;
     let recovery = h.gate.recover().await.unwrap();
-    assert_eq!(recovery.cancelled, [open_id.clone()]);
+    assert_eq!(recovery.cancelled, std::slice::from_ref(&open_id));
     let mut updates = vec![
         nth_call(&fake, "chat.update", 1).await,
         nth_call(&fake, "chat.update", 2).await,
