@@ -98,8 +98,3 @@ pub use approval_macros::requires_approval;
 pub mod __private {
     pub use crate::private::*;
 }
-
-/// The README's examples, compiled and run as doc tests.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
