@@ -312,3 +312,82 @@ async fn after_a_restart_the_messages_of_requests_it_cancelled_lose_their_button
     let text = told["text"].as_str().unwrap();
     assert!(text.contains("already settled"), "{text}");
 }
+
+#[tokio::test]
+async fn a_policy_can_have_its_own_channel_and_a_dead_trigger_fails_the_click_visibly() {
+    let (base, fake) = fake_slack();
+    let slack = Arc::new(
+        SlackApprover::builder(
+            SlackApi::new(BotToken::new(TOKEN)).base_url(base),
+            "C0APPROVALS",
+        )
+        .policy_channel("prod-deploy", "C0RELEASES")
+        .connect()
+        .await
+        .unwrap(),
+    );
+    assert_eq!(slack.channel_for("prod-deploy"), "C0RELEASES");
+    assert_eq!(slack.channel_for("data-export"), "C0APPROVALS");
+    let gate = Gate::builder(sink())
+        .approver("slack", slack.clone())
+        .policy(policy())
+        .policy(Policy::new("prod-deploy", ["slack"], Duration::from_secs(60)).approvers(["bob"]))
+        .directory(Directory::new().person("bob", ["slack:U0BOB"]))
+        .build()
+        .unwrap();
+    let call = Call::new(
+        "deploy::release",
+        "prod-deploy",
+        CanonicalJson::from_serialize(&json!({"version": "1.2.3"})).unwrap(),
+    );
+    let waiting = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.approve(call).await.map(|a| a.request().id.clone()) }
+    });
+    let posted = nth_call(&fake, "chat.postMessage", 0).await;
+    assert_eq!(posted["channel"], "C0RELEASES");
+    let id = loop {
+        let value = button_value(&fake, 0).await;
+        let id = value.split(':').next().unwrap().to_owned();
+        if slack.message_of(&id).is_some() {
+            break id;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(slack.message_of(&id).unwrap().channel, "C0RELEASES");
+
+    // views.open's broken twin: the trigger expired (SLACK.md §1.3). No
+    // modal, so no 200: Slack shows the clicker an error (who can click
+    // again), and the request waits on.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/slack/interactivity",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            interactivity::router(SigningSecret::new(SECRET), slack),
+        )
+        .await
+    });
+    fake.lock()
+        .unwrap()
+        .script
+        .push_back(ok(r#"{"ok":false,"error":"expired_trigger_id"}"#));
+    let value = button_value(&fake, 0).await;
+    let (body, ts, signature) = slack_request(SECRET, &click("U0BOB", "deny", &value), now());
+    let status = reqwest::Client::new()
+        .post(&url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("X-Slack-Request-Timestamp", ts)
+        .header("X-Slack-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 503);
+    assert!(!waiting.is_finished());
+    waiting.abort();
+}
