@@ -10,6 +10,7 @@ use super::GateInner;
 use super::recover::Recovery;
 use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
 use crate::ApprovalError;
+use crate::record::RejectReason;
 
 /// A channel through which people approve or deny requests: Slack, Teams,
 /// an HTTP API, a terminal, a ticket system.
@@ -87,5 +88,22 @@ impl Ballots {
         let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
         // Boxed, so a channel's future that casts stays small.
         Box::pin(gate.cast(ballot)).await
+    }
+
+    /// Records, as `rejected_vote` with no reviewer, a vote the channel
+    /// refused before it could trust what it says (`why`:
+    /// [`BadSignature`](RejectReason::BadSignature) or
+    /// [`Replayed`](RejectReason::Replayed)), if the request it names is
+    /// one this gate knows (open or settled). Returns whether it was
+    /// recorded; a request id nobody knows leaves nothing in the log, so
+    /// strangers cannot fill it with names of their choosing.
+    pub async fn refuse(
+        &self,
+        request_id: &str,
+        channel: &str,
+        why: RejectReason,
+    ) -> Result<bool, ApprovalError> {
+        let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
+        Box::pin(gate.refuse(request_id, channel, why)).await
     }
 }

@@ -1072,6 +1072,29 @@ impl GateInner {
         }
     }
 
+    /// Records a vote refused before it could be read as one (a forged or
+    /// stale signature), if it names a request this gate knows.
+    pub(crate) async fn refuse(
+        &self,
+        request_id: &str,
+        channel: &str,
+        why: RejectReason,
+    ) -> Result<bool, ApprovalError> {
+        let known = lock(&self.pending).contains_key(request_id)
+            || lock(&self.settled).ids.contains(request_id);
+        if known {
+            self.sink
+                .append_event(Event::RejectedVote {
+                    request_id: request_id.to_owned(),
+                    reviewer: None,
+                    channel: channel.to_owned(),
+                    why,
+                })
+                .await?;
+        }
+        Ok(known)
+    }
+
     pub(crate) async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
         let person = self
             .directory

@@ -1301,3 +1301,51 @@ async fn approvers_learn_where_votes_go_when_the_gate_is_built() {
     );
     assert!(names(&sink).contains(&"rejected_vote".to_owned()));
 }
+
+#[tokio::test]
+async fn a_forged_vote_naming_a_known_request_is_recorded_without_a_reviewer() {
+    let sink = sink();
+    let attached = Arc::new(Attached::default());
+    let gate = Gate::builder(sink.clone())
+        .approver("mock", attached.clone())
+        .policy(policy())
+        .build()
+        .unwrap();
+    let ballots = lock(&attached.0)[0].clone();
+    let waiting = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.approve(call()).await.map(|_| ()) }
+    });
+    let id = loop {
+        if names(&sink).iter().any(|n| n == "requested") {
+            let log = String::from_utf8(sink.bytes()).unwrap();
+            let record: serde_json::Value =
+                serde_json::from_str(log.lines().next().unwrap()).unwrap();
+            break record["request_id"].as_str().unwrap().to_owned();
+        }
+        tokio::task::yield_now().await;
+    };
+    // Unknown ids leave nothing.
+    assert!(
+        !ballots
+            .refuse("made-up", "webhook", RejectReason::BadSignature)
+            .await
+            .unwrap()
+    );
+    assert!(
+        ballots
+            .refuse(&id, "webhook", RejectReason::BadSignature)
+            .await
+            .unwrap()
+    );
+    let log = String::from_utf8(sink.bytes()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "rejected_vote");
+    assert_eq!(last["why"], "bad_signature");
+    assert_eq!(last["request_id"], id.as_str());
+    assert!(last.get("reviewer").is_none());
+    assert_eq!(log.lines().count(), 2);
+    // The request is untouched.
+    assert!(!waiting.is_finished());
+    waiting.abort();
+}
