@@ -1,0 +1,205 @@
+//! The webhook signature scheme, the same in both directions:
+//! `X-Approval-Timestamp: <Unix seconds>` and
+//! `X-Approval-Signature: sha256=<lowercase hex of HMAC-SHA256(secret,
+//! timestamp + "." + body)>`, where `body` is the exact bytes sent.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::hmac;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// The header holding the signing time, in Unix seconds.
+pub const TIMESTAMP_HEADER: &str = "x-approval-timestamp";
+/// The header holding `sha256=` and the signature in hex.
+pub const SIGNATURE_HEADER: &str = "x-approval-signature";
+/// How far a signing time may be from now, either way.
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// A shared secret for one direction of the webhook. Whoever holds the
+/// inbound one can vote as any reviewer the receiver names, so it never
+/// appears in `Debug` output or errors.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use approval_http::WebhookSecret;
+///
+/// // The README's worked example.
+/// let secret = WebhookSecret::new("whsec_example_do_not_use");
+/// let body = br#"{"request_id":"req_01","vote":"approve"}"#;
+/// let signature = secret.sign(1_700_000_000, body);
+/// assert_eq!(signature, "sha256=af578c0d276c206194f6cd6c7d3c9ced2a5facf3d1be394dc09ab015cc489205");
+/// let now = UNIX_EPOCH + Duration::from_secs(1_700_000_060);
+/// assert_eq!(secret.verify(Some("1700000000"), Some(&signature), body, now), Ok(()));
+/// assert_eq!(format!("{secret:?}"), "WebhookSecret([REDACTED])");
+/// ```
+pub struct WebhookSecret {
+    key: hmac::Key,
+    // Kept only so the bytes are wiped on drop.
+    _bytes: Zeroizing<Vec<u8>>,
+}
+
+impl WebhookSecret {
+    /// The secret; its UTF-8 bytes are the HMAC key.
+    pub fn new(secret: impl Into<String>) -> Self {
+        let bytes = Zeroizing::new(secret.into().into_bytes());
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+            _bytes: bytes,
+        }
+    }
+
+    fn tag(&self, timestamp: &str, body: &[u8]) -> hmac::Tag {
+        let mut context = hmac::Context::with_key(&self.key);
+        context.update(timestamp.as_bytes());
+        context.update(b".");
+        context.update(body);
+        context.sign()
+    }
+
+    /// The signature header's value for `body` signed at `timestamp`.
+    pub fn sign(&self, timestamp: u64, body: &[u8]) -> String {
+        let tag = self.tag(&timestamp.to_string(), body);
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256={hex}")
+    }
+
+    /// Checks the two headers' values as received against the raw body, at
+    /// time `now`; the signature is compared in constant time.
+    pub fn verify(
+        &self,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), SignatureError> {
+        let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+            return Err(SignatureError::Missing);
+        };
+        if timestamp.is_empty() || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SignatureError::Malformed);
+        }
+        let seconds: u64 = timestamp.parse().map_err(|_| SignatureError::Malformed)?;
+        let sent = UNIX_EPOCH + Duration::from_secs(seconds);
+        let skew = match now.duration_since(sent) {
+            Ok(age) => age,
+            Err(ahead) => ahead.duration(),
+        };
+        if skew > MAX_SKEW {
+            return Err(SignatureError::Stale);
+        }
+        let claimed = signature
+            .strip_prefix("sha256=")
+            .and_then(decode_hex)
+            .ok_or(SignatureError::Malformed)?;
+        if bool::from(self.tag(timestamp, body).as_ref().ct_eq(&claimed[..])) {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret([REDACTED])")
+    }
+}
+
+/// 64 lowercase hex digits as 32 bytes.
+pub(crate) fn decode_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Why a signed message was not accepted. Each is answered 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// A signature header is missing.
+    #[error("the message is not signed")]
+    Missing,
+    /// A header is not in the scheme's form.
+    #[error("the signature headers are malformed")]
+    Malformed,
+    /// The timestamp is more than five minutes from now.
+    #[error("the message's timestamp is more than five minutes from now")]
+    Stale,
+    /// The signature does not match the body.
+    #[error("the signature does not match")]
+    Mismatch,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn refuses_each_way_a_signature_can_be_wrong() {
+        let secret = WebhookSecret::new("whsec_example_do_not_use");
+        let body = br#"{"request_id":"req_01","vote":"approve"}"#;
+        let good = secret.sign(1_700_000_000, body);
+        let check = |ts, sig: Option<&str>, body: &[u8], now| secret.verify(ts, sig, body, now);
+        assert_eq!(
+            check(Some("1700000000"), Some(&good), body, at(1_700_000_300)),
+            Ok(())
+        );
+        assert_eq!(
+            check(None, Some(&good), body, at(1_700_000_000)),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            check(Some("1700000000"), None, body, at(1_700_000_000)),
+            Err(SignatureError::Missing)
+        );
+        for ts in ["", "-1", "1e9", " 1700000000", "99999999999999999999999"] {
+            assert_eq!(
+                check(Some(ts), Some(&good), body, at(1_700_000_000)),
+                Err(SignatureError::Malformed),
+                "{ts}"
+            );
+        }
+        let upper = good.to_uppercase().replace("SHA256=", "sha256=");
+        for sig in ["af57", "v0=af57", &upper, &good[7..]] {
+            assert_eq!(
+                check(Some("1700000000"), Some(sig), body, at(1_700_000_000)),
+                Err(SignatureError::Malformed),
+                "{sig}"
+            );
+        }
+        // Five minutes and a second, either way.
+        assert_eq!(
+            check(Some("1700000000"), Some(&good), body, at(1_700_000_301)),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            check(Some("1700000000"), Some(&good), body, at(1_699_999_699)),
+            Err(SignatureError::Stale)
+        );
+        // Another time, another body, another secret.
+        assert_eq!(
+            check(Some("1700000001"), Some(&good), body, at(1_700_000_000)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            check(Some("1700000000"), Some(&good), b"{}", at(1_700_000_000)),
+            Err(SignatureError::Mismatch)
+        );
+        let other = WebhookSecret::new("another").sign(1_700_000_000, body);
+        assert_eq!(
+            check(Some("1700000000"), Some(&other), body, at(1_700_000_000)),
+            Err(SignatureError::Mismatch)
+        );
+    }
+}
