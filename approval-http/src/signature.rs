@@ -25,11 +25,11 @@ pub const MAX_SKEW: Duration = Duration::from_secs(300);
 /// use std::time::{Duration, UNIX_EPOCH};
 /// use approval_http::WebhookSecret;
 ///
-/// // The README's worked example.
+/// // The README's worked example (checked with `openssl dgst -sha256 -hmac`).
 /// let secret = WebhookSecret::new("whsec_example_do_not_use");
-/// let body = br#"{"request_id":"req_01","vote":"approve"}"#;
+/// let body = br#"{"request_id":"req_01","binding":"9f2c1e0b7a6d5c4b3a29180706f5e4d3c2b1a09f8e7d6c5b4a3928170605f4e3","reviewer":"alice","vote":"approve"}"#;
 /// let signature = secret.sign(1_700_000_000, body);
-/// assert_eq!(signature, "sha256=af578c0d276c206194f6cd6c7d3c9ced2a5facf3d1be394dc09ab015cc489205");
+/// assert_eq!(signature, "sha256=4fd7b6afbe6dba9808373662f683bac073d8e1ff073dbcf74c2c810c7f979183");
 /// let now = UNIX_EPOCH + Duration::from_secs(1_700_000_060);
 /// assert_eq!(secret.verify(Some("1700000000"), Some(&signature), body, now), Ok(()));
 /// assert_eq!(format!("{secret:?}"), "WebhookSecret([REDACTED])");
