@@ -12,7 +12,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::HttpApprover;
-use crate::document::decision_document;
+use crate::document::DecisionDocument;
 use crate::signature::{SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER};
 use crate::vote::{CHANNEL, VoteMessage};
 
@@ -91,7 +91,8 @@ async fn vote(
         Ok(BallotOutcome::Counted { decision }) => {
             let mut body = json!({"outcome": "counted"});
             if let Some(decision) = decision {
-                body["decision"] = decision_document(&decision);
+                body["decision"] =
+                    serde_json::to_value(DecisionDocument::of(&decision)).unwrap_or_default();
             }
             answer(StatusCode::OK, body)
         }

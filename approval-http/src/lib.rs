@@ -5,16 +5,28 @@
 //! receiver answers with a vote at once, or answers `202 Accepted` and
 //! later POSTs votes to [`callback::router`]. Both directions are signed
 //! the same way ([`WebhookSecret`]), each with its own secret.
+//!
+//! [`ApiApprover`] puts requests on a board that reviewers read and vote
+//! on through the [decision API](api::router), each with a bearer token
+//! ([`ReviewerTokens`]).
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+mod board;
 pub mod callback;
 mod document;
 mod signature;
+mod tokens;
 mod vote;
 mod webhook;
 
-pub use document::request_document;
+pub use board::ApiApprover;
+pub use document::{
+    ActorFacts, AgentText, DecisionDocument, EarlierDocument, GateFacts, PolicyFacts,
+    RequestDocument,
+};
 pub use signature::{MAX_SKEW, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, WebhookSecret};
+pub use tokens::{ReviewerTokens, TokenError};
 pub use vote::{VoteMessage, VoteWord};
 pub use webhook::{HttpApprover, HttpApproverBuilder};

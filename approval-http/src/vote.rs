@@ -38,7 +38,7 @@ pub struct VoteMessage {
 }
 
 /// `approve` or `deny`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VoteWord {
     /// Approve.

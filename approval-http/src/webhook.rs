@@ -10,7 +10,7 @@ use approval_core::{
 use async_trait::async_trait;
 use std::sync::Arc;
 
-use crate::document::request_document;
+use crate::document::RequestDocument;
 use crate::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSecret};
 use crate::vote::{CHANNEL, VoteMessage};
 
@@ -21,7 +21,7 @@ const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Delivers each request to a receiver you run, as a signed JSON `POST`
-/// (the [request document](crate::request_document), plus `callback`: the
+/// (the [`RequestDocument`](crate::RequestDocument), with `callback`: the
 /// URL votes go to, if configured).
 ///
 /// The receiver answers:
@@ -216,8 +216,8 @@ impl Approver for HttpApprover {
         request: Arc<ApprovalRequest>,
         ballots: Ballots,
     ) -> Result<(), ApproverError> {
-        let mut document = request_document(&request);
-        document["callback"] = self.callback.clone().into();
+        let mut document = RequestDocument::of(&request);
+        document.callback.clone_from(&self.callback);
         let body = serde_json::to_vec(&document)
             .map_err(|e| ApproverError::Refused(format!("request document: {e}")))?;
         let answer = self.post(&body).await?;

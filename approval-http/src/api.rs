@@ -1,0 +1,346 @@
+//! The decision API: reviewers read requests and vote over HTTP, each with
+//! their own bearer token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use approval_core::{Ballot, BallotOutcome, Clock, RejectReason, SystemClock, Vote};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::board::{ApiApprover, Entry};
+use crate::document::{DecisionDocument, RequestDocument, unix};
+use crate::vote::VoteWord;
+
+/// The channel name votes through the API carry.
+const CHANNEL: &str = "api";
+
+/// A request as the API shows it: its document, its state, the votes
+/// counted through the API, how it ended, and the time left.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestView {
+    /// The request.
+    #[serde(flatten)]
+    pub request: RequestDocument,
+    /// `pending` or `settled`.
+    pub state: String,
+    /// Votes counted through the API, in order.
+    pub votes: Vec<VoteView>,
+    /// How it ended; `null` while pending.
+    pub decision: Option<DecisionDocument>,
+    /// Seconds until it expires (0 once settled or past).
+    pub seconds_left: u64,
+}
+
+/// A vote counted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoteView {
+    /// `api:<name>`.
+    pub reviewer: String,
+    /// `approve` or `deny`.
+    pub vote: VoteWord,
+    /// The reviewer's comment.
+    pub comment: Option<String>,
+}
+
+/// A list of requests, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestList {
+    /// The requests.
+    pub requests: Vec<RequestView>,
+}
+
+/// Which requests to list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// `pending` (the default) or `settled`.
+    pub state: Option<String>,
+}
+
+/// A vote as a reviewer sends it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoteBody {
+    /// `approve` or `deny`.
+    pub vote: VoteWord,
+    /// Why; handed back to the agent on a denial.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// What became of a vote.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoteAnswer {
+    /// `counted`, `absorbed` (the same vote again) or `refused`.
+    pub outcome: String,
+    /// Why it was refused: `not_eligible`, `self_approval`, `settled`,
+    /// `already_voted`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// How the request ended, if this vote settled it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionDocument>,
+}
+
+/// An error's body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "approval decision API", description = "Read approval requests and vote on them. Every route but this document needs `Authorization: Bearer <reviewer token>`."),
+    paths(list_requests, get_request, cast_vote),
+    components(schemas(RequestView, RequestList, VoteBody, VoteAnswer, ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of the API, generated from its handlers and types.
+///
+/// ```
+/// let document: serde_json::Value = serde_json::from_str(&approval_http::api::openapi_json()).unwrap();
+/// assert!(document["paths"]["/requests/{id}/votes"]["post"].is_object());
+/// ```
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// An axum `Router` serving the decision API for `approver`'s requests:
+///
+/// - `GET /requests?state=pending|settled`: newest first;
+/// - `GET /requests/{id}`;
+/// - `POST /requests/{id}/votes` with `{"vote": "approve" | "deny",
+///   "comment": …}`;
+/// - `GET /openapi.json`: this API's OpenAPI document.
+///
+/// Every route but the last needs `Authorization: Bearer <token>` of a
+/// configured reviewer (401 otherwise), whose votes are recorded as
+/// `api:<name>`. A reviewer the policy does not allow gets 403 (and a
+/// `rejected_vote` record); a repeated vote counts once.
+///
+/// ```no_run
+/// # async fn serve(approver: std::sync::Arc<approval_http::ApiApprover>) -> std::io::Result<()> {
+/// let app = axum::Router::new().nest("/approval", approval_http::api::router(approver));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// axum::serve(listener, app).await
+/// # }
+/// ```
+pub fn router(approver: Arc<ApiApprover>) -> Router {
+    Router::new()
+        .route("/requests", get(list_requests))
+        .route("/requests/{id}", get(get_request))
+        .route("/requests/{id}/votes", post(cast_vote))
+        .route("/openapi.json", get(openapi))
+        .with_state(approver)
+}
+
+/// Serves [`router`] on `address` until the task is dropped: the one-line
+/// way to run the API on its own.
+pub async fn serve(address: SocketAddr, approver: Arc<ApiApprover>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    axum::serve(listener, router(approver)).await
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, error: &str) -> Response {
+    json(
+        status,
+        &ErrorBody {
+            error: error.into(),
+        },
+    )
+}
+
+/// The reviewer the request's token names.
+fn reviewer<'a>(approver: &'a ApiApprover, headers: &HeaderMap) -> Option<&'a str> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    approver.tokens.authenticate(authorization)
+}
+
+/// The answer to a request without a reviewer's token.
+fn unauthorized() -> Response {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "a reviewer's bearer token is required",
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+    response
+}
+
+pub(crate) fn view(entry: Entry) -> RequestView {
+    let now = unix(SystemClock.now());
+    let seconds_left = match entry.decision {
+        Some(_) => 0,
+        None => unix(entry.request.expires_at).saturating_sub(now),
+    };
+    RequestView {
+        request: RequestDocument::of(&entry.request),
+        state: if entry.decision.is_some() {
+            "settled"
+        } else {
+            "pending"
+        }
+        .into(),
+        votes: entry
+            .votes
+            .into_iter()
+            .map(|(reviewer, vote, comment)| VoteView {
+                reviewer,
+                vote: match vote {
+                    Vote::Approve => VoteWord::Approve,
+                    _ => VoteWord::Deny,
+                },
+                comment,
+            })
+            .collect(),
+        decision: entry.decision.as_ref().map(DecisionDocument::of),
+        seconds_left,
+    }
+}
+
+/// Lists requests.
+#[utoipa::path(get, path = "/requests", params(ListQuery), responses(
+    (status = 200, description = "The requests, newest first", body = RequestList),
+    (status = 400, description = "Unknown state", body = ErrorBody),
+    (status = 401, description = "No or unknown token", body = ErrorBody),
+))]
+async fn list_requests(
+    State(approver): State<Arc<ApiApprover>>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if reviewer(&approver, &headers).is_none() {
+        return unauthorized();
+    }
+    let entries = match query.state.as_deref() {
+        None | Some("pending") => approver.pending(),
+        Some("settled") => approver.settled(),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "state is pending or settled"),
+    };
+    let requests = entries.into_iter().map(view).collect();
+    json(StatusCode::OK, &RequestList { requests })
+}
+
+/// One request.
+#[utoipa::path(get, path = "/requests/{id}", params(("id" = String, Path, description = "The request id")), responses(
+    (status = 200, description = "The request", body = RequestView),
+    (status = 401, description = "No or unknown token", body = ErrorBody),
+    (status = 404, description = "No such request here", body = ErrorBody),
+))]
+async fn get_request(
+    State(approver): State<Arc<ApiApprover>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if reviewer(&approver, &headers).is_none() {
+        return unauthorized();
+    }
+    match approver.entry(&id) {
+        Some(entry) => json(StatusCode::OK, &view(entry)),
+        None => error(StatusCode::NOT_FOUND, "no such request"),
+    }
+}
+
+/// Votes on a request.
+#[utoipa::path(post, path = "/requests/{id}/votes", params(("id" = String, Path, description = "The request id")), request_body = VoteBody, responses(
+    (status = 200, description = "Counted, or the same vote again", body = VoteAnswer),
+    (status = 400, description = "Not a vote", body = ErrorBody),
+    (status = 401, description = "No or unknown token", body = ErrorBody),
+    (status = 403, description = "Not allowed to decide this request (recorded)", body = VoteAnswer),
+    (status = 404, description = "No such request (recorded)", body = VoteAnswer),
+    (status = 409, description = "Settled, or a different vote earlier (recorded)", body = VoteAnswer),
+    (status = 503, description = "The audit log could not record it", body = ErrorBody),
+))]
+async fn cast_vote(
+    State(approver): State<Arc<ApiApprover>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(name) = reviewer(&approver, &headers).map(str::to_owned) else {
+        return unauthorized();
+    };
+    let Ok(body) = serde_json::from_slice::<VoteBody>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not a vote");
+    };
+    let Some(ballots) = approver.ballots() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the approver is in no gate",
+        );
+    };
+    // The binding is the one this request was shown with; an id the board
+    // does not hold is still cast, so the gate records the refusal.
+    let binding = approver.entry(&id).map_or([0; 32], |e| e.request.binding);
+    let vote = match body.vote {
+        VoteWord::Approve => Vote::Approve,
+        VoteWord::Deny => Vote::Deny,
+    };
+    let identity = format!("{CHANNEL}:{name}");
+    let mut ballot = Ballot::from_parts(&id, binding, identity.clone(), CHANNEL, vote);
+    ballot.comment.clone_from(&body.comment);
+    let answer = |outcome: &str, why: Option<RejectReason>, decision| VoteAnswer {
+        outcome: outcome.into(),
+        why: why.map(|w| w.as_str().to_owned()),
+        decision,
+    };
+    match ballots.cast(ballot).await {
+        Ok(BallotOutcome::Counted { decision }) => {
+            approver.counted(&id, identity, vote, body.comment);
+            let decision = decision.as_ref().map(DecisionDocument::of);
+            json(StatusCode::OK, &answer("counted", None, decision))
+        }
+        Ok(BallotOutcome::Rejected(why)) => {
+            let status = match why {
+                RejectReason::UnknownRequest => StatusCode::NOT_FOUND,
+                RejectReason::NotEligible | RejectReason::SelfApproval => StatusCode::FORBIDDEN,
+                _ => StatusCode::CONFLICT,
+            };
+            json(status, &answer("refused", Some(why), None))
+        }
+        Ok(_) => json(StatusCode::OK, &answer("absorbed", None, None)),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit log could not record the vote",
+        ),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}

@@ -1,0 +1,136 @@
+//! The decision API's approver: keeps the requests delivered to it, the
+//! votes cast through it and how each ended, for reviewers to read.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use approval_core::{ApprovalRequest, Approver, ApproverError, Ballots, Decision, Vote};
+use async_trait::async_trait;
+
+use crate::tokens::ReviewerTokens;
+
+/// How many settled requests the API keeps for its history.
+const HISTORY: usize = 1000;
+
+/// An approver whose reviewers decide through the [decision
+/// API](crate::api::router): `deliver` puts the request on a board they
+/// read and vote on, each with their own bearer token.
+///
+/// ```
+/// use std::sync::Arc;
+/// use approval_http::{ApiApprover, ReviewerTokens};
+///
+/// let tokens = ReviewerTokens::new()
+///     .reviewer("alice", "2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90")
+///     .unwrap();
+/// let approver = Arc::new(ApiApprover::new(tokens));
+/// // builder.approver("api", approver.clone()); serve api::router(approver)
+/// # let _ = approver;
+/// ```
+#[derive(Debug)]
+pub struct ApiApprover {
+    pub(crate) tokens: ReviewerTokens,
+    board: Mutex<Board>,
+    ballots: Mutex<Option<Ballots>>,
+}
+
+#[derive(Debug, Default)]
+struct Board {
+    pending: BTreeMap<String, Entry>,
+    settled: VecDeque<Entry>,
+}
+
+/// A request on the board.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) request: Arc<ApprovalRequest>,
+    /// Votes counted through the API: (reviewer id, vote, comment).
+    pub(crate) votes: Vec<(String, Vote, Option<String>)>,
+    pub(crate) decision: Option<Decision>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ApiApprover {
+    /// An approver whose reviewers are `tokens`.
+    pub fn new(tokens: ReviewerTokens) -> Self {
+        Self {
+            tokens,
+            board: Mutex::default(),
+            ballots: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn ballots(&self) -> Option<Ballots> {
+        lock(&self.ballots).clone()
+    }
+
+    /// Open requests, newest first (ids are time-sortable).
+    pub(crate) fn pending(&self) -> Vec<Entry> {
+        lock(&self.board).pending.values().rev().cloned().collect()
+    }
+
+    /// Settled requests, newest first.
+    pub(crate) fn settled(&self) -> Vec<Entry> {
+        lock(&self.board).settled.iter().rev().cloned().collect()
+    }
+
+    /// One request, open or settled.
+    pub(crate) fn entry(&self, id: &str) -> Option<Entry> {
+        let board = lock(&self.board);
+        board
+            .pending
+            .get(id)
+            .or_else(|| board.settled.iter().find(|e| e.request.id == id))
+            .cloned()
+    }
+
+    /// A vote counted through the API.
+    pub(crate) fn counted(&self, id: &str, reviewer: String, vote: Vote, comment: Option<String>) {
+        let mut board = lock(&self.board);
+        let entry = match board.pending.get_mut(id) {
+            Some(entry) => Some(entry),
+            None => board.settled.iter_mut().find(|e| e.request.id == id),
+        };
+        if let Some(entry) = entry {
+            entry.votes.push((reviewer, vote, comment));
+        }
+    }
+}
+
+#[async_trait]
+impl Approver for ApiApprover {
+    fn attach(&self, ballots: Ballots) {
+        lock(&self.ballots).get_or_insert(ballots);
+    }
+
+    async fn deliver(
+        &self,
+        request: Arc<ApprovalRequest>,
+        _ballots: Ballots,
+    ) -> Result<(), ApproverError> {
+        let entry = Entry {
+            request: request.clone(),
+            votes: Vec::new(),
+            decision: None,
+        };
+        lock(&self.board).pending.insert(request.id.clone(), entry);
+        Ok(())
+    }
+
+    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
+        let mut board = lock(&self.board);
+        let mut entry = board.pending.remove(&request.id).unwrap_or_else(|| Entry {
+            request: request.clone(),
+            votes: Vec::new(),
+            decision: None,
+        });
+        entry.decision = Some(decision.clone());
+        board.settled.push_back(entry);
+        if board.settled.len() > HISTORY {
+            board.settled.pop_front();
+        }
+    }
+}

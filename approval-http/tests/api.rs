@@ -1,0 +1,283 @@
+//! The decision API over loopback: bearer tokens on every route, reads of
+//! the full context, votes checked and recorded by the gate, the OpenAPI
+//! document.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approval_core::{
+    Actor, ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
+    Policy, WriterSecret, with_actor,
+};
+use approval_http::{ApiApprover, ReviewerTokens, api};
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice-token-7f1c2d";
+const BOB: &str = "bob-token-93ab41";
+const CAROL: &str = "carol-token-0d9e77";
+
+struct Setup {
+    gate: Gate,
+    sink: Arc<MemorySink>,
+    base: String,
+    client: reqwest::Client,
+}
+
+async fn setup(required: u32) -> Setup {
+    let tokens = ReviewerTokens::new()
+        .reviewer("alice", &ReviewerTokens::hash(ALICE))
+        .unwrap()
+        .reviewer("bob", &ReviewerTokens::hash(BOB))
+        .unwrap()
+        .reviewer("carol", &ReviewerTokens::hash(CAROL))
+        .unwrap();
+    let approver = Arc::new(ApiApprover::new(tokens));
+    let secret = WriterSecret::generate().unwrap();
+    let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
+        KeyId::new("k").unwrap(),
+        &secret,
+    ))));
+    let gate = Gate::builder(sink.clone())
+        .approver("api", approver.clone())
+        .policy(
+            Policy::new("data-export", ["api"], Duration::from_secs(60))
+                .approvers(["alice", "bob"])
+                .required(required),
+        )
+        .directory(
+            Directory::new()
+                .person("alice", ["api:alice"])
+                .person("bob", ["api:bob"])
+                .person("carol", ["api:carol"]),
+        )
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, api::router(approver)).await });
+    Setup {
+        gate,
+        sink,
+        base,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Setup {
+    /// A gated call, made by an agent acting for `person`.
+    fn start(
+        &self,
+        person: &str,
+        table: &str,
+    ) -> tokio::task::JoinHandle<Result<String, ApprovalError>> {
+        let gate = self.gate.clone();
+        let call = Call::new(
+            "crm::export_table",
+            "data-export",
+            CanonicalJson::from_serialize(&json!({"table": table})).unwrap(),
+        );
+        let actor = Actor::new("agent-7").on_behalf_of(person);
+        tokio::spawn(with_actor(actor, async move {
+            gate.approve(call).await.map(|a| a.request().id.clone())
+        }))
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn vote(&self, id: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/requests/{id}/votes", self.base))
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The id of the one pending request, once it is on the board.
+    async fn pending_id(&self) -> String {
+        for _ in 0..1000 {
+            let (_, list) = self.get("/requests", Some(ALICE)).await;
+            if let Some(id) = list["requests"][0]["request_id"].as_str() {
+                return id.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("nothing pending");
+    }
+
+    fn records(&self, event: &str) -> Vec<Value> {
+        String::from_utf8(self.sink.bytes())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["event"] == event)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn every_route_wants_a_reviewer_token_and_reads_show_the_full_context() {
+    let s = setup(1).await;
+    let waiting = s.start("dave", "users");
+    let id = s.pending_id().await;
+    for token in [None, Some("wrong"), Some("")] {
+        assert_eq!(s.get("/requests", token).await.0, 401, "{token:?}");
+        assert_eq!(s.get(&format!("/requests/{id}"), token).await.0, 401);
+        let (status, _) = s.vote(&id, token, json!({"vote": "approve"})).await;
+        assert_eq!(status, 401);
+    }
+    assert!(s.records("reviewed").is_empty());
+    assert!(s.records("rejected_vote").is_empty());
+
+    let (status, request) = s.get(&format!("/requests/{id}"), Some(BOB)).await;
+    assert_eq!(status, 200);
+    assert_eq!(request["state"], "pending");
+    assert_eq!(request["gate"]["action"], "crm::export_table");
+    assert_eq!(
+        request["gate"]["policy"]["approvers"],
+        json!(["alice", "bob"])
+    );
+    assert_eq!(request["gate"]["actor"]["on_behalf_of"], "dave");
+    assert_eq!(request["agent"]["args"]["table"], "users");
+    assert!(request["seconds_left"].as_u64().unwrap() > 50);
+    assert_eq!(s.get("/requests/req_nobody", Some(BOB)).await.0, 404);
+    assert_eq!(s.get("/requests?state=whatever", Some(BOB)).await.0, 400);
+
+    // The OpenAPI document, generated from the handlers: no token needed.
+    let (status, openapi) = s.get("/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(openapi["paths"]["/requests"]["get"].is_object());
+    assert!(openapi["paths"]["/requests/{id}/votes"]["post"]["requestBody"].is_object());
+    assert_eq!(
+        openapi["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    let (status, answer) = s.vote(&id, Some(BOB), json!({"vote": "approve"})).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("counted")));
+    assert_eq!(answer["decision"]["reviewers"], json!(["api:bob"]));
+    waiting.await.unwrap().unwrap();
+    let (_, settled) = s.get("/requests?state=settled", Some(ALICE)).await;
+    let settled = &settled["requests"][0];
+    assert_eq!(settled["request_id"], id.as_str());
+    assert_eq!(settled["state"], "settled");
+    assert_eq!(
+        settled["votes"],
+        json!([{"reviewer": "api:bob", "vote": "approve", "comment": null}])
+    );
+    assert_eq!(settled["decision"]["outcome"], "approved");
+    let (_, pending) = s.get("/requests", Some(ALICE)).await;
+    assert_eq!(pending["requests"], json!([]));
+}
+
+#[tokio::test]
+async fn votes_are_checked_by_the_gate_recorded_and_counted_once() {
+    let s = setup(2).await;
+    // The agent acts for alice: she may not decide.
+    let waiting = s.start("alice", "users");
+    let id = s.pending_id().await;
+    let (status, answer) = s.vote(&id, Some(ALICE), json!({"vote": "approve"})).await;
+    assert_eq!(
+        (status, answer["why"].as_str()),
+        (403, Some("self_approval"))
+    );
+    let (status, answer) = s.vote(&id, Some(CAROL), json!({"vote": "approve"})).await;
+    assert_eq!(
+        (status, answer["why"].as_str()),
+        (403, Some("not_eligible"))
+    );
+    let who: Vec<_> = s
+        .records("rejected_vote")
+        .iter()
+        .map(|r| (r["reviewer"]["id"].clone(), r["why"].clone()))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            (json!("api:alice"), json!("self_approval")),
+            (json!("api:carol"), json!("not_eligible"))
+        ]
+    );
+    // Not a vote: 400, nothing recorded.
+    assert_eq!(
+        s.vote(&id, Some(BOB), json!({"vote": "maybe"})).await.0,
+        400
+    );
+    assert_eq!(
+        s.vote(&id, Some(BOB), json!({"vote": "approve", "extra": 1}))
+            .await
+            .0,
+        400
+    );
+    // Bob's approval, twice: counted once; one of two.
+    let (status, answer) = s.vote(&id, Some(BOB), json!({"vote": "approve"})).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("counted")));
+    assert!(answer.get("decision").is_none());
+    let (status, answer) = s.vote(&id, Some(BOB), json!({"vote": "approve"})).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("absorbed"))
+    );
+    assert_eq!(s.records("reviewed").len(), 1);
+    // Bob changing his mind: refused, his first vote stands.
+    let (status, answer) = s.vote(&id, Some(BOB), json!({"vote": "deny"})).await;
+    assert_eq!(
+        (status, answer["why"].as_str()),
+        (409, Some("already_voted"))
+    );
+    assert!(!waiting.is_finished());
+    waiting.abort();
+
+    // A denial with a comment reaches the agent.
+    let s = setup(1).await;
+    let waiting = s.start("dave", "admins");
+    let id = s.pending_id().await;
+    let (status, _) = s
+        .vote(
+            &id,
+            Some(ALICE),
+            json!({"vote": "deny", "comment": "not during the freeze"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, ApprovalError::Denied { comment: Some(c), reviewer } if c == "not during the freeze" && reviewer.id == "api:alice"),
+        "{err}"
+    );
+    // Unknown and settled requests: 404 and 409, recorded.
+    assert_eq!(
+        s.vote("req_nobody", Some(BOB), json!({"vote": "approve"}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        s.vote(&id, Some(BOB), json!({"vote": "approve"})).await.0,
+        409
+    );
+    let whys: Vec<_> = s
+        .records("rejected_vote")
+        .iter()
+        .map(|r| r["why"].clone())
+        .collect();
+    assert_eq!(whys, ["unknown_request", "settled"]);
+}
