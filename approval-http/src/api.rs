@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::board::{ApiApprover, Entry};
+use crate::console;
 use crate::document::{DecisionDocument, RequestDocument, unix};
 use crate::vote::VoteWord;
 
@@ -134,11 +135,15 @@ pub fn openapi_json() -> String {
 /// - `GET /requests/{id}`;
 /// - `POST /requests/{id}/votes` with `{"vote": "approve" | "deny",
 ///   "comment": …}`;
-/// - `GET /openapi.json`: this API's OpenAPI document.
+/// - `GET /openapi.json`: this API's OpenAPI document;
+/// - `GET /console`: the review console, a page for reviewers in a
+///   browser (with `console.js`, `console.css` and `console/session`,
+///   `console/status` beside it).
 ///
-/// Every route but the last needs `Authorization: Bearer <token>` of a
-/// configured reviewer (401 otherwise), whose votes are recorded as
-/// `api:<name>`. A reviewer the policy does not allow gets 403 (and a
+/// Every request or vote route needs `Authorization: Bearer <token>` of a
+/// configured reviewer, or the console's session cookie (and, to vote,
+/// its CSRF token in `X-CSRF-Token`); 401 otherwise. Votes are recorded
+/// as `api:<name>`. A reviewer the policy does not allow gets 403 (and a
 /// `rejected_vote` record); a repeated vote counts once.
 ///
 /// ```no_run
@@ -154,6 +159,17 @@ pub fn router(approver: Arc<ApiApprover>) -> Router {
         .route("/requests/{id}", get(get_request))
         .route("/requests/{id}/votes", post(cast_vote))
         .route("/openapi.json", get(openapi))
+        .route("/console", get(console::page))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
+        .route(
+            "/console/session",
+            get(console::session)
+                .post(console::sign_in)
+                .delete(console::sign_out),
+        )
+        .route("/console/status", get(console::status))
+        .layer(axum::middleware::map_response(console::security_headers))
         .with_state(approver)
 }
 
@@ -182,12 +198,20 @@ fn error(status: StatusCode, error: &str) -> Response {
     )
 }
 
-/// The reviewer the request's token names.
-fn reviewer<'a>(approver: &'a ApiApprover, headers: &HeaderMap) -> Option<&'a str> {
+/// The reviewer the request's bearer token names.
+pub(crate) fn bearer<'a>(approver: &'a ApiApprover, headers: &HeaderMap) -> Option<&'a str> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     approver.tokens.authenticate(authorization)
+}
+
+/// The reviewer a request comes from: by bearer token, or by the
+/// console's session cookie (with its CSRF token for a `change`).
+fn reviewer(approver: &ApiApprover, headers: &HeaderMap, change: bool) -> Option<String> {
+    bearer(approver, headers)
+        .map(str::to_owned)
+        .or_else(|| approver.sessions.reviewer(headers, change))
 }
 
 /// The answer to a request without a reviewer's token.
@@ -244,7 +268,7 @@ async fn list_requests(
     Query(query): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if reviewer(&approver, &headers).is_none() {
+    if reviewer(&approver, &headers, false).is_none() {
         return unauthorized();
     }
     let entries = match query.state.as_deref() {
@@ -267,7 +291,7 @@ async fn get_request(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if reviewer(&approver, &headers).is_none() {
+    if reviewer(&approver, &headers, false).is_none() {
         return unauthorized();
     }
     match approver.entry(&id) {
@@ -292,7 +316,13 @@ async fn cast_vote(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(name) = reviewer(&approver, &headers).map(str::to_owned) else {
+    let Some(name) = reviewer(&approver, &headers, true) else {
+        if approver.sessions.reviewer(&headers, false).is_some() {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the console's CSRF token is missing or wrong",
+            );
+        }
         return unauthorized();
     };
     let Ok(body) = serde_json::from_slice::<VoteBody>(&body) else {

@@ -4,9 +4,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use approval_core::{ApprovalRequest, Approver, ApproverError, Ballots, Decision, Vote};
+use approval_core::{
+    ApprovalRequest, Approver, ApproverError, AuditSink, Ballots, Decision, Keyring, Vote,
+};
 use async_trait::async_trait;
 
+use crate::console::{Audit, Sessions};
 use crate::tokens::ReviewerTokens;
 
 /// How many settled requests the API keeps for its history.
@@ -30,6 +33,9 @@ const HISTORY: usize = 1000;
 #[derive(Debug)]
 pub struct ApiApprover {
     pub(crate) tokens: ReviewerTokens,
+    pub(crate) sessions: Sessions,
+    pub(crate) audit: Option<Audit>,
+    pub(crate) plain_http_cookies: bool,
     board: Mutex<Board>,
     ballots: Mutex<Option<Ballots>>,
 }
@@ -58,9 +64,29 @@ impl ApiApprover {
     pub fn new(tokens: ReviewerTokens) -> Self {
         Self {
             tokens,
+            sessions: Sessions::default(),
+            audit: None,
+            plain_http_cookies: false,
             board: Mutex::default(),
             ballots: Mutex::new(None),
         }
+    }
+
+    /// Shows, in the review console, whether the audit chain in `sink`
+    /// verifies under `keyring`, and its head.
+    #[must_use]
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>, keyring: Keyring) -> Self {
+        self.audit = Some(Audit { sink, keyring });
+        self
+    }
+
+    /// Sends the console's session cookie without `Secure`, so a browser
+    /// keeps it over plain HTTP: for a console on a loopback address in
+    /// development only (the quickstart's `--web`). Behind HTTPS, leave it.
+    #[must_use]
+    pub fn plain_http_cookies(mut self) -> Self {
+        self.plain_http_cookies = true;
+        self
     }
 
     pub(crate) fn ballots(&self) -> Option<Ballots> {

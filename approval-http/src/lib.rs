@@ -15,6 +15,7 @@
 pub mod api;
 mod board;
 pub mod callback;
+mod console;
 mod document;
 mod signature;
 mod tokens;
