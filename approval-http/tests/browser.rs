@@ -185,7 +185,8 @@ impl Driver {
         let path =
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("console-{name}.png"));
         std::fs::write(&path, bytes).unwrap();
-        println!("screenshot: {}", path.display());
+        // Test output, shown with --nocapture: where the artefact went.
+        eprintln!("screenshot: {}", path.display());
     }
 }
 
