@@ -2,7 +2,8 @@
 //! terminal; the audit log is verified at the end.
 //!
 //! ```sh
-//! cargo run --example quickstart
+//! cargo run --example quickstart          # decide on this terminal
+//! cargo run --example quickstart -- --web # or in the review console, in a browser
 //! ```
 //!
 //! Nothing to configure: it makes a fresh development key (a new one on
@@ -20,9 +21,11 @@ use approval_core::checkpoint::{
     Checkpoint, Checkpointing, SigningKey, check_log, checkpoint_path,
 };
 use approval_core::{
-    Actor, ActorKind, ApprovalError, ChainWriter, Gate, JsonlFileSink, KeyId, Keyring, Policy,
-    RecordKey, TerminalApprover, WriterSecret, requires_approval, verify, with_actor,
+    Actor, ActorKind, ApprovalError, AuditSink, ChainWriter, Directory, Gate, JsonlFileSink, KeyId,
+    Keyring, Policy, RecordKey, TerminalApprover, WriterSecret, requires_approval, verify,
+    with_actor,
 };
+use approval_http::{ApiApprover, ReviewerTokens, api};
 
 /// Exports a table from the warehouse: a person approves every call.
 #[requires_approval(
@@ -40,8 +43,20 @@ async fn rotate_key(key: &str) -> Result<String, ApprovalError> {
     Ok(format!("{key} rotated"))
 }
 
+/// A random token for the console's one reviewer: 128 bits, hex.
+fn one_time_token() -> Result<String, Box<dyn std::error::Error>> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no randomness")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `--web`: decide in the review console in a browser instead.
+    let web = std::env::args().skip(1).any(|a| a == "--web");
     let dir = Path::new("approval-quickstart");
     std::fs::create_dir_all(dir)?;
     let (log, key_file) = (dir.join("audit.jsonl"), dir.join("dev.key"));
@@ -80,13 +95,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(ChainWriter::new(key_id.clone(), &secret)),
         Checkpointing::new(signing),
     )?;
-    let terminal = TerminalApprover::for_current_user();
-    let you = terminal.identity();
+    let sink: Arc<dyn AuditSink> = Arc::new(sink);
     let timeout = Duration::from_secs(300);
-    let gate = Gate::builder(Arc::new(sink))
-        .approver("terminal", Arc::new(terminal))
-        .policy(Policy::new("data-export", ["terminal"], timeout).approvers([you.clone()]))
-        .policy(Policy::new("key-rotation", ["terminal"], timeout).approvers([you.clone()]))
+    let mut gate = Gate::builder(sink.clone());
+    let mut server = None;
+    let you = if web {
+        // The review console on a loopback port, with a one-time token.
+        let token = one_time_token()?;
+        let tokens = ReviewerTokens::new().reviewer("you", &ReviewerTokens::hash(&token))?;
+        let keyring = Keyring::new().with(key_id.clone(), secret.record_key());
+        let console = Arc::new(
+            ApiApprover::new(tokens)
+                .audit(sink.clone(), keyring)
+                .plain_http_cookies(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!(
+            "Review console: http://{}/console  (sign in with the token {token})",
+            listener.local_addr()?
+        );
+        let router = api::router(console.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        server = Some((stop, serving));
+        gate = gate
+            .approver("reviewers", console)
+            .directory(Directory::new().person("you", ["api:you"]));
+        "you".to_owned()
+    } else {
+        let terminal = TerminalApprover::for_current_user();
+        let you = terminal.identity();
+        gate = gate.approver("reviewers", Arc::new(terminal));
+        you
+    };
+    let gate = gate
+        .policy(Policy::new("data-export", ["reviewers"], timeout).approvers([you.clone()]))
+        .policy(Policy::new("key-rotation", ["reviewers"], timeout).approvers([you.clone()]))
         .build()?;
     gate.check_registry()?;
     // Close whatever an earlier run left open (nothing, on a fresh log).
@@ -97,7 +147,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .model("example-model")
         .on_behalf_of("alice@example.com");
     println!("An agent acting for alice@example.com will now try two privileged actions.");
-    println!("You decide, as {you}, on this terminal.");
+    if web {
+        println!("You decide, as {you}, in the review console.");
+    } else {
+        println!("You decide, as {you}, on this terminal.");
+    }
     with_actor(
         agent,
         gate.scope(async {
@@ -113,8 +167,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await;
 
-    // Closing the log signs a checkpoint of everything in it.
+    // Closing the log signs a checkpoint of everything in it. The console
+    // holds the log too: it stops first, letting open connections finish.
+    if let Some((stop, serving)) = server {
+        let _ = stop.send(());
+        let _ = serving.await;
+    }
     drop(gate);
+    // A channel's task may still be finishing the last vote, holding the
+    // gate and its log for a moment: wait for it, so the log closes here,
+    // signing its checkpoint, before it is read.
+    for _ in 0..500 {
+        if Arc::strong_count(&sink) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(sink);
 
     // An auditor needs only the verification key and the public key.
     let keyring = Keyring::new().with(key_id, RecordKey::read_file(&verify_file)?);

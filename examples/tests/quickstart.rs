@@ -159,3 +159,114 @@ fn the_inventory_example_lists_every_gated_function_with_its_policy() {
     );
     assert!(stdout.ends_with("3 gated functions\n"), "{stdout}");
 }
+
+/// `--web`: the same run, decided in the review console. The test signs in
+/// and votes over HTTP as the console's page does (the page itself is
+/// tested in Chromium in `approval-http`).
+#[test]
+fn quickstart_web_is_decided_in_the_review_console() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(example("quickstart"))
+        .arg("--web")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (url, token) = loop {
+        let line = lines.next().expect("the console's address").unwrap();
+        if let Some(rest) = line.strip_prefix("Review console: ") {
+            let (url, token) = rest.split_once("  (sign in with the token ").unwrap();
+            break (url.to_owned(), token.trim_end_matches(')').to_owned());
+        }
+    };
+    let base = url.trim_end_matches("console").to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let page = client.get(&url).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let signed_in = client
+            .post(format!("{base}console/session"))
+            .header("Content-Type", "application/json")
+            .body(serde_json::json!({"token": token}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), 200);
+        let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+        assert!(
+            !cookie.contains("Secure"),
+            "plain HTTP on loopback: {cookie}"
+        );
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let body: serde_json::Value =
+            serde_json::from_str(&signed_in.text().await.unwrap()).unwrap();
+        let csrf = body["csrf"].as_str().unwrap().to_owned();
+        // Approve the export, then deny the key rotation with a comment.
+        for (action, vote) in [
+            (
+                "quickstart::export_table",
+                serde_json::json!({"vote": "approve"}),
+            ),
+            (
+                "quickstart::rotate_key",
+                serde_json::json!({"vote": "deny", "comment": "not during the release freeze"}),
+            ),
+        ] {
+            let id = loop {
+                let list = client
+                    .get(format!("{base}requests"))
+                    .header("Cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+                let first = &list["requests"][0];
+                if first["gate"]["action"] == action {
+                    break first["request_id"].as_str().unwrap().to_owned();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            let voted = client
+                .post(format!("{base}requests/{id}/votes"))
+                .header("Cookie", &cookie)
+                .header("X-CSRF-Token", &csrf)
+                .body(vote.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(voted.status(), 200);
+        }
+    });
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let output = rest.join("\n");
+    let mut errors = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{output}\n{errors}");
+    assert!(
+        output.contains("export_table ran: 5000 rows exported."),
+        "{output}"
+    );
+    assert!(
+        output.contains("rotate_key did not run: denied by api:you: not during the release freeze"),
+        "{output}"
+    );
+    assert!(
+        output.contains("the signed checkpoint covers them"),
+        "{output}"
+    );
+}
