@@ -351,7 +351,6 @@ async fn cast_vote(
     };
     match ballots.cast(ballot).await {
         Ok(BallotOutcome::Counted { decision }) => {
-            approver.counted(&id, identity, vote, body.comment);
             let decision = decision.as_ref().map(DecisionDocument::of);
             json(StatusCode::OK, &answer("counted", None, decision))
         }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, AuditSink, Ballots, Decision, Keyring, Vote,
+    ApprovalRequest, Approver, ApproverError, AuditSink, Ballots, Decision, Keyring, Reviewer, Vote,
 };
 use async_trait::async_trait;
 
@@ -50,7 +50,7 @@ struct Board {
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) request: Arc<ApprovalRequest>,
-    /// Votes counted through the API: (reviewer id, vote, comment).
+    /// Votes counted, from any channel: (reviewer id, vote, comment).
     pub(crate) votes: Vec<(String, Vote, Option<String>)>,
     pub(crate) decision: Option<Decision>,
 }
@@ -112,18 +112,6 @@ impl ApiApprover {
             .or_else(|| board.settled.iter().find(|e| e.request.id == id))
             .cloned()
     }
-
-    /// A vote counted through the API.
-    pub(crate) fn counted(&self, id: &str, reviewer: String, vote: Vote, comment: Option<String>) {
-        let mut board = lock(&self.board);
-        let entry = match board.pending.get_mut(id) {
-            Some(entry) => Some(entry),
-            None => board.settled.iter_mut().find(|e| e.request.id == id),
-        };
-        if let Some(entry) = entry {
-            entry.votes.push((reviewer, vote, comment));
-        }
-    }
 }
 
 #[async_trait]
@@ -146,6 +134,12 @@ impl Approver for ApiApprover {
         Ok(())
     }
 
+    fn voted(&self, request: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
+        if let Some(entry) = lock(&self.board).pending.get_mut(&request.id) {
+            entry.votes.push((reviewer.id.clone(), vote, None));
+        }
+    }
+
     fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
         let mut board = lock(&self.board);
         let mut entry = board.pending.remove(&request.id).unwrap_or_else(|| Entry {
@@ -153,6 +147,23 @@ impl Approver for ApiApprover {
             votes: Vec::new(),
             decision: None,
         });
+        // The deciding votes come with the decision.
+        let known = |entry: &Entry, id: &str| entry.votes.iter().any(|v| v.0 == id);
+        match decision {
+            Decision::Approved { reviewers } => {
+                for reviewer in reviewers {
+                    if !known(&entry, &reviewer.id) {
+                        entry.votes.push((reviewer.id.clone(), Vote::Approve, None));
+                    }
+                }
+            }
+            Decision::Denied { reviewer, comment } => {
+                entry
+                    .votes
+                    .push((reviewer.id.clone(), Vote::Deny, comment.clone()));
+            }
+            _ => {}
+        }
         entry.decision = Some(decision.clone());
         board.settled.push_back(entry);
         if board.settled.len() > HISTORY {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, Ballots, Decision, RejectReason, Vote,
+    ApprovalRequest, Approver, ApproverError, Ballots, Decision, RejectReason, Reviewer, Vote,
 };
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -179,15 +179,6 @@ impl SlackApprover {
         self.policy_channels.get(policy).unwrap_or(&self.channel)
     }
 
-    /// A vote was counted without settling the request: its line goes on
-    /// the message.
-    pub(crate) fn counted(&self, request_id: &str, reviewer: String, vote: Vote) {
-        if let Some(open) = lock(&self.open).get_mut(request_id) {
-            open.votes.push((reviewer, vote));
-            let _ = self.work.send(Work::Progress(request_id.to_owned()));
-        }
-    }
-
     /// Tells `user`, privately, why their vote was refused: in the
     /// request's channel, or `fallback` when this approver has no message
     /// for it. Runs on its own task, after Slack's acknowledgement.
@@ -329,6 +320,15 @@ impl Approver for SlackApprover {
         let _ = self
             .work
             .send(Work::Settled(request.clone(), decision.clone()));
+    }
+
+    fn voted(&self, request: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
+        // A vote that does not settle the request yet, from any channel:
+        // its line goes on the message.
+        if let Some(open) = lock(&self.open).get_mut(&request.id) {
+            open.votes.push((reviewer.id.clone(), vote));
+            let _ = self.work.send(Work::Progress(request.id.clone()));
+        }
     }
 
     fn recovered(&self, recovery: &approval_core::Recovery) {

@@ -60,14 +60,10 @@ async fn cast(
     else {
         return Err(Reply::Malformed);
     };
-    let reviewer = format!("slack:{user}");
-    let mut ballot = Ballot::from_parts(&request_id, binding, reviewer.clone(), "slack", vote);
+    let mut ballot =
+        Ballot::from_parts(&request_id, binding, format!("slack:{user}"), "slack", vote);
     ballot.comment = comment;
-    let outcome = ballots.cast(ballot).await.map_err(|_| Reply::Unavailable)?;
-    if let BallotOutcome::Counted { decision: None } = outcome {
-        approver.counted(&request_id, reviewer, vote);
-    }
-    Ok(outcome)
+    ballots.cast(ballot).await.map_err(|_| Reply::Unavailable)
 }
 
 async fn block_actions(approver: &SlackApprover, payload: &Value) -> Reply {

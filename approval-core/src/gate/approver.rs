@@ -10,7 +10,7 @@ use super::GateInner;
 use super::recover::Recovery;
 use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
 use crate::ApprovalError;
-use crate::record::RejectReason;
+use crate::record::{RejectReason, Reviewer, Vote};
 
 /// A channel through which people approve or deny requests: Slack, Teams,
 /// an HTTP API, a terminal, a ticket system.
@@ -50,6 +50,15 @@ pub trait Approver: Send + Sync + fmt::Debug {
     /// reported by the panic hook; the call goes on.
     fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
         let _ = (request, decision);
+    }
+
+    /// Hears a vote the gate recorded that did not settle the request yet
+    /// (a policy needing more approvals), from whichever channel it came:
+    /// to show it beside the request. The vote that settles it comes with
+    /// [`settled`](Self::settled). By default, nothing; the same rules as
+    /// `settled` apply: do not block here.
+    fn voted(&self, request: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
+        let _ = (request, reviewer, vote);
     }
 
     /// Hears what [`Gate::recover`](super::Gate::recover) closed at

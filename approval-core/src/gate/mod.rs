@@ -1160,10 +1160,34 @@ impl GateInner {
                 .map_err(Into::into),
         };
         match written {
-            Ok(decision) => Ok(BallotOutcome::Counted { decision }),
+            Ok(decision) => {
+                if decision.is_none() {
+                    self.tell_vote(&pending);
+                }
+                Ok(BallotOutcome::Counted { decision })
+            }
             Err(e) => {
                 lock(&pending.state).votes.pop();
                 Err(e)
+            }
+        }
+    }
+
+    /// Tells every route of a request about the vote just recorded that
+    /// did not settle it.
+    fn tell_vote(&self, pending: &Pending) {
+        let Some((reviewer, vote)) = lock(&pending.state)
+            .votes
+            .last()
+            .map(|v| (v.reviewer.clone(), v.vote))
+        else {
+            return;
+        };
+        for route in &pending.request.policy.routes {
+            if let Some(approver) = self.approvers.get(route) {
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    approver.voted(&pending.request, &reviewer, vote);
+                }));
             }
         }
     }

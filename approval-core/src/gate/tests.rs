@@ -1349,3 +1349,78 @@ async fn a_forged_vote_naming_a_known_request_is_recorded_without_a_reviewer() {
     assert!(!waiting.is_finished());
     waiting.abort();
 }
+
+/// Remembers the votes it heard of, and who delivered.
+#[derive(Debug, Default)]
+struct Heard {
+    votes: Mutex<Vec<(String, Vote)>>,
+    requests: Mutex<Vec<Arc<ApprovalRequest>>>,
+}
+
+#[async_trait::async_trait]
+impl Approver for Heard {
+    async fn deliver(
+        &self,
+        request: Arc<ApprovalRequest>,
+        _: Ballots,
+    ) -> Result<(), ApproverError> {
+        lock(&self.requests).push(request);
+        Ok(())
+    }
+
+    fn voted(&self, _: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
+        lock(&self.votes).push((reviewer.id.clone(), vote));
+    }
+}
+
+#[tokio::test]
+async fn every_route_hears_each_vote_that_does_not_settle_yet() {
+    let sink = sink();
+    let (slack, console) = (Arc::new(Heard::default()), Arc::new(Heard::default()));
+    let gate = Gate::builder(sink.clone())
+        .approver("slack", slack.clone())
+        .approver("console", console.clone())
+        .policy(
+            Policy::new("export", ["slack", "console"], Duration::from_secs(60))
+                .approvers(["alice", "bob"])
+                .required(2),
+        )
+        .directory(
+            Directory::new()
+                .person("alice", ["slack:U0ALICE"])
+                .person("bob", ["api:bob"]),
+        )
+        .build()
+        .unwrap();
+    let waiting = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            let call = Call::new(
+                "crm::export",
+                "export",
+                CanonicalJson::from_serialize(&serde_json::json!({})).unwrap(),
+            );
+            gate.approve(call).await.map(|_| ())
+        }
+    });
+    let request = loop {
+        if let Some(request) = lock(&console.requests).first().cloned() {
+            break request;
+        }
+        tokio::task::yield_now().await;
+    };
+    let vote =
+        |who: &str| Ballot::new(&request, who, who.split(':').next().unwrap(), Vote::Approve);
+    gate.cast(vote("slack:U0ALICE")).await.unwrap();
+    // Both routes hear Alice's vote, though it came through one.
+    for heard in [&slack, &console] {
+        assert_eq!(
+            *lock(&heard.votes),
+            [("slack:U0ALICE".to_owned(), Vote::Approve)]
+        );
+    }
+    // Bob's settles it: heard through `settled`, not here.
+    gate.cast(vote("api:bob")).await.unwrap();
+    waiting.await.unwrap().unwrap();
+    assert_eq!(lock(&console.votes).len(), 1);
+}
