@@ -1,4 +1,7 @@
-//! Microsoft Teams approver for `approval-core`: to come with the Teams
-//! issue.
+//! Microsoft Teams approver for `approval-core`. This first part holds the
+//! inbound authentication every bot request goes through ([`auth`]); the
+//! card, the Bot Connector client and the messaging endpoint build on it.
 
 #![forbid(unsafe_code)]
+
+pub mod auth;

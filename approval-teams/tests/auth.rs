@@ -1,0 +1,254 @@
+//! Inbound authentication (TEAMS.md §5): a token as the Bot Connector
+//! makes it passes, and each check fails on its own.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use approval_teams::auth::{ActivityFacts, AuthError, InboundAuth, KeySet};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::SystemRandom;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use serde_json::{Value, json};
+
+const APP_ID: &str = "571c643a-c513-441e-9ca2-e01b48b9a0de";
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const SERVICE_URL: &str = "https://smba.trafficmanager.net/ch/";
+const KID: &str = "T2SGCCyRTJ82ofF2Mcp-lbkJv2M";
+const NOW: u64 = 1_647_362_000;
+
+fn key(name: &str) -> RsaKeyPair {
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    RsaKeyPair::from_der(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The JWKS serving `key` under `kid`, endorsed for `endorsements`.
+fn jwks(key: &RsaKeyPair, kid: &str, endorsements: Value) -> KeySet {
+    let public: ring::rsa::PublicKeyComponents<Vec<u8>> = key.public().into();
+    let document = json!({"keys": [
+        // A non-RSA key is ignored.
+        {"kty": "EC", "kid": kid, "crv": "P-256", "x": "AA", "y": "AA"},
+        {"kty": "RSA", "use": "sig", "kid": kid, "x5t": kid,
+         "n": b64(&public.n),
+         "e": b64(&public.e),
+         "endorsements": endorsements}
+    ]});
+    serde_json::from_value(document).unwrap()
+}
+
+/// A token as TEAMS.md §5 shows one, signed by `key`.
+fn token(key: &RsaKeyPair, header: Value, claims: Value) -> String {
+    let signed = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        signed.as_bytes(),
+        &mut signature,
+    )
+    .unwrap();
+    format!("Bearer {signed}.{}", b64(&signature))
+}
+
+fn header() -> Value {
+    json!({"alg": "RS256", "kid": KID, "typ": "JWT", "x5t": KID})
+}
+
+fn claims() -> Value {
+    json!({"serviceurl": SERVICE_URL, "nbf": NOW - 100, "exp": NOW + 3500,
+           "iss": "https://api.botframework.com", "aud": APP_ID})
+}
+
+fn activity() -> ActivityFacts<'static> {
+    ActivityFacts {
+        service_url: Some(SERVICE_URL),
+        channel_id: "msteams",
+        tenant_id: Some(TENANT),
+    }
+}
+
+fn at(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+fn auth() -> InboundAuth {
+    InboundAuth::new(APP_ID).allow_tenant(TENANT)
+}
+
+#[test]
+fn a_bot_connector_token_passes_and_each_check_fails_on_its_own() {
+    let signing = key("test-rsa-2048.der");
+    let keys = jwks(&signing, KID, json!(["msteams"]));
+    let check =
+        |authorization: &str| auth().check(Some(authorization), &activity(), &keys, at(NOW));
+    let with = |change: &dyn Fn(&mut Value, &mut Value)| {
+        let (mut header, mut claims) = (header(), claims());
+        change(&mut header, &mut claims);
+        token(&signing, header, claims)
+    };
+
+    let good = with(&|_, _| {});
+    let claims_seen = check(&good).unwrap();
+    assert_eq!(claims_seen.service_url.as_deref(), Some(SERVICE_URL));
+
+    // 1. The bearer scheme.
+    assert_eq!(
+        auth().check(None, &activity(), &keys, at(NOW)),
+        Err(AuthError::MissingBearer)
+    );
+    assert_eq!(
+        check(&good.replace("Bearer ", "Basic ")),
+        Err(AuthError::MissingBearer)
+    );
+    assert_eq!(check("Bearer not.a-jwt"), Err(AuthError::Malformed));
+    // 2. RS256 only, with a kid.
+    for alg in ["HS256", "none", "RS384"] {
+        assert_eq!(
+            check(&with(&|h, _| h["alg"] = alg.into())),
+            Err(AuthError::Algorithm),
+            "{alg}"
+        );
+    }
+    assert_eq!(
+        check(&with(&|h, _| {
+            h.as_object_mut().unwrap().remove("kid");
+        })),
+        Err(AuthError::Algorithm)
+    );
+    // 3. The issuer (the emulator's is refused too).
+    for iss in [
+        "https://api.botframework.us",
+        "https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/",
+    ] {
+        assert_eq!(
+            check(&with(&|_, c| c["iss"] = iss.into())),
+            Err(AuthError::Issuer)
+        );
+    }
+    // 4. The key: unknown kid; signed by another key.
+    assert_eq!(
+        check(&with(&|h, _| h["kid"] = "another-kid".into())),
+        Err(AuthError::UnknownKey {
+            kid: "another-kid".into()
+        })
+    );
+    let forged = token(&key("other-rsa-2048.der"), header(), claims());
+    assert_eq!(check(&forged), Err(AuthError::Signature));
+    let tampered = {
+        let parts: Vec<&str> = good.split('.').collect();
+        let mut changed = claims();
+        changed["aud"] = "someone-else".into();
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(changed.to_string().as_bytes()),
+            parts[2]
+        )
+    };
+    assert_eq!(check(&tampered), Err(AuthError::Signature));
+    // 5. The audience; the api:// forms are accepted.
+    assert_eq!(
+        check(&with(&|_, c| c["aud"] = "another-app".into())),
+        Err(AuthError::Audience)
+    );
+    assert!(check(&with(&|_, c| c["aud"] = format!("api://{APP_ID}").into())).is_ok());
+    // 6. Lifetime with five minutes' skew, either side.
+    assert!(check(&with(&|_, c| c["exp"] = (NOW - 299).into())).is_ok());
+    assert_eq!(
+        check(&with(&|_, c| c["exp"] = (NOW - 301).into())),
+        Err(AuthError::Expired)
+    );
+    assert!(check(&with(&|_, c| c["nbf"] = (NOW + 299).into())).is_ok());
+    assert_eq!(
+        check(&with(&|_, c| c["nbf"] = (NOW + 301).into())),
+        Err(AuthError::NotYetValid)
+    );
+    assert_eq!(
+        check(&with(&|_, c| {
+            c.as_object_mut().unwrap().remove("nbf");
+        })),
+        Err(AuthError::NotYetValid)
+    );
+    // 7. serviceurl: one trailing slash and case aside, it must match.
+    assert!(
+        check(&with(
+            &|_, c| c["serviceurl"] = "https://SMBA.trafficmanager.net/ch".into()
+        ))
+        .is_ok()
+    );
+    assert_eq!(
+        check(&with(
+            &|_, c| c["serviceurl"] = "https://smba.trafficmanager.net/emea/".into()
+        )),
+        Err(AuthError::ServiceUrl)
+    );
+    assert_eq!(
+        check(&with(&|_, c| {
+            c.as_object_mut().unwrap().remove("serviceurl");
+        })),
+        Err(AuthError::ServiceUrl)
+    );
+    // 8. A key endorsed for other channels only.
+    let webchat = jwks(&signing, KID, json!(["webchat"]));
+    assert_eq!(
+        auth().check(Some(&good), &activity(), &webchat, at(NOW)),
+        Err(AuthError::Endorsement)
+    );
+    let unendorsed = jwks(&signing, KID, json!([]));
+    assert!(
+        auth()
+            .check(Some(&good), &activity(), &unendorsed, at(NOW))
+            .is_ok()
+    );
+    // 9. The service URL's host and the tenant.
+    for url in [
+        "https://evil.example.com/ch/",
+        "http://smba.trafficmanager.net/ch/",
+        "https://smba.trafficmanager.net@evil.example.com/",
+    ] {
+        let token = with(&|_, c| c["serviceurl"] = url.into());
+        let facts = ActivityFacts {
+            service_url: Some(url),
+            ..activity()
+        };
+        assert_eq!(
+            auth().check(Some(&token), &facts, &keys, at(NOW)),
+            Err(AuthError::ServiceUrlNotAllowed),
+            "{url}"
+        );
+    }
+    let loopback = "http://127.0.0.1:3978/";
+    let token_loopback = with(&|_, c| c["serviceurl"] = loopback.into());
+    let facts = ActivityFacts {
+        service_url: Some(loopback),
+        ..activity()
+    };
+    assert!(
+        auth()
+            .service_hosts(["127.0.0.1"])
+            .check(Some(&token_loopback), &facts, &keys, at(NOW))
+            .is_ok()
+    );
+    for tenant in [Some("00000000-0000-0000-0000-000000000000"), None] {
+        let facts = ActivityFacts {
+            tenant_id: tenant,
+            ..activity()
+        };
+        assert_eq!(
+            auth().check(Some(&good), &facts, &keys, at(NOW)),
+            Err(AuthError::Tenant)
+        );
+    }
+    assert_eq!(
+        InboundAuth::new(APP_ID).check(Some(&good), &activity(), &keys, at(NOW)),
+        Err(AuthError::Tenant),
+        "no tenant allowed until one is named"
+    );
+}
