@@ -63,6 +63,12 @@ pub enum AuthError {
     /// The activity's tenant is not an allowed one.
     #[error("the activity's tenant is not allowed")]
     Tenant,
+    /// The signing keys could not be fetched (and none are held).
+    #[error("the signing keys are unavailable: {cause}")]
+    KeysUnavailable {
+        /// Why.
+        cause: String,
+    },
 }
 
 /// One key of the Bot Framework's JWKS, with its non-standard

@@ -1,86 +1,12 @@
 //! Inbound authentication (TEAMS.md §5): a token as the Bot Connector
 //! makes it passes, and each check fails on its own.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use approval_teams::auth::{ActivityFacts, AuthError, InboundAuth, KeySet};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::rand::SystemRandom;
-use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use approval_teams::auth::{ActivityFacts, AuthError, InboundAuth};
 use serde_json::{Value, json};
 
-const APP_ID: &str = "571c643a-c513-441e-9ca2-e01b48b9a0de";
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const SERVICE_URL: &str = "https://smba.trafficmanager.net/ch/";
-const KID: &str = "T2SGCCyRTJ82ofF2Mcp-lbkJv2M";
-const NOW: u64 = 1_647_362_000;
+mod common;
 
-fn key(name: &str) -> RsaKeyPair {
-    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
-    RsaKeyPair::from_der(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The JWKS serving `key` under `kid`, endorsed for `endorsements`.
-fn jwks(key: &RsaKeyPair, kid: &str, endorsements: Value) -> KeySet {
-    let public: ring::rsa::PublicKeyComponents<Vec<u8>> = key.public().into();
-    let document = json!({"keys": [
-        // A non-RSA key is ignored.
-        {"kty": "EC", "kid": kid, "crv": "P-256", "x": "AA", "y": "AA"},
-        {"kty": "RSA", "use": "sig", "kid": kid, "x5t": kid,
-         "n": b64(&public.n),
-         "e": b64(&public.e),
-         "endorsements": endorsements}
-    ]});
-    serde_json::from_value(document).unwrap()
-}
-
-/// A token as TEAMS.md §5 shows one, signed by `key`.
-fn token(key: &RsaKeyPair, header: Value, claims: Value) -> String {
-    let signed = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let mut signature = vec![0; key.public().modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        signed.as_bytes(),
-        &mut signature,
-    )
-    .unwrap();
-    format!("Bearer {signed}.{}", b64(&signature))
-}
-
-fn header() -> Value {
-    json!({"alg": "RS256", "kid": KID, "typ": "JWT", "x5t": KID})
-}
-
-fn claims() -> Value {
-    json!({"serviceurl": SERVICE_URL, "nbf": NOW - 100, "exp": NOW + 3500,
-           "iss": "https://api.botframework.com", "aud": APP_ID})
-}
-
-fn activity() -> ActivityFacts<'static> {
-    ActivityFacts {
-        service_url: Some(SERVICE_URL),
-        channel_id: "msteams",
-        tenant_id: Some(TENANT),
-    }
-}
-
-fn at(seconds: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(seconds)
-}
-
-fn auth() -> InboundAuth {
-    InboundAuth::new(APP_ID).allow_tenant(TENANT)
-}
+use common::*;
 
 #[test]
 fn a_bot_connector_token_passes_and_each_check_fails_on_its_own() {
