@@ -147,6 +147,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(rows) => println!("export_table ran: {rows} rows exported."),
         Err(e) => println!("export_table did not run: {e}"),
     }
+    // The outcome's message update runs on the approver's own task: let it
+    // reach Slack before the program ends.
+    slack.flush(Duration::from_secs(10)).await;
     println!("The decision is in {}.", dir.join("audit.jsonl").display());
     Ok(())
 }

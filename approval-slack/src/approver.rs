@@ -72,6 +72,8 @@ enum Work {
     /// Take down the buttons of requests a previous run left: those in the
     /// list were cancelled by this restart.
     Restarted(Vec<String>),
+    /// Say when everything asked before is done.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// How to build a [`SlackApprover`]; from [`SlackApprover::builder`].
@@ -174,6 +176,23 @@ impl SlackApprover {
         lock(&self.open).get(request_id).map(|o| o.message.clone())
     }
 
+    /// Waits until the messages of requests already ended are updated (or
+    /// `limit` has passed): call it before the program exits, so the last
+    /// outcome reaches Slack. Returns whether the updates were done.
+    ///
+    /// ```no_run
+    /// # async fn end(slack: approval_slack::SlackApprover) {
+    /// slack.flush(std::time::Duration::from_secs(10)).await;
+    /// # }
+    /// ```
+    pub async fn flush(&self, limit: std::time::Duration) -> bool {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if self.work.send(Work::Flush(done)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(limit, finished).await, Ok(Ok(())))
+    }
+
     /// The channel requests under `policy` go to.
     pub fn channel_for(&self, policy: &str) -> &str {
         self.policy_channels.get(policy).unwrap_or(&self.channel)
@@ -242,6 +261,9 @@ async fn update_messages(
                 {
                     store.forget(&request.id);
                 }
+            }
+            Work::Flush(done) => {
+                let _ = done.send(());
             }
             Work::Restarted(cancelled) => {
                 let Some(store) = &store else { continue };
