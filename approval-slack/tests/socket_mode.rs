@@ -288,7 +288,7 @@ async fn a_dropped_or_silent_socket_is_replaced_and_a_refused_token_stops_it() {
         .script
         .push_back(ok(r#"{"ok":true}"#));
     let mode = SocketMode::new(AppToken::new(APP_TOKEN), s.slack.clone())
-        .idle_timeout(Duration::from_millis(300));
+        .idle_timeout(Duration::from_millis(1500));
     let running = tokio::spawn(mode.run());
     let (_, mut first) = next(&mut s.connections).await;
     // The refused token's call, the twin's, and this one.
