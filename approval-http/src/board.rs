@@ -76,7 +76,11 @@ impl ApiApprover {
     /// verifies under `keyring`, and its head.
     #[must_use]
     pub fn audit(mut self, sink: Arc<dyn AuditSink>, keyring: Keyring) -> Self {
-        self.audit = Some(Audit { sink, keyring });
+        self.audit = Some(Audit {
+            sink,
+            keyring,
+            checked: Mutex::new(None),
+        });
         self
     }
 

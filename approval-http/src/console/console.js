@@ -7,6 +7,9 @@
   let csrf = null;
   let view = "pending";
   let timer = null;
+  // The audit status is a read of the whole log: asked for every 10 s, not
+  // on every refresh.
+  let statusAt = 0;
 
   async function call(method, path, body) {
     const headers = { "Accept": "application/json" };
@@ -127,6 +130,8 @@
       requests.dataset.key = key;
     }
     $("empty").hidden = list.json.requests.length > 0;
+    if (Date.now() - statusAt < 10000) return;
+    statusAt = Date.now();
     const status = await call("GET", "console/status");
     const audit = $("audit");
     if (status.status === 200 && status.json.verified) {

@@ -49,10 +49,16 @@ pub(crate) struct Sessions {
     by_id: Mutex<HashMap<String, Session>>,
 }
 
-/// Where the console reads the audit chain's status from.
+/// How long a verification of the audit chain is shown before the log is
+/// read again: every open console asks, and a large log takes a while.
+const STATUS_FRESH: Duration = Duration::from_secs(10);
+
+/// Where the console reads the audit chain's status from, and the last
+/// status found.
 pub(crate) struct Audit {
     pub(crate) sink: Arc<dyn AuditSink>,
     pub(crate) keyring: Keyring,
+    pub(crate) checked: Mutex<Option<(Instant, serde_json::Value)>>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -278,25 +284,32 @@ pub(crate) async fn status(
     if !signed_in {
         return json(StatusCode::UNAUTHORIZED, json!({"error": "not signed in"}));
     }
-    if approver.audit.is_none() {
+    let Some(audit) = &approver.audit else {
         return json(
             StatusCode::OK,
             json!({"verified": null, "error": "no audit log configured"}),
         );
+    };
+    if let Some((at, status)) = &*lock(&audit.checked)
+        && at.elapsed() < STATUS_FRESH
+    {
+        return json(StatusCode::OK, status.clone());
     }
     // Reading the whole log is blocking work.
+    let reader = approver.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        let audit = approver.audit.as_ref().ok_or("no audit log configured")?;
+        let audit = reader.audit.as_ref().ok_or("no audit log configured")?;
         let log = audit.sink.read_back().map_err(|e| e.to_string())?;
         verify(log, &audit.keyring).map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
-    match checked {
-        Ok(report) => json(
-            StatusCode::OK,
-            json!({"verified": true, "records": report.records, "head": report.head_hex()}),
-        ),
-        Err(error) => json(StatusCode::OK, json!({"verified": false, "error": error})),
-    }
+    let status = match checked {
+        Ok(report) => {
+            json!({"verified": true, "records": report.records, "head": report.head_hex()})
+        }
+        Err(error) => json!({"verified": false, "error": error}),
+    };
+    *lock(&audit.checked) = Some((Instant::now(), status.clone()));
+    json(StatusCode::OK, status)
 }
