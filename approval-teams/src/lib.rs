@@ -1,10 +1,13 @@
-//! Microsoft Teams approver for `approval-core`. This first part holds the
-//! inbound authentication every bot request goes through ([`auth`], with
-//! the signing keys from [`keys`]); the
-//! card, the Bot Connector client and the messaging endpoint build on it.
+//! Microsoft Teams approver for `approval-core`: one Adaptive Card per
+//! request, posted by a bot through the Bot Connector ([`connector`]), and
+//! the bot's messaging endpoint ([`endpoint`]), where every request's token
+//! is checked ([`auth`], with keys from [`keys`]) before a click becomes a
+//! vote.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod card;
 pub mod connector;
 pub mod keys;
+pub mod markdown;
