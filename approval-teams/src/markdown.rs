@@ -114,7 +114,7 @@ mod tests {
             assert!(cut.chars().count() <= max, "{max}: {cut}");
             let body = cut.trim_end_matches('…');
             // Whole escapes only: pairs, each starting with its backslash.
-            assert!(body.len() % 2 == 0, "{max}: {cut}");
+            assert!(body.len().is_multiple_of(2), "{max}: {cut}");
             assert!(body.as_bytes().chunks(2).all(|pair| pair[0] == b'\\'));
         }
     }
