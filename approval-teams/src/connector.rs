@@ -166,9 +166,14 @@ impl Connector {
         self
     }
 
+    /// The bot's Microsoft app id.
+    pub fn app_id(&self) -> &str {
+        self.credentials.app_id()
+    }
+
     /// A bot token: the cached one until five minutes before it expires,
     /// then a new one (TEAMS.md §1).
-    async fn token(&self) -> Result<Zeroizing<String>, TeamsError> {
+    pub(crate) async fn token(&self) -> Result<Zeroizing<String>, TeamsError> {
         let mut cached = self.token.lock().await;
         if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
             return Ok(token.value.clone());

@@ -6,8 +6,12 @@
 
 #![forbid(unsafe_code)]
 
+mod approver;
 pub mod auth;
 pub mod card;
 pub mod connector;
+pub mod endpoint;
 pub mod keys;
 pub mod markdown;
+
+pub use approver::{PostedCard, Target, TeamsApprover, TeamsApproverBuilder};

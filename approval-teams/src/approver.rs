@@ -1,0 +1,521 @@
+//! The Teams approver: posts one card per request to the conversation its
+//! policy maps to, shows votes as they come, and replaces the card with the
+//! outcome once the request ends (TEAMS.md §2).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use approval_core::{
+    ApprovalRequest, Approver, ApproverError, Ballots, Clock, Decision, Reviewer, SystemClock, Vote,
+};
+use async_trait::async_trait;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::card::{approval_card, attachment, outcome_card, progress_card};
+use crate::connector::{Connector, TeamsError};
+
+/// How many ended requests' outcomes are kept to answer late clicks with.
+const ENDED_KEPT: usize = 1024;
+
+/// Where a request's card goes: a conversation on a Bot Connector service
+/// URL (TEAMS.md §2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    service_url: String,
+    place: Place,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// An existing conversation: a chat, or a channel thread.
+    Conversation(String),
+    /// A new thread in a channel for each request.
+    Channel { channel: String, tenant: String },
+    /// A 1:1 chat with a user (their `29:` id), created on first use.
+    Chat { user: String, tenant: String },
+}
+
+impl Target {
+    /// Each request starts a new thread in channel `channel_id`
+    /// (`19:…@thread.tacv2`) of tenant `tenant_id`; the app must be
+    /// installed in its team.
+    ///
+    /// ```
+    /// use approval_teams::Target;
+    ///
+    /// let target = Target::channel(
+    ///     "https://smba.trafficmanager.net/teams/",
+    ///     "19:LydF…@thread.tacv2",
+    ///     "3f3d1cea-7a18-41af-872b-cfbbd5140984",
+    /// );
+    /// # let _ = target;
+    /// ```
+    pub fn channel(
+        service_url: impl Into<String>,
+        channel_id: impl Into<String>,
+        tenant_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            service_url: service_url.into(),
+            place: Place::Channel {
+                channel: channel_id.into(),
+                tenant: tenant_id.into(),
+            },
+        }
+    }
+
+    /// Cards go to a 1:1 chat with the user whose id for this bot is
+    /// `user_id` (`29:…`), in tenant `tenant_id`; the chat is created (or
+    /// found: Teams answers with the same one) on first use.
+    pub fn chat(
+        service_url: impl Into<String>,
+        user_id: impl Into<String>,
+        tenant_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            service_url: service_url.into(),
+            place: Place::Chat {
+                user: user_id.into(),
+                tenant: tenant_id.into(),
+            },
+        }
+    }
+
+    /// Cards go to an existing conversation, as an inbound activity names
+    /// it (`conversation.id`): a chat, or a channel thread.
+    pub fn conversation(
+        service_url: impl Into<String>,
+        conversation_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            service_url: service_url.into(),
+            place: Place::Conversation(conversation_id.into()),
+        }
+    }
+}
+
+/// Where a card was posted: what a later update (PUT) needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedCard {
+    /// The service URL the conversation lives on.
+    pub service_url: String,
+    /// The conversation id (for a channel thread, with `;messageid=`).
+    pub conversation_id: String,
+    /// The card's activity id.
+    pub activity_id: String,
+}
+
+/// One request this approver has a card for.
+#[derive(Debug)]
+struct Entry {
+    request: Arc<ApprovalRequest>,
+    posted: Option<PostedCard>,
+    votes: Vec<(Reviewer, Vote)>,
+    ended: Option<(Decision, SystemTime)>,
+}
+
+impl Entry {
+    fn card(&self) -> Value {
+        match &self.ended {
+            Some((decision, at)) => outcome_card(&self.request, decision, *at),
+            None => progress_card(&self.request, &self.votes),
+        }
+    }
+}
+
+/// The requests this approver has cards for, and which ended, oldest
+/// first.
+#[derive(Debug, Default)]
+struct Requests {
+    entries: HashMap<String, Entry>,
+    ended: VecDeque<String>,
+}
+
+impl Requests {
+    fn get(&self, id: &str) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Entry> {
+        self.entries.get_mut(id)
+    }
+}
+
+/// What the updater task does, in the order asked.
+enum Work {
+    /// Put the request's card as it stands now.
+    Update(String),
+    /// Say when everything asked before is done.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Posts approval requests to Teams as Adaptive Cards and keeps each card
+/// true: a line per vote while more are needed, then the outcome in place
+/// of the actions (PUT on the activity, for everyone). Updates run on a
+/// task of the approver's own, in order, so the gate never waits on Teams
+/// for them.
+///
+/// Clicks come back through the [messaging endpoint](crate::endpoint), as
+/// `teams:<Entra object id>` ballots.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use approval_teams::connector::{BotCredentials, Connector};
+/// use approval_teams::{Target, TeamsApprover};
+///
+/// # async fn setup(builder: approval_core::GateBuilder) -> Result<(), Box<dyn std::error::Error>> {
+/// let tenant = "3f3d1cea-7a18-41af-872b-cfbbd5140984";
+/// let service = "https://smba.trafficmanager.net/teams/";
+/// let connector = Connector::new(BotCredentials::new("571c643a-…", "secret", tenant));
+/// let teams = TeamsApprover::builder(connector, Target::channel(service, "19:LydF…@thread.tacv2", tenant))
+///     .policy_target("prod-deploy", Target::chat(service, "29:1aK9…", tenant))
+///     .connect()
+///     .await?;
+/// let gate = builder.approver("teams", Arc::new(teams)).build()?;
+/// # let _ = gate;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TeamsApprover {
+    connector: Arc<Connector>,
+    target: Target,
+    policy_targets: HashMap<String, Target>,
+    requests: Arc<Mutex<Requests>>,
+    chats: tokio::sync::Mutex<HashMap<String, String>>,
+    ballots: Mutex<Option<Ballots>>,
+    work: mpsc::UnboundedSender<Work>,
+}
+
+/// How to build a [`TeamsApprover`]; from [`TeamsApprover::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct TeamsApproverBuilder {
+    connector: Connector,
+    target: Target,
+    policy_targets: HashMap<String, Target>,
+}
+
+impl TeamsApproverBuilder {
+    /// Posts requests under `policy` to `target` instead of the default.
+    pub fn policy_target(mut self, policy: impl Into<String>, target: Target) -> Self {
+        self.policy_targets.insert(policy.into(), target);
+        self
+    }
+
+    /// Fetches a bot token (failing loudly if the app id, secret or tenant
+    /// is wrong) and starts the task that updates cards, on the current
+    /// runtime.
+    pub async fn connect(self) -> Result<TeamsApprover, TeamsError> {
+        self.connector.token().await?;
+        let connector = Arc::new(self.connector);
+        let requests = Arc::default();
+        let (work, queue) = mpsc::unbounded_channel();
+        tokio::spawn(update_cards(
+            Arc::clone(&connector),
+            Arc::clone(&requests),
+            queue,
+        ));
+        Ok(TeamsApprover {
+            connector,
+            target: self.target,
+            policy_targets: self.policy_targets,
+            requests,
+            chats: tokio::sync::Mutex::default(),
+            ballots: Mutex::new(None),
+            work,
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A path segment, percent-encoded (`19:…@thread.tacv2;messageid=…` holds
+/// `: @ ; =`).
+fn segment(id: &str) -> String {
+    utf8_percent_encode(id, NON_ALPHANUMERIC).to_string()
+}
+
+/// The message activity that carries `card`.
+fn message(card: Value, summary: &str) -> Value {
+    json!({"type": "message", "summary": summary, "attachments": [attachment(card)]})
+}
+
+fn field(answer: &Value, name: &str) -> Result<String, TeamsError> {
+    answer[name]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| TeamsError::Malformed {
+            cause: format!("the connector's answer has no `{name}`"),
+        })
+}
+
+impl TeamsApprover {
+    /// Starts building an approver that posts to `target`.
+    pub fn builder(connector: Connector, target: Target) -> TeamsApproverBuilder {
+        TeamsApproverBuilder {
+            connector,
+            target,
+            policy_targets: HashMap::new(),
+        }
+    }
+
+    /// Where votes go: what the messaging endpoint casts into (`None`
+    /// until the approver is registered in a built gate).
+    pub fn ballots(&self) -> Option<Ballots> {
+        lock(&self.ballots).clone()
+    }
+
+    /// The Bot Connector client it posts with.
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// Where the card of a request this approver posted is.
+    pub fn card_of(&self, request_id: &str) -> Option<PostedCard> {
+        lock(&self.requests)
+            .get(request_id)
+            .and_then(|e| e.posted.clone())
+    }
+
+    /// The card of a request as it stands now (open with its votes, or
+    /// ended), if this approver posted it: what a clicker is answered with.
+    pub fn current_card(&self, request_id: &str) -> Option<Value> {
+        lock(&self.requests).get(request_id).map(Entry::card)
+    }
+
+    /// Marks a request ended (once: the endpoint that recorded the deciding
+    /// vote, or the gate's `settled`, whichever comes first), has its card
+    /// updated for everyone, and returns the outcome card.
+    pub(crate) fn ended(&self, request_id: &str, decision: &Decision) -> Option<Value> {
+        let card = {
+            let mut requests = lock(&self.requests);
+            let entry = requests.get_mut(request_id)?;
+            if entry.ended.is_some() {
+                return Some(entry.card());
+            }
+            entry.ended = Some((decision.clone(), SystemClock.now()));
+            let card = entry.card();
+            // Outcomes are kept to answer late clicks; the oldest go.
+            requests.ended.push_back(request_id.to_owned());
+            if requests.ended.len() > ENDED_KEPT
+                && let Some(oldest) = requests.ended.pop_front()
+            {
+                requests.entries.remove(&oldest);
+            }
+            card
+        };
+        self.update(request_id);
+        Some(card)
+    }
+
+    /// The target requests under `policy` go to.
+    pub fn target_for(&self, policy: &str) -> &Target {
+        self.policy_targets.get(policy).unwrap_or(&self.target)
+    }
+
+    /// Waits until the cards of requests already ended are updated (or
+    /// `limit` has passed): call it before the program exits, so the last
+    /// outcome reaches Teams. Returns whether the updates were done.
+    pub async fn flush(&self, limit: std::time::Duration) -> bool {
+        let (done, finished) = oneshot::channel();
+        if self.work.send(Work::Flush(done)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(limit, finished).await, Ok(Ok(())))
+    }
+
+    /// Posts `card` where `target` says; returns where it went.
+    async fn post(
+        &self,
+        target: &Target,
+        card: Value,
+        summary: &str,
+    ) -> Result<PostedCard, TeamsError> {
+        let service_url = target.service_url.clone();
+        let activity = message(card, summary);
+        let conversation_id = match &target.place {
+            Place::Conversation(id) => id.clone(),
+            Place::Channel { channel, tenant } => {
+                // A new thread: the card is the thread's root (TEAMS.md §2.1).
+                let parameters = json!({
+                    "isGroup": true,
+                    "activity": activity,
+                    "channelData": {"channel": {"id": channel}, "tenant": {"id": tenant}},
+                    "tenantId": tenant,
+                });
+                let answer = self
+                    .connector
+                    .call(Method::POST, &service_url, "/v3/conversations", &parameters)
+                    .await?;
+                return Ok(PostedCard {
+                    service_url,
+                    conversation_id: field(&answer, "id")?,
+                    activity_id: field(&answer, "activityId")?,
+                });
+            }
+            Place::Chat { user, tenant } => self.chat_with(&service_url, user, tenant).await?,
+        };
+        let answer = self
+            .connector
+            .call(
+                Method::POST,
+                &service_url,
+                &format!("/v3/conversations/{}/activities", segment(&conversation_id)),
+                &activity,
+            )
+            .await?;
+        Ok(PostedCard {
+            service_url,
+            conversation_id,
+            activity_id: field(&answer, "id")?,
+        })
+    }
+
+    /// The 1:1 chat with `user`: created once, then remembered.
+    async fn chat_with(
+        &self,
+        service_url: &str,
+        user: &str,
+        tenant: &str,
+    ) -> Result<String, TeamsError> {
+        let mut chats = self.chats.lock().await;
+        if let Some(id) = chats.get(user) {
+            return Ok(id.clone());
+        }
+        let parameters = json!({
+            "isGroup": false,
+            "bot": {"id": format!("28:{}", self.connector.app_id())},
+            "members": [{"id": user}],
+            "tenantId": tenant,
+            "channelData": {"tenant": {"id": tenant}},
+        });
+        let answer = self
+            .connector
+            .call(Method::POST, service_url, "/v3/conversations", &parameters)
+            .await?;
+        let id = field(&answer, "id")?;
+        chats.insert(user.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    fn update(&self, request_id: &str) {
+        // The updater may be gone with its runtime; the card then keeps its
+        // actions, and the gate refuses late clicks.
+        let _ = self.work.send(Work::Update(request_id.to_owned()));
+    }
+}
+
+/// The updater task: one PUT at a time, in the order asked. A failed
+/// update leaves the old card (late clicks are refused by the gate).
+async fn update_cards(
+    connector: Arc<Connector>,
+    requests: Arc<Mutex<Requests>>,
+    mut queue: mpsc::UnboundedReceiver<Work>,
+) {
+    while let Some(work) = queue.recv().await {
+        match work {
+            Work::Update(id) => {
+                let update = lock(&requests).get(&id).and_then(|entry| {
+                    let posted = entry.posted.clone()?;
+                    Some((posted, entry.card(), entry.ended.is_some()))
+                });
+                let Some((posted, card, ended)) = update else {
+                    continue;
+                };
+                let summary = if ended {
+                    "Approval request ended"
+                } else {
+                    "Approval requested"
+                };
+                let mut activity = message(card, summary);
+                activity["id"] = Value::String(posted.activity_id.clone());
+                let path = format!(
+                    "/v3/conversations/{}/activities/{}",
+                    segment(&posted.conversation_id),
+                    segment(&posted.activity_id)
+                );
+                let _ = connector
+                    .call(Method::PUT, &posted.service_url, &path, &activity)
+                    .await;
+            }
+            Work::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Approver for TeamsApprover {
+    fn attach(&self, ballots: Ballots) {
+        // One gate per approver: the first one's ballots are kept.
+        lock(&self.ballots).get_or_insert(ballots);
+    }
+
+    async fn deliver(
+        &self,
+        request: Arc<ApprovalRequest>,
+        ballots: Ballots,
+    ) -> Result<(), ApproverError> {
+        lock(&self.ballots).get_or_insert(ballots);
+        let id = request.id.clone();
+        // Known before it is posted, so votes from other routes meanwhile
+        // are kept and shown.
+        lock(&self.requests).entries.insert(
+            id.clone(),
+            Entry {
+                request: request.clone(),
+                posted: None,
+                votes: Vec::new(),
+                ended: None,
+            },
+        );
+        let summary = format!("Approval requested: {}", request.action);
+        let target = self.target_for(&request.policy.name);
+        match self.post(target, approval_card(&request), &summary).await {
+            Ok(posted) => {
+                let changed = {
+                    let mut requests = lock(&self.requests);
+                    requests.get_mut(&id).is_some_and(|entry| {
+                        entry.posted = Some(posted);
+                        !entry.votes.is_empty() || entry.ended.is_some()
+                    })
+                };
+                if changed {
+                    self.update(&id);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                lock(&self.requests).entries.remove(&id);
+                Err(match e {
+                    TeamsError::Unavailable { .. } => ApproverError::Unreachable(e.to_string()),
+                    _ => ApproverError::Refused(e.to_string()),
+                })
+            }
+        }
+    }
+
+    fn voted(&self, request: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
+        // A vote that does not settle the request yet, from any channel:
+        // its line goes on the card.
+        if let Some(entry) = lock(&self.requests).get_mut(&request.id) {
+            entry.votes.push((reviewer.clone(), vote));
+        } else {
+            return;
+        }
+        self.update(&request.id);
+    }
+
+    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
+        self.ended(&request.id, decision);
+    }
+}

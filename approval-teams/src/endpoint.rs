@@ -1,0 +1,319 @@
+//! The bot's messaging endpoint (TEAMS.md §4, §5): every request's token is
+//! checked before anything in it is acted on; a click on a card becomes a
+//! ballot the gate checks and records before Teams hears back, and the
+//! answer carries the card as it now stands.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use approval_core::{Ballot, BallotOutcome, Clock, RejectReason, SystemClock, Vote};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::TeamsApprover;
+use crate::auth::{ActivityFacts, AuthError, InboundAuth};
+use crate::card::{self, APPROVE, COMMENT, COMMENT_MAX, DENY, refusal_text};
+use crate::keys::KeyCache;
+
+/// The path Azure Bot's messaging endpoint points at.
+pub const PATH: &str = "/api/messages";
+/// The invoke a click on an `Action.Execute` sends.
+const CARD_ACTION: &str = "adaptiveCard/action";
+/// How long an answered invoke is remembered: Teams resends one it did not
+/// hear back from within about 15 seconds.
+const REMEMBERED_FOR: Duration = Duration::from_secs(600);
+/// The most answers remembered at once.
+const REMEMBERED_MAX: usize = 8192;
+
+struct Endpoint {
+    auth: InboundAuth,
+    keys: Arc<KeyCache>,
+    approver: Arc<TeamsApprover>,
+    answered: Mutex<HashMap<String, (Instant, Answer)>>,
+}
+
+/// What to answer an activity with.
+#[derive(Clone, Debug)]
+struct Answer {
+    status: StatusCode,
+    body: Option<Value>,
+}
+
+impl Answer {
+    /// An invoke response: HTTP status and `statusCode` agree.
+    fn invoke(status: StatusCode, kind: &str, value: Value) -> Self {
+        Self {
+            status,
+            body: Some(json!({"statusCode": status.as_u16(), "type": kind, "value": value})),
+        }
+    }
+
+    fn card(card: Value) -> Self {
+        Self::invoke(StatusCode::OK, card::CONTENT_TYPE, card)
+    }
+
+    fn message(text: impl Into<String>) -> Self {
+        Self::invoke(
+            StatusCode::OK,
+            "application/vnd.microsoft.activity.message",
+            Value::String(text.into()),
+        )
+    }
+
+    fn error(status: StatusCode, code: &str, message: &str) -> Self {
+        Self::invoke(
+            status,
+            "application/vnd.microsoft.error",
+            json!({"code": code, "message": message}),
+        )
+    }
+
+    fn bad_request(message: &str) -> Self {
+        Self::error(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    fn empty(status: StatusCode) -> Self {
+        Self { status, body: None }
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self.body {
+            Some(body) => (
+                self.status,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response(),
+            None => self.status.into_response(),
+        }
+    }
+}
+
+/// An axum `Router` serving [`PATH`] (`POST /api/messages`), the bot's
+/// messaging endpoint.
+///
+/// - The token is checked first, in TEAMS.md §5's order ([`InboundAuth`]):
+///   anything wrong gets 401 and nothing else happens. If the signing keys
+///   cannot be had at all: 503.
+/// - A body that is not an activity, or a card action without the request
+///   id, binding or clicker's object id: 400.
+/// - A click (`invoke` `adaptiveCard/action`, verb `approve` or `deny`)
+///   becomes a ballot from `teams:<aadObjectId>` (lower case), bound to the
+///   request id and binding digest the card carries; a deny takes the
+///   typed reason (at most 500 characters). The gate records it durably;
+///   then the answer (200) carries the card as it now stands (the vote's
+///   line, or the outcome), or, for a refused vote, a message saying why.
+///   If the vote cannot be recorded: 503.
+/// - Teams resends an invoke it did not hear back from in time: the same
+///   activity from the same clicker gets the same answer, and its vote
+///   counts once.
+/// - Other activities (messages, installs) get 200 and are ignored.
+///
+/// ```no_run
+/// # async fn serve(teams: std::sync::Arc<approval_teams::TeamsApprover>) -> std::io::Result<()> {
+/// use std::sync::Arc;
+/// use approval_teams::auth::InboundAuth;
+/// use approval_teams::endpoint;
+/// use approval_teams::keys::KeyCache;
+///
+/// let auth = InboundAuth::new("571c643a-…").allow_tenant("3f3d1cea-…");
+/// let app = endpoint::router(auth, Arc::new(KeyCache::default()), teams);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3978").await?;
+/// axum::serve(listener, app).await
+/// # }
+/// ```
+pub fn router(auth: InboundAuth, keys: Arc<KeyCache>, approver: Arc<TeamsApprover>) -> Router {
+    Router::new()
+        .route(PATH, post(receive))
+        .with_state(Arc::new(Endpoint {
+            auth,
+            keys,
+            approver,
+            answered: Mutex::default(),
+        }))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn receive(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap, body: Bytes) -> Answer {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let unauthorized = || Answer {
+        status: StatusCode::UNAUTHORIZED,
+        body: Some(json!({"error": "Unauthorized"})),
+    };
+    // Without a bearer token, the body is not even read.
+    if !authorization.is_some_and(|a| a.starts_with("Bearer ")) {
+        return unauthorized();
+    }
+    // The body is unsigned; only its service URL is bound to the token, so
+    // it is read as far as the check needs, then checked.
+    let Ok(activity) = serde_json::from_slice::<Value>(&body) else {
+        return Answer::bad_request("not JSON");
+    };
+    let (Some(kind), Some(channel_id)) =
+        (activity["type"].as_str(), activity["channelId"].as_str())
+    else {
+        return Answer::bad_request("not an activity");
+    };
+    let facts = ActivityFacts {
+        service_url: activity["serviceUrl"].as_str(),
+        channel_id,
+        tenant_id: activity["channelData"]["tenant"]["id"]
+            .as_str()
+            .or(activity["conversation"]["tenantId"].as_str()),
+    };
+    match endpoint
+        .keys
+        .check(&endpoint.auth, authorization, &facts, SystemClock.now())
+        .await
+    {
+        Ok(_) => {}
+        Err(AuthError::KeysUnavailable { .. }) => {
+            return Answer::empty(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Err(_) => return unauthorized(),
+    }
+    match (kind, activity["name"].as_str()) {
+        ("invoke", Some(CARD_ACTION)) => card_action(&endpoint, &activity).await,
+        // botbuilder's answer to an invoke it does not handle.
+        ("invoke", _) => Answer::empty(StatusCode::NOT_IMPLEMENTED),
+        _ => Answer::empty(StatusCode::OK),
+    }
+}
+
+/// The binding digest from its hex form.
+fn binding(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// An Entra object id as the clicker's identity: a GUID's characters only.
+fn object_id(activity: &Value) -> Option<String> {
+    activity["from"]["aadObjectId"]
+        .as_str()
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        })
+        .map(str::to_ascii_lowercase)
+}
+
+async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
+    let action = &activity["value"]["action"];
+    let data = &action["data"];
+    let (Some(verb), Some(request_id)) = (action["verb"].as_str(), data["request_id"].as_str())
+    else {
+        return Answer::bad_request("a card action without a verb or request id");
+    };
+    let vote = match verb {
+        APPROVE => Vote::Approve,
+        DENY => Vote::Deny,
+        "refresh" => {
+            return match endpoint.approver.current_card(request_id) {
+                Some(card) => Answer::card(card),
+                None => Answer::message("This request is not one this bot knows."),
+            };
+        }
+        _ => return Answer::bad_request("unknown verb"),
+    };
+    let (Some(binding), Some(clicker)) = (
+        data["binding"].as_str().and_then(binding),
+        object_id(activity),
+    ) else {
+        return Answer::bad_request("a card action without a binding or clicker");
+    };
+    let identity = format!("teams:{clicker}");
+    // A resent invoke: the same clicker's same activity, answered already.
+    let key = format!(
+        "{}\u{0}{identity}\u{0}{request_id}\u{0}{verb}",
+        activity["id"].as_str().unwrap_or_default()
+    );
+    if let Some((_, answer)) = lock(&endpoint.answered).get(&key) {
+        return answer.clone();
+    }
+    let Some(ballots) = endpoint.approver.ballots() else {
+        return Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "not ready",
+        );
+    };
+    let mut ballot = Ballot::from_parts(request_id, binding, identity, "teams", vote);
+    ballot.display = activity["from"]["name"]
+        .as_str()
+        .map(|n| n.chars().take(100).collect());
+    if vote == Vote::Deny {
+        ballot.comment = data[COMMENT]
+            .as_str()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| c.chars().take(COMMENT_MAX).collect());
+    }
+    let answer = match ballots.cast(ballot).await {
+        Err(_) => {
+            // Not recorded: nothing is remembered, so Teams' resend (or the
+            // reviewer's next click) tries again.
+            return Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the vote could not be recorded; try again",
+            );
+        }
+        Ok(BallotOutcome::Rejected(RejectReason::Settled)) => {
+            match endpoint.approver.current_card(request_id) {
+                Some(card) => Answer::card(card),
+                None => Answer::message(refusal_text(RejectReason::Settled)),
+            }
+        }
+        Ok(BallotOutcome::Rejected(why)) => Answer::message(refusal_text(why)),
+        // This vote settled it: the clicker sees the outcome at once, and
+        // the card is replaced for everyone after this answer.
+        Ok(BallotOutcome::Counted {
+            decision: Some(decision),
+        }) => match endpoint.approver.ended(request_id, &decision) {
+            Some(card) => Answer::card(card),
+            None => Answer::message("Your vote was recorded."),
+        },
+        Ok(_) => match endpoint.approver.current_card(request_id) {
+            Some(card) => Answer::card(card),
+            None => Answer::message("Your vote was recorded."),
+        },
+    };
+    remember(&endpoint.answered, key, answer.clone());
+    answer
+}
+
+/// Keeps `answer` for a resend of the same invoke; forgets old ones.
+fn remember(answered: &Mutex<HashMap<String, (Instant, Answer)>>, key: String, answer: Answer) {
+    let mut answered = lock(answered);
+    if answered.len() >= REMEMBERED_MAX {
+        answered.retain(|_, (at, _)| at.elapsed() < REMEMBERED_FOR);
+        if answered.len() >= REMEMBERED_MAX {
+            // A flood of distinct clicks: the oldest half goes.
+            let mut ages: Vec<Instant> = answered.values().map(|(at, _)| *at).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 2];
+            answered.retain(|_, (at, _)| *at > cutoff);
+        }
+    }
+    answered.insert(key, (Instant::now(), answer));
+}

@@ -1,0 +1,509 @@
+//! The Teams approver end to end against the fake Teams of `fake/`: a gated
+//! call posts its card, signed invokes decide it, the card is updated for
+//! everyone; refusals, a deny's reason, two approvals across two routes,
+//! resent invokes, throttling and tokens that do not hold.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use approval_core::{
+    Actor, ApprovalError, Ballot, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId,
+    MemorySink, MockApprover, Policy, Vote, WriterSecret, with_actor,
+};
+use approval_teams::auth::InboundAuth;
+use approval_teams::connector::{BotCredentials, Connector};
+use approval_teams::keys::KeyCache;
+use approval_teams::{Target, TeamsApprover, endpoint};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+mod common;
+mod fake;
+
+use fake::*;
+
+const ALICE: &str = "6f1c0b0e-1111-4a1a-9a1a-00000000a11c";
+const BOB: &str = "6f1c0b0e-2222-4b2b-9b2b-000000000b0b";
+const CAROL: &str = "6f1c0b0e-3333-4c3c-9c3c-0000000ca201";
+
+struct Harness {
+    fake: Fake,
+    gate: Gate,
+    teams: Arc<TeamsApprover>,
+    second: Arc<MockApprover>,
+    sink: Arc<MemorySink>,
+    url: String,
+    client: reqwest::Client,
+}
+
+/// A gate routing `policy` to Teams (posting new threads in the channel,
+/// or `target`) and to a silent second approver; the endpoint on
+/// 127.0.0.1. alice, bob and carol have Teams identities; bob also an API
+/// one.
+async fn harness_with(policy: Policy, target: Option<fn(&str) -> Target>) -> Harness {
+    let fake = fake_teams().await;
+    let (base, service_url) = {
+        let teams = fake.lock().unwrap();
+        (teams.base.clone(), teams.service_url())
+    };
+    let connector =
+        Connector::new(BotCredentials::new(APP_ID, SECRET, TENANT)).login_url(base.clone());
+    let target = match target {
+        Some(make) => make(&service_url),
+        None => Target::channel(&service_url, CHANNEL, TENANT),
+    };
+    let teams = Arc::new(
+        TeamsApprover::builder(connector, target)
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let second = Arc::new(MockApprover::silent("second"));
+    let secret = WriterSecret::generate().unwrap();
+    let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
+        KeyId::new("k").unwrap(),
+        &secret,
+    ))));
+    let gate = Gate::builder(sink.clone())
+        .approver("teams", teams.clone())
+        .approver("second", second.clone())
+        .policy(policy)
+        .directory(
+            Directory::new()
+                .person("alice", [format!("teams:{ALICE}")])
+                .person("bob", [format!("teams:{BOB}"), "api:bob".into()])
+                .person("carol", [format!("teams:{CAROL}")]),
+        )
+        .build()
+        .unwrap();
+    let auth = InboundAuth::new(APP_ID)
+        .allow_tenant(TENANT)
+        .service_hosts(["127.0.0.1"]);
+    let keys = Arc::new(KeyCache::new(format!(
+        "{base}/v1/.well-known/openidconfiguration"
+    )));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}{}",
+        listener.local_addr().unwrap(),
+        endpoint::PATH
+    );
+    let app = endpoint::router(auth, keys, teams.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Harness {
+        fake,
+        gate,
+        teams,
+        second,
+        sink,
+        url,
+        client: reqwest::Client::new(),
+    }
+}
+
+async fn harness(policy: Policy) -> Harness {
+    harness_with(policy, None).await
+}
+
+fn policy() -> Policy {
+    Policy::new("data-export", ["teams"], Duration::from_secs(60))
+        .approvers(["alice", "bob", "carol"])
+}
+
+impl Harness {
+    /// A gated call waiting, made by an agent acting for `person`.
+    fn start_for(&self, person: &str) -> JoinHandle<Result<String, ApprovalError>> {
+        let gate = self.gate.clone();
+        let call = Call::new(
+            "crm::export_table",
+            "data-export",
+            CanonicalJson::from_serialize(&json!({"table": "orders"})).unwrap(),
+        )
+        .resource("warehouse/orders")
+        .reason("monthly report");
+        let actor = Actor::new("agent-7").on_behalf_of(person);
+        tokio::spawn(with_actor(actor, async move {
+            gate.approve(call).await.map(|a| a.request().id.clone())
+        }))
+    }
+
+    fn start(&self) -> JoinHandle<Result<String, ApprovalError>> {
+        self.start_for("dave")
+    }
+
+    /// Posts `activity` with `authorization`; returns status and body.
+    async fn post(&self, activity: &Value, authorization: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(&self.url)
+            .header("Authorization", authorization)
+            .header("Content-Type", "application/json")
+            .body(activity.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// Sends `activity` as Teams would: with a valid token for it.
+    async fn send(&self, activity: &Value) -> (u16, Value) {
+        self.post(activity, &bearer_for(activity)).await
+    }
+
+    fn events(&self, event: &str) -> Vec<Value> {
+        String::from_utf8(self.sink.bytes())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["event"] == event)
+            .collect()
+    }
+
+    /// Waits until the card has `n` versions; returns the last one's card.
+    async fn version(&self, card: usize, n: usize) -> Value {
+        let activity = wait_for(&self.fake, |t| {
+            t.cards
+                .get(card)
+                .and_then(|c| c.versions.get(n - 1).cloned())
+        })
+        .await;
+        content(&activity).clone()
+    }
+}
+
+/// The text of a card's last body element.
+fn last_text(card: &Value) -> String {
+    card["body"].as_array().unwrap().last().unwrap()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_gated_call_posts_its_card_a_signed_click_approves_it_and_the_card_shows_the_outcome() {
+    let h = harness(policy()).await;
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+    // A new thread in the channel, rooted at the card.
+    assert!(
+        posted
+            .conversation
+            .starts_with(&format!("{CHANNEL};messageid="))
+    );
+    let card = content(&posted.versions[0]);
+    assert_eq!(card["version"], "1.5");
+    assert!(card.to_string().contains(r"warehouse/orders"));
+    assert_eq!(
+        posted.versions[0]["summary"],
+        "Approval requested: crm::export_table"
+    );
+
+    let (status, answer) = h
+        .send(&click(&h.fake, &posted, "approve", ALICE, None))
+        .await;
+    assert_eq!(status, 200);
+    // The clicker gets the outcome card at once.
+    assert_eq!(answer["statusCode"], 200);
+    assert_eq!(answer["type"], "application/vnd.microsoft.card.adaptive");
+    let shown = last_text(&answer["value"]);
+    assert!(shown.starts_with("✅ **Approved** by User "), "{answer}");
+    assert!(shown.contains("(alice)"), "{shown}");
+    assert!(answer["value"].get("actions").is_none());
+
+    let id = waiting.await.unwrap().unwrap();
+    assert_eq!(card["actions"][0]["data"]["request_id"], id.as_str());
+    let reviewed = h.events("reviewed");
+    assert_eq!(reviewed.len(), 1);
+    assert_eq!(reviewed[0]["reviewer"]["id"], format!("teams:{ALICE}"));
+    assert_eq!(reviewed[0]["channel"], "teams");
+    // Everyone's card is replaced: PUT on the same activity.
+    let outcome = h.version(0, 2).await;
+    assert!(last_text(&outcome).starts_with("✅ **Approved**"));
+    assert!(outcome.get("actions").is_none());
+}
+
+#[tokio::test]
+async fn an_ineligible_clicker_and_the_requester_are_refused_with_the_reason() {
+    let policy =
+        Policy::new("data-export", ["teams"], Duration::from_secs(60)).approvers(["alice", "bob"]);
+    let h = harness(policy).await;
+    // The agent acts for alice: alice may not approve it.
+    let waiting = h.start_for("alice");
+    let posted = nth_card(&h.fake, 0).await;
+
+    let (status, answer) = h
+        .send(&click(&h.fake, &posted, "approve", CAROL, None))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["type"], "application/vnd.microsoft.activity.message");
+    let told = answer["value"].as_str().unwrap();
+    assert!(told.contains("not among the reviewers"), "{told}");
+
+    let (_, answer) = h
+        .send(&click(&h.fake, &posted, "approve", ALICE, None))
+        .await;
+    let told = answer["value"].as_str().unwrap();
+    assert!(told.contains("on your behalf"), "{told}");
+
+    let rejected = h.events("rejected_vote");
+    let why: Vec<_> = rejected.iter().map(|r| r["why"].clone()).collect();
+    assert_eq!(why, [json!("not_eligible"), json!("self_approval")]);
+    assert!(h.events("reviewed").is_empty());
+    assert!(!waiting.is_finished());
+    // Bob may.
+    let (_, answer) = h.send(&click(&h.fake, &posted, "approve", BOB, None)).await;
+    assert!(last_text(&answer["value"]).contains("**Approved**"));
+    waiting.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_deny_carries_the_typed_reason_back_to_the_agent_and_onto_the_card() {
+    let h = harness(policy()).await;
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+    let reason = "  not *before* the audit  ";
+    let (status, answer) = h
+        .send(&click(&h.fake, &posted, "deny", BOB, Some(reason)))
+        .await;
+    assert_eq!(status, 200);
+    let shown = last_text(&answer["value"]);
+    assert!(shown.starts_with("⛔ **Denied** by User "), "{shown}");
+    assert!(shown.ends_with(r": not \*before\* the audit"), "{shown}");
+    match waiting.await.unwrap() {
+        Err(ApprovalError::Denied {
+            comment: Some(c), ..
+        }) => assert_eq!(c, "not *before* the audit"),
+        other => panic!("expected a denial with its reason, got {other:?}"),
+    }
+    let reviewed = h.events("reviewed");
+    assert_eq!(reviewed[0]["vote"], "deny");
+    let outcome = h.version(0, 2).await;
+    assert!(last_text(&outcome).contains("Denied"));
+}
+
+#[tokio::test]
+async fn two_approvals_one_in_teams_one_through_a_second_route() {
+    let policy = Policy::new("data-export", ["teams", "second"], Duration::from_secs(60))
+        .approvers(["alice", "bob"])
+        .required(2);
+    let h = harness(policy).await;
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+
+    let (_, answer) = h
+        .send(&click(&h.fake, &posted, "approve", ALICE, None))
+        .await;
+    // Not settled: the clicker sees their line, the actions stay.
+    let card = &answer["value"];
+    assert!(card.to_string().contains("approved (1 of 2)"), "{card}");
+    assert_eq!(card["actions"].as_array().unwrap().len(), 2);
+    let progress = h.version(0, 2).await;
+    assert!(progress.to_string().contains("approved (1 of 2)"));
+    assert!(!waiting.is_finished());
+
+    // Bob approves through the other route.
+    let request = h.second.requests()[0].clone();
+    let ballot = Ballot::new(&request, "api:bob", "api", Vote::Approve);
+    h.gate.cast(ballot).await.unwrap();
+    waiting.await.unwrap().unwrap();
+    let outcome = h.version(0, 3).await;
+    let shown = last_text(&outcome);
+    assert!(shown.contains("(alice), bob, "), "{shown}");
+    assert!(outcome.get("actions").is_none());
+    let channels: Vec<_> = h
+        .events("reviewed")
+        .iter()
+        .map(|r| r["channel"].clone())
+        .collect();
+    assert_eq!(channels, [json!("teams"), json!("api")]);
+}
+
+#[tokio::test]
+async fn a_resent_invoke_gets_the_same_answer_and_counts_once() {
+    let h = harness(policy().required(2)).await;
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+    let alice = click(&h.fake, &posted, "approve", ALICE, None);
+    let first = h.send(&alice).await;
+    let again = h.send(&alice).await;
+    assert_eq!(first, again);
+    assert_eq!(h.events("reviewed").len(), 1);
+
+    let bob = click(&h.fake, &posted, "approve", BOB, None);
+    let settled = h.send(&bob).await;
+    waiting.await.unwrap().unwrap();
+    // Teams resends the deciding click after the request settled: the same
+    // outcome card, and nothing recorded.
+    assert_eq!(h.send(&bob).await, settled);
+    assert_eq!(h.events("reviewed").len(), 2);
+    assert!(h.events("rejected_vote").is_empty());
+}
+
+#[tokio::test]
+async fn tokens_that_do_not_hold_get_401_and_nothing_happens() {
+    let h = harness(policy()).await;
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+    let activity = click(&h.fake, &posted, "approve", ALICE, None);
+    let now = approval_core::Clock::now(&approval_core::SystemClock)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = json!({"serviceurl": activity["serviceUrl"], "nbf": now - 10, "exp": now + 3590,
+                      "iss": "https://api.botframework.com", "aud": APP_ID});
+    let with = |field: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[field] = value;
+        claims
+    };
+    let signing = common::key("test-rsa-2048.der");
+    let forger = common::key("other-rsa-2048.der");
+    let mut other_kid = common::header();
+    other_kid["kid"] = json!("rotated-away");
+    let cases = [
+        ("no token", String::new()),
+        (
+            "forged signature",
+            common::token(&forger, common::header(), good.clone()),
+        ),
+        (
+            "wrong issuer",
+            common::token(
+                &signing,
+                common::header(),
+                with("iss", json!("https://evil.example")),
+            ),
+        ),
+        (
+            "wrong audience",
+            common::token(
+                &signing,
+                common::header(),
+                with("aud", json!("someone-else")),
+            ),
+        ),
+        (
+            "expired",
+            common::token(&signing, common::header(), with("exp", json!(now - 400))),
+        ),
+        (
+            "not yet valid",
+            common::token(&signing, common::header(), with("nbf", json!(now + 400))),
+        ),
+        (
+            "unknown kid",
+            common::token(&signing, other_kid, good.clone()),
+        ),
+        (
+            "serviceurl mismatch",
+            common::token(
+                &signing,
+                common::header(),
+                with("serviceurl", json!("https://smba.trafficmanager.net/amer/")),
+            ),
+        ),
+    ];
+    for (what, authorization) in cases {
+        let (status, body) = h.post(&activity, &authorization).await;
+        assert_eq!((what, status), (what, 401));
+        assert_eq!(body, json!({"error": "Unauthorized"}), "{what}");
+    }
+    // A tenant not allowed, with an otherwise perfect token.
+    let mut foreign = activity.clone();
+    foreign["channelData"]["tenant"]["id"] = json!("00000000-0000-0000-0000-00000000bad1");
+    assert_eq!(h.send(&foreign).await.0, 401);
+    // Nothing was recorded, nothing decided, the card untouched.
+    assert!(h.events("reviewed").is_empty());
+    assert!(h.events("rejected_vote").is_empty());
+    assert!(!waiting.is_finished());
+    assert_eq!(h.fake.lock().unwrap().cards[0].versions.len(), 1);
+    // The real click still works.
+    assert_eq!(h.send(&activity).await.0, 200);
+    waiting.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_activity_gets_400() {
+    let h = harness(policy()).await;
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+    let good = click(&h.fake, &posted, "approve", ALICE, None);
+    let token = bearer_for(&good);
+    let response = h
+        .client
+        .post(&h.url)
+        .header("Authorization", &token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let mut no_binding = good.clone();
+    no_binding["value"]["action"]["data"]["binding"] = json!("zz");
+    let (status, body) = h.post(&no_binding, &token).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["type"], "application/vnd.microsoft.error");
+    let mut no_clicker = good.clone();
+    no_clicker["from"]
+        .as_object_mut()
+        .unwrap()
+        .remove("aadObjectId");
+    assert_eq!(h.post(&no_clicker, &token).await.0, 400);
+    let mut no_action = good.clone();
+    no_action["value"] = json!({});
+    assert_eq!(h.post(&no_action, &token).await.0, 400);
+    assert!(h.events("reviewed").is_empty());
+    assert!(!waiting.is_finished());
+    // Other activities are acknowledged and ignored.
+    let mut message = good.clone();
+    message["type"] = json!("message");
+    assert_eq!(h.post(&message, &token).await.0, 200);
+}
+
+#[tokio::test]
+async fn throttled_posts_wait_for_retry_after_and_refusals_fail_the_call_closed() {
+    let h = harness_with(
+        policy(),
+        Some(|service_url: &str| Target::chat(service_url, "29:1aK9reviewer", TENANT)),
+    )
+    .await;
+    // The 1:1 chat is created (throttled once on the way), then the card posted.
+    h.fake.lock().unwrap().fail_next(
+        429,
+        Some("1"),
+        r#"{"error":{"code":"Throttled","message":"slow down"}}"#,
+    );
+    let started = Instant::now();
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(posted.conversation, "a:1p0iicaJ0");
+    let (_, answer) = h
+        .send(&click(&h.fake, &posted, "approve", ALICE, None))
+        .await;
+    assert!(last_text(&answer["value"]).contains("**Approved**"));
+    waiting.await.unwrap().unwrap();
+
+    // A second request reuses the chat. The bot was removed from it: 403,
+    // the call fails closed, naming Teams' code.
+    h.fake.lock().unwrap().fail_next(
+        403,
+        None,
+        r#"{"error":{"code":"BotNotInConversationRoster","message":"gone"}}"#,
+    );
+    match h.start().await.unwrap() {
+        Err(ApprovalError::ApproverUnavailable { route, source }) => {
+            assert_eq!(route, "teams");
+            let cause = source.to_string();
+            assert!(
+                cause.contains("403") && cause.contains("BotNotInConversationRoster"),
+                "{cause}"
+            );
+        }
+        other => panic!("expected the call to fail closed, got {other:?}"),
+    }
+    assert_eq!(h.fake.lock().unwrap().conversations_created(), 1);
+    assert!(h.teams.card_of("nothing").is_none());
+}
