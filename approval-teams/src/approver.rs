@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use approval_core::{
     ApprovalRequest, Approver, ApproverError, Ballots, Clock, Decision, Reviewer, SystemClock, Vote,
@@ -115,14 +114,16 @@ struct Entry {
     request: Arc<ApprovalRequest>,
     posted: Option<PostedCard>,
     votes: Vec<(Reviewer, Vote)>,
-    ended: Option<(Decision, SystemTime)>,
+    /// The outcome card, once the request ended: built once, for the
+    /// clicker's answer, the update and any late click.
+    outcome: Option<Arc<Value>>,
 }
 
 impl Entry {
-    fn card(&self) -> Value {
-        match &self.ended {
-            Some((decision, at)) => outcome_card(&self.request, decision, *at),
-            None => progress_card(&self.request, &self.votes),
+    fn card(&self) -> Arc<Value> {
+        match &self.outcome {
+            Some(card) => card.clone(),
+            None => Arc::new(progress_card(&self.request, &self.votes)),
         }
     }
 }
@@ -287,22 +288,22 @@ impl TeamsApprover {
 
     /// The card of a request as it stands now (open with its votes, or
     /// ended), if this approver posted it: what a clicker is answered with.
-    pub fn current_card(&self, request_id: &str) -> Option<Value> {
+    pub fn current_card(&self, request_id: &str) -> Option<Arc<Value>> {
         lock(&self.requests).get(request_id).map(Entry::card)
     }
 
     /// Marks a request ended (once: the endpoint that recorded the deciding
     /// vote, or the gate's `settled`, whichever comes first), has its card
     /// updated for everyone, and returns the outcome card.
-    pub(crate) fn ended(&self, request_id: &str, decision: &Decision) -> Option<Value> {
+    pub(crate) fn ended(&self, request_id: &str, decision: &Decision) -> Option<Arc<Value>> {
         let card = {
             let mut requests = lock(&self.requests);
             let entry = requests.get_mut(request_id)?;
-            if entry.ended.is_some() {
-                return Some(entry.card());
+            if let Some(card) = &entry.outcome {
+                return Some(card.clone());
             }
-            entry.ended = Some((decision.clone(), SystemClock.now()));
-            let card = entry.card();
+            let card = Arc::new(outcome_card(&entry.request, decision, SystemClock.now()));
+            entry.outcome = Some(card.clone());
             // Outcomes are kept to answer late clicks; the oldest go.
             requests.ended.push_back(request_id.to_owned());
             if requests.ended.len() > ENDED_KEPT
@@ -425,7 +426,7 @@ async fn update_cards(
             Work::Update(id) => {
                 let update = lock(&requests).get(&id).and_then(|entry| {
                     let posted = entry.posted.clone()?;
-                    Some((posted, entry.card(), entry.ended.is_some()))
+                    Some((posted, entry.card(), entry.outcome.is_some()))
                 });
                 let Some((posted, card, ended)) = update else {
                     continue;
@@ -435,7 +436,7 @@ async fn update_cards(
                 } else {
                     "Approval requested"
                 };
-                let mut activity = message(card, summary);
+                let mut activity = message(Value::clone(&card), summary);
                 activity["id"] = Value::String(posted.activity_id.clone());
                 let path = format!(
                     "/v3/conversations/{}/activities/{}",
@@ -475,7 +476,7 @@ impl Approver for TeamsApprover {
                 request: request.clone(),
                 posted: None,
                 votes: Vec::new(),
-                ended: None,
+                outcome: None,
             },
         );
         let summary = format!("Approval requested: {}", request.action);
@@ -486,7 +487,7 @@ impl Approver for TeamsApprover {
                     let mut requests = lock(&self.requests);
                     requests.get_mut(&id).is_some_and(|entry| {
                         entry.posted = Some(posted);
-                        !entry.votes.is_empty() || entry.ended.is_some()
+                        !entry.votes.is_empty() || entry.outcome.is_some()
                     })
                 };
                 if changed {

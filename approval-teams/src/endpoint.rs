@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::TeamsApprover;
@@ -38,23 +39,39 @@ struct Endpoint {
     answered: Mutex<HashMap<String, (Instant, Answer)>>,
 }
 
-/// What to answer an activity with.
+/// What to answer an activity with; the body serialized once, so a
+/// remembered answer is cheap to give again.
 #[derive(Clone, Debug)]
 struct Answer {
     status: StatusCode,
-    body: Option<Value>,
+    body: Option<Bytes>,
+}
+
+/// An invoke response (TEAMS.md §4.1).
+#[derive(Serialize)]
+struct InvokeResponse<'a, T: Serialize> {
+    #[serde(rename = "statusCode")]
+    status_code: u16,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    value: T,
 }
 
 impl Answer {
     /// An invoke response: HTTP status and `statusCode` agree.
-    fn invoke(status: StatusCode, kind: &str, value: Value) -> Self {
+    fn invoke(status: StatusCode, kind: &str, value: impl Serialize) -> Self {
+        let response = InvokeResponse {
+            status_code: status.as_u16(),
+            kind,
+            value,
+        };
         Self {
             status,
-            body: Some(json!({"statusCode": status.as_u16(), "type": kind, "value": value})),
+            body: serde_json::to_vec(&response).ok().map(Bytes::from),
         }
     }
 
-    fn card(card: Value) -> Self {
+    fn card(card: &Value) -> Self {
         Self::invoke(StatusCode::OK, card::CONTENT_TYPE, card)
     }
 
@@ -62,7 +79,7 @@ impl Answer {
         Self::invoke(
             StatusCode::OK,
             "application/vnd.microsoft.activity.message",
-            Value::String(text.into()),
+            text.into(),
         )
     }
 
@@ -89,7 +106,7 @@ impl IntoResponse for Answer {
             Some(body) => (
                 self.status,
                 [(header::CONTENT_TYPE, "application/json")],
-                body.to_string(),
+                body,
             )
                 .into_response(),
             None => self.status.into_response(),
@@ -151,7 +168,7 @@ async fn receive(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap, body
         .and_then(|v| v.to_str().ok());
     let unauthorized = || Answer {
         status: StatusCode::UNAUTHORIZED,
-        body: Some(json!({"error": "Unauthorized"})),
+        body: Some(Bytes::from_static(br#"{"error":"Unauthorized"}"#)),
     };
     // Without a bearer token, the body is not even read.
     if !authorization.is_some_and(|a| a.starts_with("Bearer ")) {
@@ -229,7 +246,7 @@ async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
         DENY => Vote::Deny,
         "refresh" => {
             return match endpoint.approver.current_card(request_id) {
-                Some(card) => Answer::card(card),
+                Some(card) => Answer::card(&card),
                 None => Answer::message("This request is not one this bot knows."),
             };
         }
@@ -280,7 +297,7 @@ async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
         }
         Ok(BallotOutcome::Rejected(RejectReason::Settled)) => {
             match endpoint.approver.current_card(request_id) {
-                Some(card) => Answer::card(card),
+                Some(card) => Answer::card(&card),
                 None => Answer::message(refusal_text(RejectReason::Settled)),
             }
         }
@@ -290,11 +307,11 @@ async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
         Ok(BallotOutcome::Counted {
             decision: Some(decision),
         }) => match endpoint.approver.ended(request_id, &decision) {
-            Some(card) => Answer::card(card),
+            Some(card) => Answer::card(&card),
             None => Answer::message("Your vote was recorded."),
         },
         Ok(_) => match endpoint.approver.current_card(request_id) {
-            Some(card) => Answer::card(card),
+            Some(card) => Answer::card(&card),
             None => Answer::message("Your vote was recorded."),
         },
     };

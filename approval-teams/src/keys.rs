@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 use crate::auth::{ActivityFacts, AuthError, Claims, InboundAuth, KeySet};
 
@@ -39,7 +39,10 @@ pub struct KeyCache {
     client: reqwest::Client,
     refresh_every: Duration,
     unknown_kid_every: Duration,
+    /// Read on every request; held only briefly, never across a fetch.
     state: Mutex<State>,
+    /// One fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -72,6 +75,7 @@ impl KeyCache {
                 fetched: None,
                 refetched_for_unknown: None,
             }),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -119,16 +123,28 @@ impl KeyCache {
         })
     }
 
-    /// The keys, fetched if there are none or they are due.
-    pub async fn keys(&self) -> Result<Arc<KeySet>, AuthError> {
-        let mut state = self.state.lock().await;
+    /// The keys held, if they are not due for a refresh.
+    fn fresh(&self) -> Option<Arc<KeySet>> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let due = state
             .fetched
             .is_none_or(|at| at.elapsed() >= self.refresh_every);
-        if let (Some(keys), false) = (&state.keys, due) {
-            return Ok(keys.clone());
+        state.keys.clone().filter(|_| !due)
+    }
+
+    /// The keys, fetched if there are none or they are due.
+    pub async fn keys(&self) -> Result<Arc<KeySet>, AuthError> {
+        if let Some(keys) = self.fresh() {
+            return Ok(keys);
         }
-        match self.fetch().await {
+        let _fetching = self.fetching.lock().await;
+        // Another request may have fetched them meanwhile.
+        if let Some(keys) = self.fresh() {
+            return Ok(keys);
+        }
+        let fetched = self.fetch().await;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match fetched {
             Ok(keys) => {
                 let keys = Arc::new(keys);
                 state.keys = Some(keys.clone());
@@ -143,15 +159,19 @@ impl KeyCache {
     /// Refetches after an unknown `kid`, unless that happened within the
     /// last interval: `None` then.
     async fn refetch_for_unknown(&self) -> Result<Option<Arc<KeySet>>, AuthError> {
-        let mut state = self.state.lock().await;
-        if state
-            .refetched_for_unknown
-            .is_some_and(|at| at.elapsed() < self.unknown_kid_every)
+        let _fetching = self.fetching.lock().await;
         {
-            return Ok(None);
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state
+                .refetched_for_unknown
+                .is_some_and(|at| at.elapsed() < self.unknown_kid_every)
+            {
+                return Ok(None);
+            }
+            state.refetched_for_unknown = Some(Instant::now());
         }
-        state.refetched_for_unknown = Some(Instant::now());
         let keys = Arc::new(self.fetch().await?);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.keys = Some(keys.clone());
         state.fetched = Some(Instant::now());
         Ok(Some(keys))
