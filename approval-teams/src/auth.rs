@@ -204,6 +204,14 @@ impl InboundAuth {
         self
     }
 
+    /// Adds `host` to the allowed service URL hosts (a Bot Connector
+    /// endpoint of a cloud not in the defaults).
+    #[must_use]
+    pub fn allow_service_host(mut self, host: impl Into<String>) -> Self {
+        self.service_hosts.push(host.into());
+        self
+    }
+
     /// Uses another issuer (a sovereign cloud's, TEAMS.md §5).
     #[must_use]
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {

@@ -17,9 +17,15 @@ pub const SERVICE_URL: &str = "https://smba.trafficmanager.net/ch/";
 pub const KID: &str = "T2SGCCyRTJ82ofF2Mcp-lbkJv2M";
 pub const NOW: u64 = 1_647_362_000;
 
+/// A test key from `tests/data` (included, so other crates' tests can use
+/// this module too).
 pub fn key(name: &str) -> RsaKeyPair {
-    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
-    RsaKeyPair::from_der(&std::fs::read(path).unwrap()).unwrap()
+    let der: &[u8] = match name {
+        "test-rsa-2048.der" => include_bytes!("../data/test-rsa-2048.der"),
+        "other-rsa-2048.der" => include_bytes!("../data/other-rsa-2048.der"),
+        other => panic!("no test key {other}"),
+    };
+    RsaKeyPair::from_der(der).unwrap()
 }
 
 pub fn b64(bytes: &[u8]) -> String {
