@@ -59,6 +59,22 @@ pub enum AuditError {
     /// The sink has shut down.
     #[error("audit sink has shut down")]
     Closed,
+    /// The database behind a sink failed or could not be reached: the
+    /// append did not happen, or its outcome could not be confirmed and it
+    /// is reported as failed.
+    #[error("audit store: {what} failed: {cause}")]
+    Store {
+        /// What was being done.
+        what: &'static str,
+        /// The cause, as the database or its client gave it.
+        cause: String,
+    },
+    /// Another process writes this chain: a chain has exactly one writer.
+    #[error("audit chain {chain} is written by another process; a chain has exactly one writer")]
+    ChainTaken {
+        /// The chain's name.
+        chain: String,
+    },
     /// `seq` cannot grow further.
     #[error("the chain's seq cannot grow further")]
     SeqExhausted,

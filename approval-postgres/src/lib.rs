@@ -1,0 +1,15 @@
+//! PostgreSQL for `approval-core`: [`PostgresSink`] keeps the audit chain
+//! in a database, one chain per writer process, appends sharing commits.
+//!
+//! The client is `tokio-postgres` rather than sqlx: it is what sqlx's
+//! PostgreSQL driver would add (pipelining, `LISTEN`/`NOTIFY`) without
+//! compile-time checks that need a database at build time, macros, or a
+//! pool this crate does not need (one writer connection per sink).
+//! Migrations are numbered SQL in [`schema`], applied at connect.
+
+#![forbid(unsafe_code)]
+
+pub mod schema;
+mod sink;
+
+pub use sink::{ChainReader, PostgresSink};

@@ -1,0 +1,99 @@
+//! The schema, as numbered migrations embedded in the crate: each runs
+//! once, in order, in its own transaction, under an advisory lock so that
+//! processes starting together do not race.
+
+use tokio_postgres::Client;
+
+/// The advisory lock every migrator takes (an arbitrary constant).
+const MIGRATION_LOCK: i64 = 0x6170_7072_6f76_616c; // "approval"
+
+/// The migrations, in order: `(version, what it does, SQL)`.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "audit chains and their records",
+    r"
+CREATE TABLE audit_chains (
+    name       text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+-- One row per record: the line exactly as AUDIT-FORMAT.md defines it
+-- (without its newline), at its place in its chain.
+CREATE TABLE audit_records (
+    chain text        NOT NULL REFERENCES audit_chains (name),
+    seq   bigint      NOT NULL CHECK (seq >= 0),
+    ts    timestamptz NOT NULL,
+    line  text        NOT NULL,
+    PRIMARY KEY (chain, seq)
+);
+CREATE INDEX audit_records_by_time ON audit_records (chain, ts);
+-- Records are evidence: never changed, never removed through SQL. (The
+-- chain's MACs show it anyway; this stops accidents.)
+CREATE FUNCTION audit_records_append_only() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit records are append-only';
+END
+$$;
+CREATE TRIGGER audit_records_append_only
+    BEFORE UPDATE OR DELETE ON audit_records
+    FOR EACH ROW EXECUTE FUNCTION audit_records_append_only();
+",
+)];
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The database said no.
+    #[error("migrating the schema failed: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// The database holds a newer schema than this build knows.
+    #[error("the database's schema is version {found}, newer than this build's {known}")]
+    Newer {
+        /// The version found.
+        found: i32,
+        /// The newest version this build has.
+        known: i32,
+    },
+}
+
+/// Brings the schema up to date; returns its version.
+pub async fn migrate(client: &mut Client) -> Result<i32, SchemaError> {
+    let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS approval_migrations (
+                 version     integer PRIMARY KEY,
+                 description text NOT NULL,
+                 applied_at  timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let current: i32 = transaction
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM approval_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(SchemaError::Newer {
+            found: current,
+            known,
+        });
+    }
+    for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        transaction.batch_execute(sql).await?;
+        transaction
+            .execute(
+                "INSERT INTO approval_migrations (version, description) VALUES ($1, $2)",
+                &[version, description],
+            )
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(known)
+}

@@ -1,0 +1,536 @@
+//! `PostgresSink`: the audit chain in PostgreSQL, one chain per writer
+//! process, appends from one process sharing commits.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+use approval_core::{AuditError, AuditSink, ChainHead, ChainWriter, PendingRecord, Receipt};
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::schema::migrate;
+
+/// The most records one commit carries.
+const BATCH_MAX: usize = 4096;
+/// How long a connection attempt may take before the append fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One caller's records and where their receipts go.
+struct Batch {
+    records: Vec<PendingRecord>,
+    reply: oneshot::Sender<Result<Vec<Receipt>, AuditError>>,
+}
+
+/// An audit sink that stores the chain in PostgreSQL.
+///
+/// - **One chain per writer process**: the chain has a name (one per
+///   process, such as `agent-host-1`), and a session-level advisory lock
+///   on it keeps a second process from writing it: each chain is, in
+///   AUDIT-FORMAT.md's terms, one log with one writer, stored as rows
+///   (`audit_records`: chain, seq, ts, the line exactly as written) instead
+///   of a file. `approval verify --postgres URL --chain NAME` reads it back.
+/// - **Durable when `append` returns**: the records are committed.
+/// - **Group commit**: appends from concurrent tasks that arrive together
+///   are sealed in order and inserted in one statement, one commit.
+/// - **Fails closed**: if the database cannot be reached, or a commit's
+///   outcome is unknown, `append` fails with [`AuditError::Store`] and the
+///   gated call does not run. The next append reconnects, takes the lock
+///   again, and continues from the last committed record, so nothing
+///   committed is lost and nothing is written twice.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use approval_core::{ChainWriter, KeyId, WriterSecret};
+/// use approval_postgres::PostgresSink;
+///
+/// # async fn open() -> Result<(), Box<dyn std::error::Error>> {
+/// let writer = Arc::new(ChainWriter::new(KeyId::new("ops-2026")?, &WriterSecret::read_file("writer.key")?));
+/// let sink = PostgresSink::connect("postgres://approval@db.internal/approval", "agent-host-1", writer).await?;
+/// # let _ = sink;
+/// # Ok(())
+/// # }
+/// ```
+pub struct PostgresSink {
+    config: Config,
+    chain: String,
+    writer: Arc<ChainWriter>,
+    queue: mpsc::UnboundedSender<Batch>,
+}
+
+impl fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        f.debug_struct("PostgresSink")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("chain", &self.chain)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store(what: &'static str) -> impl Fn(tokio_postgres::Error) -> AuditError {
+    move |e| AuditError::Store {
+        what,
+        cause: cause(&e),
+    }
+}
+
+/// The error's text with its source: the database's message, never the
+/// connection string.
+fn cause(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// The advisory lock key of a chain.
+const LOCK_KEY: &str =
+    "SELECT pg_try_advisory_lock(hashtextextended('approval audit chain: ' || $1, 0))";
+
+/// Connects, spawning the connection's task on the current runtime.
+async fn connect(config: &Config) -> Result<Client, AuditError> {
+    let connecting = config.connect(NoTls);
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| AuditError::Store {
+            what: "connect",
+            cause: "timed out".into(),
+        })?
+        .map_err(store("connect"))?;
+    tokio::spawn(async move {
+        // Ends when the client is dropped or the server goes away; the
+        // next query then fails, and the writer reconnects.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The writer's connection: locked to the chain, and where the chain stands.
+struct Writing {
+    client: Client,
+    head: ChainHead,
+}
+
+/// Connects, takes the chain's lock, and reads where it stands.
+async fn start_writing(
+    config: &Config,
+    chain: &str,
+    writer: &ChainWriter,
+) -> Result<Writing, AuditError> {
+    let client = connect(config).await?;
+    let locked: bool = client
+        .query_one(LOCK_KEY, &[&chain])
+        .await
+        .map_err(store("lock the chain"))?
+        .get(0);
+    if !locked {
+        return Err(AuditError::ChainTaken {
+            chain: chain.to_owned(),
+        });
+    }
+    client
+        .execute(
+            "INSERT INTO audit_chains (name) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&chain],
+        )
+        .await
+        .map_err(store("register the chain"))?;
+    let head = match last_line(&client, chain).await? {
+        Some(line) => writer.resume(line.as_bytes())?,
+        None => ChainHead::genesis(),
+    };
+    Ok(Writing { client, head })
+}
+
+async fn last_line(client: &Client, chain: &str) -> Result<Option<String>, AuditError> {
+    Ok(client
+        .query_opt(
+            "SELECT line FROM audit_records WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
+            &[&chain],
+        )
+        .await
+        .map_err(store("read the chain's tail"))?
+        .map(|row| row.get(0)))
+}
+
+impl PostgresSink {
+    /// Connects to the database at `url` (a `postgres://` URL or a
+    /// `key=value` string), brings the schema up to date, takes the chain
+    /// `chain` (failing with [`AuditError::ChainTaken`] if another process
+    /// writes it), and resumes it from its last record; `writer` must hold
+    /// the key that record was sealed with.
+    pub async fn connect(
+        url: &str,
+        chain: &str,
+        writer: Arc<ChainWriter>,
+    ) -> Result<Self, AuditError> {
+        let config: Config = url.parse().map_err(store("read the connection string"))?;
+        if chain.is_empty() {
+            return Err(AuditError::Store {
+                what: "name the chain",
+                cause: "the chain name is empty".into(),
+            });
+        }
+        {
+            let mut client = connect(&config).await?;
+            migrate(&mut client).await.map_err(|e| AuditError::Store {
+                what: "migrate the schema",
+                cause: e.to_string(),
+            })?;
+        }
+        let writing = start_writing(&config, chain, &writer).await?;
+        let (queue, batches) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(
+            config.clone(),
+            chain.to_owned(),
+            Arc::clone(&writer),
+            Some(writing),
+            batches,
+        ));
+        Ok(Self {
+            config,
+            chain: chain.to_owned(),
+            writer,
+            queue,
+        })
+    }
+
+    /// The chain's name.
+    pub fn chain(&self) -> &str {
+        &self.chain
+    }
+}
+
+/// The writer task: takes every batch waiting, seals them in order, and
+/// stores them with one statement (one commit).
+async fn write_batches(
+    config: Config,
+    chain: String,
+    writer: Arc<ChainWriter>,
+    mut writing: Option<Writing>,
+    mut batches: mpsc::UnboundedReceiver<Batch>,
+) {
+    while let Some(first) = batches.recv().await {
+        let mut group = vec![first];
+        let mut records = group[0].records.len();
+        while records < BATCH_MAX {
+            match batches.try_recv() {
+                Ok(batch) => {
+                    records += batch.records.len();
+                    group.push(batch);
+                }
+                Err(_) => break,
+            }
+        }
+        // A lost connection is replaced first; until that works, every
+        // append fails.
+        let mut current = match writing.take() {
+            Some(w) if !w.client.is_closed() => w,
+            _ => match start_writing(&config, &chain, &writer).await {
+                Ok(w) => w,
+                Err(e) => {
+                    for batch in group {
+                        let _ = batch.reply.send(Err(clone_error(&e)));
+                    }
+                    continue;
+                }
+            },
+        };
+        commit_group(&config, &chain, &writer, &mut current, group).await;
+        if !current.client.is_closed() {
+            writing = Some(current);
+        }
+    }
+}
+
+/// `AuditError` is not `Clone`; the store's errors are what gets repeated.
+fn clone_error(e: &AuditError) -> AuditError {
+    match e {
+        AuditError::ChainTaken { chain } => AuditError::ChainTaken {
+            chain: chain.clone(),
+        },
+        AuditError::Store { what, cause } => AuditError::Store {
+            what,
+            cause: cause.clone(),
+        },
+        other => AuditError::Store {
+            what: "resume the chain",
+            cause: other.to_string(),
+        },
+    }
+}
+
+/// The `ts` member of a sealed line.
+fn ts_of(line: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ts {
+        ts: String,
+    }
+    serde_json::from_str::<Ts>(line).ok().map(|t| t.ts)
+}
+
+async fn commit_group(
+    config: &Config,
+    chain: &str,
+    writer: &ChainWriter,
+    current: &mut Writing,
+    group: Vec<Batch>,
+) {
+    let mut head = current.head.clone();
+    let mut sealed = Vec::with_capacity(group.len());
+    let mut bytes = Vec::new();
+    for batch in group {
+        let start = bytes.len();
+        match writer.seal(&mut head, &batch.records, &mut bytes) {
+            Ok(receipts) => sealed.push((batch.reply, receipts, start..bytes.len())),
+            // Not sealed: the others go on without it.
+            Err(e) => {
+                let _ = batch.reply.send(Err(e));
+            }
+        }
+    }
+    if sealed.is_empty() {
+        return;
+    }
+    // Sealed lines are canonical JSON: UTF-8.
+    let text = String::from_utf8(bytes).unwrap_or_default();
+    let mut seqs = Vec::new();
+    let mut times = Vec::new();
+    let mut lines = Vec::new();
+    for (_, receipts, range) in &sealed {
+        for (receipt, line) in receipts.iter().zip(text[range.clone()].lines()) {
+            seqs.push(i64::try_from(receipt.seq).unwrap_or(i64::MAX));
+            times.push(ts_of(line).unwrap_or_default());
+            lines.push(line);
+        }
+    }
+    let inserted = current
+        .client
+        .execute(
+            "INSERT INTO audit_records (chain, seq, ts, line)
+             SELECT $1, s, t::timestamptz, l FROM unnest($2::bigint[], $3::text[], $4::text[]) AS r(s, t, l)",
+            &[&chain, &seqs, &times, &lines],
+        )
+        .await;
+    let outcome = match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_db_error().is_some() => Err(AuditError::Store {
+            what: "append",
+            cause: cause(&e),
+        }),
+        // The connection went: the commit may or may not have happened.
+        Err(e) => {
+            let last = lines.last().copied().unwrap_or_default().to_owned();
+            confirm(config, chain, writer, current, &last, &e).await
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            // After a confirmed reconnect the head is already the tail's.
+            current.head = head;
+            for (reply, receipts, _) in sealed {
+                let _ = reply.send(Ok(receipts));
+            }
+        }
+        Err(e) => {
+            for (reply, _, _) in sealed {
+                let _ = reply.send(Err(clone_error(&e)));
+            }
+        }
+    }
+}
+
+/// After a connection lost mid-commit: reconnects (taking the chain's lock
+/// again) and reads the chain's tail. The group was committed if the tail
+/// is its last line; otherwise it is reported failed. Either way the
+/// writer continues from the tail. Without a connection the outcome is
+/// unknown: reported failed, and the next append reconnects and resumes
+/// from whatever was committed.
+async fn confirm(
+    config: &Config,
+    chain: &str,
+    writer: &ChainWriter,
+    current: &mut Writing,
+    last: &str,
+    lost: &tokio_postgres::Error,
+) -> Result<(), AuditError> {
+    let failed = AuditError::Store {
+        what: "append",
+        cause: cause(lost),
+    };
+    let Ok(fresh) = start_writing(config, chain, writer).await else {
+        return Err(failed);
+    };
+    let landed = last_line(&fresh.client, chain)
+        .await
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some(last);
+    *current = fresh;
+    if landed { Ok(()) } else { Err(failed) }
+}
+
+#[async_trait]
+impl AuditSink for PostgresSink {
+    async fn append(&self, records: Vec<PendingRecord>) -> Result<Vec<Receipt>, AuditError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, receipts) = oneshot::channel();
+        self.queue
+            .send(Batch { records, reply })
+            .map_err(|_| AuditError::Closed)?;
+        receipts.await.map_err(|_| AuditError::Closed)?
+    }
+
+    fn read_back(&self) -> Result<Box<dyn Read + Send>, AuditError> {
+        Ok(Box::new(ChainReader::open(
+            self.config.clone(),
+            self.chain.clone(),
+            None,
+        )))
+    }
+
+    fn read_recent(&self, window: Duration) -> Result<Box<dyn Read + Send>, AuditError> {
+        Ok(Box::new(ChainReader::open(
+            self.config.clone(),
+            self.chain.clone(),
+            Some(window),
+        )))
+    }
+
+    fn chain_writer(&self) -> &Arc<ChainWriter> {
+        &self.writer
+    }
+
+    fn sole_writer(&self) -> bool {
+        // The chain's lock: no other process writes it.
+        true
+    }
+}
+
+/// A chain's lines as JSON Lines, streamed from the database by a thread of
+/// its own (so that it can be read from synchronous code, inside or outside
+/// a runtime).
+pub struct ChainReader {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: io::Cursor<Vec<u8>>,
+}
+
+impl fmt::Debug for ChainReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainReader").finish_non_exhaustive()
+    }
+}
+
+impl ChainReader {
+    /// Reads chain `chain` from the database `config` names, in `seq`
+    /// order; with `window`, only the records within it of the last one
+    /// (by `ts`).
+    fn open(config: Config, chain: String, window: Option<Duration>) -> Self {
+        let (send, chunks) = std::sync::mpsc::sync_channel(4);
+        std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = send.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(stream_lines(config, chain, window, send));
+        });
+        Self {
+            chunks,
+            current: io::Cursor::new(Vec::new()),
+        }
+    }
+
+    /// Reads chain `chain` at `url`, in `seq` order: what `approval verify
+    /// --postgres` checks.
+    pub fn connect(url: &str, chain: &str) -> Result<Self, AuditError> {
+        let config: Config = url.parse().map_err(store("read the connection string"))?;
+        Ok(Self::open(config, chain.to_owned(), None))
+    }
+}
+
+async fn stream_lines(
+    config: Config,
+    chain: String,
+    window: Option<Duration>,
+    send: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) {
+    use futures_util::{StreamExt, pin_mut};
+    let fail = |what: &str, e: &dyn fmt::Display| io::Error::other(format!("{what}: {e}"));
+    let client = match connect(&config).await {
+        Ok(client) => client,
+        Err(e) => {
+            let _ = send.send(Err(fail("connect", &e)));
+            return;
+        }
+    };
+    let seconds = window.map_or(-1.0, |w| w.as_secs_f64());
+    let rows = client
+        .query_raw(
+            "SELECT line FROM audit_records WHERE chain = $1
+               AND ($2::float8 < 0 OR ts >= (SELECT max(ts) FROM audit_records WHERE chain = $1)
+                                            - make_interval(secs => $2::float8))
+             ORDER BY seq",
+            [
+                &chain as &(dyn tokio_postgres::types::ToSql + Sync),
+                &seconds,
+            ],
+        )
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = send.send(Err(fail("read the chain", &cause(&e))));
+            return;
+        }
+    };
+    pin_mut!(rows);
+    let mut chunk = Vec::with_capacity(64 * 1024);
+    while let Some(row) = rows.next().await {
+        match row {
+            Ok(row) => {
+                chunk.extend_from_slice(row.get::<_, &str>(0).as_bytes());
+                chunk.push(b'\n');
+                if chunk.len() >= 64 * 1024 && send.send(Ok(std::mem::take(&mut chunk))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = send.send(Err(fail("read the chain", &cause(&e))));
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = send.send(Ok(chunk));
+    }
+}
+
+impl Read for ChainReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.current.read(out)?;
+            if n > 0 || out.is_empty() {
+                return Ok(n);
+            }
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => self.current = io::Cursor::new(chunk),
+                Ok(Err(e)) => return Err(e),
+                // The thread is done: the end.
+                Err(_) => return Ok(0),
+            }
+        }
+    }
+}
