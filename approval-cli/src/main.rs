@@ -57,9 +57,19 @@ enum Command {
         keyfile: PathBuf,
     },
     /// Check an audit log's chain: canonical form, seq, links, keys, MACs.
+    /// The log is a JSON Lines file, or a chain in PostgreSQL (--postgres
+    /// URL --chain NAME), checked the same way.
     Verify {
         /// The JSON Lines log.
-        log: PathBuf,
+        #[arg(required_unless_present = "postgres", conflicts_with = "postgres")]
+        log: Option<PathBuf>,
+        /// Read the chain from the PostgreSQL database at URL
+        /// (postgres://user@host/db) instead of a file.
+        #[arg(long, value_name = "URL", requires = "chain")]
+        postgres: Option<String>,
+        /// The chain to read from PostgreSQL (its writer's name).
+        #[arg(long, value_name = "NAME", requires = "postgres")]
+        chain: Option<String>,
         /// A verification key as ID=KEYFILE; repeat for rotated keys.
         #[arg(long = "key", value_name = "ID=KEYFILE", required = true)]
         keys: Vec<String>,
@@ -68,7 +78,12 @@ enum Command {
         threads: Option<usize>,
         /// A signed checkpoint of the log (LOG.checkpoint, or a copy kept
         /// elsewhere): finds a log cut off or rewritten.
-        #[arg(long, value_name = "FILE", requires = "trust")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "trust",
+            conflicts_with = "postgres"
+        )]
         checkpoint: Option<PathBuf>,
         /// A public key trusted to sign checkpoints, as
         /// NAME+ID+KEY (from `approval keygen --signing`); repeatable.
@@ -126,16 +141,29 @@ fn main() -> ExitCode {
         } => keygen_signing(&name, &keyfile),
         Command::Verify {
             log,
+            postgres,
+            chain,
             keys,
             threads,
             checkpoint,
             trust,
-        } => verify(&log, &keys, threads).and_then(|code| match checkpoint {
-            Some(checkpoint) if code == ExitCode::SUCCESS => {
-                check_checkpoint(&log, &checkpoint, &trust)
-            }
-            _ => Ok(code),
-        }),
+        } => match (log, postgres, chain) {
+            (_, Some(url), Some(chain)) => approval_postgres::ChainReader::connect(&url, &chain)
+                .map_err(|e| e.to_string())
+                .and_then(|reader| {
+                    verify(reader, &format!("postgres chain {chain}"), &keys, threads)
+                }),
+            (Some(log), _, _) => std::fs::File::open(&log)
+                .map_err(|e| format!("{}: {e}", log.display()))
+                .and_then(|file| verify(file, &log.display().to_string(), &keys, threads))
+                .and_then(|code| match checkpoint {
+                    Some(checkpoint) if code == ExitCode::SUCCESS => {
+                        check_checkpoint(&log, &checkpoint, &trust)
+                    }
+                    _ => Ok(code),
+                }),
+            _ => Err("name a log file, or --postgres URL --chain NAME".into()),
+        },
         Command::Prove {
             log,
             request,
@@ -268,7 +296,13 @@ fn check_checkpoint(log: &Path, file: &Path, trust: &[String]) -> Result<ExitCod
     }
 }
 
-fn verify(log: &Path, keys: &[String], threads: Option<usize>) -> Result<ExitCode, String> {
+/// Verifies the log `source` reads (`name` in messages).
+fn verify(
+    source: impl std::io::Read,
+    name: &str,
+    keys: &[String],
+    threads: Option<usize>,
+) -> Result<ExitCode, String> {
     let mut keyring = Keyring::new();
     for spec in keys {
         let (id, path) = spec
@@ -277,12 +311,11 @@ fn verify(log: &Path, keys: &[String], threads: Option<usize>) -> Result<ExitCod
         let id = KeyId::new(id).map_err(|e| format!("--key {spec:?}: {e}"))?;
         keyring.insert(id, RecordKey::read_file(path).map_err(|e| e.to_string())?);
     }
-    let file = std::fs::File::open(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut verifier = Verifier::new(&keyring);
     if let Some(threads) = threads {
         verifier = verifier.threads(threads);
     }
-    match verifier.verify(file) {
+    match verifier.verify(source) {
         Ok(report) => {
             println!("ok: {} records, head {}", report.records, report.head_hex());
             println!(
@@ -300,7 +333,7 @@ fn verify(log: &Path, keys: &[String], threads: Option<usize>) -> Result<ExitCod
             println!("FAILED at {failure}");
             Ok(ExitCode::from(1))
         }
-        Err(VerifyError::Io(e)) => Err(format!("{}: {e}", log.display())),
+        Err(VerifyError::Io(e)) => Err(format!("{name}: {e}")),
         Err(e) => Err(e.to_string()),
     }
 }

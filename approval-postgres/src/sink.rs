@@ -476,6 +476,24 @@ async fn stream_lines(
             return;
         }
     };
+    // A name with a typo must not read as an empty, valid log.
+    match client
+        .query_opt("SELECT 1 FROM audit_chains WHERE name = $1", &[&chain])
+        .await
+    {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let _ = send.send(Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no chain named {chain:?} in this database"),
+            )));
+            return;
+        }
+        Err(e) => {
+            let _ = send.send(Err(fail("read the chain", &cause(&e))));
+            return;
+        }
+    }
     let seconds = window.map_or(-1.0, |w| w.as_secs_f64());
     let rows = client
         .query_raw(
