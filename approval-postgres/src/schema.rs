@@ -17,9 +17,11 @@ CREATE TABLE audit_chains (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 -- One row per record: the line exactly as AUDIT-FORMAT.md defines it
--- (without its newline), at its place in its chain.
+-- (without its newline), at its place in its chain. (No foreign key to
+-- audit_chains: its per-row check would cost more than the insert; the
+-- writer registers its chain before writing.)
 CREATE TABLE audit_records (
-    chain text        NOT NULL REFERENCES audit_chains (name),
+    chain text        NOT NULL,
     seq   bigint      NOT NULL CHECK (seq >= 0),
     ts    timestamptz NOT NULL,
     line  text        NOT NULL,

@@ -15,6 +15,8 @@ use crate::schema::migrate;
 
 /// The most records one commit carries.
 const BATCH_MAX: usize = 4096;
+/// How many times the writer yields to gather more appends into a commit.
+const GATHER_ROUNDS: usize = 4;
 /// How long a connection attempt may take before the append fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -217,14 +219,24 @@ async fn write_batches(
     while let Some(first) = batches.recv().await {
         let mut group = vec![first];
         let mut records = group[0].records.len();
-        while records < BATCH_MAX {
-            match batches.try_recv() {
-                Ok(batch) => {
-                    records += batch.records.len();
-                    group.push(batch);
+        // Appenders woken by the last commit are still coming back with
+        // their next records: yield to them while they keep arriving (a
+        // few rounds at most), so they share this commit.
+        for _ in 0..GATHER_ROUNDS {
+            let before = group.len();
+            while records < BATCH_MAX {
+                match batches.try_recv() {
+                    Ok(batch) => {
+                        records += batch.records.len();
+                        group.push(batch);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
+            if records >= BATCH_MAX || (group.len() == before && before > 1) {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
         // A lost connection is replaced first; until that works, every
         // append fails.
@@ -265,12 +277,13 @@ fn clone_error(e: &AuditError) -> AuditError {
 }
 
 /// The `ts` member of a sealed line.
-fn ts_of(line: &str) -> Option<String> {
+fn ts_of(line: &str) -> Option<std::time::SystemTime> {
     #[derive(serde::Deserialize)]
-    struct Ts {
-        ts: String,
+    struct Ts<'a> {
+        ts: &'a str,
     }
-    serde_json::from_str::<Ts>(line).ok().map(|t| t.ts)
+    let ts = serde_json::from_str::<Ts<'_>>(line).ok()?.ts;
+    humantime::parse_rfc3339(ts).ok()
 }
 
 async fn commit_group(
@@ -304,7 +317,8 @@ async fn commit_group(
     for (_, receipts, range) in &sealed {
         for (receipt, line) in receipts.iter().zip(text[range.clone()].lines()) {
             seqs.push(i64::try_from(receipt.seq).unwrap_or(i64::MAX));
-            times.push(ts_of(line).unwrap_or_default());
+            // The writer's own `ts`: always RFC 3339 in UTC.
+            times.push(ts_of(line).unwrap_or(std::time::UNIX_EPOCH));
             lines.push(line);
         }
     }
@@ -312,7 +326,7 @@ async fn commit_group(
         .client
         .execute(
             "INSERT INTO audit_records (chain, seq, ts, line)
-             SELECT $1, s, t::timestamptz, l FROM unnest($2::bigint[], $3::text[], $4::text[]) AS r(s, t, l)",
+             SELECT $1, s, t, l FROM unnest($2::bigint[], $3::timestamptz[], $4::text[]) AS r(s, t, l)",
             &[&chain, &seqs, &times, &lines],
         )
         .await;
