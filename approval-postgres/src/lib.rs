@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ledger;
 pub mod schema;
 mod sink;
 

@@ -8,10 +8,11 @@ use tokio_postgres::Client;
 const MIGRATION_LOCK: i64 = 0x6170_7072_6f76_616c; // "approval"
 
 /// The migrations, in order: `(version, what it does, SQL)`.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "audit chains and their records",
-    r"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "audit chains and their records",
+        r"
 CREATE TABLE audit_chains (
     name       text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now()
@@ -40,7 +41,57 @@ CREATE TRIGGER audit_records_append_only
     BEFORE UPDATE OR DELETE ON audit_records
     FOR EACH ROW EXECUTE FUNCTION audit_records_append_only();
 ",
-)];
+    ),
+    (
+        2,
+        "requests across processes: owner, lease, one settlement; forwarded votes",
+        r"
+-- Each request a gate process waits on: who waits (its process name), until
+-- when its lease runs, and how it ended. A request settles once: only an
+-- open row changes, and a settled one never does again.
+CREATE TABLE approval_requests (
+    id          text PRIMARY KEY,
+    owner       text NOT NULL,
+    policy      text NOT NULL,
+    binding     bytea NOT NULL,
+    opened_at   timestamptz NOT NULL DEFAULT now(),
+    lease_until timestamptz NOT NULL,
+    state       text NOT NULL DEFAULT 'open'
+                CHECK (state IN ('open', 'approved', 'denied', 'expired', 'cancelled')),
+    settled_by  text,
+    settled_at  timestamptz,
+    why         text,
+    CHECK ((state = 'open') = (settled_at IS NULL))
+);
+CREATE INDEX approval_requests_open_leases ON approval_requests (lease_until) WHERE state = 'open';
+CREATE INDEX approval_requests_open_owners ON approval_requests (owner) WHERE state = 'open';
+CREATE FUNCTION approval_requests_settle_once() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.state <> 'open' THEN
+        RAISE EXCEPTION 'request % is already %', OLD.id, OLD.state;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER approval_requests_settle_once
+    BEFORE UPDATE ON approval_requests
+    FOR EACH ROW EXECUTE FUNCTION approval_requests_settle_once();
+-- A vote taken by a replica for a request another process waits on, until
+-- that process answers it.
+CREATE TABLE approval_votes (
+    id          bigserial PRIMARY KEY,
+    request_id  text NOT NULL REFERENCES approval_requests (id),
+    received_by text NOT NULL,
+    ballot      text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    answer      text,
+    answered_at timestamptz
+);
+CREATE INDEX approval_votes_unanswered ON approval_votes (request_id) WHERE answer IS NULL;
+",
+    ),
+];
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

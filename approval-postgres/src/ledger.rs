@@ -1,0 +1,515 @@
+//! The request ledger: what several gate processes and endpoint replicas
+//! on one database agree on. Each open request names the process waiting
+//! for it and a lease that process renews; a request settles exactly once,
+//! by a conditional update the database arbitrates (the first of two
+//! simultaneous deciders wins, the other is told how it ended); votes a
+//! replica takes for a request another process waits on are stored and
+//! that process is woken by `NOTIFY`.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc};
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+
+/// The channel forwarded votes are announced on; the payload is
+/// `<owner> <vote id>`, and each process keeps its own.
+const VOTES_CHANNEL: &str = "approval_votes";
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a request ended, as the ledger stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Approved by its reviewers.
+    Approved,
+    /// Denied by a reviewer.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// Cancelled: the caller gave up, its process went away, or its lease
+    /// lapsed.
+    Cancelled,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(state: &str) -> Option<Self> {
+        Some(match state {
+            "approved" => Self::Approved,
+            "denied" => Self::Denied,
+            "expired" => Self::Expired,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// What a settle attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// This call settled it.
+    Settled,
+    /// It had already ended, this way, by `by`: nothing changed.
+    Already {
+        /// How it ended.
+        ending: Ending,
+        /// The process that settled it.
+        by: String,
+    },
+}
+
+/// A vote another replica took for a request this process waits on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedVote {
+    /// The vote's row.
+    pub id: i64,
+    /// The request voted on.
+    pub request_id: String,
+    /// The ballot as the replica stored it (its own encoding).
+    pub ballot: String,
+    /// The replica that took it.
+    pub received_by: String,
+}
+
+/// Why the ledger could not do what was asked: the call it serves fails
+/// closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The database failed or could not be reached.
+    #[error("request ledger: {what} failed: {cause}")]
+    Store {
+        /// What was being done.
+        what: &'static str,
+        /// The database's or the client's words.
+        cause: String,
+    },
+    /// The request is not in the ledger.
+    #[error("request {0} is not in the ledger")]
+    UnknownRequest(String),
+    /// The request has ended; a vote on it cannot be forwarded.
+    #[error("request {id} is already {}", ending.as_str())]
+    Ended {
+        /// The request.
+        id: String,
+        /// How it ended.
+        ending: Ending,
+    },
+}
+
+fn store(what: &'static str) -> impl Fn(tokio_postgres::Error) -> LedgerError {
+    move |e| LedgerError::Store {
+        what,
+        cause: match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// One process's view of the ledger: its name, and a connection that is
+/// replaced when lost (the call that finds it lost fails; the next one
+/// reconnects).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use approval_postgres::ledger::{Ending, Ledger, Settlement};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let ledger = Ledger::connect("postgres://approval@db.internal/approval", "agent-host-1").await?;
+/// ledger.open("01JD…", "data-export", &[0; 32], Duration::from_secs(30)).await?;
+/// if ledger.settle("01JD…", Ending::Approved, None).await? == Settlement::Settled {
+///     // Only now may the call run.
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Ledger {
+    config: Config,
+    process: String,
+    client: Mutex<Option<Client>>,
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        f.debug_struct("Ledger")
+            .field("hosts", &self.config.get_hosts())
+            .field("process", &self.process)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn connect(
+    config: &Config,
+) -> Result<
+    (
+        Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    LedgerError,
+> {
+    tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| LedgerError::Store {
+            what: "connect",
+            cause: "timed out".into(),
+        })?
+        .map_err(store("connect"))
+}
+
+impl Ledger {
+    /// Connects as process `process` (a name unique among live processes,
+    /// the same across its restarts: its audit chain's name does), bringing
+    /// the schema up to date.
+    pub async fn connect(url: &str, process: &str) -> Result<Self, LedgerError> {
+        let config: Config = url.parse().map_err(store("read the connection string"))?;
+        let (mut client, connection) = connect(&config).await?;
+        tokio::spawn(connection);
+        crate::schema::migrate(&mut client)
+            .await
+            .map_err(|e| LedgerError::Store {
+                what: "migrate the schema",
+                cause: e.to_string(),
+            })?;
+        Ok(Self {
+            config,
+            process: process.to_owned(),
+            client: Mutex::new(Some(client)),
+        })
+    }
+
+    /// This process's name.
+    pub fn process(&self) -> &str {
+        &self.process
+    }
+
+    /// Runs `f` on the connection, replacing a lost one first.
+    async fn with_client<T>(
+        &self,
+        f: impl AsyncFnOnce(&Client) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            let (client, connection) = connect(&self.config).await?;
+            tokio::spawn(connection);
+            *slot = Some(client);
+        }
+        let Some(client) = slot.as_ref() else {
+            return Err(LedgerError::Store {
+                what: "connect",
+                cause: "no connection".into(),
+            });
+        };
+        let result = f(client).await;
+        if client.is_closed() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Records that this process waits on request `id` (under `policy`,
+    /// bound to `binding`), leased for `lease`.
+    pub async fn open(
+        &self,
+        id: &str,
+        policy: &str,
+        binding: &[u8; 32],
+        lease: Duration,
+    ) -> Result<(), LedgerError> {
+        let process = &self.process;
+        let seconds = lease.as_secs_f64();
+        self.with_client(async |client| {
+            client
+                .execute(
+                    "INSERT INTO approval_requests (id, owner, policy, binding, lease_until)
+                     VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::float8))",
+                    &[&id, process, &policy, &binding.as_slice(), &seconds],
+                )
+                .await
+                .map(drop)
+                .map_err(store("open the request"))
+        })
+        .await
+    }
+
+    /// Extends the lease of every open request of this process to `lease`
+    /// from now; returns how many.
+    pub async fn renew(&self, lease: Duration) -> Result<u64, LedgerError> {
+        let process = &self.process;
+        let seconds = lease.as_secs_f64();
+        self.with_client(async |client| {
+            client
+                .execute(
+                    "UPDATE approval_requests
+                        SET lease_until = now() + make_interval(secs => $2::float8)
+                      WHERE owner = $1 AND state = 'open'",
+                    &[process, &seconds],
+                )
+                .await
+                .map_err(store("renew the leases"))
+        })
+        .await
+    }
+
+    /// Settles request `id` as `ending` (with `why`), if it is still open:
+    /// the database lets exactly one of any number of simultaneous
+    /// attempts through; the others learn how it ended.
+    pub async fn settle(
+        &self,
+        id: &str,
+        ending: Ending,
+        why: Option<&str>,
+    ) -> Result<Settlement, LedgerError> {
+        let process = &self.process;
+        self.with_client(async |client| {
+            let settled = client
+                .query_opt(
+                    "UPDATE approval_requests
+                        SET state = $2, settled_by = $3, settled_at = now(), why = $4
+                      WHERE id = $1 AND state = 'open'
+                  RETURNING id",
+                    &[&id, &ending.as_str(), process, &why],
+                )
+                .await
+                .map_err(store("settle the request"))?;
+            if settled.is_some() {
+                return Ok(Settlement::Settled);
+            }
+            let row = client
+                .query_opt(
+                    "SELECT state, settled_by FROM approval_requests WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(store("read the request"))?
+                .ok_or_else(|| LedgerError::UnknownRequest(id.to_owned()))?;
+            let state: String = row.get(0);
+            Ok(Settlement::Already {
+                ending: Ending::parse(&state).unwrap_or(Ending::Cancelled),
+                by: row.get::<_, Option<String>>(1).unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    /// Cancels every open request whose lease has lapsed, whoever owns it
+    /// (their processes are gone); returns their ids.
+    pub async fn cancel_lapsed(&self) -> Result<Vec<String>, LedgerError> {
+        let process = &self.process;
+        self.with_client(async |client| {
+            let rows = client
+                .query(
+                    "UPDATE approval_requests
+                        SET state = 'cancelled', settled_by = $1, settled_at = now(),
+                            why = 'the waiting process stopped renewing its lease'
+                      WHERE state = 'open' AND lease_until < now()
+                  RETURNING id",
+                    &[process],
+                )
+                .await
+                .map_err(store("cancel lapsed requests"))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+
+    /// Cancels the open requests of this process's previous run (after a
+    /// restart: nobody waits on them any more); never another process's.
+    pub async fn cancel_own(&self) -> Result<Vec<String>, LedgerError> {
+        let process = &self.process;
+        self.with_client(async |client| {
+            let rows = client
+                .query(
+                    "UPDATE approval_requests
+                        SET state = 'cancelled', settled_by = $1, settled_at = now(),
+                            why = 'the waiting process restarted'
+                      WHERE state = 'open' AND owner = $1
+                  RETURNING id",
+                    &[process],
+                )
+                .await
+                .map_err(store("cancel this process's requests"))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+
+    /// Stores a vote this replica took for request `request_id` (its
+    /// `ballot`, encoded by the caller) and wakes the process that waits on
+    /// it, in one transaction; returns the vote's id and that process.
+    pub async fn forward(
+        &self,
+        request_id: &str,
+        ballot: &str,
+    ) -> Result<(i64, String), LedgerError> {
+        let process = &self.process;
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            let (client, connection) = connect(&self.config).await?;
+            tokio::spawn(connection);
+            *slot = Some(client);
+        }
+        let Some(client) = slot.as_mut() else {
+            return Err(LedgerError::Store {
+                what: "connect",
+                cause: "no connection".into(),
+            });
+        };
+        let forwarded = async {
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(store("forward the vote"))?;
+            // The row stays locked until the vote is in: the request
+            // cannot settle in between.
+            let row = transaction
+                .query_opt(
+                    "SELECT owner, state FROM approval_requests WHERE id = $1 FOR SHARE",
+                    &[&request_id],
+                )
+                .await
+                .map_err(store("forward the vote"))?
+                .ok_or_else(|| LedgerError::UnknownRequest(request_id.to_owned()))?;
+            let (owner, state): (String, String) = (row.get(0), row.get(1));
+            if state != "open" {
+                return Err(LedgerError::Ended {
+                    id: request_id.to_owned(),
+                    ending: Ending::parse(&state).unwrap_or(Ending::Cancelled),
+                });
+            }
+            let id: i64 = transaction
+                .query_one(
+                    "INSERT INTO approval_votes (request_id, received_by, ballot)
+                     VALUES ($1, $2, $3) RETURNING id",
+                    &[&request_id, process, &ballot],
+                )
+                .await
+                .map_err(store("forward the vote"))?
+                .get(0);
+            transaction
+                .execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&VOTES_CHANNEL, &format!("{owner} {id}")],
+                )
+                .await
+                .map_err(store("forward the vote"))?;
+            transaction
+                .commit()
+                .await
+                .map_err(store("forward the vote"))?;
+            Ok((id, owner))
+        }
+        .await;
+        if slot.as_ref().is_some_and(Client::is_closed) {
+            *slot = None;
+        }
+        forwarded
+    }
+
+    /// Records this process's answer to a forwarded vote (the caller's
+    /// encoding), for the replica that took it.
+    pub async fn answer(&self, vote_id: i64, answer: &str) -> Result<(), LedgerError> {
+        self.with_client(async |client| {
+            client
+                .execute(
+                    "UPDATE approval_votes SET answer = $2, answered_at = now() WHERE id = $1",
+                    &[&vote_id, &answer],
+                )
+                .await
+                .map(drop)
+                .map_err(store("answer the vote"))
+        })
+        .await
+    }
+
+    /// Listens for votes forwarded to this process, on a connection of its
+    /// own: first those already waiting (forwarded while it was not
+    /// listening), then each as its `NOTIFY` arrives. The stream ends when
+    /// the connection is lost; listen again to resume (nothing is missed:
+    /// unanswered votes are read first).
+    pub async fn listen(&self) -> Result<mpsc::UnboundedReceiver<ForwardedVote>, LedgerError> {
+        let (client, mut connection) = connect(&self.config).await?;
+        let (notified, mut notifications) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+                if let AsyncMessage::Notification(n) = message
+                    && notified.send(n.payload().to_owned()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {VOTES_CHANNEL}"))
+            .await
+            .map_err(store("listen for votes"))?;
+        let (votes, received) = mpsc::unbounded_channel();
+        let fetch = "SELECT v.id, v.request_id, v.ballot, v.received_by
+                       FROM approval_votes v JOIN approval_requests r ON r.id = v.request_id
+                      WHERE r.owner = $1 AND v.answer IS NULL AND v.id = ANY($2)";
+        // Votes waiting from before: every unanswered one on an open request.
+        let waiting = client
+            .query(
+                "SELECT v.id, v.request_id, v.ballot, v.received_by
+                   FROM approval_votes v JOIN approval_requests r ON r.id = v.request_id
+                  WHERE r.owner = $1 AND r.state = 'open' AND v.answer IS NULL
+                  ORDER BY v.id",
+                &[&self.process],
+            )
+            .await
+            .map_err(store("read waiting votes"))?;
+        let to_vote = |row: &tokio_postgres::Row| ForwardedVote {
+            id: row.get(0),
+            request_id: row.get(1),
+            ballot: row.get(2),
+            received_by: row.get(3),
+        };
+        for row in &waiting {
+            let _ = votes.send(to_vote(row));
+        }
+        let process = self.process.clone();
+        tokio::spawn(async move {
+            while let Some(payload) = notifications.recv().await {
+                let mut ids = Vec::new();
+                let mut take = |payload: &str| {
+                    if let Some((owner, id)) = payload.rsplit_once(' ')
+                        && owner == process
+                        && let Ok(id) = id.parse::<i64>()
+                    {
+                        ids.push(id);
+                    }
+                };
+                take(&payload);
+                // Others that came meanwhile share the query.
+                while let Ok(more) = notifications.try_recv() {
+                    take(&more);
+                }
+                if ids.is_empty() {
+                    continue;
+                }
+                match client.query(fetch, &[&process, &ids]).await {
+                    Ok(rows) => {
+                        for row in &rows {
+                            if votes.send(to_vote(row)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(received)
+    }
+}

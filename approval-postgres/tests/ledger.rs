@@ -1,0 +1,213 @@
+//! The request ledger against a real PostgreSQL (a throwaway cluster per
+//! test), with one `Ledger` per simulated process, each on connections of
+//! its own: one settlement per request however many try at once, leases
+//! that lapse, a restart that closes only its own requests, votes
+//! forwarded across processes and announced by `NOTIFY`, and a database
+//! restarted mid-run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use approval_postgres::ledger::{Ending, Ledger, LedgerError, Settlement};
+
+mod cluster;
+
+use cluster::Cluster;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn ledger(cluster: &Cluster, process: &str) -> Arc<Ledger> {
+    Arc::new(Ledger::connect(&cluster.url(), process).await.unwrap())
+}
+
+/// Waits (at most 10 s) for the next forwarded vote.
+async fn next<T>(votes: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), votes.recv())
+        .await
+        .expect("a vote within 10 s")
+        .expect("still listening")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_deciders_settle_a_request_exactly_once() {
+    let cluster = Cluster::start();
+    let (a, b) = (
+        ledger(&cluster, "host-a").await,
+        ledger(&cluster, "host-b").await,
+    );
+    for round in 0..40 {
+        let id = format!("req-{round}");
+        a.open(&id, "p", &[7; 32], MINUTE).await.unwrap();
+        // Two replicas' deciding votes, and a cancellation, at once.
+        let (x, y, z) = tokio::join!(
+            a.settle(&id, Ending::Approved, None),
+            b.settle(&id, Ending::Denied, Some("no")),
+            b.settle(&id, Ending::Cancelled, Some("caller gone")),
+        );
+        let outcomes = [x.unwrap(), y.unwrap(), z.unwrap()];
+        let winners = outcomes
+            .iter()
+            .filter(|o| **o == Settlement::Settled)
+            .count();
+        assert_eq!(winners, 1, "round {round}: {outcomes:?}");
+        // The losers are told how it ended, and by whom.
+        for outcome in &outcomes {
+            if let Settlement::Already { by, .. } = outcome {
+                assert!(by == "host-a" || by == "host-b");
+            }
+        }
+    }
+    // A settled request never changes again, even by hand.
+    let (client, connection) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let refused = client
+        .execute(
+            "UPDATE approval_requests SET state = 'approved' WHERE id = 'req-0'",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let message = refused.as_db_error().unwrap().message().to_owned();
+    assert!(message.contains("already"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_is_cancelled_by_another_process_and_never_approved_later() {
+    let cluster = Cluster::start();
+    let (a, b) = (
+        ledger(&cluster, "host-a").await,
+        ledger(&cluster, "host-b").await,
+    );
+    a.open("short", "p", &[1; 32], Duration::from_millis(300))
+        .await
+        .unwrap();
+    a.open("renewed", "p", &[2; 32], Duration::from_millis(300))
+        .await
+        .unwrap();
+    b.open("other", "p", &[3; 32], MINUTE).await.unwrap();
+    // Within the lease, nothing lapses.
+    assert!(b.cancel_lapsed().await.unwrap().is_empty());
+    // host-a renews its open requests in time; one of them then ends.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(a.renew(MINUTE).await.unwrap(), 2);
+    a.settle("short", Ending::Expired, None).await.unwrap();
+    a.open("dies", "p", &[4; 32], Duration::from_millis(200))
+        .await
+        .unwrap();
+    // host-a stops renewing (it died); the lease runs out.
+    let mut cancelled = Vec::new();
+    for _ in 0..100 {
+        cancelled = b.cancel_lapsed().await.unwrap();
+        if !cancelled.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cancelled, ["dies"]);
+    // A late approval (host-a's, had it survived) changes nothing.
+    match a.settle("dies", Ending::Approved, None).await.unwrap() {
+        Settlement::Already { ending, by } => {
+            assert_eq!((ending, by.as_str()), (Ending::Cancelled, "host-b"));
+        }
+        other => panic!("expected the cancellation to stand, got {other:?}"),
+    }
+    // The renewed one and host-b's own are untouched.
+    assert_eq!(
+        b.settle("other", Ending::Approved, None).await.unwrap(),
+        Settlement::Settled
+    );
+    assert_eq!(
+        a.settle("renewed", Ending::Approved, None).await.unwrap(),
+        Settlement::Settled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_closes_its_own_open_requests_and_no_one_elses() {
+    let cluster = Cluster::start();
+    let (a, b) = (
+        ledger(&cluster, "host-a").await,
+        ledger(&cluster, "host-b").await,
+    );
+    a.open("a-1", "p", &[1; 32], MINUTE).await.unwrap();
+    a.open("a-2", "p", &[2; 32], MINUTE).await.unwrap();
+    a.settle("a-2", Ending::Approved, None).await.unwrap();
+    b.open("b-1", "p", &[3; 32], MINUTE).await.unwrap();
+    drop(a);
+    // host-a starts again, under its name.
+    let again = ledger(&cluster, "host-a").await;
+    assert_eq!(again.cancel_own().await.unwrap(), ["a-1"]);
+    assert_eq!(
+        b.settle("b-1", Ending::Approved, None).await.unwrap(),
+        Settlement::Settled
+    );
+    match again.settle("a-1", Ending::Approved, None).await.unwrap() {
+        Settlement::Already { ending, .. } => assert_eq!(ending, Ending::Cancelled),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_taken_by_another_replica_wakes_the_waiting_process() {
+    let cluster = Cluster::start();
+    let (owner, replica) = (
+        ledger(&cluster, "host-a").await,
+        ledger(&cluster, "replica-b").await,
+    );
+    owner.open("req-1", "p", &[1; 32], MINUTE).await.unwrap();
+    // A vote forwarded before the owner listens is not lost.
+    let (early, to) = replica.forward("req-1", "ballot-early").await.unwrap();
+    assert_eq!(to, "host-a");
+    let mut votes = owner.listen().await.unwrap();
+    let first = next(&mut votes).await;
+    assert_eq!((first.id, first.ballot.as_str()), (early, "ballot-early"));
+    assert_eq!(first.received_by, "replica-b");
+    owner.answer(first.id, "counted").await.unwrap();
+    // Then each forwarded vote arrives as it is announced.
+    let (later, _) = replica.forward("req-1", "ballot-later").await.unwrap();
+    let second = next(&mut votes).await;
+    assert_eq!((second.id, second.request_id.as_str()), (later, "req-1"));
+    // Votes for another process's requests are not this one's.
+    let other = ledger(&cluster, "host-c").await;
+    other.open("req-c", "p", &[2; 32], MINUTE).await.unwrap();
+    replica.forward("req-c", "for-c").await.unwrap();
+    let (third_id, _) = replica.forward("req-1", "ballot-third").await.unwrap();
+    assert_eq!(next(&mut votes).await.id, third_id);
+    // An ended or unknown request takes no votes.
+    owner.settle("req-1", Ending::Approved, None).await.unwrap();
+    match replica.forward("req-1", "late").await {
+        Err(LedgerError::Ended { ending, .. }) => assert_eq!(ending, Ending::Approved),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        replica.forward("nope", "x").await,
+        Err(LedgerError::UnknownRequest(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_fails_calls_closed_then_they_work_again() {
+    let cluster = Cluster::start();
+    let a = ledger(&cluster, "host-a").await;
+    a.open("before", "p", &[1; 32], MINUTE).await.unwrap();
+    cluster.stop("immediate");
+    match a.settle("before", Ending::Approved, None).await {
+        Err(LedgerError::Store { .. }) => {}
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    cluster.restart();
+    let mut settled = None;
+    for _ in 0..200 {
+        match a.settle("before", Ending::Approved, None).await {
+            Ok(s) => {
+                settled = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+    // The open request survived the restart, and settles once.
+    assert_eq!(settled, Some(Settlement::Settled));
+}
