@@ -156,6 +156,10 @@ pub enum ApprovalError {
     /// The gate was dropped.
     #[error("the gate has shut down")]
     GateClosed,
+    /// The store shared with other gate processes could not be asked (see
+    /// [`Coordinator`](crate::Coordinator)): the call does not run.
+    #[error(transparent)]
+    Coordination(crate::CoordinatorError),
     /// A gated function found no gate: none named, scoped or installed.
     #[error("no approval gate: name one in the attribute, scope one, or install a global gate")]
     NoGate,

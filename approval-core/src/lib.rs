@@ -76,8 +76,9 @@ pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};
 pub use error::{ApprovalError, AuditError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, ApproverError, Ballot, BallotOutcome, Ballots, Call,
-    ConfigError, Decision, Directory, EarlierDecision, Gate, GateBuilder, NO_ACTOR, Policy,
-    PolicyFile, Recovery, TerminalApprover, current_actor, with_actor, with_actor_sync,
+    ConfigError, Coordinator, CoordinatorError, Decision, Directory, EarlierDecision, Gate,
+    GateBuilder, NO_ACTOR, Policy, PolicyFile, Recovery, Settlement, TerminalApprover,
+    current_actor, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};

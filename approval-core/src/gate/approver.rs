@@ -99,6 +99,14 @@ impl Ballots {
         Box::pin(gate.cast(ballot)).await
     }
 
+    /// Hands the gate a vote another process took and forwarded here (see
+    /// [`Coordinator`](super::Coordinator)): checked and recorded like any
+    /// other, but never forwarded again.
+    pub async fn cast_forwarded(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
+        let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
+        Box::pin(gate.cast_here_or_forward(ballot, false)).await
+    }
+
     /// Records, as `rejected_vote` with no reviewer, a vote the channel
     /// refused before it could trust what it says (`why`:
     /// [`BadSignature`](RejectReason::BadSignature) or

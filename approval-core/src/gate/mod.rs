@@ -4,6 +4,7 @@
 
 mod actor;
 mod approver;
+mod coordinator;
 mod directory;
 #[cfg(any(test, feature = "mock"))]
 mod mock;
@@ -25,6 +26,7 @@ use std::task::{Context, Poll};
 
 pub use actor::{current_actor, with_actor, with_actor_sync};
 pub use approver::{Approver, ApproverError, Ballots};
+pub use coordinator::{Coordinator, CoordinatorError, Settlement};
 pub use directory::Directory;
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
@@ -165,6 +167,7 @@ pub struct GateBuilder {
     directory: Directory,
     clock: Arc<dyn Clock>,
     recovery_margin: std::time::Duration,
+    coordinator: Option<Arc<dyn Coordinator>>,
 }
 
 /// A mistake in the gate's setup, found before any call is made.
@@ -240,6 +243,15 @@ impl GateBuilder {
         self
     }
 
+    /// Shares requests and votes with gates in other processes through
+    /// `coordinator` (see [`Coordinator`]): decisions stand only once the
+    /// shared store accepts them, and votes for requests another process
+    /// waits on are taken there.
+    pub fn coordinator(mut self, coordinator: Arc<dyn Coordinator>) -> Self {
+        self.coordinator = Some(coordinator);
+        self
+    }
+
     /// How much further back than the longest policy timeout
     /// [`Gate::recover`] reads the log: the longest a gated body may run
     /// and still be found unfinished after a crash. One hour by default.
@@ -292,6 +304,7 @@ impl GateBuilder {
                 directory: self.directory,
                 clock: self.clock,
                 recovery_margin: self.recovery_margin,
+                coordinator: self.coordinator,
                 pending: Mutex::default(),
                 settled: Mutex::default(),
                 history: Mutex::default(),
@@ -300,6 +313,9 @@ impl GateBuilder {
         };
         for approver in gate.inner.approvers.values() {
             approver.attach(gate.ballots());
+        }
+        if let Some(coordinator) = &gate.inner.coordinator {
+            coordinator.attach(gate.ballots());
         }
         Ok(gate)
     }
@@ -313,6 +329,7 @@ pub(crate) struct GateInner {
     directory: Directory,
     clock: Arc<dyn Clock>,
     recovery_margin: std::time::Duration,
+    coordinator: Option<Arc<dyn Coordinator>>,
     pending: Mutex<HashMap<String, Arc<Pending>>>,
     /// Ids of requests settled lately, so a late vote is told `settled`.
     settled: Mutex<Recent>,
@@ -452,6 +469,7 @@ impl Gate {
             directory: Directory::new(),
             clock: Arc::new(SystemClock),
             recovery_margin: std::time::Duration::from_secs(3600),
+            coordinator: None,
         }
     }
 
@@ -650,6 +668,17 @@ impl Gate {
             pending: pending.clone(),
             armed: true,
         };
+        // Other processes learn who waits before any reviewer sees it.
+        if let Some(coordinator) = &inner.coordinator
+            && let Err(e) = coordinator.opened(&request).await
+        {
+            let why = format!("not shared with the other processes: {e}");
+            let standing = Box::pin(inner.finish(&pending, Decision::Cancelled { why })).await;
+            guard.armed = false;
+            inner.forget(&request.id);
+            standing?;
+            return Err(ApprovalError::Coordination(e));
+        }
 
         for route in &policy.routes {
             let approver = inner.approvers.get(route).cloned();
@@ -966,6 +995,24 @@ impl GateInner {
             }
             return Ok(existing);
         }
+        // With other processes, the shared store says whether it stands.
+        let decision = match &self.coordinator {
+            Some(coordinator) => match coordinator.settle(&pending.request, &decision).await {
+                Ok(Settlement::Settled) => decision,
+                Ok(Settlement::Already { why }) => Decision::Cancelled {
+                    why: format!("ended elsewhere: {why}"),
+                },
+                // An approval the store has not accepted does not stand:
+                // the vote fails, and the request stays open.
+                Err(e) if matches!(decision, Decision::Approved { .. }) => {
+                    return Err(ApprovalError::Coordination(e));
+                }
+                // Any other ending runs nothing, so it stands here; the
+                // store's row lapses with its lease.
+                Err(_) => decision,
+            },
+            None => decision,
+        };
         let id = &pending.request.id;
         let policy = &pending.entry.policy;
         let record = match &decision {
@@ -1096,6 +1143,17 @@ impl GateInner {
     }
 
     pub(crate) async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
+        self.cast_here_or_forward(ballot, true).await
+    }
+
+    /// Casts `ballot`; a ballot for a request this process does not wait
+    /// on goes to the coordinator when `may_forward` (never for a ballot
+    /// that was itself forwarded here: it would go round).
+    pub(crate) async fn cast_here_or_forward(
+        &self,
+        ballot: Ballot,
+        may_forward: bool,
+    ) -> Result<BallotOutcome, ApprovalError> {
         let person = self
             .directory
             .person_of(&ballot.identity)
@@ -1106,7 +1164,16 @@ impl GateInner {
 
         let pending = lock(&self.pending).get(&ballot.request_id).cloned();
         let Some(pending) = pending else {
-            let why = if lock(&self.settled).ids.contains(ballot.request_id.as_str()) {
+            let settled_here = lock(&self.settled).ids.contains(ballot.request_id.as_str());
+            if !settled_here
+                && may_forward
+                && let Some(coordinator) = &self.coordinator
+            {
+                return Box::pin(coordinator.forward(&ballot))
+                    .await
+                    .map_err(ApprovalError::Coordination);
+            }
+            let why = if settled_here {
                 RejectReason::Settled
             } else {
                 RejectReason::UnknownRequest

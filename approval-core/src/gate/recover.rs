@@ -138,6 +138,14 @@ impl Gate {
             }
             lock(&self.inner.settled).insert(&id);
         }
+        // The shared store closes the previous run's requests too, so no
+        // other process counts a vote on them.
+        if let Some(coordinator) = &self.inner.coordinator {
+            coordinator
+                .recovered()
+                .await
+                .map_err(ApprovalError::Coordination)?;
+        }
         // Each approver once, though several routes may name it.
         let mut told: Vec<&Arc<dyn Approver>> = Vec::new();
         for approver in self.inner.approvers.values() {

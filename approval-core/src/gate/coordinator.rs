@@ -1,0 +1,303 @@
+//! Several gate processes and endpoint replicas on one shared store: who
+//! waits on which request, which process's decision stands, and how a vote
+//! taken by a replica reaches the process that waits.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use super::approver::Ballots;
+use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
+
+/// What the shared store said of a decision this process reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settlement {
+    /// This process settled the request: its decision stands.
+    Settled,
+    /// The request had already ended elsewhere (`why`: how, and by whom),
+    /// for instance cancelled by another process after this one's lease
+    /// lapsed: this process's decision does not stand, and the call is
+    /// cancelled.
+    Already {
+        /// How it ended, in words.
+        why: String,
+    },
+}
+
+/// The shared store could not be asked: the call or vote it serves fails
+/// closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("coordination: {what} failed: {cause}")]
+pub struct CoordinatorError {
+    /// What was being done.
+    pub what: &'static str,
+    /// The cause.
+    pub cause: String,
+}
+
+/// Lets gates in several processes share requests and votes (a database
+/// the processes share implements it; `approval-postgres` has one). A
+/// gate with a coordinator:
+///
+/// - tells it of each request before any route sees it
+///   ([`opened`](Self::opened)): the store records which process waits and
+///   leases it to that process;
+/// - asks it before any decision stands ([`settle`](Self::settle)): only
+///   the first decision the store accepts stands, so two processes can
+///   never settle one request differently;
+/// - hands it votes for requests this process does not wait on
+///   ([`forward`](Self::forward)): the store takes them to the process that
+///   does, which checks and records them, and the answer comes back;
+/// - gives it its ballots ([`attach`](Self::attach)), where the votes
+///   forwarded to this process are to be cast
+///   ([`Ballots::cast_forwarded`]).
+///
+/// Without one, a gate decides alone, as a single process does.
+#[async_trait]
+pub trait Coordinator: Send + Sync + fmt::Debug {
+    /// The gate's ballots, for votes forwarded to this process; called once
+    /// when the gate is built.
+    fn attach(&self, ballots: Ballots);
+
+    /// This process waits on `request` from now on.
+    async fn opened(&self, request: &ApprovalRequest) -> Result<(), CoordinatorError>;
+
+    /// This process reached `decision` on `request`: does it stand?
+    async fn settle(
+        &self,
+        request: &ApprovalRequest,
+        decision: &Decision,
+    ) -> Result<Settlement, CoordinatorError>;
+
+    /// A vote for a request this process does not wait on: take it to the
+    /// process that does, and return that process's answer.
+    async fn forward(&self, ballot: &Ballot) -> Result<BallotOutcome, CoordinatorError>;
+
+    /// After a restart: close the requests this process's previous run
+    /// waited on (nobody waits on them any more); returns their ids.
+    async fn recovered(&self) -> Result<Vec<String>, CoordinatorError>;
+}
+
+impl fmt::Display for Settlement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Settled => f.write_str("settled here"),
+            Self::Already { why } => write!(f, "already ended: {why}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
+        MockApprover, Policy, Vote, WriterSecret,
+    };
+
+    /// A store shared by the gates of one test, standing in for a
+    /// database: who waits on each request, how each ended.
+    #[derive(Debug, Default)]
+    struct Store {
+        owners: HashMap<String, String>,
+        ended: HashMap<String, String>,
+        ballots: HashMap<String, Ballots>,
+        down: bool,
+    }
+
+    #[derive(Debug)]
+    struct Shared {
+        process: String,
+        store: Arc<Mutex<Store>>,
+    }
+
+    fn down() -> CoordinatorError {
+        CoordinatorError {
+            what: "reach the store",
+            cause: "down".into(),
+        }
+    }
+
+    #[async_trait]
+    impl Coordinator for Shared {
+        fn attach(&self, ballots: Ballots) {
+            let mut store = self.store.lock().unwrap();
+            store.ballots.insert(self.process.clone(), ballots);
+        }
+
+        async fn opened(&self, request: &ApprovalRequest) -> Result<(), CoordinatorError> {
+            let mut store = self.store.lock().unwrap();
+            if store.down {
+                return Err(down());
+            }
+            store
+                .owners
+                .insert(request.id.clone(), self.process.clone());
+            Ok(())
+        }
+
+        async fn settle(
+            &self,
+            request: &ApprovalRequest,
+            decision: &Decision,
+        ) -> Result<Settlement, CoordinatorError> {
+            let mut store = self.store.lock().unwrap();
+            if store.down {
+                return Err(down());
+            }
+            if let Some(ended) = store.ended.get(&request.id) {
+                return Ok(Settlement::Already { why: ended.clone() });
+            }
+            let word = match decision {
+                Decision::Approved { .. } => "approved",
+                Decision::Denied { .. } => "denied",
+                Decision::Expired => "expired",
+                Decision::Cancelled { .. } => "cancelled",
+            };
+            store
+                .ended
+                .insert(request.id.clone(), format!("{word} by {}", self.process));
+            Ok(Settlement::Settled)
+        }
+
+        async fn forward(&self, ballot: &Ballot) -> Result<BallotOutcome, CoordinatorError> {
+            let ballots = {
+                let store = self.store.lock().unwrap();
+                let owner = store.owners.get(&ballot.request_id).ok_or_else(down)?;
+                store.ballots.get(owner).cloned().ok_or_else(down)?
+            };
+            ballots
+                .cast_forwarded(ballot.clone())
+                .await
+                .map_err(|e| CoordinatorError {
+                    what: "cast",
+                    cause: e.to_string(),
+                })
+        }
+
+        async fn recovered(&self) -> Result<Vec<String>, CoordinatorError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// A gate of process `process` on `store`.
+    fn gate(
+        process: &str,
+        store: &Arc<Mutex<Store>>,
+    ) -> (Gate, Arc<MemorySink>, Arc<MockApprover>) {
+        let secret = WriterSecret::from_hex(&"11".repeat(32)).unwrap();
+        let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
+            KeyId::new("k").unwrap(),
+            &secret,
+        ))));
+        let mock = Arc::new(MockApprover::silent("ci"));
+        let gate = Gate::builder(sink.clone())
+            .approver("mock", mock.clone())
+            .policy(Policy::new("export", ["mock"], Duration::from_secs(60)).approvers(["alice"]))
+            .directory(Directory::new().person("alice", ["slack:UALICE"]))
+            .coordinator(Arc::new(Shared {
+                process: process.into(),
+                store: store.clone(),
+            }))
+            .build()
+            .unwrap();
+        (gate, sink, mock)
+    }
+
+    fn call() -> Call {
+        let args = CanonicalJson::from_serialize(&json!({"table": "users"})).unwrap();
+        Call::new("crm::export", "export", args)
+    }
+
+    async fn waiting(
+        gate: &Gate,
+        mock: &MockApprover,
+    ) -> (
+        tokio::task::JoinHandle<Result<String, ApprovalError>>,
+        Arc<ApprovalRequest>,
+    ) {
+        let gate = gate.clone();
+        let task =
+            tokio::spawn(async move { gate.approve(call()).await.map(|a| a.request().id.clone()) });
+        while mock.requests().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        (task, mock.requests()[0].clone())
+    }
+
+    #[tokio::test]
+    async fn a_vote_taken_by_another_process_reaches_the_one_that_waits() {
+        let store = Arc::default();
+        let (a, a_sink, a_mock) = gate("a", &store);
+        let (b, b_sink, _) = gate("b", &store);
+        let (waiter, request) = waiting(&a, &a_mock).await;
+        // Cast on b, as its endpoint would: b does not wait on it.
+        let ballot = Ballot::new(&request, "slack:UALICE", "slack", Vote::Approve);
+        let outcome = b.cast(ballot).await.unwrap();
+        assert!(matches!(
+            outcome,
+            BallotOutcome::Counted { decision: Some(_) }
+        ));
+        assert_eq!(waiter.await.unwrap().unwrap(), request.id);
+        // Recorded by the process that waited, on its own chain.
+        let a_log = String::from_utf8(a_sink.bytes()).unwrap();
+        assert!(a_log.contains("\"event\":\"reviewed\""));
+        assert!(a_log.contains("\"event\":\"approved\""));
+        assert!(b_sink.bytes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_that_ended_elsewhere_is_cancelled_not_approved() {
+        let store: Arc<Mutex<Store>> = Arc::default();
+        let (a, a_sink, a_mock) = gate("a", &store);
+        let (waiter, request) = waiting(&a, &a_mock).await;
+        // Another process cancelled it (its lease lapsed, say).
+        store
+            .lock()
+            .unwrap()
+            .ended
+            .insert(request.id.clone(), "cancelled by b".into());
+        let ballot = Ballot::new(&request, "slack:UALICE", "slack", Vote::Approve);
+        a.cast(ballot).await.unwrap();
+        match waiter.await.unwrap() {
+            Err(ApprovalError::Cancelled { why }) => {
+                assert_eq!(why, "ended elsewhere: cancelled by b");
+            }
+            other => panic!("expected a cancellation, got {other:?}"),
+        }
+        let log = String::from_utf8(a_sink.bytes()).unwrap();
+        assert!(!log.contains("\"event\":\"approved\""), "{log}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_fails_closed() {
+        let store: Arc<Mutex<Store>> = Arc::default();
+        let (a, _, a_mock) = gate("a", &store);
+        let (waiter, request) = waiting(&a, &a_mock).await;
+        store.lock().unwrap().down = true;
+        // The approval cannot be confirmed: the vote fails, the call waits.
+        let ballot = Ballot::new(&request, "slack:UALICE", "slack", Vote::Approve);
+        match a.cast(ballot.clone()).await {
+            Err(ApprovalError::Coordination(e)) => assert_eq!(e.what, "reach the store"),
+            other => panic!("expected a coordination error, got {other:?}"),
+        }
+        assert!(!waiter.is_finished());
+        // Back: the same vote now counts.
+        store.lock().unwrap().down = false;
+        a.cast(ballot).await.unwrap();
+        waiter.await.unwrap().unwrap();
+        // A new request while the store is down does not start.
+        store.lock().unwrap().down = true;
+        match a.approve(call()).await {
+            Err(ApprovalError::Coordination(_)) => {}
+            other => panic!("expected a coordination error, got {other:?}"),
+        }
+    }
+}
