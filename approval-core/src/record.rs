@@ -240,6 +240,29 @@ impl RejectReason {
             Self::AlreadyVoted => "already_voted",
         }
     }
+
+    /// The reason named by its word in the audit log ([`as_str`](Self::as_str)).
+    ///
+    /// ```
+    /// use approval_core::RejectReason;
+    ///
+    /// assert_eq!(RejectReason::parse("settled"), Some(RejectReason::Settled));
+    /// assert_eq!(RejectReason::parse("nonsense"), None);
+    /// ```
+    pub fn parse(word: &str) -> Option<Self> {
+        [
+            Self::NotEligible,
+            Self::SelfApproval,
+            Self::BadSignature,
+            Self::Replayed,
+            Self::Settled,
+            Self::WrongBinding,
+            Self::UnknownRequest,
+            Self::AlreadyVoted,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == word)
+    }
 }
 
 /// How a gated body ended (`executed.outcome`).

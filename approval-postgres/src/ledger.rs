@@ -15,6 +15,9 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 /// The channel forwarded votes are announced on; the payload is
 /// `<owner> <vote id>`, and each process keeps its own.
 const VOTES_CHANNEL: &str = "approval_votes";
+/// The channel answers to forwarded votes are announced on; the payload is
+/// `<vote id> <answer>`.
+const ANSWERS_CHANNEL: &str = "approval_answers";
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -33,7 +36,8 @@ pub enum Ending {
 }
 
 impl Ending {
-    fn as_str(self) -> &'static str {
+    /// The word the ledger stores.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Approved => "approved",
             Self::Denied => "denied",
@@ -167,6 +171,30 @@ async fn connect(
         .map_err(store("connect"))
 }
 
+/// A connection listening on `channel`, and the payloads announced there.
+async fn listen_on(
+    config: &Config,
+    channel: &str,
+) -> Result<(Client, mpsc::UnboundedReceiver<String>), LedgerError> {
+    let (client, mut connection) = connect(config).await?;
+    let (notified, notifications) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            if let AsyncMessage::Notification(n) = message
+                && notified.send(n.payload().to_owned()).is_err()
+            {
+                break;
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {channel}"))
+        .await
+        .map_err(store("listen"))?;
+    Ok((client, notifications))
+}
+
 impl Ledger {
     /// Connects as process `process` (a name unique among live processes,
     /// the same across its restarts: its audit chain's name does), bringing
@@ -242,9 +270,9 @@ impl Ledger {
         .await
     }
 
-    /// Extends the lease of every open request of this process to `lease`
-    /// from now; returns how many.
-    pub async fn renew(&self, lease: Duration) -> Result<u64, LedgerError> {
+    /// Extends the leases of the open requests `ids` of this process to
+    /// `lease` from now; returns how many.
+    pub async fn renew(&self, ids: &[String], lease: Duration) -> Result<u64, LedgerError> {
         let process = &self.process;
         let seconds = lease.as_secs_f64();
         self.with_client(async |client| {
@@ -252,8 +280,8 @@ impl Ledger {
                 .execute(
                     "UPDATE approval_requests
                         SET lease_until = now() + make_interval(secs => $2::float8)
-                      WHERE owner = $1 AND state = 'open'",
-                    &[process, &seconds],
+                      WHERE owner = $1 AND state = 'open' AND id = ANY($3)",
+                    &[process, &seconds, &ids],
                 )
                 .await
                 .map_err(store("renew the leases"))
@@ -417,13 +445,17 @@ impl Ledger {
     }
 
     /// Records this process's answer to a forwarded vote (the caller's
-    /// encoding), for the replica that took it.
+    /// encoding) and announces it to the replica that took the vote.
     pub async fn answer(&self, vote_id: i64, answer: &str) -> Result<(), LedgerError> {
         self.with_client(async |client| {
             client
                 .execute(
-                    "UPDATE approval_votes SET answer = $2, answered_at = now() WHERE id = $1",
-                    &[&vote_id, &answer],
+                    "WITH answered AS (
+                         UPDATE approval_votes SET answer = $2, answered_at = now()
+                          WHERE id = $1 RETURNING id
+                     )
+                     SELECT pg_notify($3, id || ' ' || $2) FROM answered",
+                    &[&vote_id, &answer, &ANSWERS_CHANNEL],
                 )
                 .await
                 .map(drop)
@@ -432,28 +464,55 @@ impl Ledger {
         .await
     }
 
+    /// The answer to vote `vote_id`, if there is one yet, and whether its
+    /// request is still open (if not, an unanswered vote never will be:
+    /// the waiting process only reads votes on open requests).
+    pub async fn answer_of(&self, vote_id: i64) -> Result<(Option<String>, bool), LedgerError> {
+        self.with_client(async |client| {
+            let row = client
+                .query_opt(
+                    "SELECT v.answer, r.state = 'open'
+                       FROM approval_votes v JOIN approval_requests r ON r.id = v.request_id
+                      WHERE v.id = $1",
+                    &[&vote_id],
+                )
+                .await
+                .map_err(store("read the answer"))?;
+            Ok(row.map_or((None, false), |row| (row.get(0), row.get(1))))
+        })
+        .await
+    }
+
+    /// Listens for answers to forwarded votes, on a connection of its own:
+    /// `(vote id, answer)` as each is announced. The stream ends when the
+    /// connection is lost.
+    pub async fn listen_answers(
+        &self,
+    ) -> Result<mpsc::UnboundedReceiver<(i64, String)>, LedgerError> {
+        let (client, mut payloads) = listen_on(&self.config, ANSWERS_CHANNEL).await?;
+        let (answers, received) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            // Holds the connection open while answers are wanted.
+            let _client = client;
+            while let Some(payload) = payloads.recv().await {
+                if let Some((id, answer)) = payload.split_once(' ')
+                    && let Ok(id) = id.parse::<i64>()
+                    && answers.send((id, answer.to_owned())).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(received)
+    }
+
     /// Listens for votes forwarded to this process, on a connection of its
     /// own: first those already waiting (forwarded while it was not
     /// listening), then each as its `NOTIFY` arrives. The stream ends when
     /// the connection is lost; listen again to resume (nothing is missed:
     /// unanswered votes are read first).
     pub async fn listen(&self) -> Result<mpsc::UnboundedReceiver<ForwardedVote>, LedgerError> {
-        let (client, mut connection) = connect(&self.config).await?;
-        let (notified, mut notifications) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
-                if let AsyncMessage::Notification(n) = message
-                    && notified.send(n.payload().to_owned()).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        client
-            .batch_execute(&format!("LISTEN {VOTES_CHANNEL}"))
-            .await
-            .map_err(store("listen for votes"))?;
+        let (client, mut notifications) = listen_on(&self.config, VOTES_CHANNEL).await?;
         let (votes, received) = mpsc::unbounded_channel();
         let fetch = "SELECT v.id, v.request_id, v.ballot, v.received_by
                        FROM approval_votes v JOIN approval_requests r ON r.id = v.request_id

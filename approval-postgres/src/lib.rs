@@ -9,8 +9,10 @@
 
 #![forbid(unsafe_code)]
 
+mod coordinator;
 pub mod ledger;
 pub mod schema;
 mod sink;
 
+pub use coordinator::PostgresCoordinator;
 pub use sink::{ChainReader, PostgresSink};

@@ -91,7 +91,8 @@ async fn a_lapsed_lease_is_cancelled_by_another_process_and_never_approved_later
     assert!(b.cancel_lapsed().await.unwrap().is_empty());
     // host-a renews its open requests in time; one of them then ends.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(a.renew(MINUTE).await.unwrap(), 2);
+    let ids = ["short".to_owned(), "renewed".to_owned()];
+    assert_eq!(a.renew(&ids, MINUTE).await.unwrap(), 2);
     a.settle("short", Ending::Expired, None).await.unwrap();
     a.open("dies", "p", &[4; 32], Duration::from_millis(200))
         .await

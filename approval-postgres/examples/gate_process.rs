@@ -1,0 +1,100 @@
+//! One gate process among several on one PostgreSQL database: its audit
+//! chain in the database (`PostgresSink`, named after the process), its
+//! requests in the shared ledger (`PostgresCoordinator`), so that a vote
+//! taken by any endpoint replica reaches it.
+//!
+//! ```sh
+//! cargo run -p approval-postgres --example gate_process -- \
+//!     postgres://approval@db.internal/approval agent-host-1 [LEASE_SECONDS]
+//! ```
+//!
+//! It closes what its previous run left open, asks for approval of one
+//! export, prints `waiting <request id> <binding>`, and waits: cast the
+//! vote on any replica (a gate with a `PostgresCoordinator` of its own,
+//! behind the Slack, Teams or HTTP endpoints). Its development writer key
+//! is kept in `./approval-postgres-example/<process>.key`.
+
+#![allow(clippy::print_stdout, reason = "an example talks to its user")]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use approval_core::{
+    ApprovalRequest, Approver, ApproverError, Ballots, Call, CanonicalJson, ChainWriter, Directory,
+    Gate, KeyId, Policy, WriterSecret,
+};
+use approval_postgres::{PostgresCoordinator, PostgresSink};
+use async_trait::async_trait;
+
+/// The route's approver in this process: reviewers vote on the replicas'
+/// channels, so delivering is saying where the request is.
+#[derive(Debug)]
+struct Announce;
+
+#[async_trait]
+impl Approver for Announce {
+    async fn deliver(
+        &self,
+        request: Arc<ApprovalRequest>,
+        _ballots: Ballots,
+    ) -> Result<(), ApproverError> {
+        let binding: String = request.binding.iter().map(|b| format!("{b:02x}")).collect();
+        println!("waiting {} {binding}", request.id);
+        let _ = std::io::stdout().flush();
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(url), Some(process)) = (args.get(1), args.get(2)) else {
+        return Err("usage: gate_process POSTGRES_URL PROCESS_NAME [LEASE_SECONDS]".into());
+    };
+    let lease = Duration::from_secs(args.get(3).map_or(Ok(30), |s| s.parse())?);
+
+    let dir = std::path::Path::new("approval-postgres-example");
+    std::fs::create_dir_all(dir)?;
+    let key_file = dir.join(format!("{process}.key"));
+    if !key_file.exists() {
+        WriterSecret::generate()?.write_new_file(&key_file)?;
+    }
+    let writer = Arc::new(ChainWriter::new(
+        KeyId::new("dev")?,
+        &WriterSecret::read_file(&key_file)?,
+    ));
+    let sink = PostgresSink::connect(url, process, writer).await?;
+    let coordinator = PostgresCoordinator::connect(url, process, lease).await?;
+    let gate = Gate::builder(Arc::new(sink))
+        .approver("replicas", Arc::new(Announce))
+        .policy(
+            Policy::new("data-export", ["replicas"], Duration::from_secs(600))
+                .approvers(["alice", "bob"]),
+        )
+        .directory(
+            Directory::new()
+                .person("alice", ["api:alice"])
+                .person("bob", ["api:bob"]),
+        )
+        .coordinator(Arc::new(coordinator))
+        .build()?;
+    let recovery = gate.recover().await?;
+    println!("closed {} left open", recovery.cancelled.len());
+
+    let call = Call::new(
+        "warehouse::export",
+        "data-export",
+        CanonicalJson::from_serialize(&serde_json::json!({"table": "orders"}))?,
+    );
+    match gate.approve(call).await {
+        Ok(approval) => {
+            approval
+                .execute(async { Ok::<_, approval_core::ApprovalError>(()) })
+                .await?;
+            println!("approved");
+        }
+        Err(e) => println!("not approved: {e}"),
+    }
+    Ok(())
+}
