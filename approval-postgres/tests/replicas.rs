@@ -267,3 +267,35 @@ async fn a_gate_process_killed_mid_wait_is_cancelled_never_approved() {
     // reviewed, approved, executed.
     assert_eq!(records, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_restarted_mid_wait_fails_votes_closed_then_the_call_resumes() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = replica(&cluster, "replica-b").await;
+    let waiting = GateProcess::start(&cluster, dir.path(), "gate-1", 30);
+    cluster.stop("immediate");
+    // Down: the vote fails closed, with the cause.
+    match b.cast(waiting.ballot("alice")).await {
+        Err(approval_core::ApprovalError::Coordination(e)) => {
+            assert_eq!(e.what, "forward the vote");
+        }
+        other => panic!("expected the vote to fail closed, got {other:?}"),
+    }
+    cluster.restart();
+    // Back: every connection is replaced as it is next used, and the same
+    // vote goes through.
+    let mut counted = None;
+    for _ in 0..200 {
+        match b.cast(waiting.ballot("alice")).await {
+            Ok(outcome) => {
+                counted = Some(outcome);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(counted, Some(BallotOutcome::Counted { decision: None }));
+    waiting.exits_with("approved");
+    assert_eq!(verify_chain(&cluster, dir.path(), "gate-1"), 4);
+}
