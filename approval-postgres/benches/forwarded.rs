@@ -29,7 +29,9 @@ mod cluster;
 async fn gate(url: &str, name: &str) -> (Gate, Arc<MockApprover>) {
     let secret = WriterSecret::from_hex(&"42".repeat(32)).expect("hex");
     let writer = Arc::new(ChainWriter::new(KeyId::new("bench").expect("id"), &secret));
-    let sink = PostgresSink::connect(url, name, writer).await.expect("sink");
+    let sink = PostgresSink::connect(url, name, writer)
+        .await
+        .expect("sink");
     let coordinator = PostgresCoordinator::connect(url, name, Duration::from_secs(30))
         .await
         .expect("coordinator");
