@@ -474,7 +474,12 @@ fn string_contents(value: &[u8]) -> Option<&[u8]> {
 
 /// A quoted string of exactly 64 lowercase hex digits, as 32 bytes.
 fn hex32(value: &[u8]) -> Option<[u8; 32]> {
-    let digits = string_contents(value)?;
+    digits32(string_contents(value)?)
+}
+
+/// Exactly 64 lowercase hex digits, as 32 bytes.
+#[inline]
+pub(crate) fn digits32(digits: &[u8]) -> Option<[u8; 32]> {
     if digits.len() != 64 {
         return None;
     }

@@ -62,6 +62,7 @@ mod clock;
 mod error;
 mod finite;
 mod gate;
+pub mod hex;
 mod key;
 mod private;
 mod record;

@@ -4,14 +4,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use approval_core::hex::encode;
 use approval_core::{ApprovalRequest, Decision};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 pub(crate) fn unix(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -188,12 +185,12 @@ impl RequestDocument {
         let policy = &request.policy;
         Self {
             request_id: request.id.clone(),
-            binding: hex(&request.binding),
+            binding: encode(&request.binding),
             gate: GateFacts {
                 action: request.action.clone(),
                 policy: PolicyFacts {
                     name: policy.name.clone(),
-                    digest: hex(&request.policy_digest),
+                    digest: encode(&request.policy_digest),
                     required: policy.required,
                     approvers: policy.approvers.clone(),
                     groups: policy.groups.clone(),

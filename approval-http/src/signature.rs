@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use approval_core::hex::decode32;
 use ring::hmac;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -91,7 +92,7 @@ impl WebhookSecret {
         }
         let claimed = signature
             .strip_prefix("sha256=")
-            .and_then(decode_hex)
+            .and_then(decode32)
             .ok_or(SignatureError::Malformed)?;
         if bool::from(self.tag(timestamp, body).as_ref().ct_eq(&claimed[..])) {
             Ok(())
@@ -105,18 +106,6 @@ impl fmt::Debug for WebhookSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("WebhookSecret([REDACTED])")
     }
-}
-
-/// 64 lowercase hex digits as 32 bytes.
-pub(crate) fn decode_hex(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Why a signed message was not accepted. Each is answered 401.

@@ -6,7 +6,7 @@ use std::fmt;
 use ring::digest;
 use subtle::ConstantTimeEq;
 
-use crate::signature::decode_hex;
+use approval_core::hex::decode32;
 
 /// The reviewers the decision API accepts, each by the SHA-256 of their
 /// bearer token. The tokens themselves are never stored: a leaked
@@ -63,7 +63,7 @@ impl ReviewerTokens {
             return Err(TokenError::BadName { name: name.into() });
         }
         let hash =
-            decode_hex(token_sha256).ok_or_else(|| TokenError::BadHash { name: name.into() })?;
+            decode32(token_sha256).ok_or_else(|| TokenError::BadHash { name: name.into() })?;
         self.entries.push((hash, name.to_owned()));
         Ok(self)
     }

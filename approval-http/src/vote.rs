@@ -4,7 +4,7 @@
 use approval_core::{Ballot, Vote};
 use serde::{Deserialize, Serialize};
 
-use crate::signature::decode_hex;
+use approval_core::hex::decode32;
 
 /// A vote's JSON: `{"request_id": "…", "binding": "<64 hex>", "reviewer":
 /// "alice", "vote": "approve" | "deny", "comment": "…"}` (`comment`
@@ -55,7 +55,7 @@ impl VoteMessage {
     /// binding is not 64 lowercase hex digits, or the reviewer is empty).
     pub(crate) fn parse(bytes: &[u8]) -> Option<(Self, [u8; 32])> {
         let vote: Self = serde_json::from_slice(bytes).ok()?;
-        let binding = decode_hex(&vote.binding)?;
+        let binding = decode32(&vote.binding)?;
         (!vote.reviewer.is_empty()).then_some((vote, binding))
     }
 

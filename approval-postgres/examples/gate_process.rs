@@ -39,7 +39,7 @@ impl Approver for Announce {
         request: Arc<ApprovalRequest>,
         _ballots: Ballots,
     ) -> Result<(), ApproverError> {
-        let binding: String = request.binding.iter().map(|b| format!("{b:02x}")).collect();
+        let binding = approval_core::hex::encode(&request.binding);
         println!("waiting {} {binding}", request.id);
         let _ = std::io::stdout().flush();
         Ok(())

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use approval_core::hex::{decode32, encode};
 use approval_core::{
     ApprovalRequest, Ballot, BallotOutcome, Ballots, Coordinator, CoordinatorError, Decision,
     RejectReason, Settlement, Vote,
@@ -51,25 +52,10 @@ struct WireAnswer {
     why: Option<String>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 fn encode_ballot(ballot: &Ballot) -> String {
     serde_json::to_string(&WireBallot {
         request_id: ballot.request_id.clone(),
-        binding: hex(&ballot.binding),
+        binding: encode(&ballot.binding),
         identity: ballot.identity.clone(),
         channel: ballot.channel.clone(),
         vote: ballot.vote.as_str().to_owned(),
@@ -88,7 +74,7 @@ fn decode_ballot(text: &str) -> Option<Ballot> {
     };
     let mut ballot = Ballot::from_parts(
         wire.request_id,
-        unhex(&wire.binding)?,
+        decode32(&wire.binding)?,
         wire.identity,
         wire.channel,
         vote,

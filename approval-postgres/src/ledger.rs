@@ -224,19 +224,16 @@ impl Ledger {
     /// Runs `f` on the connection, replacing a lost one first.
     async fn with_client<T>(
         &self,
-        f: impl AsyncFnOnce(&Client) -> Result<T, LedgerError>,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
         let mut slot = self.client.lock().await;
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = connect(&self.config).await?;
-            tokio::spawn(connection);
-            *slot = Some(client);
-        }
-        let Some(client) = slot.as_ref() else {
-            return Err(LedgerError::Store {
-                what: "connect",
-                cause: "no connection".into(),
-            });
+        let client = match slot.take() {
+            Some(client) if !client.is_closed() => slot.insert(client),
+            _ => {
+                let (client, connection) = connect(&self.config).await?;
+                tokio::spawn(connection);
+                slot.insert(client)
+            }
         };
         let result = f(client).await;
         if client.is_closed() {
@@ -333,40 +330,45 @@ impl Ledger {
     /// Cancels every open request whose lease has lapsed, whoever owns it
     /// (their processes are gone); returns their ids.
     pub async fn cancel_lapsed(&self) -> Result<Vec<String>, LedgerError> {
-        let process = &self.process;
-        self.with_client(async |client| {
-            let rows = client
-                .query(
-                    "UPDATE approval_requests
-                        SET state = 'cancelled', settled_by = $1, settled_at = now(),
-                            why = 'the waiting process stopped renewing its lease'
-                      WHERE state = 'open' AND lease_until < now()
-                  RETURNING id",
-                    &[process],
-                )
-                .await
-                .map_err(store("cancel lapsed requests"))?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
-        })
+        self.cancel_open(
+            "lease_until < now()",
+            "the waiting process stopped renewing its lease",
+            "cancel lapsed requests",
+        )
         .await
     }
 
     /// Cancels the open requests of this process's previous run (after a
     /// restart: nobody waits on them any more); never another process's.
     pub async fn cancel_own(&self) -> Result<Vec<String>, LedgerError> {
+        self.cancel_open(
+            "owner = $1",
+            "the waiting process restarted",
+            "cancel this process's requests",
+        )
+        .await
+    }
+
+    /// Cancels, as this process, the open requests matching `condition`
+    /// (SQL in which `$1` is this process), saying `why`.
+    async fn cancel_open(
+        &self,
+        condition: &str,
+        why: &str,
+        what: &'static str,
+    ) -> Result<Vec<String>, LedgerError> {
         let process = &self.process;
+        let sql = format!(
+            "UPDATE approval_requests
+                SET state = 'cancelled', settled_by = $1, settled_at = now(), why = $2
+              WHERE state = 'open' AND {condition}
+          RETURNING id"
+        );
         self.with_client(async |client| {
             let rows = client
-                .query(
-                    "UPDATE approval_requests
-                        SET state = 'cancelled', settled_by = $1, settled_at = now(),
-                            why = 'the waiting process restarted'
-                      WHERE state = 'open' AND owner = $1
-                  RETURNING id",
-                    &[process],
-                )
+                .query(&sql, &[process, &why])
                 .await
-                .map_err(store("cancel this process's requests"))?;
+                .map_err(store(what))?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
         .await
@@ -381,19 +383,7 @@ impl Ledger {
         ballot: &str,
     ) -> Result<(i64, String), LedgerError> {
         let process = &self.process;
-        let mut slot = self.client.lock().await;
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = connect(&self.config).await?;
-            tokio::spawn(connection);
-            *slot = Some(client);
-        }
-        let Some(client) = slot.as_mut() else {
-            return Err(LedgerError::Store {
-                what: "connect",
-                cause: "no connection".into(),
-            });
-        };
-        let forwarded = async {
+        self.with_client(async |client| {
             let transaction = client
                 .transaction()
                 .await
@@ -436,12 +426,8 @@ impl Ledger {
                 .await
                 .map_err(store("forward the vote"))?;
             Ok((id, owner))
-        }
-        .await;
-        if slot.as_ref().is_some_and(Client::is_closed) {
-            *slot = None;
-        }
-        forwarded
+        })
+        .await
     }
 
     /// Records this process's answer to a forwarded vote (the caller's

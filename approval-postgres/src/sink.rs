@@ -309,18 +309,33 @@ async fn commit_group(
     if sealed.is_empty() {
         return;
     }
-    // Sealed lines are canonical JSON: UTF-8.
-    let text = String::from_utf8(bytes).unwrap_or_default();
     let mut seqs = Vec::new();
     let mut times = Vec::new();
     let mut lines = Vec::new();
+    let mut receipts_total = 0;
+    // Sealed lines are canonical JSON (UTF-8), one per receipt.
+    let text = std::str::from_utf8(&bytes).unwrap_or_default();
     for (_, receipts, range) in &sealed {
-        for (receipt, line) in receipts.iter().zip(text[range.clone()].lines()) {
+        receipts_total += receipts.len();
+        let Some(sealed_lines) = text.get(range.clone()) else {
+            continue;
+        };
+        for (receipt, line) in receipts.iter().zip(sealed_lines.lines()) {
             seqs.push(i64::try_from(receipt.seq).unwrap_or(i64::MAX));
             // The writer's own `ts`: always RFC 3339 in UTC.
             times.push(ts_of(line).unwrap_or(std::time::UNIX_EPOCH));
             lines.push(line);
         }
+    }
+    // Never store a group that does not match its receipts.
+    if lines.len() != receipts_total {
+        for (reply, _, _) in sealed {
+            let _ = reply.send(Err(AuditError::Store {
+                what: "append",
+                cause: "sealed lines do not match their receipts".into(),
+            }));
+        }
+        return;
     }
     let inserted = current
         .client

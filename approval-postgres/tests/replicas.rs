@@ -65,10 +65,7 @@ impl GateProcess {
         let waiting = process.line_starting("waiting ");
         let mut parts = waiting.split(' ').skip(1);
         process.request_id = parts.next().unwrap().to_owned();
-        let hex = parts.next().unwrap();
-        for (i, byte) in process.binding.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-        }
+        process.binding = approval_core::hex::decode32(parts.next().unwrap()).unwrap();
         process
     }
 

@@ -38,14 +38,7 @@ pub(crate) async fn handle(approver: &SlackApprover, payload: &Value) -> Reply {
 /// `request_id:binding hex` as a button or modal carries it.
 fn parse_value(value: &str) -> Option<(String, [u8; 32])> {
     let (id, hex) = value.split_once(':')?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut binding = [0u8; 32];
-    for (i, byte) in binding.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some((id.to_owned(), binding))
+    Some((id.to_owned(), approval_core::hex::decode32(hex)?))
 }
 
 /// Casts a vote; `Err` carries the answer when it was not counted.

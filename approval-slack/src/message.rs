@@ -4,6 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use approval_core::hex::encode;
 use approval_core::{ApprovalRequest, Decision, RejectReason, Vote};
 use serde_json::{Value, json};
 
@@ -23,11 +24,7 @@ pub const DENY: &str = "deny";
 /// The value both buttons carry: the request id and the binding (hex) the
 /// reviewer was shown, so a click is bound to exactly this call.
 pub fn button_value(request: &ApprovalRequest) -> String {
-    format!("{}:{}", request.id, hex(&request.binding))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{}:{}", request.id, encode(&request.binding))
 }
 
 /// Cuts plain text to `max` characters, an ellipsis marking the cut.
@@ -476,7 +473,7 @@ mod tests {
         assert_eq!(buttons[1]["action_id"], DENY);
         assert_eq!(buttons[1]["style"], "danger");
         assert_eq!(buttons[0]["value"], button_value(&request));
-        assert!(button_value(&request).ends_with(&hex(&request.binding)));
+        assert!(button_value(&request).ends_with(&encode(&request.binding)));
     }
 
     #[tokio::test]

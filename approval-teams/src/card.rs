@@ -4,6 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use approval_core::hex::encode;
 use approval_core::{ApprovalRequest, Decision, RejectReason, Reviewer, Vote};
 use serde_json::{Value, json};
 
@@ -50,11 +51,6 @@ impl Limits {
             arguments: self.arguments.max(2) / 2 + 1,
         })
     }
-}
-
-/// The binding digest as it travels in the card's action data.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// RFC 3339 in UTC, whole seconds: what the card's date functions read.
@@ -238,7 +234,7 @@ fn header(request: &ApprovalRequest) -> Value {
 }
 
 fn open_card(request: &ApprovalRequest, votes: &[(Reviewer, Vote)], limits: Limits) -> Value {
-    let data = json!({"request_id": request.id, "binding": hex(&request.binding)});
+    let data = json!({"request_id": request.id, "binding": encode(&request.binding)});
     let mut body = vec![
         header(request),
         gate_facts(request),
@@ -477,7 +473,7 @@ mod tests {
         assert_eq!(card["body"][1]["type"], "FactSet");
         assert_eq!(card["body"][2]["type"], "Container");
         // Approve and Deny carry the request and its binding; a reason box.
-        let binding = hex(&request.binding);
+        let binding = encode(&request.binding);
         for (i, verb) in [APPROVE, DENY].into_iter().enumerate() {
             let action = &card["actions"][i];
             assert_eq!(action["type"], "Action.Execute");

@@ -210,18 +210,6 @@ async fn receive(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap, body
     }
 }
 
-/// The binding digest from its hex form.
-fn binding(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// An Entra object id as the clicker's identity: a GUID's characters only.
 fn object_id(activity: &Value) -> Option<String> {
     activity["from"]["aadObjectId"]
@@ -253,7 +241,9 @@ async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
         _ => return Answer::bad_request("unknown verb"),
     };
     let (Some(binding), Some(clicker)) = (
-        data["binding"].as_str().and_then(binding),
+        data["binding"]
+            .as_str()
+            .and_then(approval_core::hex::decode32),
         object_id(activity),
     ) else {
         return Answer::bad_request("a card action without a binding or clicker");

@@ -279,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_store_fails_closed() {
         let store: Arc<Mutex<Store>> = Arc::default();
-        let (a, _, a_mock) = gate("a", &store);
+        let (a, a_sink, a_mock) = gate("a", &store);
         let (waiter, request) = waiting(&a, &a_mock).await;
         store.lock().unwrap().down = true;
         // The approval cannot be confirmed: the vote fails, the call waits.
@@ -289,6 +289,10 @@ mod tests {
             other => panic!("expected a coordination error, got {other:?}"),
         }
         assert!(!waiter.is_finished());
+        // Neither the vote nor an approval was recorded.
+        let log = String::from_utf8(a_sink.bytes()).unwrap();
+        assert!(!log.contains("\"event\":\"reviewed\""), "{log}");
+        assert!(!log.contains("\"event\":\"approved\""), "{log}");
         // Back: the same vote now counts.
         store.lock().unwrap().down = false;
         a.cast(ballot).await.unwrap();
