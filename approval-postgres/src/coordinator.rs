@@ -218,8 +218,9 @@ impl PostgresCoordinator {
         loop {
             match self.ledger.answer_of(id).await {
                 Ok((Some(answer), _)) => return Some(answer),
-                // Ended without taking this vote (its process settled it
-                // on another vote, then went): a late vote.
+                // Ended without answering this vote, well past the
+                // moment it settled (its process settled it on another
+                // vote, then went): a late vote.
                 Ok((None, false)) => return Some(SETTLED_ANSWER.to_owned()),
                 _ => {}
             }

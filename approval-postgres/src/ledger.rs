@@ -18,6 +18,9 @@ const VOTES_CHANNEL: &str = "approval_votes";
 /// The channel answers to forwarded votes are announced on; the payload is
 /// `<vote id> <answer>`.
 const ANSWERS_CHANNEL: &str = "approval_answers";
+/// How long after a request settled an answer to a vote on it may still
+/// come (the deciding vote's, once the waiting process recorded it).
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -450,17 +453,23 @@ impl Ledger {
         .await
     }
 
-    /// The answer to vote `vote_id`, if there is one yet, and whether its
-    /// request is still open (if not, an unanswered vote never will be:
-    /// the waiting process only reads votes on open requests).
+    /// The answer to vote `vote_id`, if there is one yet, and whether one
+    /// may still come: while its request is open, and for a grace period
+    /// after it settled (the vote that settled it is answered only once
+    /// the waiting process has recorded it). After that an unanswered vote
+    /// never will be: the waiting process only reads votes on open
+    /// requests.
     pub async fn answer_of(&self, vote_id: i64) -> Result<(Option<String>, bool), LedgerError> {
+        let grace = ANSWER_GRACE.as_secs_f64();
         self.with_client(async |client| {
             let row = client
                 .query_opt(
-                    "SELECT v.answer, r.state = 'open'
+                    "SELECT v.answer,
+                            r.state = 'open'
+                            OR r.settled_at > now() - make_interval(secs => $2::float8)
                        FROM approval_votes v JOIN approval_requests r ON r.id = v.request_id
                       WHERE v.id = $1",
-                    &[&vote_id],
+                    &[&vote_id, &grace],
                 )
                 .await
                 .map_err(store("read the answer"))?;
