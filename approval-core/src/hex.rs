@@ -17,7 +17,7 @@ pub fn encode(bytes: &[u8]) -> String {
 /// ```
 /// use approval_core::hex::{decode32, encode};
 ///
-/// let digest = [7u8; 32];
+/// let digest = [0xabu8; 32];
 /// assert_eq!(decode32(&encode(&digest)), Some(digest));
 /// assert_eq!(decode32(&encode(&digest).to_uppercase()), None);
 /// assert_eq!(decode32("07"), None);

@@ -77,8 +77,8 @@ pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};
 pub use error::{ApprovalError, AuditError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, ApproverError, Ballot, BallotOutcome, Ballots, Call,
-    ConfigError, Coordinator, CoordinatorError, Decision, Directory, EarlierDecision, Gate,
-    GateBuilder, NO_ACTOR, Policy, PolicyFile, Recovery, Settlement, TerminalApprover,
+    ConfigError, Coordinator, CoordinatorError, Decision, Directory, EarlierDecision, Forwarded,
+    Gate, GateBuilder, NO_ACTOR, Policy, PolicyFile, Recovery, Settlement, TerminalApprover,
     current_actor, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]

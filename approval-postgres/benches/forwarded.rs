@@ -21,7 +21,7 @@ use approval_core::{
     Ballot, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MockApprover, Policy, Vote,
     WriterSecret,
 };
-use approval_postgres::{PostgresCoordinator, PostgresSink};
+use approval_postgres::{ForwardingKey, PostgresCoordinator, PostgresSink};
 
 #[path = "../tests/cluster/mod.rs"]
 mod cluster;
@@ -32,7 +32,8 @@ async fn gate(url: &str, name: &str) -> (Gate, Arc<MockApprover>) {
     let sink = PostgresSink::connect(url, name, writer)
         .await
         .expect("sink");
-    let coordinator = PostgresCoordinator::connect(url, name, Duration::from_secs(30))
+    let key = ForwardingKey::from_bytes(&[7; 32]);
+    let coordinator = PostgresCoordinator::connect(url, name, Duration::from_secs(30), key)
         .await
         .expect("coordinator");
     let mock = Arc::new(MockApprover::silent("endpoint"));

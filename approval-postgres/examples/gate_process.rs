@@ -12,7 +12,9 @@
 //! export, prints `waiting <request id> <binding>`, and waits: cast the
 //! vote on any replica (a gate with a `PostgresCoordinator` of its own,
 //! behind the Slack, Teams or HTTP endpoints). Its development writer key
-//! is kept in `./approval-postgres-example/<process>.key`.
+//! is kept in `./approval-postgres-example/<process>.key`, and the key every
+//! process and replica seals forwarded votes with in
+//! `./approval-postgres-example/forwarding.key` (made by the first run).
 
 #![allow(clippy::print_stdout, reason = "an example talks to its user")]
 
@@ -24,7 +26,7 @@ use approval_core::{
     ApprovalRequest, Approver, ApproverError, Ballots, Call, CanonicalJson, ChainWriter, Directory,
     Gate, KeyId, Policy, WriterSecret,
 };
-use approval_postgres::{PostgresCoordinator, PostgresSink};
+use approval_postgres::{ForwardingKey, PostgresCoordinator, PostgresSink};
 use async_trait::async_trait;
 
 /// The route's approver in this process: reviewers vote on the replicas'
@@ -64,8 +66,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         KeyId::new("dev")?,
         &WriterSecret::read_file(&key_file)?,
     ));
+    // One key for every process of the deployment (a development one
+    // here, made by the first process run in this directory).
+    let forwarding = dir.join("forwarding.key");
+    if !forwarding.exists() {
+        WriterSecret::generate()?.write_new_file(&forwarding)?;
+    }
+    let key = ForwardingKey::read_file(&forwarding)?;
     let sink = PostgresSink::connect(url, process, writer).await?;
-    let coordinator = PostgresCoordinator::connect(url, process, lease).await?;
+    let coordinator = Arc::new(PostgresCoordinator::connect(url, process, lease, key).await?);
     let gate = Gate::builder(Arc::new(sink))
         .approver("replicas", Arc::new(Announce))
         .policy(
@@ -77,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .person("alice", ["api:alice"])
                 .person("bob", ["api:bob"]),
         )
-        .coordinator(Arc::new(coordinator))
+        .coordinator(coordinator.clone())
         .build()?;
     let recovery = gate.recover().await?;
     println!("closed {} left open", recovery.cancelled.len());
@@ -96,5 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(e) => println!("not approved: {e}"),
     }
+    // Votes other replicas forwarded here and still being answered.
+    coordinator.flush(Duration::from_secs(5)).await;
     Ok(())
 }

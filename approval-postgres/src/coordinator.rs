@@ -5,131 +5,30 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use approval_core::hex::{decode32, encode};
 use approval_core::{
     ApprovalRequest, Ballot, BallotOutcome, Ballots, Coordinator, CoordinatorError, Decision,
-    RejectReason, Settlement, Vote,
+    Forwarded, RejectReason, Settlement,
 };
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::ledger::{Ending, Ledger, LedgerError, Settlement as Ledgered};
+use crate::wire::{ForwardingKey, Unopened, open_answer, open_ballot, seal_answer, seal_ballot};
 
 /// How long a replica waits for the answer of the process a vote went to.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
-/// The answer for a vote its request ended without.
-const SETTLED_ANSWER: &str = r#"{"outcome":"rejected","why":"settled"}"#;
 /// How often a replica waiting for an answer reads it back, in case its
 /// announcement was missed.
 const ANSWER_RECHECK: Duration = Duration::from_millis(100);
 /// How long a lost listening connection waits before listening again.
 const RELISTEN_AFTER: Duration = Duration::from_millis(500);
-
-/// A ballot as it travels between processes.
-#[derive(Serialize, Deserialize)]
-struct WireBallot {
-    request_id: String,
-    binding: String,
-    identity: String,
-    channel: String,
-    vote: String,
-    comment: Option<String>,
-    display: Option<String>,
-}
-
-/// The waiting process's answer, as it travels back.
-#[derive(Serialize, Deserialize)]
-struct WireAnswer {
-    /// `counted`, `absorbed`, `rejected` or `error`.
-    outcome: String,
-    /// Whether the vote settled the request (`counted`).
-    #[serde(default)]
-    settled: bool,
-    /// The reason (`rejected`) or the failure (`error`).
-    #[serde(default)]
-    why: Option<String>,
-}
-
-fn encode_ballot(ballot: &Ballot) -> String {
-    serde_json::to_string(&WireBallot {
-        request_id: ballot.request_id.clone(),
-        binding: encode(&ballot.binding),
-        identity: ballot.identity.clone(),
-        channel: ballot.channel.clone(),
-        vote: ballot.vote.as_str().to_owned(),
-        comment: ballot.comment.clone(),
-        display: ballot.display.clone(),
-    })
-    .unwrap_or_default()
-}
-
-fn decode_ballot(text: &str) -> Option<Ballot> {
-    let wire: WireBallot = serde_json::from_str(text).ok()?;
-    let vote = match wire.vote.as_str() {
-        "approve" => Vote::Approve,
-        "deny" => Vote::Deny,
-        _ => return None,
-    };
-    let mut ballot = Ballot::from_parts(
-        wire.request_id,
-        decode32(&wire.binding)?,
-        wire.identity,
-        wire.channel,
-        vote,
-    );
-    ballot.comment = wire.comment;
-    ballot.display = wire.display;
-    Some(ballot)
-}
-
-fn encode_answer(outcome: &Result<BallotOutcome, approval_core::ApprovalError>) -> String {
-    let answer = match outcome {
-        Ok(BallotOutcome::Counted { decision }) => WireAnswer {
-            outcome: "counted".into(),
-            settled: decision.is_some(),
-            why: None,
-        },
-        Ok(BallotOutcome::Rejected(reason)) => WireAnswer {
-            outcome: "rejected".into(),
-            settled: false,
-            why: Some(reason.as_str().into()),
-        },
-        Ok(_) => WireAnswer {
-            outcome: "absorbed".into(),
-            settled: false,
-            why: None,
-        },
-        Err(e) => WireAnswer {
-            outcome: "error".into(),
-            settled: false,
-            why: Some(e.to_string()),
-        },
-    };
-    serde_json::to_string(&answer).unwrap_or_default()
-}
-
-fn decode_answer(text: &str) -> Result<BallotOutcome, CoordinatorError> {
-    let refused = |cause: String| CoordinatorError {
-        what: "count the vote in the waiting process",
-        cause,
-    };
-    let answer: WireAnswer =
-        serde_json::from_str(text).map_err(|e| refused(format!("unreadable answer: {e}")))?;
-    match answer.outcome.as_str() {
-        // The replica learns that it settled, not how: it does not wait.
-        "counted" => Ok(BallotOutcome::Counted { decision: None }),
-        "absorbed" => Ok(BallotOutcome::Absorbed),
-        "rejected" => answer
-            .why
-            .as_deref()
-            .and_then(RejectReason::parse)
-            .map(BallotOutcome::Rejected)
-            .ok_or_else(|| refused("a refusal without a reason".into())),
-        _ => Err(refused(answer.why.unwrap_or_default())),
-    }
-}
+/// The shortest lease: shorter ones would let a pause of a second (a slow
+/// disk, a busy database) cancel the requests of a live process.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+/// The channel a forwarded vote whose seal does not hold is recorded as
+/// refused in.
+const FORWARDED_CHANNEL: &str = "forwarded";
 
 fn coordination(what: &'static str) -> impl Fn(LedgerError) -> CoordinatorError {
     move |e| CoordinatorError {
@@ -138,8 +37,8 @@ fn coordination(what: &'static str) -> impl Fn(LedgerError) -> CoordinatorError 
     }
 }
 
-/// Votes waiting for their answers, by vote id.
-type Waiting = Arc<Mutex<HashMap<i64, oneshot::Sender<String>>>>;
+/// Votes waiting for their answers, by vote id: told when it is announced.
+type Waiting = Arc<Mutex<HashMap<i64, oneshot::Sender<()>>>>;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -155,20 +54,24 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// - a decision stands only if this process's conditional update settles
 ///   the request (one settlement per request, whatever races);
 /// - a vote cast on a replica for a request another process waits on is
-///   stored, that process is woken by `NOTIFY`, casts it (all the gate's
-///   checks, recorded on its own chain) and its answer comes back the same
+///   sealed with the [`ForwardingKey`] and stored, that process is woken
+///   by `NOTIFY`, checks the seal, casts it (all the gate's checks,
+///   recorded on its own chain) and its sealed answer comes back the same
 ///   way (a replica waits 5 seconds for it, then fails the vote: the
-///   reviewer's retry is absorbed if the first did count);
+///   reviewer's retry is absorbed if the first did count); a vote for a
+///   request no process waits on is refused, and recorded, by the replica;
 /// - at `Gate::recover`, the previous run's open requests are cancelled.
 ///
 /// ```no_run
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use approval_postgres::{PostgresCoordinator, PostgresSink};
+/// use approval_postgres::{ForwardingKey, PostgresCoordinator, PostgresSink};
 ///
 /// # async fn run(builder: approval_core::GateBuilder) -> Result<(), Box<dyn std::error::Error>> {
 /// let url = "postgres://approval@db.internal/approval";
-/// let coordinator = PostgresCoordinator::connect(url, "agent-host-1", Duration::from_secs(30)).await?;
+/// let key = ForwardingKey::read_file("/etc/approval/forwarding.key")?;
+/// let coordinator =
+///     PostgresCoordinator::connect(url, "agent-host-1", Duration::from_secs(30), key).await?;
 /// let gate = builder.coordinator(Arc::new(coordinator)).build()?;
 /// gate.recover().await?;
 /// # Ok(())
@@ -177,18 +80,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct PostgresCoordinator {
     ledger: Arc<Ledger>,
+    key: Arc<ForwardingKey>,
     lease: Duration,
     open: Arc<Mutex<HashSet<String>>>,
     waiting: Waiting,
+    /// How many forwarded votes are being cast and answered.
+    casting: Arc<watch::Sender<usize>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl PostgresCoordinator {
     /// Connects as process `process` (unique among live processes, the same
     /// across restarts; its audit chain's name serves), with leases of
-    /// `lease`, and starts renewing leases, cancelling lapsed ones and
-    /// listening for answers, on the current runtime.
-    pub async fn connect(url: &str, process: &str, lease: Duration) -> Result<Self, LedgerError> {
+    /// `lease` (at least [`MIN_LEASE`]) and the deployment's forwarding
+    /// `key`, and starts renewing leases, cancelling lapsed ones and
+    /// listening for answers, on the current runtime. The tasks stop, and
+    /// their connections close, when the coordinator is dropped.
+    pub async fn connect(
+        url: &str,
+        process: &str,
+        lease: Duration,
+        key: ForwardingKey,
+    ) -> Result<Self, LedgerError> {
+        if lease < MIN_LEASE {
+            return Err(LedgerError::LeaseTooShort(lease));
+        }
         let ledger = Arc::new(Ledger::connect(url, process).await?);
         let open: Arc<Mutex<HashSet<String>>> = Arc::default();
         let waiting: Waiting = Arc::default();
@@ -198,39 +114,43 @@ impl PostgresCoordinator {
         let answers = tokio::spawn(hear_answers(ledger.clone(), waiting.clone(), first));
         Ok(Self {
             ledger,
+            key: Arc::new(key),
             lease,
             open,
             waiting,
+            casting: Arc::new(watch::Sender::new(0)),
             tasks: Mutex::new(vec![keeper, answers]),
         })
     }
 
-    /// The answer to vote `id`: announced, or (should an announcement be
-    /// missed while a listening connection is replaced) read back every
-    /// so often; a refusal as `settled` if the request ended without it;
-    /// `None` after [`ANSWER_WAIT`].
+    /// The sealed answer to vote `id`: read back when announced, or every
+    /// so often (an announcement is missed while a listening connection is
+    /// replaced); `Ok(None)` if none will come (its request ended before
+    /// the waiting process took it), `Err` after [`ANSWER_WAIT`].
     async fn await_answer(
         &self,
         id: i64,
-        mut announced: oneshot::Receiver<String>,
-    ) -> Option<String> {
+        mut announced: oneshot::Receiver<()>,
+    ) -> Result<Option<String>, CoordinatorError> {
         let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
         loop {
             match self.ledger.answer_of(id).await {
-                Ok((Some(answer), _)) => return Some(answer),
-                // Ended without answering this vote, well past the
-                // moment it settled (its process settled it on another
-                // vote, then went): a late vote.
-                Ok((None, false)) => return Some(SETTLED_ANSWER.to_owned()),
-                _ => {}
+                Ok((Some(answer), _)) => return Ok(Some(answer)),
+                Ok((None, false)) => return Ok(None),
+                // Taken and not answered yet, or the database is away:
+                // ask again.
+                Ok((None, true)) | Err(_) => {}
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return None;
+                return Err(CoordinatorError {
+                    what: "hear from the waiting process",
+                    cause: format!("no answer within {} s", ANSWER_WAIT.as_secs()),
+                });
             }
             let wait = (deadline - now).min(ANSWER_RECHECK);
             match tokio::time::timeout(wait, &mut announced).await {
-                Ok(Ok(answer)) => return Some(answer),
+                Ok(Ok(())) => announced = oneshot::channel().1,
                 // The listener went away: reading back is all there is.
                 Ok(Err(_)) => tokio::time::sleep(wait).await,
                 Err(_) => {}
@@ -242,10 +162,46 @@ impl PostgresCoordinator {
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
+
+    /// Waits until the votes forwarded here that are being cast have been
+    /// answered (or `limit` has passed): call it before the process exits,
+    /// so the replicas that took them hear how they went instead of
+    /// reporting no answer. Returns whether all were answered.
+    ///
+    /// ```no_run
+    /// # async fn end(coordinator: approval_postgres::PostgresCoordinator) {
+    /// coordinator.flush(std::time::Duration::from_secs(5)).await;
+    /// # }
+    /// ```
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let mut casting = self.casting.subscribe();
+        matches!(
+            tokio::time::timeout(limit, casting.wait_for(|n| *n == 0)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Counts one forwarded vote as being cast, until dropped.
+struct Casting(Arc<watch::Sender<usize>>);
+
+impl Casting {
+    fn start(count: &Arc<watch::Sender<usize>>) -> Self {
+        count.send_modify(|n| *n += 1);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Casting {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 impl Drop for PostgresCoordinator {
     fn drop(&mut self) {
+        // Their receivers go with them, and with those the connections
+        // they listen on.
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
@@ -269,18 +225,18 @@ async fn keep_leases(ledger: Arc<Ledger>, open: Arc<Mutex<HashSet<String>>>, lea
     }
 }
 
-/// Hands each announced answer to the vote waiting for it.
+/// Tells the vote waiting for each announced answer.
 async fn hear_answers(
     ledger: Arc<Ledger>,
     waiting: Waiting,
-    first: tokio::sync::mpsc::UnboundedReceiver<(i64, String)>,
+    first: tokio::sync::mpsc::UnboundedReceiver<i64>,
 ) {
     let mut listening = Ok(first);
     loop {
-        if let Ok(mut answers) = listening {
-            while let Some((id, answer)) = answers.recv().await {
+        if let Ok(mut answered) = listening {
+            while let Some(id) = answered.recv().await {
                 if let Some(waiter) = lock(&waiting).remove(&id) {
-                    let _ = waiter.send(answer);
+                    let _ = waiter.send(());
                 }
             }
         }
@@ -289,17 +245,46 @@ async fn hear_answers(
     }
 }
 
-/// Casts the votes forwarded to this process and answers each.
-async fn cast_forwarded(ledger: Arc<Ledger>, ballots: Ballots) {
+/// Casts the votes forwarded to this process, each on a task of its own
+/// (one slow vote does not hold up the others), and answers each.
+async fn cast_forwarded(
+    ledger: Arc<Ledger>,
+    key: Arc<ForwardingKey>,
+    ballots: Ballots,
+    casting: Arc<watch::Sender<usize>>,
+) {
     loop {
         if let Ok(mut votes) = ledger.listen().await {
             while let Some(vote) = votes.recv().await {
-                let outcome = match decode_ballot(&vote.ballot) {
-                    Some(ballot) => ballots.cast_forwarded(ballot).await,
-                    None => Ok(BallotOutcome::Rejected(RejectReason::UnknownRequest)),
-                };
-                // Unanswered, it is read again when listening resumes.
-                let _ = ledger.answer(vote.id, &encode_answer(&outcome)).await;
+                let (ledger, key, ballots) = (ledger.clone(), key.clone(), ballots.clone());
+                let casting = Casting::start(&casting);
+                tokio::spawn(async move {
+                    let _casting = casting;
+                    let outcome = match open_ballot(&key, &vote.request_id, &vote.ballot) {
+                        Ok(ballot) => ballots
+                            .cast_forwarded(ballot)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(Unopened::Forged) => {
+                            // Not from a process with the key: never cast,
+                            // and on the record.
+                            let _ = ballots
+                                .refuse(
+                                    &vote.request_id,
+                                    FORWARDED_CHANNEL,
+                                    RejectReason::BadSignature,
+                                )
+                                .await;
+                            Ok(BallotOutcome::Rejected(RejectReason::BadSignature))
+                        }
+                        Err(Unopened::Unreadable) => Err("an unreadable forwarded vote".into()),
+                    };
+                    // Taken votes are answered; if this fails, the replica
+                    // reports no answer after its wait.
+                    let _ = ledger
+                        .answer(vote.id, &seal_answer(&key, vote.id, &outcome))
+                        .await;
+                });
             }
         }
         tokio::time::sleep(RELISTEN_AFTER).await;
@@ -310,7 +295,12 @@ async fn cast_forwarded(ledger: Arc<Ledger>, ballots: Ballots) {
 impl Coordinator for PostgresCoordinator {
     fn attach(&self, ballots: Ballots) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let task = runtime.spawn(cast_forwarded(self.ledger.clone(), ballots));
+            let task = runtime.spawn(cast_forwarded(
+                self.ledger.clone(),
+                self.key.clone(),
+                ballots,
+                self.casting.clone(),
+            ));
             lock(&self.tasks).push(task);
         }
     }
@@ -334,9 +324,6 @@ impl Coordinator for PostgresCoordinator {
         request: &ApprovalRequest,
         decision: &Decision,
     ) -> Result<Settlement, CoordinatorError> {
-        // No longer renewed, whatever happens: if this fails, the lease
-        // lapses and the request is cancelled.
-        lock(&self.open).remove(&request.id);
         let (ending, why) = match decision {
             Decision::Approved { .. } => (Ending::Approved, None),
             Decision::Denied { comment, .. } => (Ending::Denied, comment.as_deref()),
@@ -344,12 +331,15 @@ impl Coordinator for PostgresCoordinator {
             Decision::Cancelled { why } => (Ending::Cancelled, Some(why.as_str())),
             _ => (Ending::Cancelled, None),
         };
-        match self
-            .ledger
-            .settle(&request.id, ending, why)
-            .await
-            .map_err(coordination("settle the request"))?
-        {
+        let settled = self.ledger.settle(&request.id, ending, why).await;
+        // Renewed while it may still be approved: an approval the ledger
+        // did not take leaves the request open here (the next vote asks
+        // again). Any other ending stands here regardless, and its row is
+        // left to lapse.
+        if settled.is_ok() || ending != Ending::Approved {
+            lock(&self.open).remove(&request.id);
+        }
+        match settled.map_err(coordination("settle the request"))? {
             Ledgered::Settled => Ok(Settlement::Settled),
             Ledgered::Already { ending, by } => Ok(Settlement::Already {
                 why: format!("{} by {by}", ending.as_str()),
@@ -357,33 +347,30 @@ impl Coordinator for PostgresCoordinator {
         }
     }
 
-    async fn forward(&self, ballot: &Ballot) -> Result<BallotOutcome, CoordinatorError> {
-        let (id, _owner) = match self
+    async fn forward(&self, ballot: &Ballot) -> Result<Forwarded, CoordinatorError> {
+        let id = match self
             .ledger
-            .forward(&ballot.request_id, &encode_ballot(ballot))
+            .forward(&ballot.request_id, &seal_ballot(&self.key, ballot))
             .await
         {
-            Ok(forwarded) => forwarded,
-            // Told as a refusal the gate would give, so the channel shows it.
+            Ok((id, _owner)) => id,
             Err(LedgerError::UnknownRequest(_)) => {
-                return Ok(BallotOutcome::Rejected(RejectReason::UnknownRequest));
+                return Ok(Forwarded::NotWaiting(RejectReason::UnknownRequest));
             }
             Err(LedgerError::Ended { .. }) => {
-                return Ok(BallotOutcome::Rejected(RejectReason::Settled));
+                return Ok(Forwarded::NotWaiting(RejectReason::Settled));
             }
             Err(e) => return Err(coordination("forward the vote")(e)),
         };
-        let (waiter, answered) = oneshot::channel();
+        let (waiter, announced) = oneshot::channel();
         lock(&self.waiting).insert(id, waiter);
-        // The answer may have come before the waiter was there.
-        let answer = self.await_answer(id, answered).await;
+        // The answer may have come before the waiter was there: read first.
+        let answer = self.await_answer(id, announced).await;
         lock(&self.waiting).remove(&id);
-        match answer {
-            Some(answer) => decode_answer(&answer),
-            None => Err(CoordinatorError {
-                what: "hear from the waiting process",
-                cause: format!("no answer within {} s", ANSWER_WAIT.as_secs()),
-            }),
+        match answer? {
+            Some(sealed) => open_answer(&self.key, id, &sealed),
+            // Its request ended before the waiting process took it.
+            None => Ok(Forwarded::NotWaiting(RejectReason::Settled)),
         }
     }
 

@@ -16,13 +16,20 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 /// `<owner> <vote id>`, and each process keeps its own.
 const VOTES_CHANNEL: &str = "approval_votes";
 /// The channel answers to forwarded votes are announced on; the payload is
-/// `<vote id> <answer>`.
+/// the vote's id (the answer itself is read from its row: a payload is
+/// limited to 8,000 bytes, an answer is not).
 const ANSWERS_CHANNEL: &str = "approval_answers";
-/// How long after a request settled an answer to a vote on it may still
-/// come (the deciding vote's, once the waiting process recorded it).
-const ANSWER_GRACE: Duration = Duration::from_secs(2);
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one exchange with the database may take before the call fails
+/// and the connection is replaced (a host that vanished answers nothing).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `connect` waits for a previous run's session to release the
+/// process name (a killed process's session ends when the server notices).
+const NAME_WAIT: Duration = Duration::from_secs(5);
+/// Takes the session-level lock on a process name.
+const NAME_LOCK: &str =
+    "SELECT pg_try_advisory_lock(hashtextextended('approval process: ' || $1, 0))";
 
 /// How a request ended, as the ledger stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +118,17 @@ pub enum LedgerError {
         /// How it ended.
         ending: Ending,
     },
+    /// Another live process holds this process name: two processes under
+    /// one name would settle and cancel each other's requests.
+    #[error("process name {0:?} is held by another live process")]
+    NameTaken(String),
+    /// A lease shorter than the coordinator's
+    /// [`MIN_LEASE`](crate::MIN_LEASE).
+    #[error("a lease of {0:?} is too short: at least one second")]
+    LeaseTooShort(Duration),
+    /// The database did not answer in time; the connection is replaced.
+    #[error("request ledger: {0} timed out")]
+    TimedOut(&'static str),
 }
 
 fn store(what: &'static str) -> impl Fn(tokio_postgres::Error) -> LedgerError {
@@ -165,6 +183,11 @@ async fn connect(
     ),
     LedgerError,
 > {
+    let mut config = config.clone();
+    // A peer that vanished (a host down, a cable cut) is noticed.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30));
     tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
         .await
         .map_err(|_| LedgerError::Store {
@@ -183,11 +206,22 @@ async fn listen_on(
     let (notified, notifications) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
-            if let AsyncMessage::Notification(n) = message
-                && notified.send(n.payload().to_owned()).is_err()
-            {
-                break;
+        loop {
+            // Ends with the connection, or when nobody listens any more
+            // (dropping the connection closes it).
+            let message = tokio::select! {
+                biased;
+                () = notified.closed() => return,
+                message = futures_util::StreamExt::next(&mut messages) => message,
+            };
+            match message {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if notified.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
             }
         }
     });
@@ -198,10 +232,27 @@ async fn listen_on(
     Ok((client, notifications))
 }
 
+/// Locks `process`'s name for the session of `client`.
+async fn lock_name(client: &Client, process: &str) -> Result<(), LedgerError> {
+    let locked: bool = client
+        .query_one(NAME_LOCK, &[&process])
+        .await
+        .map_err(store("lock the process name"))?
+        .get(0);
+    if locked {
+        Ok(())
+    } else {
+        Err(LedgerError::NameTaken(process.to_owned()))
+    }
+}
+
 impl Ledger {
     /// Connects as process `process` (a name unique among live processes,
     /// the same across its restarts: its audit chain's name does), bringing
-    /// the schema up to date.
+    /// the schema up to date. The name is locked for as long as this
+    /// ledger lives ([`LedgerError::NameTaken`] if another live process
+    /// holds it: a restart waits a few seconds for its previous run's
+    /// session to end).
     pub async fn connect(url: &str, process: &str) -> Result<Self, LedgerError> {
         let config: Config = url.parse().map_err(store("read the connection string"))?;
         let (mut client, connection) = connect(&config).await?;
@@ -212,6 +263,15 @@ impl Ledger {
                 what: "migrate the schema",
                 cause: e.to_string(),
             })?;
+        let deadline = tokio::time::Instant::now() + NAME_WAIT;
+        loop {
+            match lock_name(&client, process).await {
+                Err(LedgerError::NameTaken(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                locked => break locked?,
+            }
+        }
         Ok(Self {
             config,
             process: process.to_owned(),
@@ -224,9 +284,12 @@ impl Ledger {
         &self.process
     }
 
-    /// Runs `f` on the connection, replacing a lost one first.
+    /// Runs `f` on the connection (`what` names it in errors), replacing
+    /// a lost one first (and locking the process name on the new one); a
+    /// call that takes too long fails and drops the connection.
     async fn with_client<T>(
         &self,
+        what: &'static str,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
         let mut slot = self.client.lock().await;
@@ -235,14 +298,23 @@ impl Ledger {
             _ => {
                 let (client, connection) = connect(&self.config).await?;
                 tokio::spawn(connection);
+                lock_name(&client, &self.process).await?;
                 slot.insert(client)
             }
         };
-        let result = f(client).await;
-        if client.is_closed() {
-            *slot = None;
+        let result = tokio::time::timeout(QUERY_TIMEOUT, f(client)).await;
+        match result {
+            Ok(result) => {
+                if client.is_closed() {
+                    *slot = None;
+                }
+                result
+            }
+            Err(_) => {
+                *slot = None;
+                Err(LedgerError::TimedOut(what))
+            }
         }
-        result
     }
 
     /// Records that this process waits on request `id` (under `policy`,
@@ -256,7 +328,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let process = &self.process;
         let seconds = lease.as_secs_f64();
-        self.with_client(async |client| {
+        self.with_client("open the request", async |client| {
             client
                 .execute(
                     "INSERT INTO approval_requests (id, owner, policy, binding, lease_until)
@@ -275,7 +347,7 @@ impl Ledger {
     pub async fn renew(&self, ids: &[String], lease: Duration) -> Result<u64, LedgerError> {
         let process = &self.process;
         let seconds = lease.as_secs_f64();
-        self.with_client(async |client| {
+        self.with_client("renew the leases", async |client| {
             client
                 .execute(
                     "UPDATE approval_requests
@@ -291,7 +363,9 @@ impl Ledger {
 
     /// Settles request `id` as `ending` (with `why`), if it is still open:
     /// the database lets exactly one of any number of simultaneous
-    /// attempts through; the others learn how it ended.
+    /// attempts through; the others learn how it ended. Asking again for
+    /// what this process already settled (its first answer was lost with
+    /// the connection) is [`Settlement::Settled`] too.
     pub async fn settle(
         &self,
         id: &str,
@@ -299,7 +373,7 @@ impl Ledger {
         why: Option<&str>,
     ) -> Result<Settlement, LedgerError> {
         let process = &self.process;
-        self.with_client(async |client| {
+        self.with_client("settle the request", async |client| {
             let settled = client
                 .query_opt(
                     "UPDATE approval_requests
@@ -322,10 +396,12 @@ impl Ledger {
                 .map_err(store("read the request"))?
                 .ok_or_else(|| LedgerError::UnknownRequest(id.to_owned()))?;
             let state: String = row.get(0);
-            Ok(Settlement::Already {
-                ending: Ending::parse(&state).unwrap_or(Ending::Cancelled),
-                by: row.get::<_, Option<String>>(1).unwrap_or_default(),
-            })
+            let found = Ending::parse(&state).unwrap_or(Ending::Cancelled);
+            let by = row.get::<_, Option<String>>(1).unwrap_or_default();
+            if found == ending && by == *process {
+                return Ok(Settlement::Settled);
+            }
+            Ok(Settlement::Already { ending: found, by })
         })
         .await
     }
@@ -367,7 +443,7 @@ impl Ledger {
               WHERE state = 'open' AND {condition}
           RETURNING id"
         );
-        self.with_client(async |client| {
+        self.with_client(what, async |client| {
             let rows = client
                 .query(&sql, &[process, &why])
                 .await
@@ -386,7 +462,7 @@ impl Ledger {
         ballot: &str,
     ) -> Result<(i64, String), LedgerError> {
         let process = &self.process;
-        self.with_client(async |client| {
+        self.with_client("forward the vote", async |client| {
             let transaction = client
                 .transaction()
                 .await
@@ -434,16 +510,17 @@ impl Ledger {
     }
 
     /// Records this process's answer to a forwarded vote (the caller's
-    /// encoding) and announces it to the replica that took the vote.
+    /// encoding) and announces it to the replica that took the vote; a
+    /// vote is answered once (a second answer changes nothing).
     pub async fn answer(&self, vote_id: i64, answer: &str) -> Result<(), LedgerError> {
-        self.with_client(async |client| {
+        self.with_client("answer the vote", async |client| {
             client
                 .execute(
                     "WITH answered AS (
                          UPDATE approval_votes SET answer = $2, answered_at = now()
-                          WHERE id = $1 RETURNING id
+                          WHERE id = $1 AND answer IS NULL RETURNING id
                      )
-                     SELECT pg_notify($3, id || ' ' || $2) FROM answered",
+                     SELECT pg_notify($3, id::text) FROM answered",
                     &[&vote_id, &answer, &ANSWERS_CHANNEL],
                 )
                 .await
@@ -454,22 +531,18 @@ impl Ledger {
     }
 
     /// The answer to vote `vote_id`, if there is one yet, and whether one
-    /// may still come: while its request is open, and for a grace period
-    /// after it settled (the vote that settled it is answered only once
-    /// the waiting process has recorded it). After that an unanswered vote
-    /// never will be: the waiting process only reads votes on open
-    /// requests.
+    /// may still come: while the vote is taken by the waiting process (it
+    /// answers every vote it takes), or its request is still open (it may
+    /// yet take it). A vote left untaken when its request ended never will
+    /// be: votes are taken only on open requests.
     pub async fn answer_of(&self, vote_id: i64) -> Result<(Option<String>, bool), LedgerError> {
-        let grace = ANSWER_GRACE.as_secs_f64();
-        self.with_client(async |client| {
+        self.with_client("read the answer", async |client| {
             let row = client
                 .query_opt(
-                    "SELECT v.answer,
-                            r.state = 'open'
-                            OR r.settled_at > now() - make_interval(secs => $2::float8)
+                    "SELECT v.answer, v.taken_at IS NOT NULL OR r.state = 'open'
                        FROM approval_votes v JOIN approval_requests r ON r.id = v.request_id
                       WHERE v.id = $1",
-                    &[&vote_id, &grace],
+                    &[&vote_id],
                 )
                 .await
                 .map_err(store("read the answer"))?;
@@ -479,20 +552,24 @@ impl Ledger {
     }
 
     /// Listens for answers to forwarded votes, on a connection of its own:
-    /// `(vote id, answer)` as each is announced. The stream ends when the
-    /// connection is lost.
-    pub async fn listen_answers(
-        &self,
-    ) -> Result<mpsc::UnboundedReceiver<(i64, String)>, LedgerError> {
+    /// the id of each vote as its answer is announced (read it with
+    /// [`answer_of`](Self::answer_of)). The stream ends when the connection
+    /// is lost.
+    pub async fn listen_answers(&self) -> Result<mpsc::UnboundedReceiver<i64>, LedgerError> {
         let (client, mut payloads) = listen_on(&self.config, ANSWERS_CHANNEL).await?;
         let (answers, received) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             // Holds the connection open while answers are wanted.
             let _client = client;
-            while let Some(payload) = payloads.recv().await {
-                if let Some((id, answer)) = payload.split_once(' ')
-                    && let Ok(id) = id.parse::<i64>()
-                    && answers.send((id, answer.to_owned())).is_err()
+            loop {
+                let payload = tokio::select! {
+                    biased;
+                    () = answers.closed() => return,
+                    payload = payloads.recv() => payload,
+                };
+                let Some(payload) = payload else { return };
+                if let Ok(id) = payload.parse::<i64>()
+                    && answers.send(id).is_err()
                 {
                     return;
                 }
@@ -503,40 +580,52 @@ impl Ledger {
 
     /// Listens for votes forwarded to this process, on a connection of its
     /// own: first those already waiting (forwarded while it was not
-    /// listening), then each as its `NOTIFY` arrives. The stream ends when
-    /// the connection is lost; listen again to resume (nothing is missed:
-    /// unanswered votes are read first).
+    /// listening), then each as its `NOTIFY` arrives. Each vote is taken
+    /// once (marked in its row, in the query that reads it), so a vote
+    /// never reaches the caller twice, even across listening again; the
+    /// caller answers every vote it gets. The stream ends when the
+    /// connection is lost; listen again to resume (nothing is missed:
+    /// untaken votes are read first).
     pub async fn listen(&self) -> Result<mpsc::UnboundedReceiver<ForwardedVote>, LedgerError> {
         let (client, mut notifications) = listen_on(&self.config, VOTES_CHANNEL).await?;
         let (votes, received) = mpsc::unbounded_channel();
-        let fetch = "SELECT v.id, v.request_id, v.ballot, v.received_by
-                       FROM approval_votes v JOIN approval_requests r ON r.id = v.request_id
-                      WHERE r.owner = $1 AND v.answer IS NULL AND v.id = ANY($2)";
-        // Votes waiting from before: every unanswered one on an open request.
-        let waiting = client
-            .query(
-                "SELECT v.id, v.request_id, v.ballot, v.received_by
-                   FROM approval_votes v JOIN approval_requests r ON r.id = v.request_id
-                  WHERE r.owner = $1 AND r.state = 'open' AND v.answer IS NULL
-                  ORDER BY v.id",
-                &[&self.process],
-            )
-            .await
-            .map_err(store("read waiting votes"))?;
+        // Only on open requests: a vote left untaken when its request
+        // ended is a late one (see `answer_of`).
+        let take = "UPDATE approval_votes v SET taken_at = now()
+                      FROM approval_requests r
+                     WHERE r.id = v.request_id AND r.owner = $1 AND r.state = 'open'
+                       AND v.taken_at IS NULL AND ($2::int8[] IS NULL OR v.id = ANY($2))
+                 RETURNING v.id, v.request_id, v.ballot, v.received_by";
         let to_vote = |row: &tokio_postgres::Row| ForwardedVote {
             id: row.get(0),
             request_id: row.get(1),
             ballot: row.get(2),
             received_by: row.get(3),
         };
-        for row in &waiting {
-            let _ = votes.send(to_vote(row));
+        // Votes waiting from before: every untaken one on an open request.
+        let mut waiting = client
+            .query(take, &[&self.process, &None::<Vec<i64>>])
+            .await
+            .map_err(store("read waiting votes"))?
+            .iter()
+            .map(to_vote)
+            .collect::<Vec<_>>();
+        waiting.sort_by_key(|vote| vote.id);
+        for vote in waiting {
+            let _ = votes.send(vote);
         }
         let process = self.process.clone();
         tokio::spawn(async move {
-            while let Some(payload) = notifications.recv().await {
+            loop {
+                // Once nobody listens, no vote is taken.
+                let payload = tokio::select! {
+                    biased;
+                    () = votes.closed() => return,
+                    payload = notifications.recv() => payload,
+                };
+                let Some(payload) = payload else { return };
                 let mut ids = Vec::new();
-                let mut take = |payload: &str| {
+                let mut note = |payload: &str| {
                     if let Some((owner, id)) = payload.rsplit_once(' ')
                         && owner == process
                         && let Ok(id) = id.parse::<i64>()
@@ -544,23 +633,23 @@ impl Ledger {
                         ids.push(id);
                     }
                 };
-                take(&payload);
+                note(&payload);
                 // Others that came meanwhile share the query.
                 while let Ok(more) = notifications.try_recv() {
-                    take(&more);
+                    note(&more);
                 }
                 if ids.is_empty() {
                     continue;
                 }
-                match client.query(fetch, &[&process, &ids]).await {
-                    Ok(rows) => {
-                        for row in &rows {
-                            if votes.send(to_vote(row)).is_err() {
-                                return;
-                            }
-                        }
+                let Ok(rows) = client.query(take, &[&process, &Some(ids)]).await else {
+                    return;
+                };
+                let mut taken: Vec<_> = rows.iter().map(to_vote).collect();
+                taken.sort_by_key(|vote| vote.id);
+                for vote in taken {
+                    if votes.send(vote).is_err() {
+                        return;
                     }
-                    Err(_) => return,
                 }
             }
         });

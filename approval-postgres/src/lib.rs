@@ -13,6 +13,8 @@ mod coordinator;
 pub mod ledger;
 pub mod schema;
 mod sink;
+mod wire;
 
-pub use coordinator::PostgresCoordinator;
+pub use coordinator::{MIN_LEASE, PostgresCoordinator};
 pub use sink::{ChainReader, PostgresSink};
+pub use wire::ForwardingKey;

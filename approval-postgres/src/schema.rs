@@ -91,6 +91,17 @@ CREATE TABLE approval_votes (
 CREATE INDEX approval_votes_unanswered ON approval_votes (request_id) WHERE answer IS NULL;
 ",
     ),
+    (
+        3,
+        "forwarded votes are taken once by the waiting process",
+        r"
+-- Set when the waiting process reads a vote (in the statement that reads
+-- it): a vote is cast once, and one taken is answered, so a replica knows
+-- whether an answer may still come after the request ended.
+ALTER TABLE approval_votes ADD COLUMN taken_at timestamptz;
+CREATE INDEX approval_votes_untaken ON approval_votes (request_id) WHERE taken_at IS NULL;
+",
+    ),
 ];
 
 /// Why the schema could not be brought up to date.

@@ -19,6 +19,8 @@ const BATCH_MAX: usize = 4096;
 const GATHER_ROUNDS: usize = 4;
 /// How long a connection attempt may take before the append fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `connect` waits for another session to release the chain.
+const TAKEN_WAIT: Duration = Duration::from_secs(5);
 
 /// One caller's records and where their receipts go.
 struct Batch {
@@ -163,7 +165,7 @@ impl PostgresSink {
     /// Connects to the database at `url` (a `postgres://` URL or a
     /// `key=value` string), brings the schema up to date, takes the chain
     /// `chain` (failing with [`AuditError::ChainTaken`] if another process
-    /// writes it), and resumes it from its last record; `writer` must hold
+    /// still writes it after a few seconds), and resumes it from its last record; `writer` must hold
     /// the key that record was sealed with.
     pub async fn connect(
         url: &str,
@@ -184,7 +186,17 @@ impl PostgresSink {
                 cause: e.to_string(),
             })?;
         }
-        let writing = start_writing(&config, chain, &writer).await?;
+        // A restarted process's previous session may hold the lock until
+        // the server notices it is gone: wait a little for it.
+        let deadline = tokio::time::Instant::now() + TAKEN_WAIT;
+        let writing = loop {
+            match start_writing(&config, chain, &writer).await {
+                Err(AuditError::ChainTaken { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                started => break started?,
+            }
+        };
         let (queue, batches) = mpsc::unbounded_channel();
         tokio::spawn(write_batches(
             config.clone(),

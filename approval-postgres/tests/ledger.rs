@@ -80,31 +80,27 @@ async fn a_lapsed_lease_is_cancelled_by_another_process_and_never_approved_later
         ledger(&cluster, "host-a").await,
         ledger(&cluster, "host-b").await,
     );
-    a.open("short", "p", &[1; 32], Duration::from_millis(300))
-        .await
-        .unwrap();
-    a.open("renewed", "p", &[2; 32], Duration::from_millis(300))
-        .await
-        .unwrap();
+    a.open("renewed", "p", &[2; 32], MINUTE).await.unwrap();
+    a.open("dies", "p", &[4; 32], MINUTE).await.unwrap();
     b.open("other", "p", &[3; 32], MINUTE).await.unwrap();
     // Within the lease, nothing lapses.
     assert!(b.cancel_lapsed().await.unwrap().is_empty());
-    // host-a renews its open requests in time; one of them then ends.
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let ids = ["short".to_owned(), "renewed".to_owned()];
+    // Only the owner renews.
+    let ids = ["renewed".to_owned(), "dies".to_owned()];
+    assert_eq!(b.renew(&ids, MINUTE).await.unwrap(), 0);
     assert_eq!(a.renew(&ids, MINUTE).await.unwrap(), 2);
-    a.settle("short", Ending::Expired, None).await.unwrap();
-    a.open("dies", "p", &[4; 32], Duration::from_millis(200))
-        .await
-        .unwrap();
-    // host-a stops renewing (it died); the lease runs out.
+    // host-a's last renewal of "dies" leaves no time (then it died).
+    assert_eq!(
+        a.renew(&["dies".to_owned()], Duration::ZERO).await.unwrap(),
+        1
+    );
     let mut cancelled = Vec::new();
     for _ in 0..100 {
         cancelled = b.cancel_lapsed().await.unwrap();
         if !cancelled.is_empty() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(cancelled, ["dies"]);
     // A late approval (host-a's, had it survived) changes nothing.
@@ -123,6 +119,19 @@ async fn a_lapsed_lease_is_cancelled_by_another_process_and_never_approved_later
         a.settle("renewed", Ending::Approved, None).await.unwrap(),
         Settlement::Settled
     );
+    // Asking again (an answer lost with a connection) is the same answer;
+    // another ending is not.
+    assert_eq!(
+        a.settle("renewed", Ending::Approved, None).await.unwrap(),
+        Settlement::Settled
+    );
+    assert!(matches!(
+        a.settle("renewed", Ending::Cancelled, None).await.unwrap(),
+        Settlement::Already {
+            ending: Ending::Approved,
+            ..
+        }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,6 +145,11 @@ async fn a_restart_closes_its_own_open_requests_and_no_one_elses() {
     a.open("a-2", "p", &[2; 32], MINUTE).await.unwrap();
     a.settle("a-2", Ending::Approved, None).await.unwrap();
     b.open("b-1", "p", &[3; 32], MINUTE).await.unwrap();
+    // A second live process under host-a's name is refused.
+    match Ledger::connect(&cluster.url(), "host-a").await {
+        Err(LedgerError::NameTaken(name)) => assert_eq!(name, "host-a"),
+        other => panic!("expected the name to be taken, got {other:?}"),
+    }
     drop(a);
     // host-a starts again, under its name.
     let again = ledger(&cluster, "host-a").await;
@@ -166,6 +180,12 @@ async fn a_vote_taken_by_another_replica_wakes_the_waiting_process() {
     assert_eq!((first.id, first.ballot.as_str()), (early, "ballot-early"));
     assert_eq!(first.received_by, "replica-b");
     owner.answer(first.id, "counted").await.unwrap();
+    // Answered once: a second answer changes nothing.
+    owner.answer(first.id, "rejected").await.unwrap();
+    assert_eq!(
+        replica.answer_of(first.id).await.unwrap(),
+        (Some("counted".to_owned()), true)
+    );
     // Then each forwarded vote arrives as it is announced.
     let (later, _) = replica.forward("req-1", "ballot-later").await.unwrap();
     let second = next(&mut votes).await;
@@ -176,8 +196,20 @@ async fn a_vote_taken_by_another_replica_wakes_the_waiting_process() {
     replica.forward("req-c", "for-c").await.unwrap();
     let (third_id, _) = replica.forward("req-1", "ballot-third").await.unwrap();
     assert_eq!(next(&mut votes).await.id, third_id);
+    // Taken once: listening again (a lost connection) does not hand out
+    // the votes already taken, only those that were not.
+    drop(votes);
+    let (untaken, _) = replica.forward("req-1", "ballot-fourth").await.unwrap();
+    let mut again = owner.listen().await.unwrap();
+    assert_eq!(next(&mut again).await.id, untaken);
+    // A vote taken and not answered yet may still be; one left untaken
+    // when its request ended never will be.
+    assert_eq!(replica.answer_of(third_id).await.unwrap(), (None, true));
+    drop(again);
+    let (left, _) = replica.forward("req-1", "ballot-left").await.unwrap();
     // An ended or unknown request takes no votes.
     owner.settle("req-1", Ending::Approved, None).await.unwrap();
+    assert_eq!(replica.answer_of(left).await.unwrap(), (None, false));
     match replica.forward("req-1", "late").await {
         Err(LedgerError::Ended { ending, .. }) => assert_eq!(ending, Ending::Approved),
         other => panic!("{other:?}"),

@@ -17,7 +17,7 @@ use approval_core::{
     Ballot, BallotOutcome, ChainWriter, Directory, Gate, KeyId, Keyring, MockApprover, Policy,
     RejectReason, Vote, WriterSecret, verify,
 };
-use approval_postgres::{ChainReader, PostgresCoordinator, PostgresSink};
+use approval_postgres::{ChainReader, ForwardingKey, PostgresCoordinator, PostgresSink};
 
 mod cluster;
 
@@ -99,9 +99,25 @@ impl GateProcess {
     }
 }
 
+/// The deployment's forwarding key, in `dir` where the gate processes
+/// read it; made on first use.
+fn forwarding_key(dir: &std::path::Path) -> ForwardingKey {
+    let keys = dir.join("approval-postgres-example");
+    std::fs::create_dir_all(&keys).unwrap();
+    let path = keys.join("forwarding.key");
+    if !path.exists() {
+        WriterSecret::generate()
+            .unwrap()
+            .write_new_file(&path)
+            .unwrap();
+    }
+    ForwardingKey::read_file(&path).unwrap()
+}
+
 /// An endpoint replica: a gate in this process, its own chain and
-/// coordinator, the same policy and reviewers.
-async fn replica(cluster: &Cluster, name: &str) -> Gate {
+/// coordinator (with the key of the processes in `dir`), the same policy
+/// and reviewers.
+async fn replica(cluster: &Cluster, dir: &std::path::Path, name: &str) -> Gate {
     let writer = Arc::new(ChainWriter::new(
         KeyId::new("dev").unwrap(),
         &WriterSecret::generate().unwrap(),
@@ -109,9 +125,14 @@ async fn replica(cluster: &Cluster, name: &str) -> Gate {
     let sink = PostgresSink::connect(&cluster.url(), name, writer)
         .await
         .unwrap();
-    let coordinator = PostgresCoordinator::connect(&cluster.url(), name, Duration::from_secs(1))
-        .await
-        .unwrap();
+    let coordinator = PostgresCoordinator::connect(
+        &cluster.url(),
+        name,
+        Duration::from_secs(1),
+        forwarding_key(dir),
+    )
+    .await
+    .unwrap();
     Gate::builder(Arc::new(sink))
         .approver("replicas", Arc::new(MockApprover::silent("endpoint")))
         .policy(
@@ -153,11 +174,50 @@ async fn votes_reach_the_waiting_process_and_simultaneous_deciders_settle_once()
     let cluster = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
     let (b, c) = (
-        replica(&cluster, "replica-b").await,
-        replica(&cluster, "replica-c").await,
+        replica(&cluster, dir.path(), "replica-b").await,
+        replica(&cluster, dir.path(), "replica-c").await,
     );
     let first = GateProcess::start(&cluster, dir.path(), "gate-1", 30);
     let second = GateProcess::start(&cluster, dir.path(), "gate-2", 30);
+    let db = database(&cluster).await;
+
+    // A vote written straight into the table by someone without the
+    // deployment's key: refused as forged (and recorded so on gate-1's
+    // chain), never cast; gate-1 waits on.
+    let forged = format!(
+        r#"{{"request_id":"{}","binding":"{}","identity":"api:alice","channel":"api","vote":"approve","comment":null,"display":null}}"#,
+        first.request_id,
+        approval_core::hex::encode(&first.binding)
+    );
+    let vote: i64 = db
+        .query_one(
+            "INSERT INTO approval_votes (request_id, received_by, ballot)
+             VALUES ($1, 'intruder', $2) RETURNING id",
+            &[&first.request_id, &forged],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.execute(
+        "SELECT pg_notify('approval_votes', $1)",
+        &[&format!("gate-1 {vote}")],
+    )
+    .await
+    .unwrap();
+    let mut answer: Option<String> = None;
+    for _ in 0..400 {
+        answer = db
+            .query_one("SELECT answer FROM approval_votes WHERE id = $1", &[&vote])
+            .await
+            .unwrap()
+            .get(0);
+        if answer.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let answer = answer.expect("the forged vote answered");
+    assert!(answer.contains(r#""why":"bad_signature""#), "{answer}");
 
     // A vote on replica b, which waits on nothing: gate-1 resumes.
     let outcome = b.cast(first.ballot("alice")).await.unwrap();
@@ -178,7 +238,6 @@ async fn votes_reach_the_waiting_process_and_simultaneous_deciders_settle_once()
     );
     second.exits_with("approved");
 
-    let db = database(&cluster).await;
     let rows = db
         .query(
             "SELECT id, state, settled_by FROM approval_requests ORDER BY opened_at",
@@ -194,18 +253,33 @@ async fn votes_reach_the_waiting_process_and_simultaneous_deciders_settle_once()
             ("approved".into(), "gate-2".into())
         ]
     );
-    // Each gate's chain holds its own story, and verifies.
-    for name in ["gate-1", "gate-2"] {
-        // requested, reviewed, approved, executed
-        assert_eq!(verify_chain(&cluster, dir.path(), name), 4, "{name}");
-    }
+    // The losing vote is refused as late exactly once: by gate-2 if it
+    // took the vote before the request settled, else by the replica.
+    let late = r#"%"event":"rejected_vote"%"why":"settled"%"#;
+    let refusals = db
+        .query(
+            "SELECT chain FROM audit_records WHERE line LIKE $1",
+            &[&late],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refusals.len(), 1);
+    let on_gate_2 = usize::from(refusals[0].get::<_, String>(0) == "gate-2");
+    // Each gate's chain holds its own story, and verifies: requested,
+    // (on gate-1, the forged vote's rejected_vote), reviewed, approved,
+    // executed.
+    assert_eq!(verify_chain(&cluster, dir.path(), "gate-1"), 5);
+    assert_eq!(
+        verify_chain(&cluster, dir.path(), "gate-2"),
+        4 + on_gate_2 as u64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_process_killed_mid_wait_is_cancelled_never_approved() {
     let cluster = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let b = replica(&cluster, "replica-b").await;
+    let b = replica(&cluster, dir.path(), "replica-b").await;
 
     // Killed, and its lease (1 s) lapses: another process cancels it.
     let mut lapsing = GateProcess::start(&cluster, dir.path(), "gate-lapse", 1);
@@ -269,7 +343,7 @@ async fn a_gate_process_killed_mid_wait_is_cancelled_never_approved() {
 async fn the_database_restarted_mid_wait_fails_votes_closed_then_the_call_resumes() {
     let cluster = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let b = replica(&cluster, "replica-b").await;
+    let b = replica(&cluster, dir.path(), "replica-b").await;
     let waiting = GateProcess::start(&cluster, dir.path(), "gate-1", 30);
     cluster.stop("immediate");
     // Down: the vote fails closed, with the cause.

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use super::approver::Ballots;
 use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
+use crate::record::RejectReason;
 
 /// What the shared store said of a decision this process reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,20 @@ pub enum Settlement {
         /// How it ended, in words.
         why: String,
     },
+}
+
+/// What became of a vote handed to the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Forwarded {
+    /// The process that waits on the request checked the vote and
+    /// recorded it on its chain; this is its answer.
+    Answered(BallotOutcome),
+    /// No process waits on the request: the store does not know it
+    /// ([`UnknownRequest`](RejectReason::UnknownRequest)) or it has ended
+    /// ([`Settled`](RejectReason::Settled)). This process records the
+    /// refusal on its own chain.
+    NotWaiting(RejectReason),
 }
 
 /// The shared store could not be asked: the call or vote it serves fails
@@ -71,8 +86,9 @@ pub trait Coordinator: Send + Sync + fmt::Debug {
     ) -> Result<Settlement, CoordinatorError>;
 
     /// A vote for a request this process does not wait on: take it to the
-    /// process that does, and return that process's answer.
-    async fn forward(&self, ballot: &Ballot) -> Result<BallotOutcome, CoordinatorError>;
+    /// process that does, and return that process's answer, or say that
+    /// none waits.
+    async fn forward(&self, ballot: &Ballot) -> Result<Forwarded, CoordinatorError>;
 
     /// After a restart: close the requests this process's previous run
     /// waited on (nobody waits on them any more); returns their ids.
@@ -167,15 +183,21 @@ mod tests {
             Ok(Settlement::Settled)
         }
 
-        async fn forward(&self, ballot: &Ballot) -> Result<BallotOutcome, CoordinatorError> {
+        async fn forward(&self, ballot: &Ballot) -> Result<Forwarded, CoordinatorError> {
             let ballots = {
                 let store = self.store.lock().unwrap();
-                let owner = store.owners.get(&ballot.request_id).ok_or_else(down)?;
+                if store.ended.contains_key(&ballot.request_id) {
+                    return Ok(Forwarded::NotWaiting(RejectReason::Settled));
+                }
+                let Some(owner) = store.owners.get(&ballot.request_id) else {
+                    return Ok(Forwarded::NotWaiting(RejectReason::UnknownRequest));
+                };
                 store.ballots.get(owner).cloned().ok_or_else(down)?
             };
             ballots
                 .cast_forwarded(ballot.clone())
                 .await
+                .map(Forwarded::Answered)
                 .map_err(|e| CoordinatorError {
                     what: "cast",
                     cause: e.to_string(),
@@ -254,6 +276,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_vote_no_process_waits_for_is_refused_and_recorded_where_it_was_cast() {
+        let store = Arc::default();
+        let (a, _, a_mock) = gate("a", &store);
+        let (b, b_sink, _) = gate("b", &store);
+        let (waiter, request) = waiting(&a, &a_mock).await;
+        let approve = Ballot::new(&request, "slack:UALICE", "slack", Vote::Approve);
+        b.cast(approve.clone()).await.unwrap();
+        waiter.await.unwrap().unwrap();
+        // Ended: b refuses a late vote, on its own chain.
+        let outcome = b.cast(approve).await.unwrap();
+        assert_eq!(outcome, BallotOutcome::Rejected(RejectReason::Settled));
+        let mut unknown = Ballot::new(&request, "slack:UALICE", "slack", Vote::Deny);
+        unknown.request_id = "made-up".into();
+        let outcome = b.cast(unknown).await.unwrap();
+        assert_eq!(
+            outcome,
+            BallotOutcome::Rejected(RejectReason::UnknownRequest)
+        );
+        let b_log = String::from_utf8(b_sink.bytes()).unwrap();
+        let rejected: Vec<&str> = b_log
+            .lines()
+            .filter(|l| l.contains("\"event\":\"rejected_vote\""))
+            .collect();
+        assert_eq!(rejected.len(), 2, "{b_log}");
+        assert!(
+            rejected[0].contains("\"why\":\"settled\""),
+            "{}",
+            rejected[0]
+        );
+        assert!(
+            rejected[1].contains("\"why\":\"unknown_request\""),
+            "{}",
+            rejected[1]
+        );
+    }
+
+    #[tokio::test]
     async fn a_request_that_ended_elsewhere_is_cancelled_not_approved() {
         let store: Arc<Mutex<Store>> = Arc::default();
         let (a, a_sink, a_mock) = gate("a", &store);
@@ -274,6 +333,24 @@ mod tests {
         }
         let log = String::from_utf8(a_sink.bytes()).unwrap();
         assert!(!log.contains("\"event\":\"approved\""), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_stops_waiting_ends_the_request_for_every_process() {
+        let store: Arc<Mutex<Store>> = Arc::default();
+        let (a, _, a_mock) = gate("a", &store);
+        let (waiter, request) = waiting(&a, &a_mock).await;
+        waiter.abort();
+        assert!(waiter.await.unwrap_err().is_cancelled());
+        let mut ended = None;
+        for _ in 0..1000 {
+            ended = store.lock().unwrap().ended.get(&request.id).cloned();
+            if ended.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(ended.as_deref(), Some("cancelled by a"));
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 
 pub use actor::{current_actor, with_actor, with_actor_sync};
 pub use approver::{Approver, ApproverError, Ballots};
-pub use coordinator::{Coordinator, CoordinatorError, Settlement};
+pub use coordinator::{Coordinator, CoordinatorError, Forwarded, Settlement};
 pub use directory::Directory;
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
@@ -951,6 +951,11 @@ impl Drop for CancelOnDrop {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
                     let _ = gate.sink.append(vec![record]).await;
+                    // Other processes learn it ended (else its row stays
+                    // open, and renewed, until this process stops).
+                    if let Some(coordinator) = &gate.coordinator {
+                        let _ = coordinator.settle(&request, &decision).await;
+                    }
                     gate.tell_approvers(&request, &decision);
                 });
             }
@@ -1169,9 +1174,16 @@ impl GateInner {
                 && may_forward
                 && let Some(coordinator) = &self.coordinator
             {
-                return Box::pin(coordinator.forward(&ballot))
+                match Box::pin(coordinator.forward(&ballot))
                     .await
-                    .map_err(ApprovalError::Coordination);
+                    .map_err(ApprovalError::Coordination)?
+                {
+                    Forwarded::Answered(outcome) => return Ok(outcome),
+                    // Nobody waits on it: refused here, recorded here.
+                    Forwarded::NotWaiting(why) => {
+                        return Box::pin(self.reject(&ballot, Some(reviewer), why)).await;
+                    }
+                }
             }
             let why = if settled_here {
                 RejectReason::Settled
