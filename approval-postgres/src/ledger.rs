@@ -10,7 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc};
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config};
 
 /// The channel forwarded votes are announced on; the payload is
 /// `<owner> <vote id>`, and each process keeps its own.
@@ -19,8 +19,6 @@ const VOTES_CHANNEL: &str = "approval_votes";
 /// the vote's id (the answer itself is read from its row: a payload is
 /// limited to 8,000 bytes, an answer is not).
 const ANSWERS_CHANNEL: &str = "approval_answers";
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one exchange with the database may take before the call fails
 /// and the connection is replaced (a host that vanished answers nothing).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,10 +132,7 @@ pub enum LedgerError {
 fn store(what: &'static str) -> impl Fn(tokio_postgres::Error) -> LedgerError {
     move |e| LedgerError::Store {
         what,
-        cause: match e.as_db_error() {
-            Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => e.to_string(),
-        },
+        cause: crate::connection::cause(&e),
     }
 }
 
@@ -183,18 +178,12 @@ async fn connect(
     ),
     LedgerError,
 > {
-    let mut config = config.clone();
-    // A peer that vanished (a host down, a cable cut) is noticed.
-    config
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30));
-    tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+    crate::connection::open(config)
         .await
-        .map_err(|_| LedgerError::Store {
+        .map_err(|cause| LedgerError::Store {
             what: "connect",
-            cause: "timed out".into(),
-        })?
-        .map_err(store("connect"))
+            cause,
+        })
 }
 
 /// A connection listening on `channel`, and the payloads announced there.

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod connection;
 mod coordinator;
 pub mod ledger;
 pub mod schema;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use approval_core::{AuditError, AuditSink, ChainHead, ChainWriter, PendingRecord, Receipt};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+
+use crate::connection::cause;
 
 use crate::schema::migrate;
 
@@ -17,8 +19,9 @@ use crate::schema::migrate;
 const BATCH_MAX: usize = 4096;
 /// How many times the writer yields to gather more appends into a commit.
 const GATHER_ROUNDS: usize = 4;
-/// How long a connection attempt may take before the append fails.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one commit may take before its outcome counts as unknown
+/// (then checked on a fresh connection, as after a lost one).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `connect` waits for another session to release the chain.
 const TAKEN_WAIT: Duration = Duration::from_secs(5);
 
@@ -82,29 +85,19 @@ fn store(what: &'static str) -> impl Fn(tokio_postgres::Error) -> AuditError {
     }
 }
 
-/// The error's text with its source: the database's message, never the
-/// connection string.
-fn cause(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
-}
-
 /// The advisory lock key of a chain.
 const LOCK_KEY: &str =
     "SELECT pg_try_advisory_lock(hashtextextended('approval audit chain: ' || $1, 0))";
 
 /// Connects, spawning the connection's task on the current runtime.
 async fn connect(config: &Config) -> Result<Client, AuditError> {
-    let connecting = config.connect(NoTls);
-    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| AuditError::Store {
-            what: "connect",
-            cause: "timed out".into(),
-        })?
-        .map_err(store("connect"))?;
+    let (client, connection) =
+        crate::connection::open(config)
+            .await
+            .map_err(|cause| AuditError::Store {
+                what: "connect",
+                cause,
+            })?;
     tokio::spawn(async move {
         // Ends when the client is dropped or the server goes away; the
         // next query then fails, and the writer reconnects.
@@ -264,8 +257,8 @@ async fn write_batches(
                 }
             },
         };
-        commit_group(&config, &chain, &writer, &mut current, group).await;
-        if !current.client.is_closed() {
+        let usable = commit_group(&config, &chain, &writer, &mut current, group).await;
+        if usable && !current.client.is_closed() {
             writing = Some(current);
         }
     }
@@ -298,13 +291,15 @@ fn ts_of(line: &str) -> Option<std::time::SystemTime> {
     humantime::parse_rfc3339(ts).ok()
 }
 
+/// Seals `group` and commits it on `current`, answering every batch;
+/// returns whether `current` may be used for the next group.
 async fn commit_group(
     config: &Config,
     chain: &str,
     writer: &ChainWriter,
     current: &mut Writing,
     group: Vec<Batch>,
-) {
+) -> bool {
     let mut head = current.head.clone();
     let mut sealed = Vec::with_capacity(group.len());
     let mut bytes = Vec::new();
@@ -319,7 +314,7 @@ async fn commit_group(
         }
     }
     if sealed.is_empty() {
-        return;
+        return true;
     }
     let mut seqs = Vec::new();
     let mut times = Vec::new();
@@ -347,26 +342,29 @@ async fn commit_group(
                 cause: "sealed lines do not match their receipts".into(),
             }));
         }
-        return;
+        return true;
     }
-    let inserted = current
-        .client
-        .execute(
-            "INSERT INTO audit_records (chain, seq, ts, line)
-             SELECT $1, s, t, l FROM unnest($2::bigint[], $3::timestamptz[], $4::text[]) AS r(s, t, l)",
-            &[&chain, &seqs, &times, &lines],
-        )
-        .await;
-    let outcome = match inserted {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_db_error().is_some() => Err(AuditError::Store {
-            what: "append",
-            cause: cause(&e),
-        }),
-        // The connection went: the commit may or may not have happened.
-        Err(e) => {
-            let last = lines.last().copied().unwrap_or_default().to_owned();
-            confirm(config, chain, writer, current, &last, &e).await
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&chain, &seqs, &times, &lines];
+    let inserting = current.client.execute(
+        "INSERT INTO audit_records (chain, seq, ts, line)
+         SELECT $1, s, t, l FROM unnest($2::bigint[], $3::timestamptz[], $4::text[]) AS r(s, t, l)",
+        &params,
+    );
+    let last = lines.last().copied().unwrap_or_default().to_owned();
+    let (outcome, usable) = match tokio::time::timeout(COMMIT_TIMEOUT, inserting).await {
+        Ok(Ok(_)) => (Ok(()), true),
+        Ok(Err(e)) if e.as_db_error().is_some() => (Err(store("append")(e)), true),
+        // The connection went, or hangs: the commit may or may not have
+        // happened. Unless a fresh connection says, the old one is not
+        // used again.
+        lost => {
+            let why = match lost {
+                Ok(Err(e)) => cause(&e),
+                _ => format!("no answer within {} s", COMMIT_TIMEOUT.as_secs()),
+            };
+            let confirmed = confirm(config, chain, writer, current, &last, why).await;
+            let usable = confirmed.is_ok();
+            (confirmed, usable)
         }
     };
     match outcome {
@@ -383,6 +381,7 @@ async fn commit_group(
             }
         }
     }
+    usable
 }
 
 /// After a connection lost mid-commit: reconnects (taking the chain's lock
@@ -397,11 +396,11 @@ async fn confirm(
     writer: &ChainWriter,
     current: &mut Writing,
     last: &str,
-    lost: &tokio_postgres::Error,
+    lost: String,
 ) -> Result<(), AuditError> {
     let failed = AuditError::Store {
         what: "append",
-        cause: cause(lost),
+        cause: lost,
     };
     let Ok(fresh) = start_writing(config, chain, writer).await else {
         return Err(failed);
