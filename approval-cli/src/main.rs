@@ -64,9 +64,14 @@ enum Command {
         #[arg(required_unless_present = "postgres", conflicts_with = "postgres")]
         log: Option<PathBuf>,
         /// Read the chain from the PostgreSQL database at URL
-        /// (postgres://user@host/db) instead of a file.
+        /// (postgres://user@host/db; add ?sslmode=require for TLS, the
+        /// server's certificate checked) instead of a file.
         #[arg(long, value_name = "URL", requires = "chain")]
         postgres: Option<String>,
+        /// Check the database server's TLS certificate against the CA
+        /// certificates in this PEM file only (libpq's sslrootcert).
+        #[arg(long, value_name = "PEMFILE", requires = "postgres")]
+        postgres_ca: Option<PathBuf>,
         /// The chain to read from PostgreSQL (its writer's name).
         #[arg(long, value_name = "NAME", requires = "postgres")]
         chain: Option<String>,
@@ -142,17 +147,17 @@ fn main() -> ExitCode {
         Command::Verify {
             log,
             postgres,
+            postgres_ca,
             chain,
             keys,
             threads,
             checkpoint,
             trust,
         } => match (log, postgres, chain) {
-            (_, Some(url), Some(chain)) => approval_postgres::ChainReader::connect(&url, &chain)
-                .map_err(|e| e.to_string())
-                .and_then(|reader| {
-                    verify(reader, &format!("postgres chain {chain}"), &keys, threads)
-                }),
+            (_, Some(url), Some(chain)) => database(&url, postgres_ca.as_deref()).and_then(|db| {
+                let reader = approval_postgres::ChainReader::connect(&db, &chain);
+                verify(reader, &format!("postgres chain {chain}"), &keys, threads)
+            }),
             (Some(log), _, _) => std::fs::File::open(&log)
                 .map_err(|e| format!("{}: {e}", log.display()))
                 .and_then(|file| verify(file, &log.display().to_string(), &keys, threads))
@@ -297,6 +302,18 @@ fn check_checkpoint(log: &Path, file: &Path, trust: &[String]) -> Result<ExitCod
 }
 
 /// Verifies the log `source` reads (`name` in messages).
+/// The database `--postgres` names, trusting `--postgres-ca` if given.
+fn database(
+    url: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<approval_postgres::Database, String> {
+    let db = approval_postgres::Database::new(url).map_err(|e| e.to_string())?;
+    match ca {
+        Some(ca) => db.trusting(ca).map_err(|e| e.to_string()),
+        None => Ok(db),
+    }
+}
+
 fn verify(
     source: impl std::io::Read,
     name: &str,

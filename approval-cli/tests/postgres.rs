@@ -35,7 +35,7 @@ async fn a_chain_in_postgres_verifies_like_its_export() {
     assert!(made, "{out}");
     let secret = WriterSecret::read_file(&key).unwrap();
     let writer = Arc::new(ChainWriter::new(KeyId::new("ops-1").unwrap(), &secret));
-    let sink = PostgresSink::connect(&cluster.url(), "agent-host-1", writer)
+    let sink = PostgresSink::connect(&cluster.database(), "agent-host-1", writer)
         .await
         .unwrap();
     for n in 0..25 {
@@ -121,4 +121,45 @@ async fn a_chain_in_postgres_verifies_like_its_export() {
         &key_arg,
     ]);
     assert!(!ok && out.contains("connect"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_is_read_over_tls_when_the_url_requires_it() {
+    let (cluster, ca) = cluster::Cluster::start_with_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ops.key");
+    let (made, out) = approval(&["keygen", key.to_str().unwrap()]);
+    assert!(made, "{out}");
+    let secret = WriterSecret::read_file(&key).unwrap();
+    let writer = Arc::new(ChainWriter::new(KeyId::new("ops-1").unwrap(), &secret));
+    let url = format!("{}?sslmode=require", cluster.url());
+    let db = approval_postgres::Database::new(&url)
+        .unwrap()
+        .trusting(&ca)
+        .unwrap();
+    let sink = PostgresSink::connect(&db, "agent-host-1", writer)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        sink.append_event(Event::Cancelled {
+            request_id: format!("req-{n}"),
+            why: "shutdown".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let key_arg = format!("ops-1={}.verify", key.display());
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", "--postgres", &url, "--chain", "agent-host-1"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--key", &key_arg]);
+        approval(&args)
+    };
+    let (ok, out) = verify(&["--postgres-ca", ca.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("ok: 3 records, head "), "{out}");
+    // Without the deployment's CA, the server's certificate is refused.
+    let (ok, out) = verify(&[]);
+    assert!(!ok);
+    assert!(out.contains("certificate"), "{out}");
 }

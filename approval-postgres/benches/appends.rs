@@ -108,7 +108,7 @@ fn main() {
         .expect("rt");
     rt.block_on(async {
         let sink = Arc::new(
-            PostgresSink::connect(&cluster.url(), "bench", writer())
+            PostgresSink::connect(&cluster.database(), "bench", writer())
                 .await
                 .expect("sink"),
         );

@@ -21,19 +21,19 @@ use approval_core::{
     Ballot, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MockApprover, Policy, Vote,
     WriterSecret,
 };
-use approval_postgres::{ForwardingKey, PostgresCoordinator, PostgresSink};
+use approval_postgres::{Database, ForwardingKey, PostgresCoordinator, PostgresSink};
 
 #[path = "../tests/cluster/mod.rs"]
 mod cluster;
 
-async fn gate(url: &str, name: &str) -> (Gate, Arc<MockApprover>) {
+async fn gate(database: &Database, name: &str) -> (Gate, Arc<MockApprover>) {
     let secret = WriterSecret::from_hex(&"42".repeat(32)).expect("hex");
     let writer = Arc::new(ChainWriter::new(KeyId::new("bench").expect("id"), &secret));
-    let sink = PostgresSink::connect(url, name, writer)
+    let sink = PostgresSink::connect(database, name, writer)
         .await
         .expect("sink");
     let key = ForwardingKey::from_bytes(&[7; 32]);
-    let coordinator = PostgresCoordinator::connect(url, name, Duration::from_secs(30), key)
+    let coordinator = PostgresCoordinator::connect(database, name, Duration::from_secs(30), key)
         .await
         .expect("coordinator");
     let mock = Arc::new(MockApprover::silent("endpoint"));
@@ -55,8 +55,8 @@ fn main() {
         .build()
         .expect("rt");
     rt.block_on(async {
-        let (a, a_requests) = gate(&cluster.url(), "gate-a").await;
-        let (b, _) = gate(&cluster.url(), "replica-b").await;
+        let (a, a_requests) = gate(&cluster.database(), "gate-a").await;
+        let (b, _) = gate(&cluster.database(), "replica-b").await;
         println!("| round | samples | p50 cast on B → A resumes | p99 | max |");
         println!("| --- | --- | --- | --- | --- |");
         let mut n = 0u64;

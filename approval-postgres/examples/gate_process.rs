@@ -26,7 +26,7 @@ use approval_core::{
     ApprovalRequest, Approver, ApproverError, Ballots, Call, CanonicalJson, ChainWriter, Directory,
     Gate, KeyId, Policy, WriterSecret,
 };
-use approval_postgres::{ForwardingKey, PostgresCoordinator, PostgresSink};
+use approval_postgres::{Database, ForwardingKey, PostgresCoordinator, PostgresSink};
 use async_trait::async_trait;
 
 /// The route's approver in this process: reviewers vote on the replicas'
@@ -73,8 +73,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         WriterSecret::generate()?.write_new_file(&forwarding)?;
     }
     let key = ForwardingKey::read_file(&forwarding)?;
-    let sink = PostgresSink::connect(url, process, writer).await?;
-    let coordinator = Arc::new(PostgresCoordinator::connect(url, process, lease, key).await?);
+    let database = Database::new(url)?;
+    let sink = PostgresSink::connect(&database, process, writer).await?;
+    let coordinator = Arc::new(PostgresCoordinator::connect(&database, process, lease, key).await?);
     let gate = Gate::builder(Arc::new(sink))
         .approver("replicas", Arc::new(Announce))
         .policy(

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::connection::Database;
 use crate::ledger::{Ending, Ledger, LedgerError, Settlement as Ledgered};
 use crate::wire::{ForwardingKey, Unopened, open_answer, open_ballot, seal_answer, seal_ballot};
 
@@ -65,13 +66,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// ```no_run
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use approval_postgres::{ForwardingKey, PostgresCoordinator, PostgresSink};
+/// use approval_postgres::{Database, ForwardingKey, PostgresCoordinator};
 ///
 /// # async fn run(builder: approval_core::GateBuilder) -> Result<(), Box<dyn std::error::Error>> {
-/// let url = "postgres://approval@db.internal/approval";
+/// let db = Database::new("postgres://approval@db.internal/approval?sslmode=require")?;
 /// let key = ForwardingKey::read_file("/etc/approval/forwarding.key")?;
 /// let coordinator =
-///     PostgresCoordinator::connect(url, "agent-host-1", Duration::from_secs(30), key).await?;
+///     PostgresCoordinator::connect(&db, "agent-host-1", Duration::from_secs(30), key).await?;
 /// let gate = builder.coordinator(Arc::new(coordinator)).build()?;
 /// gate.recover().await?;
 /// # Ok(())
@@ -97,7 +98,7 @@ impl PostgresCoordinator {
     /// listening for answers, on the current runtime. The tasks stop, and
     /// their connections close, when the coordinator is dropped.
     pub async fn connect(
-        url: &str,
+        database: &Database,
         process: &str,
         lease: Duration,
         key: ForwardingKey,
@@ -105,7 +106,7 @@ impl PostgresCoordinator {
         if lease < MIN_LEASE {
             return Err(LedgerError::LeaseTooShort(lease));
         }
-        let ledger = Arc::new(Ledger::connect(url, process).await?);
+        let ledger = Arc::new(Ledger::connect(database, process).await?);
         let open: Arc<Mutex<HashSet<String>>> = Arc::default();
         let waiting: Waiting = Arc::default();
         let keeper = tokio::spawn(keep_leases(ledger.clone(), open.clone(), lease));

@@ -10,7 +10,9 @@ use std::fmt;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc};
-use tokio_postgres::{AsyncMessage, Client, Config};
+use tokio_postgres::{AsyncMessage, Client};
+
+use crate::connection::{Database, Stream};
 
 /// The channel forwarded votes are announced on; the payload is
 /// `<owner> <vote id>`, and each process keeps its own.
@@ -145,7 +147,10 @@ fn store(what: &'static str) -> impl Fn(tokio_postgres::Error) -> LedgerError {
 /// use approval_postgres::ledger::{Ending, Ledger, Settlement};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let ledger = Ledger::connect("postgres://approval@db.internal/approval", "agent-host-1").await?;
+/// use approval_postgres::Database;
+///
+/// let db = Database::new("postgres://approval@db.internal/approval")?;
+/// let ledger = Ledger::connect(&db, "agent-host-1").await?;
 /// ledger.open("01JD…", "data-export", &[0; 32], Duration::from_secs(30)).await?;
 /// if ledger.settle("01JD…", Ending::Approved, None).await? == Settlement::Settled {
 ///     // Only now may the call run.
@@ -154,7 +159,7 @@ fn store(what: &'static str) -> impl Fn(tokio_postgres::Error) -> LedgerError {
 /// # }
 /// ```
 pub struct Ledger {
-    config: Config,
+    database: Database,
     process: String,
     client: Mutex<Option<Client>>,
 }
@@ -163,35 +168,33 @@ impl fmt::Debug for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the password.
         f.debug_struct("Ledger")
-            .field("hosts", &self.config.get_hosts())
+            .field("database", &self.database)
             .field("process", &self.process)
             .finish_non_exhaustive()
     }
 }
 
 async fn connect(
-    config: &Config,
+    database: &Database,
 ) -> Result<
     (
         Client,
-        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        tokio_postgres::Connection<tokio_postgres::Socket, Stream>,
     ),
     LedgerError,
 > {
-    crate::connection::open(config)
-        .await
-        .map_err(|cause| LedgerError::Store {
-            what: "connect",
-            cause,
-        })
+    database.open().await.map_err(|cause| LedgerError::Store {
+        what: "connect",
+        cause,
+    })
 }
 
 /// A connection listening on `channel`, and the payloads announced there.
 async fn listen_on(
-    config: &Config,
+    database: &Database,
     channel: &str,
 ) -> Result<(Client, mpsc::UnboundedReceiver<String>), LedgerError> {
-    let (client, mut connection) = connect(config).await?;
+    let (client, mut connection) = connect(database).await?;
     let (notified, notifications) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -242,9 +245,8 @@ impl Ledger {
     /// ledger lives ([`LedgerError::NameTaken`] if another live process
     /// holds it: a restart waits a few seconds for its previous run's
     /// session to end).
-    pub async fn connect(url: &str, process: &str) -> Result<Self, LedgerError> {
-        let config: Config = url.parse().map_err(store("read the connection string"))?;
-        let (mut client, connection) = connect(&config).await?;
+    pub async fn connect(database: &Database, process: &str) -> Result<Self, LedgerError> {
+        let (mut client, connection) = connect(database).await?;
         tokio::spawn(connection);
         crate::schema::migrate(&mut client)
             .await
@@ -262,7 +264,7 @@ impl Ledger {
             }
         }
         Ok(Self {
-            config,
+            database: database.clone(),
             process: process.to_owned(),
             client: Mutex::new(Some(client)),
         })
@@ -285,7 +287,7 @@ impl Ledger {
         let client = match slot.take() {
             Some(client) if !client.is_closed() => slot.insert(client),
             _ => {
-                let (client, connection) = connect(&self.config).await?;
+                let (client, connection) = connect(&self.database).await?;
                 tokio::spawn(connection);
                 lock_name(&client, &self.process).await?;
                 slot.insert(client)
@@ -545,7 +547,7 @@ impl Ledger {
     /// [`answer_of`](Self::answer_of)). The stream ends when the connection
     /// is lost.
     pub async fn listen_answers(&self) -> Result<mpsc::UnboundedReceiver<i64>, LedgerError> {
-        let (client, mut payloads) = listen_on(&self.config, ANSWERS_CHANNEL).await?;
+        let (client, mut payloads) = listen_on(&self.database, ANSWERS_CHANNEL).await?;
         let (answers, received) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             // Holds the connection open while answers are wanted.
@@ -576,7 +578,7 @@ impl Ledger {
     /// connection is lost; listen again to resume (nothing is missed:
     /// untaken votes are read first).
     pub async fn listen(&self) -> Result<mpsc::UnboundedReceiver<ForwardedVote>, LedgerError> {
-        let (client, mut notifications) = listen_on(&self.config, VOTES_CHANNEL).await?;
+        let (client, mut notifications) = listen_on(&self.database, VOTES_CHANNEL).await?;
         let (votes, received) = mpsc::unbounded_channel();
         // Only on open requests: a vote left untaken when its request
         // ended is a late one (see `answer_of`).

@@ -1,5 +1,8 @@
 //! PostgreSQL for `approval-core`: [`PostgresSink`] keeps the audit chain
-//! in a database, one chain per writer process, appends sharing commits.
+//! in a database, one chain per writer process, appends sharing commits;
+//! [`PostgresCoordinator`] lets gate processes and endpoint replicas share
+//! requests and votes through the [`ledger`]. Every connection goes to a
+//! [`Database`] (TLS with `sslmode=require`).
 //!
 //! The client is `tokio-postgres` rather than sqlx: it is what sqlx's
 //! PostgreSQL driver would add (pipelining, `LISTEN`/`NOTIFY`) without
@@ -16,6 +19,7 @@ pub mod schema;
 mod sink;
 mod wire;
 
+pub use connection::{Database, DatabaseError};
 pub use coordinator::{MIN_LEASE, PostgresCoordinator};
 pub use sink::{ChainReader, PostgresSink};
 pub use wire::ForwardingKey;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use approval_core::{AuditError, AuditSink, ChainHead, ChainWriter, PendingRecord, Receipt};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
-use crate::connection::cause;
+use crate::connection::{Database, cause};
 
 use crate::schema::migrate;
 
@@ -51,17 +51,18 @@ struct Batch {
 /// ```no_run
 /// use std::sync::Arc;
 /// use approval_core::{ChainWriter, KeyId, WriterSecret};
-/// use approval_postgres::PostgresSink;
+/// use approval_postgres::{Database, PostgresSink};
 ///
 /// # async fn open() -> Result<(), Box<dyn std::error::Error>> {
 /// let writer = Arc::new(ChainWriter::new(KeyId::new("ops-2026")?, &WriterSecret::read_file("writer.key")?));
-/// let sink = PostgresSink::connect("postgres://approval@db.internal/approval", "agent-host-1", writer).await?;
+/// let db = Database::new("postgres://approval@db.internal/approval?sslmode=require")?;
+/// let sink = PostgresSink::connect(&db, "agent-host-1", writer).await?;
 /// # let _ = sink;
 /// # Ok(())
 /// # }
 /// ```
 pub struct PostgresSink {
-    config: Config,
+    database: Database,
     chain: String,
     writer: Arc<ChainWriter>,
     queue: mpsc::UnboundedSender<Batch>,
@@ -71,8 +72,7 @@ impl fmt::Debug for PostgresSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the password.
         f.debug_struct("PostgresSink")
-            .field("hosts", &self.config.get_hosts())
-            .field("dbname", &self.config.get_dbname())
+            .field("database", &self.database)
             .field("chain", &self.chain)
             .finish_non_exhaustive()
     }
@@ -90,14 +90,11 @@ const LOCK_KEY: &str =
     "SELECT pg_try_advisory_lock(hashtextextended('approval audit chain: ' || $1, 0))";
 
 /// Connects, spawning the connection's task on the current runtime.
-async fn connect(config: &Config) -> Result<Client, AuditError> {
-    let (client, connection) =
-        crate::connection::open(config)
-            .await
-            .map_err(|cause| AuditError::Store {
-                what: "connect",
-                cause,
-            })?;
+async fn connect(database: &Database) -> Result<Client, AuditError> {
+    let (client, connection) = database.open().await.map_err(|cause| AuditError::Store {
+        what: "connect",
+        cause,
+    })?;
     tokio::spawn(async move {
         // Ends when the client is dropped or the server goes away; the
         // next query then fails, and the writer reconnects.
@@ -114,11 +111,11 @@ struct Writing {
 
 /// Connects, takes the chain's lock, and reads where it stands.
 async fn start_writing(
-    config: &Config,
+    database: &Database,
     chain: &str,
     writer: &ChainWriter,
 ) -> Result<Writing, AuditError> {
-    let client = connect(config).await?;
+    let client = connect(database).await?;
     let locked: bool = client
         .query_one(LOCK_KEY, &[&chain])
         .await
@@ -155,17 +152,17 @@ async fn last_line(client: &Client, chain: &str) -> Result<Option<String>, Audit
 }
 
 impl PostgresSink {
-    /// Connects to the database at `url` (a `postgres://` URL or a
-    /// `key=value` string), brings the schema up to date, takes the chain
-    /// `chain` (failing with [`AuditError::ChainTaken`] if another process
-    /// still writes it after a few seconds), and resumes it from its last record; `writer` must hold
-    /// the key that record was sealed with.
+    /// Connects to `database`, brings the schema up to date, takes the
+    /// chain `chain` (failing with [`AuditError::ChainTaken`] if another
+    /// process still writes it after a few seconds), and resumes it from
+    /// its last record; `writer` must hold the key that record was sealed
+    /// with.
     pub async fn connect(
-        url: &str,
+        database: &Database,
         chain: &str,
         writer: Arc<ChainWriter>,
     ) -> Result<Self, AuditError> {
-        let config: Config = url.parse().map_err(store("read the connection string"))?;
+        let database = database.clone();
         if chain.is_empty() {
             return Err(AuditError::Store {
                 what: "name the chain",
@@ -173,7 +170,7 @@ impl PostgresSink {
             });
         }
         {
-            let mut client = connect(&config).await?;
+            let mut client = connect(&database).await?;
             migrate(&mut client).await.map_err(|e| AuditError::Store {
                 what: "migrate the schema",
                 cause: e.to_string(),
@@ -183,7 +180,7 @@ impl PostgresSink {
         // the server notices it is gone: wait a little for it.
         let deadline = tokio::time::Instant::now() + TAKEN_WAIT;
         let writing = loop {
-            match start_writing(&config, chain, &writer).await {
+            match start_writing(&database, chain, &writer).await {
                 Err(AuditError::ChainTaken { .. }) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -192,14 +189,14 @@ impl PostgresSink {
         };
         let (queue, batches) = mpsc::unbounded_channel();
         tokio::spawn(write_batches(
-            config.clone(),
+            database.clone(),
             chain.to_owned(),
             Arc::clone(&writer),
             Some(writing),
             batches,
         ));
         Ok(Self {
-            config,
+            database,
             chain: chain.to_owned(),
             writer,
             queue,
@@ -215,7 +212,7 @@ impl PostgresSink {
 /// The writer task: takes every batch waiting, seals them in order, and
 /// stores them with one statement (one commit).
 async fn write_batches(
-    config: Config,
+    database: Database,
     chain: String,
     writer: Arc<ChainWriter>,
     mut writing: Option<Writing>,
@@ -247,7 +244,7 @@ async fn write_batches(
         // append fails.
         let mut current = match writing.take() {
             Some(w) if !w.client.is_closed() => w,
-            _ => match start_writing(&config, &chain, &writer).await {
+            _ => match start_writing(&database, &chain, &writer).await {
                 Ok(w) => w,
                 Err(e) => {
                     for batch in group {
@@ -257,7 +254,7 @@ async fn write_batches(
                 }
             },
         };
-        let usable = commit_group(&config, &chain, &writer, &mut current, group).await;
+        let usable = commit_group(&database, &chain, &writer, &mut current, group).await;
         if usable && !current.client.is_closed() {
             writing = Some(current);
         }
@@ -294,7 +291,7 @@ fn ts_of(line: &str) -> Option<std::time::SystemTime> {
 /// Seals `group` and commits it on `current`, answering every batch;
 /// returns whether `current` may be used for the next group.
 async fn commit_group(
-    config: &Config,
+    database: &Database,
     chain: &str,
     writer: &ChainWriter,
     current: &mut Writing,
@@ -362,7 +359,7 @@ async fn commit_group(
                 Ok(Err(e)) => cause(&e),
                 _ => format!("no answer within {} s", COMMIT_TIMEOUT.as_secs()),
             };
-            let confirmed = confirm(config, chain, writer, current, &last, why).await;
+            let confirmed = confirm(database, chain, writer, current, &last, why).await;
             let usable = confirmed.is_ok();
             (confirmed, usable)
         }
@@ -391,7 +388,7 @@ async fn commit_group(
 /// unknown: reported failed, and the next append reconnects and resumes
 /// from whatever was committed.
 async fn confirm(
-    config: &Config,
+    database: &Database,
     chain: &str,
     writer: &ChainWriter,
     current: &mut Writing,
@@ -402,7 +399,7 @@ async fn confirm(
         what: "append",
         cause: lost,
     };
-    let Ok(fresh) = start_writing(config, chain, writer).await else {
+    let Ok(fresh) = start_writing(database, chain, writer).await else {
         return Err(failed);
     };
     let landed = last_line(&fresh.client, chain)
@@ -430,7 +427,7 @@ impl AuditSink for PostgresSink {
 
     fn read_back(&self) -> Result<Box<dyn Read + Send>, AuditError> {
         Ok(Box::new(ChainReader::open(
-            self.config.clone(),
+            self.database.clone(),
             self.chain.clone(),
             None,
         )))
@@ -438,7 +435,7 @@ impl AuditSink for PostgresSink {
 
     fn read_recent(&self, window: Duration) -> Result<Box<dyn Read + Send>, AuditError> {
         Ok(Box::new(ChainReader::open(
-            self.config.clone(),
+            self.database.clone(),
             self.chain.clone(),
             Some(window),
         )))
@@ -469,10 +466,9 @@ impl fmt::Debug for ChainReader {
 }
 
 impl ChainReader {
-    /// Reads chain `chain` from the database `config` names, in `seq`
-    /// order; with `window`, only the records within it of the last one
+    /// Reads chain `chain` from `database`, in `seq` order; with `window`, only the records within it of the last one
     /// (by `ts`).
-    fn open(config: Config, chain: String, window: Option<Duration>) -> Self {
+    fn open(database: Database, chain: String, window: Option<Duration>) -> Self {
         let (send, chunks) = std::sync::mpsc::sync_channel(4);
         std::thread::spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -485,7 +481,7 @@ impl ChainReader {
                     return;
                 }
             };
-            runtime.block_on(stream_lines(config, chain, window, send));
+            runtime.block_on(stream_lines(database, chain, window, send));
         });
         Self {
             chunks,
@@ -493,23 +489,22 @@ impl ChainReader {
         }
     }
 
-    /// Reads chain `chain` at `url`, in `seq` order: what `approval verify
-    /// --postgres` checks.
-    pub fn connect(url: &str, chain: &str) -> Result<Self, AuditError> {
-        let config: Config = url.parse().map_err(store("read the connection string"))?;
-        Ok(Self::open(config, chain.to_owned(), None))
+    /// Reads chain `chain` from `database`, in `seq` order: what
+    /// `approval verify --postgres` checks. Errors come as the reader's.
+    pub fn connect(database: &Database, chain: &str) -> Self {
+        Self::open(database.clone(), chain.to_owned(), None)
     }
 }
 
 async fn stream_lines(
-    config: Config,
+    database: Database,
     chain: String,
     window: Option<Duration>,
     send: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
 ) {
     use futures_util::{StreamExt, pin_mut};
     let fail = |what: &str, e: &dyn fmt::Display| io::Error::other(format!("{what}: {e}"));
-    let client = match connect(&config).await {
+    let client = match connect(&database).await {
         Ok(client) => client,
         Err(e) => {
             let _ = send.send(Err(fail("connect", &e)));

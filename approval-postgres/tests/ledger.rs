@@ -17,7 +17,7 @@ use cluster::Cluster;
 const MINUTE: Duration = Duration::from_secs(60);
 
 async fn ledger(cluster: &Cluster, process: &str) -> Arc<Ledger> {
-    Arc::new(Ledger::connect(&cluster.url(), process).await.unwrap())
+    Arc::new(Ledger::connect(&cluster.database(), process).await.unwrap())
 }
 
 /// Waits (at most 10 s) for the next forwarded vote.
@@ -146,7 +146,7 @@ async fn a_restart_closes_its_own_open_requests_and_no_one_elses() {
     a.settle("a-2", Ending::Approved, None).await.unwrap();
     b.open("b-1", "p", &[3; 32], MINUTE).await.unwrap();
     // A second live process under host-a's name is refused.
-    match Ledger::connect(&cluster.url(), "host-a").await {
+    match Ledger::connect(&cluster.database(), "host-a").await {
         Err(LedgerError::NameTaken(name)) => assert_eq!(name, "host-a"),
         other => panic!("expected the name to be taken, got {other:?}"),
     }

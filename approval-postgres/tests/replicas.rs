@@ -122,11 +122,11 @@ async fn replica(cluster: &Cluster, dir: &std::path::Path, name: &str) -> Gate {
         KeyId::new("dev").unwrap(),
         &WriterSecret::generate().unwrap(),
     ));
-    let sink = PostgresSink::connect(&cluster.url(), name, writer)
+    let sink = PostgresSink::connect(&cluster.database(), name, writer)
         .await
         .unwrap();
     let coordinator = PostgresCoordinator::connect(
-        &cluster.url(),
+        &cluster.database(),
         name,
         Duration::from_secs(1),
         forwarding_key(dir),
@@ -157,7 +157,7 @@ fn verify_chain(cluster: &Cluster, dir: &std::path::Path, name: &str) -> u64 {
     )
     .unwrap();
     let keyring = Keyring::new().with(KeyId::new("dev").unwrap(), secret.record_key());
-    let reader = ChainReader::connect(&cluster.url(), name).unwrap();
+    let reader = ChainReader::connect(&cluster.database(), name);
     verify(reader, &keyring).unwrap().records
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use approval_core::{
     AuditError, AuditSink, ChainWriter, Event, KeyId, Keyring, WriterSecret, verify,
 };
-use approval_postgres::{ChainReader, PostgresSink};
+use approval_postgres::{ChainReader, Database, DatabaseError, PostgresSink};
 
 mod cluster;
 
@@ -54,7 +54,7 @@ async fn client(cluster: &Cluster) -> tokio_postgres::Client {
 async fn concurrent_appends_are_committed_in_chain_order_and_verify() {
     let cluster = Cluster::start();
     let sink = Arc::new(
-        PostgresSink::connect(&cluster.url(), "host-a", writer())
+        PostgresSink::connect(&cluster.database(), "host-a", writer())
             .await
             .unwrap(),
     );
@@ -85,7 +85,7 @@ async fn concurrent_appends_are_committed_in_chain_order_and_verify() {
     let report = verify(log.as_bytes(), &keyring()).unwrap();
     assert_eq!(report.records, 1280);
     // So does a reader that only has the URL and the chain's name.
-    let exported = read(ChainReader::connect(&cluster.url(), "host-a").unwrap());
+    let exported = read(ChainReader::connect(&cluster.database(), "host-a"));
     assert_eq!(exported, log);
     // Every record stored once, and appends that came together shared
     // commits (each row's `xmin` is the transaction that inserted it; the
@@ -107,19 +107,19 @@ async fn concurrent_appends_are_committed_in_chain_order_and_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_has_one_writer_and_a_new_one_resumes_where_it_ended() {
     let cluster = Cluster::start();
-    let first = PostgresSink::connect(&cluster.url(), "host-a", writer())
+    let first = PostgresSink::connect(&cluster.database(), "host-a", writer())
         .await
         .unwrap();
     for i in 0..3 {
         first.append_event(event(i)).await.unwrap();
     }
     // A second process may not write the same chain...
-    match PostgresSink::connect(&cluster.url(), "host-a", writer()).await {
+    match PostgresSink::connect(&cluster.database(), "host-a", writer()).await {
         Err(AuditError::ChainTaken { chain }) => assert_eq!(chain, "host-a"),
         other => panic!("expected the chain to be taken, got {other:?}"),
     }
     // ... but may write its own, beside it.
-    let other = PostgresSink::connect(&cluster.url(), "host-b", writer())
+    let other = PostgresSink::connect(&cluster.database(), "host-b", writer())
         .await
         .unwrap();
     assert_eq!(other.append_event(event(9)).await.unwrap().seq, 0);
@@ -128,7 +128,7 @@ async fn a_chain_has_one_writer_and_a_new_one_resumes_where_it_ended() {
     drop(first);
     let mut resumed = None;
     for _ in 0..100 {
-        match PostgresSink::connect(&cluster.url(), "host-a", writer()).await {
+        match PostgresSink::connect(&cluster.database(), "host-a", writer()).await {
             Ok(sink) => {
                 resumed = Some(sink);
                 break;
@@ -152,7 +152,7 @@ async fn a_chain_has_one_writer_and_a_new_one_resumes_where_it_ended() {
     drop(resumed);
     let mut refused = None;
     for _ in 0..100 {
-        match PostgresSink::connect(&cluster.url(), "host-a", stranger.clone()).await {
+        match PostgresSink::connect(&cluster.database(), "host-a", stranger.clone()).await {
             Err(AuditError::ChainTaken { .. }) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -172,7 +172,7 @@ async fn a_chain_has_one_writer_and_a_new_one_resumes_where_it_ended() {
 async fn appends_fail_closed_while_the_database_is_down_and_resume_after_without_loss_or_duplicates()
  {
     let cluster = Cluster::start();
-    let sink = PostgresSink::connect(&cluster.url(), "host-a", writer())
+    let sink = PostgresSink::connect(&cluster.database(), "host-a", writer())
         .await
         .unwrap();
     for i in 0..5 {
@@ -210,7 +210,7 @@ async fn appends_fail_closed_while_the_database_is_down_and_resume_after_without
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_append_only_and_recent_reads_start_within_the_window() {
     let cluster = Cluster::start();
-    let sink = PostgresSink::connect(&cluster.url(), "host-a", writer())
+    let sink = PostgresSink::connect(&cluster.database(), "host-a", writer())
         .await
         .unwrap();
     for i in 0..3 {
@@ -242,7 +242,7 @@ async fn records_are_append_only_and_recent_reads_start_within_the_window() {
     )
     .await
     .unwrap();
-    match PostgresSink::connect(&cluster.url(), "host-c", writer()).await {
+    match PostgresSink::connect(&cluster.database(), "host-c", writer()).await {
         Err(AuditError::Store { what, cause }) => {
             assert_eq!(what, "migrate the schema");
             assert!(cause.contains("version 99"), "{cause}");
@@ -253,14 +253,18 @@ async fn records_are_append_only_and_recent_reads_start_within_the_window() {
 
 #[tokio::test]
 async fn a_bad_connection_string_or_an_unreachable_server_is_a_typed_error() {
-    match PostgresSink::connect("postgres://u:hunter2@127.0.0.1:1/db", "c", writer()).await {
+    let unreachable = Database::new("postgres://u:hunter2@127.0.0.1:1/db").unwrap();
+    assert!(!format!("{unreachable:?}").contains("hunter2"));
+    match PostgresSink::connect(&unreachable, "c", writer()).await {
         Err(e @ AuditError::Store { .. }) => {
             assert!(!e.to_string().contains("hunter2"), "{e}");
         }
         other => panic!("expected a store error, got {other:?}"),
     }
-    match PostgresSink::connect("postgres://[not a url", "c", writer()).await {
-        Err(AuditError::Store { what, .. }) => assert_eq!(what, "read the connection string"),
-        other => panic!("expected a store error, got {other:?}"),
+    match Database::new("postgres://u:hunter2@[not a url") {
+        Err(e @ DatabaseError::ConnectionString(_)) => {
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        other => panic!("expected a connection string error, got {other:?}"),
     }
 }

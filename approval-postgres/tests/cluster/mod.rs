@@ -74,6 +74,74 @@ fn check(what: &str, output: Output) {
 impl Cluster {
     /// A new cluster, started.
     pub fn start() -> Self {
+        let cluster = Self::init();
+        cluster.start_server();
+        cluster
+    }
+
+    /// A new cluster that takes TLS, its certificate (for `127.0.0.1`)
+    /// issued by a throwaway CA; started. Returns it and the CA's
+    /// certificate file.
+    pub fn start_with_tls() -> (Self, PathBuf) {
+        let cluster = Self::init();
+        let data = cluster.data();
+        // As the server's user, so that its key is its own (mode 0600).
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        check(
+            "openssl (CA)",
+            cluster
+                .as_user(Path::new("openssl"))
+                .current_dir(&data)
+                .args([
+                    "req",
+                    "-x509",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=approval test CA",
+                ])
+                .args(ec)
+                .args(["-keyout", "ca.key", "-out", "ca.crt"])
+                .output()
+                .unwrap(),
+        );
+        check(
+            "openssl (server)",
+            cluster
+                .as_user(Path::new("openssl"))
+                .current_dir(&data)
+                .args([
+                    "req", "-x509", "-CA", "ca.crt", "-CAkey", "ca.key", "-days", "2",
+                ])
+                .args(["-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+                .args(ec)
+                .args(["-keyout", "server.key", "-out", "server.crt"])
+                .output()
+                .unwrap(),
+        );
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(
+            &mut conf,
+            b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .unwrap();
+        cluster.start_server();
+        (cluster, data.join("ca.crt"))
+    }
+
+    /// Makes the data directory; the server is not started.
+    fn init() -> Self {
         let bin = binaries();
         let dir = tempfile::tempdir().unwrap();
         let user = running_as_root().then_some("nobody");
@@ -115,7 +183,6 @@ impl Cluster {
         );
         let mut cluster = cluster;
         cluster.port = free_port();
-        cluster.start_server();
         cluster
     }
 
@@ -125,7 +192,11 @@ impl Cluster {
 
     /// `program` from the PostgreSQL binaries, as the cluster's user.
     fn command(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
+        self.as_user(&self.bin.join(program))
+    }
+
+    /// `path` run as the cluster's user, in its directory.
+    fn as_user(&self, path: &Path) -> Command {
         let mut command = match self.user {
             Some(user) => {
                 let mut c = Command::new("runuser");
@@ -166,6 +237,12 @@ impl Cluster {
     /// The connection URL (trust authentication on loopback).
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The database, as the crate connects to it.
+    #[allow(dead_code, reason = "not every test that shares this module uses it")]
+    pub fn database(&self) -> approval_postgres::Database {
+        approval_postgres::Database::new(&self.url()).unwrap()
     }
 
     pub fn port(&self) -> u16 {
