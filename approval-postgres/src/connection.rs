@@ -1,7 +1,8 @@
 //! Where the database is and how it is reached, the same way for the sink,
-//! the ledger and the reader: bounded in time, with TCP keepalives so that
-//! a peer that vanished (a host down, a cable cut) is noticed instead of
-//! waited on forever, and over TLS when the connection string asks for it.
+//! the ledger and the reader: connecting bounded in time; TCP keepalives
+//! and a TCP user timeout, so that a peer that vanished (a host down, a
+//! cable cut) ends the connection within about a minute instead of never;
+//! over TLS when the connection string asks for it.
 
 use std::fmt;
 use std::path::Path;
@@ -18,8 +19,18 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection may be idle before keepalive probes start.
+/// How long a connection may be idle before keepalive probes start, how
+/// often they go, and how many may go unanswered: a vanished peer is
+/// noticed within about a minute.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long sent data may go unacknowledged before the connection is
+/// given up (a peer that vanished mid-query).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// tokio-postgres's keepalive idle time when the connection string sets
+/// none.
+const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// The stream under every connection: TLS, or plain TCP or a Unix socket.
 pub(crate) type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
@@ -79,7 +90,7 @@ impl Database {
     pub fn new(connection_string: &str) -> Result<Self, DatabaseError> {
         let config: Config = connection_string
             .parse()
-            .map_err(|e: tokio_postgres::Error| DatabaseError::ConnectionString(e.to_string()))?;
+            .map_err(|e: tokio_postgres::Error| DatabaseError::ConnectionString(cause(&e)))?;
         let roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -123,7 +134,19 @@ impl Database {
     /// connection string.
     pub(crate) async fn open(&self) -> Result<(Client, Connection<Socket, Stream>), String> {
         let mut config = self.config.clone();
-        config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE);
+        // Unless the connection string chose otherwise.
+        if config.get_keepalives() && config.get_keepalives_idle() == DEFAULT_KEEPALIVE_IDLE {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
         if !self.uses_tls() {
             config.ssl_mode(SslMode::Disable);
         }
@@ -184,4 +207,67 @@ pub(crate) fn cause(e: &tokio_postgres::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// What a session-level advisory lock is for: the text the server hashes
+/// into the lock's key, before the name.
+#[derive(Clone, Copy)]
+pub(crate) enum Lock {
+    /// The one writer of an audit chain.
+    Chain,
+    /// The one live process under a name.
+    Process,
+}
+
+impl Lock {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Chain => "approval audit chain: ",
+            Self::Process => "approval process: ",
+        }
+    }
+}
+
+/// Takes the `lock` on `name` for `client`'s session; returns whether it
+/// did, and the session's backend pid.
+///
+/// `abandoned` is a session of this same holder that it gave up on (a
+/// query that timed out, a connection that broke): the server may not
+/// have noticed yet and still hold the lock for it, for as long as its
+/// own keepalives take (hours by default). If that session, and only it,
+/// holds the lock, it is terminated and the lock taken (waiting up to a
+/// few seconds for it to go). A session another process holds is never
+/// touched.
+pub(crate) async fn take_lock(
+    client: &Client,
+    lock: Lock,
+    name: &str,
+    abandoned: Option<i32>,
+) -> Result<(bool, i32), tokio_postgres::Error> {
+    let take = "SELECT pg_try_advisory_lock(hashtextextended($1 || $2, 0)), pg_backend_pid()";
+    let row = client.query_one(take, &[&lock.label(), &name]).await?;
+    let (locked, pid): (bool, i32) = (row.get(0), row.get(1));
+    let Some(old) = abandoned.filter(|old| !locked && *old != pid) else {
+        return Ok((locked, pid));
+    };
+    // A bigint key is held as classid (high half), objid (low half),
+    // objsubid 1.
+    let ended: Option<bool> = client
+        .query_opt(
+            "SELECT pg_terminate_backend(l.pid, 5000)
+               FROM pg_locks l,
+                    (SELECT hashtextextended($1 || $2, 0) AS k) key
+              WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $3
+                AND l.objsubid = 1
+                AND l.classid = ((key.k >> 32) & 4294967295)::oid
+                AND l.objid = (key.k & 4294967295)::oid",
+            &[&lock.label(), &name, &old],
+        )
+        .await?
+        .map(|row| row.get(0));
+    if ended != Some(true) {
+        return Ok((false, pid));
+    }
+    let row = client.query_one(take, &[&lock.label(), &name]).await?;
+    Ok((row.get(0), pid))
 }

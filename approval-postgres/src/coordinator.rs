@@ -109,9 +109,10 @@ impl PostgresCoordinator {
         let ledger = Arc::new(Ledger::connect(database, process).await?);
         let open: Arc<Mutex<HashSet<String>>> = Arc::default();
         let waiting: Waiting = Arc::default();
-        let keeper = tokio::spawn(keep_leases(ledger.clone(), open.clone(), lease));
-        // Listening before any vote is forwarded.
+        // Listening before any vote is forwarded (and before any task
+        // holds the ledger: a failure here leaves nothing running).
         let first = ledger.listen_answers().await?;
+        let keeper = tokio::spawn(keep_leases(ledger.clone(), open.clone(), lease));
         let answers = tokio::spawn(hear_answers(ledger.clone(), waiting.clone(), first));
         Ok(Self {
             ledger,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
-use crate::connection::{Database, cause};
+use crate::connection::{Database, Lock, cause, take_lock};
 
 use crate::schema::migrate;
 
@@ -85,10 +85,6 @@ fn store(what: &'static str) -> impl Fn(tokio_postgres::Error) -> AuditError {
     }
 }
 
-/// The advisory lock key of a chain.
-const LOCK_KEY: &str =
-    "SELECT pg_try_advisory_lock(hashtextextended('approval audit chain: ' || $1, 0))";
-
 /// Connects, spawning the connection's task on the current runtime.
 async fn connect(database: &Database) -> Result<Client, AuditError> {
     let (client, connection) = database.open().await.map_err(|cause| AuditError::Store {
@@ -106,21 +102,24 @@ async fn connect(database: &Database) -> Result<Client, AuditError> {
 /// The writer's connection: locked to the chain, and where the chain stands.
 struct Writing {
     client: Client,
+    /// Its session on the server, should it be abandoned.
+    pid: i32,
     head: ChainHead,
 }
 
-/// Connects, takes the chain's lock, and reads where it stands.
+/// Connects, takes the chain's lock (from `abandoned`, this writer's
+/// earlier session, if the server still holds it for that one), and reads
+/// where the chain stands.
 async fn start_writing(
     database: &Database,
     chain: &str,
     writer: &ChainWriter,
+    abandoned: Option<i32>,
 ) -> Result<Writing, AuditError> {
     let client = connect(database).await?;
-    let locked: bool = client
-        .query_one(LOCK_KEY, &[&chain])
+    let (locked, pid) = take_lock(&client, Lock::Chain, chain, abandoned)
         .await
-        .map_err(store("lock the chain"))?
-        .get(0);
+        .map_err(store("lock the chain"))?;
     if !locked {
         return Err(AuditError::ChainTaken {
             chain: chain.to_owned(),
@@ -137,7 +136,7 @@ async fn start_writing(
         Some(line) => writer.resume(line.as_bytes())?,
         None => ChainHead::genesis(),
     };
-    Ok(Writing { client, head })
+    Ok(Writing { client, pid, head })
 }
 
 async fn last_line(client: &Client, chain: &str) -> Result<Option<String>, AuditError> {
@@ -180,7 +179,7 @@ impl PostgresSink {
         // the server notices it is gone: wait a little for it.
         let deadline = tokio::time::Instant::now() + TAKEN_WAIT;
         let writing = loop {
-            match start_writing(&database, chain, &writer).await {
+            match start_writing(&database, chain, &writer, None).await {
                 Err(AuditError::ChainTaken { .. }) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -218,6 +217,9 @@ async fn write_batches(
     mut writing: Option<Writing>,
     mut batches: mpsc::UnboundedReceiver<Batch>,
 ) {
+    // This writer's last session, if it gave it up: the server may still
+    // hold the chain's lock for it.
+    let mut abandoned: Option<i32> = None;
     while let Some(first) = batches.recv().await {
         let mut group = vec![first];
         let mut records = group[0].records.len();
@@ -244,19 +246,29 @@ async fn write_batches(
         // append fails.
         let mut current = match writing.take() {
             Some(w) if !w.client.is_closed() => w,
-            _ => match start_writing(&database, &chain, &writer).await {
-                Ok(w) => w,
-                Err(e) => {
-                    for batch in group {
-                        let _ = batch.reply.send(Err(clone_error(&e)));
-                    }
-                    continue;
+            lost => {
+                if let Some(lost) = lost {
+                    abandoned = Some(lost.pid);
                 }
-            },
+                match start_writing(&database, &chain, &writer, abandoned).await {
+                    Ok(w) => {
+                        abandoned = None;
+                        w
+                    }
+                    Err(e) => {
+                        for batch in group {
+                            let _ = batch.reply.send(Err(clone_error(&e)));
+                        }
+                        continue;
+                    }
+                }
+            }
         };
         let usable = commit_group(&database, &chain, &writer, &mut current, group).await;
         if usable && !current.client.is_closed() {
             writing = Some(current);
+        } else {
+            abandoned = Some(current.pid);
         }
     }
 }
@@ -399,7 +411,7 @@ async fn confirm(
         what: "append",
         cause: lost,
     };
-    let Ok(fresh) = start_writing(database, chain, writer).await else {
+    let Ok(fresh) = start_writing(database, chain, writer, Some(current.pid)).await else {
         return Err(failed);
     };
     let landed = last_line(&fresh.client, chain)

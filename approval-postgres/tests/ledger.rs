@@ -244,3 +244,44 @@ async fn a_database_restart_fails_calls_closed_then_they_work_again() {
     // The open request survived the restart, and settles once.
     assert_eq!(settled, Some(Settlement::Settled));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_given_up_on_does_not_keep_the_process_name() {
+    let cluster = Cluster::start();
+    let a = ledger(&cluster, "host-a").await;
+    a.open("held", "p", &[1; 32], MINUTE).await.unwrap();
+    // Someone holds the request's row: host-a's settle waits, and is given
+    // up on after its bound, while the server still runs that session (and
+    // with it the lock on host-a's name).
+    let (mut holder, connection) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let held = holder.transaction().await.unwrap();
+    held.execute(
+        "SELECT 1 FROM approval_requests WHERE id = 'held' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    match a.settle("held", Ending::Approved, None).await {
+        Err(LedgerError::TimedOut(what)) => assert_eq!(what, "settle the request"),
+        other => panic!("expected the settle to time out, got {other:?}"),
+    }
+    // The next call connects again and takes the name back from the
+    // abandoned session (ending it) instead of finding it taken.
+    a.open("next", "p", &[2; 32], MINUTE).await.unwrap();
+    held.rollback().await.unwrap();
+    // The abandoned settle never happened: the request is still open, and
+    // settles now.
+    assert_eq!(
+        a.settle("held", Ending::Approved, None).await.unwrap(),
+        Settlement::Settled
+    );
+    // Another process's session is never ended to take a name.
+    match Ledger::connect(&cluster.database(), "host-a").await {
+        Err(LedgerError::NameTaken(name)) => assert_eq!(name, "host-a"),
+        other => panic!("expected the name to be taken, got {other:?}"),
+    }
+    a.open("still-mine", "p", &[3; 32], MINUTE).await.unwrap();
+}
