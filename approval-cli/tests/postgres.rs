@@ -6,10 +6,33 @@ use std::process::Command;
 use std::sync::Arc;
 
 use approval_core::{AuditSink, ChainWriter, Event, KeyId, WriterSecret};
-use approval_postgres::PostgresSink;
+use approval_postgres::{Database, PostgresSink};
 
 #[path = "../../approval-postgres/tests/cluster/mod.rs"]
 mod cluster;
+
+/// Chain `agent-host-1` in `db`, `records` records long, sealed with a key
+/// `approval keygen` made in `dir`; the sink, and the `--key` argument
+/// that verifies it.
+async fn chain(db: &Database, dir: &std::path::Path, records: usize) -> (PostgresSink, String) {
+    let key = dir.join("ops.key");
+    let (made, out) = approval(&["keygen", key.to_str().unwrap()]);
+    assert!(made, "{out}");
+    let secret = WriterSecret::read_file(&key).unwrap();
+    let writer = Arc::new(ChainWriter::new(KeyId::new("ops-1").unwrap(), &secret));
+    let sink = PostgresSink::connect(db, "agent-host-1", writer)
+        .await
+        .unwrap();
+    for n in 0..records {
+        sink.append_event(Event::Cancelled {
+            request_id: format!("req-{n}"),
+            why: "shutdown".into(),
+        })
+        .await
+        .unwrap();
+    }
+    (sink, format!("ops-1={}.verify", key.display()))
+}
 
 fn approval(args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_approval"))
@@ -30,27 +53,11 @@ fn approval(args: &[&str]) -> (bool, String) {
 async fn a_chain_in_postgres_verifies_like_its_export() {
     let cluster = cluster::Cluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("ops.key");
-    let (made, out) = approval(&["keygen", key.to_str().unwrap()]);
-    assert!(made, "{out}");
-    let secret = WriterSecret::read_file(&key).unwrap();
-    let writer = Arc::new(ChainWriter::new(KeyId::new("ops-1").unwrap(), &secret));
-    let sink = PostgresSink::connect(&cluster.database(), "agent-host-1", writer)
-        .await
-        .unwrap();
-    for n in 0..25 {
-        sink.append_event(Event::Cancelled {
-            request_id: format!("req-{n}"),
-            why: "shutdown".into(),
-        })
-        .await
-        .unwrap();
-    }
+    let (sink, key_arg) = chain(&cluster.database(), dir.path(), 25).await;
     let export = dir.path().join("export.jsonl");
     let mut lines = String::new();
     std::io::Read::read_to_string(&mut sink.read_back().unwrap(), &mut lines).unwrap();
     std::fs::write(&export, &lines).unwrap();
-    let key_arg = format!("ops-1={}.verify", key.display());
     let url = cluster.url();
 
     let from_file = approval(&["verify", export.to_str().unwrap(), "--key", &key_arg]);
@@ -127,28 +134,9 @@ async fn a_chain_in_postgres_verifies_like_its_export() {
 async fn a_chain_is_read_over_tls_when_the_url_requires_it() {
     let (cluster, ca) = cluster::Cluster::start_with_tls();
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("ops.key");
-    let (made, out) = approval(&["keygen", key.to_str().unwrap()]);
-    assert!(made, "{out}");
-    let secret = WriterSecret::read_file(&key).unwrap();
-    let writer = Arc::new(ChainWriter::new(KeyId::new("ops-1").unwrap(), &secret));
     let url = format!("{}?sslmode=require", cluster.url());
-    let db = approval_postgres::Database::new(&url)
-        .unwrap()
-        .trusting(&ca)
-        .unwrap();
-    let sink = PostgresSink::connect(&db, "agent-host-1", writer)
-        .await
-        .unwrap();
-    for n in 0..3 {
-        sink.append_event(Event::Cancelled {
-            request_id: format!("req-{n}"),
-            why: "shutdown".into(),
-        })
-        .await
-        .unwrap();
-    }
-    let key_arg = format!("ops-1={}.verify", key.display());
+    let db = Database::new(&url).unwrap().trusting(&ca).unwrap();
+    let (_sink, key_arg) = chain(&db, dir.path(), 3).await;
     let verify = |extra: &[&str]| {
         let mut args = vec!["verify", "--postgres", &url, "--chain", "agent-host-1"];
         args.extend_from_slice(extra);

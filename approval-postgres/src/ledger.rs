@@ -220,6 +220,19 @@ async fn listen_on(
     Ok((client, notifications))
 }
 
+/// The next of `incoming`, or `None` when it ends or once nobody takes
+/// from `outgoing` any more (checked first).
+async fn next_while_wanted<T, U>(
+    incoming: &mut mpsc::UnboundedReceiver<T>,
+    outgoing: &mpsc::UnboundedSender<U>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = outgoing.closed() => None,
+        item = incoming.recv() => item,
+    }
+}
+
 /// `exchange`, failing as [`LedgerError::TimedOut`] past the bound.
 async fn bounded<T>(
     what: &'static str,
@@ -603,13 +616,7 @@ impl Ledger {
         tokio::spawn(async move {
             // Holds the connection open while answers are wanted.
             let _client = client;
-            loop {
-                let payload = tokio::select! {
-                    biased;
-                    () = answers.closed() => return,
-                    payload = payloads.recv() => payload,
-                };
-                let Some(payload) = payload else { return };
+            while let Some(payload) = next_while_wanted(&mut payloads, &answers).await {
                 if let Ok(id) = payload.parse::<i64>()
                     && answers.send(id).is_err()
                 {
@@ -672,14 +679,8 @@ impl Ledger {
         }
         let process = self.process.clone();
         tokio::spawn(async move {
-            loop {
-                // Once nobody listens, no vote is taken.
-                let payload = tokio::select! {
-                    biased;
-                    () = votes.closed() => return,
-                    payload = notifications.recv() => payload,
-                };
-                let Some(payload) = payload else { return };
+            // Once nobody listens, no vote is taken.
+            while let Some(payload) = next_while_wanted(&mut notifications, &votes).await {
                 let mut ids = Vec::new();
                 let mut note = |payload: &str| {
                     if let Some((owner, id)) = payload.rsplit_once(' ')
