@@ -100,6 +100,9 @@ CREATE INDEX approval_votes_unanswered ON approval_votes (request_id) WHERE answ
 -- whether an answer may still come after the request ended.
 ALTER TABLE approval_votes ADD COLUMN taken_at timestamptz;
 CREATE INDEX approval_votes_untaken ON approval_votes (request_id) WHERE taken_at IS NULL;
+-- Votes are no longer looked up by a missing answer: the index only cost
+-- writes.
+DROP INDEX approval_votes_unanswered;
 ",
     ),
 ];

@@ -359,7 +359,6 @@ async fn commit_group(
          SELECT $1, s, t, l FROM unnest($2::bigint[], $3::timestamptz[], $4::text[]) AS r(s, t, l)",
         &params,
     );
-    let last = lines.last().copied().unwrap_or_default().to_owned();
     let (outcome, usable) = match tokio::time::timeout(COMMIT_TIMEOUT, inserting).await {
         Ok(Ok(_)) => (Ok(()), true),
         Ok(Err(e)) if e.as_db_error().is_some() => (Err(store("append")(e)), true),
@@ -371,7 +370,8 @@ async fn commit_group(
                 Ok(Err(e)) => cause(&e),
                 _ => format!("no answer within {} s", COMMIT_TIMEOUT.as_secs()),
             };
-            let confirmed = confirm(database, chain, writer, current, &last, why).await;
+            let last = lines.last().copied().unwrap_or_default();
+            let confirmed = confirm(database, chain, writer, current, last, why).await;
             let usable = confirmed.is_ok();
             (confirmed, usable)
         }
