@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use approval_core::{
     ApprovalError, ApprovalRequest, Approver, ApproverError, Ballot, Ballots, ChainWriter,
-    Decision, Directory, Gate, KeyId, MemorySink, Policy, Vote, WriterSecret, requires_approval,
+    Directory, Gate, KeyId, MemorySink, Notice, Policy, Vote, WriterSecret, requires_approval,
 };
 use tokio::sync::mpsc;
 
@@ -44,8 +44,11 @@ impl Approver for TicketApprover {
             .map_err(|_| ApproverError::Unreachable("ticket queue closed".into()))
     }
 
-    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
-        println!("ticket {} closed: {decision:?}", request.id);
+    async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
+        if let Notice::Settled { request, decision } = notice {
+            println!("ticket {} closed: {}", request.id, decision.outcome());
+        }
+        Ok(())
     }
 }
 
@@ -82,6 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     println!("{}", gate.scope(grant_admin("frank")).await?);
+    gate.shutdown().await?; // lets the ticket system hear the outcome
     println!("{} audit records", sink.len());
     Ok(())
 }

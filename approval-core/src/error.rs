@@ -156,6 +156,12 @@ pub enum ApprovalError {
     /// The gate was dropped.
     #[error("the gate has shut down")]
     GateClosed,
+    /// No open or lately settled request has this id.
+    #[error("no request {request_id}")]
+    UnknownRequest {
+        /// The id asked for.
+        request_id: String,
+    },
     /// The store shared with other gate processes could not be asked (see
     /// [`Coordinator`](crate::Coordinator)): the call does not run.
     #[error(transparent)]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, AuditSink, Ballots, Decision, Keyring, Reviewer, Vote,
+    ApprovalRequest, Approver, ApproverError, AuditSink, Ballots, Decision, Keyring, Notice, Vote,
 };
 use async_trait::async_trait;
 
@@ -138,13 +138,26 @@ impl Approver for ApiApprover {
         Ok(())
     }
 
-    fn voted(&self, request: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
-        if let Some(entry) = lock(&self.board).pending.get_mut(&request.id) {
-            entry.votes.push((reviewer.id.clone(), vote, None));
+    async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
+        match notice {
+            Notice::Voted {
+                request,
+                reviewer,
+                vote,
+            } => {
+                if let Some(entry) = lock(&self.board).pending.get_mut(&request.id) {
+                    entry.votes.push((reviewer.id.clone(), *vote, None));
+                }
+            }
+            Notice::Settled { request, decision } => self.settle(request, decision),
+            _ => {}
         }
+        Ok(())
     }
+}
 
-    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
+impl ApiApprover {
+    fn settle(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
         let mut board = lock(&self.board);
         let mut entry = board.pending.remove(&request.id).unwrap_or_else(|| Entry {
             request: request.clone(),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, Ballots, Decision, RejectReason, Reviewer, Vote,
+    ApprovalRequest, Approver, ApproverError, Ballots, Decision, Notice, RejectReason, Vote,
 };
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -336,24 +336,30 @@ impl Approver for SlackApprover {
         Ok(())
     }
 
-    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
-        // The updater may be gone with its runtime; the message then keeps
-        // its buttons, and the gate refuses late clicks.
-        let _ = self
-            .work
-            .send(Work::Settled(request.clone(), decision.clone()));
-    }
-
-    fn voted(&self, request: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
-        // A vote that does not settle the request yet, from any channel:
-        // its line goes on the message.
-        if let Some(open) = lock(&self.open).get_mut(&request.id) {
-            open.votes.push((reviewer.id.clone(), vote));
-            let _ = self.work.send(Work::Progress(request.id.clone()));
-        }
-    }
-
-    fn recovered(&self, recovery: &approval_core::Recovery) {
-        let _ = self.work.send(Work::Restarted(recovery.cancelled.clone()));
+    async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
+        let work = match notice {
+            // A vote that does not settle the request yet, from any
+            // channel: its line goes on the message.
+            Notice::Voted {
+                request,
+                reviewer,
+                vote,
+            } => match lock(&self.open).get_mut(&request.id) {
+                Some(open) => {
+                    open.votes.push((reviewer.id.clone(), *vote));
+                    Work::Progress(request.id.clone())
+                }
+                None => return Ok(()),
+            },
+            Notice::Settled { request, decision } => {
+                Work::Settled(request.clone(), Decision::clone(decision))
+            }
+            Notice::Recovered(recovery) => Work::Restarted(recovery.cancelled.clone()),
+            _ => return Ok(()),
+        };
+        // The updater ends only with this approver.
+        self.work
+            .send(work)
+            .map_err(|_| ApproverError::Unreachable("the message updater has stopped".into()))
     }
 }

@@ -6,7 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, Ballots, Clock, Decision, Reviewer, SystemClock, Vote,
+    ApprovalRequest, Approver, ApproverError, Ballots, Clock, Decision, Notice, Reviewer,
+    SystemClock, Vote,
 };
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -125,6 +126,20 @@ impl Entry {
             Some(card) => card.clone(),
             None => Arc::new(progress_card(&self.request, &self.votes)),
         }
+    }
+
+    /// Adds a counted vote unless it is shown already (the endpoint and the
+    /// gate's notice both report a Teams click); whether it was new.
+    fn add_vote(&mut self, reviewer: &Reviewer, vote: Vote) -> bool {
+        if self
+            .votes
+            .iter()
+            .any(|(r, v)| r.id == reviewer.id && *v == vote)
+        {
+            return false;
+        }
+        self.votes.push((reviewer.clone(), vote));
+        true
     }
 }
 
@@ -290,6 +305,22 @@ impl TeamsApprover {
     /// ended), if this approver posted it: what a clicker is answered with.
     pub fn current_card(&self, request_id: &str) -> Option<Arc<Value>> {
         lock(&self.requests).get(request_id).map(Entry::card)
+    }
+
+    /// Shows the votes the gate counted on `view`'s request (the endpoint,
+    /// right after a click, before the gate's notice comes), and has the
+    /// card updated; returns the card.
+    pub(crate) fn show_votes(&self, view: &approval_core::RequestView) -> Option<Arc<Value>> {
+        let card = {
+            let mut requests = lock(&self.requests);
+            let entry = requests.get_mut(&view.request.id)?;
+            for vote in &view.votes {
+                entry.add_vote(&vote.reviewer, vote.vote);
+            }
+            entry.card()
+        };
+        self.update(&view.request.id);
+        Some(card)
     }
 
     /// Marks a request ended (once: the endpoint that recorded the deciding
@@ -505,18 +536,28 @@ impl Approver for TeamsApprover {
         }
     }
 
-    fn voted(&self, request: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
-        // A vote that does not settle the request yet, from any channel:
-        // its line goes on the card.
-        if let Some(entry) = lock(&self.requests).get_mut(&request.id) {
-            entry.votes.push((reviewer.clone(), vote));
-        } else {
-            return;
+    async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
+        match notice {
+            // A vote that does not settle the request yet, from any
+            // channel: its line goes on the card.
+            Notice::Voted {
+                request,
+                reviewer,
+                vote,
+            } => {
+                let changed = match lock(&self.requests).get_mut(&request.id) {
+                    Some(entry) => entry.add_vote(reviewer, *vote),
+                    None => return Ok(()),
+                };
+                if changed {
+                    self.update(&request.id);
+                }
+            }
+            Notice::Settled { request, decision } => {
+                self.ended(&request.id, decision);
+            }
+            _ => {}
         }
-        self.update(&request.id);
-    }
-
-    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
-        self.ended(&request.id, decision);
+        Ok(())
     }
 }

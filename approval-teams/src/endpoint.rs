@@ -300,7 +300,11 @@ async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
             Some(card) => Answer::card(&card),
             None => Answer::message("Your vote was recorded."),
         },
-        Ok(_) => match endpoint.approver.current_card(request_id) {
+        // Counted, not settled: the clicker sees their line at once.
+        Ok(_) => match ballots
+            .status(request_id)
+            .and_then(|view| endpoint.approver.show_votes(&view))
+        {
             Some(card) => Answer::card(&card),
             None => Answer::message("Your vote was recorded."),
         },

@@ -60,7 +60,7 @@ async fn in_a_current_thread_runtime_it_refuses_instead_of_deadlocking() {
     assert!(sink.is_empty(), "nothing was requested");
 }
 
-/// Approves through the mock and keeps each `settled` notice.
+/// Approves through the mock and keeps each `Settled` notice.
 #[derive(Debug)]
 struct Listening {
     mock: approval_core::MockApprover,
@@ -77,19 +77,25 @@ impl approval_core::Approver for Listening {
         self.mock.deliver(request, ballots).await
     }
 
-    fn settled(
+    async fn notify(
         &self,
-        _: &std::sync::Arc<approval_core::ApprovalRequest>,
-        decision: &approval_core::Decision,
-    ) {
-        self.heard.lock().unwrap().push(decision.clone());
+        notice: &approval_core::Notice,
+    ) -> Result<(), approval_core::ApproverError> {
+        if let approval_core::Notice::Settled { decision, .. } = notice {
+            self.heard
+                .lock()
+                .unwrap()
+                .push(approval_core::Decision::clone(decision));
+        }
+        Ok(())
     }
 }
 
 #[test]
 fn outside_any_runtime_approvers_still_hear_the_outcome() {
     // The call runs on a runtime of its own that ends when it returns: the
-    // notice must not depend on a task spawned there.
+    // notice must not depend on a task spawned there (the gate, built
+    // outside any runtime, runs its outboxes on a thread of its own).
     use std::sync::Arc;
     use std::time::Duration;
     let (_, sink) = gate(true);
@@ -106,6 +112,13 @@ fn outside_any_runtime_approvers_still_hear_the_outcome() {
         .build()
         .unwrap();
     gate.sync_scope(|| rotate_key("k4")).unwrap();
+    // The notice runs on the gate's own thread; shutdown waits for it.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(gate.shutdown())
+        .unwrap();
     let heard = listening.heard.lock().unwrap().clone();
     assert_eq!(heard.len(), 1, "{heard:?}");
     assert!(

@@ -7,10 +7,10 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 
 use super::GateInner;
-use super::recover::Recovery;
-use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
+use super::notice::Notice;
+use super::request::{ApprovalRequest, Ballot, BallotOutcome};
 use crate::ApprovalError;
-use crate::record::{RejectReason, Reviewer, Vote};
+use crate::record::RejectReason;
 
 /// A channel through which people approve or deny requests: Slack, Teams,
 /// an HTTP API, a terminal, a ticket system.
@@ -27,9 +27,7 @@ pub trait Approver: Send + Sync + fmt::Debug {
     /// a previous run left is then refused and recorded, not lost). The
     /// same `Ballots` come with every [`deliver`](Self::deliver). By
     /// default, nothing.
-    fn attach(&self, ballots: Ballots) {
-        let _ = ballots;
-    }
+    fn attach(&self, _ballots: Ballots) {}
 
     /// Shows `request` to reviewers. An error means it could not be
     /// delivered; the call then fails closed.
@@ -39,35 +37,18 @@ pub trait Approver: Send + Sync + fmt::Debug {
         ballots: Ballots,
     ) -> Result<(), ApproverError>;
 
-    /// Hears how a request ended, once, right after the outcome is
-    /// recorded: to update a message, close a ticket. By default, nothing.
+    /// Hears what happened after the fact (see [`Notice`]): a vote that
+    /// did not settle the request yet, how it ended, what a restart
+    /// closed. By default, nothing.
     ///
-    /// It runs on the gate's path and must not block or wait: hand slow work
-    /// (an HTTP call) to a task of the approver's own, on a runtime it owns
-    /// or was built on. (A plain `fn`'s call may run on a runtime that ends
-    /// when the call returns, so a task spawned on the current runtime
-    /// here could be dropped unfinished.) A panic here is caught and
-    /// reported by the panic hook; the call goes on.
-    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
-        let _ = (request, decision);
-    }
-
-    /// Hears a vote the gate recorded that did not settle the request yet
-    /// (a policy needing more approvals), from whichever channel it came:
-    /// to show it beside the request. The vote that settles it comes with
-    /// [`settled`](Self::settled). By default, nothing; the same rules as
-    /// `settled` apply: do not block here.
-    fn voted(&self, request: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
-        let _ = (request, reviewer, vote);
-    }
-
-    /// Hears what [`Gate::recover`](super::Gate::recover) closed at
-    /// start-up: requests a previous run left open, now `cancelled`, whose
-    /// messages may still show live buttons. Called once per approver,
-    /// after the records are written. By default, nothing. The same rules
-    /// as [`settled`](Self::settled) apply: do not block here.
-    fn recovered(&self, recovery: &Recovery) {
-        let _ = recovery;
+    /// It runs on the gate's outbox task for this approver, one notice at a
+    /// time in the order they happened, never on a caller's path: it may
+    /// make network calls. An error is retried with backoff (see
+    /// [`GateBuilder::notice_retry`](super::GateBuilder::notice_retry)) and
+    /// each failure is a `tracing` event; the request's outcome, already
+    /// recorded, does not change.
+    async fn notify(&self, _notice: &Notice) -> Result<(), ApproverError> {
+        Ok(())
     }
 }
 
@@ -97,6 +78,16 @@ impl Ballots {
         let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
         // Boxed, so a channel's future that casts stays small.
         Box::pin(gate.cast(ballot)).await
+    }
+
+    /// The request `request_id` as the gate holds it now (see
+    /// [`Gate::status`](super::Gate::status)): what a channel shows, rather
+    /// than a copy of its own. `None` for an unknown request or a gate that
+    /// is gone.
+    pub fn status(&self, request_id: &str) -> Option<super::RequestView> {
+        let gate = self.gate.upgrade()?;
+        let pending = gate.table.find(request_id)?;
+        Some(gate.view(&pending))
     }
 
     /// Hands the gate a vote another process took and forwarded here (see

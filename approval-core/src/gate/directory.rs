@@ -64,4 +64,21 @@ impl Directory {
     pub fn in_group(&self, person: &str, group: &str) -> bool {
         self.groups.get(group).is_some_and(|g| g.contains(person))
     }
+
+    /// The people in `group`, in no particular order (none if unknown).
+    ///
+    /// ```
+    /// use approval_core::Directory;
+    ///
+    /// let directory = Directory::new().group("security", ["alice"]);
+    /// assert_eq!(directory.members("security").collect::<Vec<_>>(), ["alice"]);
+    /// assert_eq!(directory.members("nobody").count(), 0);
+    /// ```
+    pub fn members(&self, group: &str) -> impl Iterator<Item = &str> {
+        self.groups
+            .get(group)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
 }

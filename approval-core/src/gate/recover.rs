@@ -2,12 +2,11 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{Approver, Gate, lock};
+use super::{Approver, Gate, Notice};
 use crate::error::ApprovalError;
 use crate::record::{Event, Outcome};
 
@@ -136,7 +135,7 @@ impl Gate {
             } else {
                 continue;
             }
-            lock(&self.inner.settled).insert(&id);
+            self.inner.table.closed_at_restart(&id);
         }
         // The shared store closes the previous run's requests too, so no
         // other process counts a vote on them.
@@ -147,14 +146,24 @@ impl Gate {
                 .map_err(ApprovalError::Coordination)?;
         }
         // Each approver once, though several routes may name it.
+        let recovery = Arc::new(recovery);
         let mut told: Vec<&Arc<dyn Approver>> = Vec::new();
-        for approver in self.inner.approvers.values() {
+        let mut routes: Vec<_> = self.inner.approvers.iter().collect();
+        routes.sort_by(|a, b| a.0.cmp(b.0));
+        for (route, approver) in routes {
             if told.iter().any(|t| Arc::ptr_eq(t, approver)) {
                 continue;
             }
             told.push(approver);
-            let _ = catch_unwind(AssertUnwindSafe(|| approver.recovered(&recovery)));
+            if let Some(outbox) = self.inner.outboxes.get(route) {
+                outbox.post(Notice::Recovered(recovery.clone()));
+            }
         }
-        Ok(recovery)
+        tracing::info!(
+            cancelled = recovery.cancelled.len(),
+            unknown = recovery.unknown.len(),
+            "recovered the previous run's open requests"
+        );
+        Ok(Recovery::clone(&recovery))
     }
 }

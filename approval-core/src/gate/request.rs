@@ -161,6 +161,23 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// The word the audit log uses for it: `approved`, `denied`,
+    /// `expired`, `cancelled`.
+    ///
+    /// ```
+    /// assert_eq!(approval_core::Decision::Expired.outcome(), "expired");
+    /// ```
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Approved { .. } => "approved",
+            Self::Denied { .. } => "denied",
+            Self::Expired => "expired",
+            Self::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
 /// A new request id: 48 bits of milliseconds since 1970 and 80 bits that
 /// make it unique, in Crockford base32 (26 characters), so ids sort by
 /// time. The 80 bits are a random number drawn once per process plus a

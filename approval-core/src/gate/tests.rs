@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::record::{Actor, Event, RejectReason, Reviewer, Vote};
 use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
 
 fn sink() -> Arc<MemorySink> {
@@ -971,8 +972,16 @@ impl Approver for Notified {
         self.mock.deliver(request, ballots).await
     }
 
-    fn settled(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
-        lock(&self.notices).push((request.id.clone(), decision.clone(), names(&self.sink)));
+    async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
+        if let Notice::Settled { request, decision } = notice {
+            let heard = (
+                request.id.clone(),
+                Decision::clone(decision),
+                names(&self.sink),
+            );
+            lock(&self.notices).push(heard);
+        }
+        Ok(())
     }
 }
 
@@ -981,39 +990,49 @@ async fn approvers_hear_each_ending_once_after_it_is_recorded() {
     let sink = sink();
     let ran = Arc::new(AtomicBool::new(false));
 
-    // Approved and denied: heard once each, after the outcome's record.
+    // Approved and denied: heard once each, after the outcome's record
+    // (on the outbox task, so perhaps after the body ran too).
     let approving = Notified::new(MockApprover::approve_all("ci"), &sink);
-    run(&gate(&sink, approving.clone(), policy()), &ran)
-        .await
-        .unwrap();
+    let approving_gate = gate(&sink, approving.clone(), policy());
+    run(&approving_gate, &ran).await.unwrap();
+    approving_gate.drain_notices().await;
     let notices = approving.notices();
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert!(
         matches!(&notices[0].1, Decision::Approved { reviewers } if reviewers[0].id == "mock:ci")
     );
-    assert_eq!(notices[0].2.last().map(String::as_str), Some("approved"));
+    assert!(
+        notices[0].2.iter().any(|r| r == "approved"),
+        "heard after its record"
+    );
 
     let denying = Notified::new(MockApprover::deny_all("ci", "no"), &sink);
-    run(&gate(&sink, denying.clone(), policy()), &ran)
-        .await
-        .unwrap_err();
+    let denying_gate = gate(&sink, denying.clone(), policy());
+    run(&denying_gate, &ran).await.unwrap_err();
+    denying_gate.drain_notices().await;
     let notices = denying.notices();
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert!(
         matches!(&notices[0].1, Decision::Denied { comment: Some(c), .. } if c == "no"),
         "{notices:?}"
     );
-    assert_eq!(notices[0].2.last().map(String::as_str), Some("denied"));
+    assert!(
+        notices[0].2.iter().any(|r| r == "denied"),
+        "heard after its record"
+    );
 
     // Expired.
     let silent = Notified::new(MockApprover::silent("ci"), &sink);
-    run(&gate(&sink, silent.clone(), policy()), &ran)
-        .await
-        .unwrap_err();
+    let silent_gate = gate(&sink, silent.clone(), policy());
+    run(&silent_gate, &ran).await.unwrap_err();
+    silent_gate.drain_notices().await;
     let notices = silent.notices();
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert_eq!(notices[0].1, Decision::Expired);
-    assert_eq!(notices[0].2.last().map(String::as_str), Some("expired"));
+    assert!(
+        notices[0].2.iter().any(|r| r == "expired"),
+        "heard after its record"
+    );
 
     // A dropped call: heard after its `cancelled` record is written.
     let waiting = Notified::new(MockApprover::silent("ci"), &sink);
@@ -1033,7 +1052,10 @@ async fn approvers_hear_each_ending_once_after_it_is_recorded() {
     assert!(
         matches!(&notices[0].1, Decision::Cancelled { why } if why == "caller stopped waiting")
     );
-    assert_eq!(notices[0].2.last().map(String::as_str), Some("cancelled"));
+    assert!(
+        notices[0].2.iter().any(|r| r == "cancelled"),
+        "heard after its record"
+    );
 }
 
 #[tokio::test]
@@ -1056,6 +1078,7 @@ async fn when_a_later_route_cannot_deliver_the_earlier_ones_hear_the_cancellatio
         matches!(err, ApprovalError::ApproverUnavailable { ref route, .. } if route == "broken"),
         "{err}"
     );
+    gate.drain_notices().await;
     let notices = first.notices();
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert!(
@@ -1230,6 +1253,7 @@ async fn recovery_reads_back_only_the_longest_timeout_and_the_margin() {
     let recovery = gate.recover().await.unwrap();
     assert_eq!(recovery.cancelled, ["open"]);
     assert_eq!(recovery.unknown, ["long-body"]);
+    gate.drain_notices().await;
     let log = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
         *lock(&heard.told),
@@ -1259,11 +1283,14 @@ impl Approver for Recovered {
         Ok(())
     }
 
-    fn recovered(&self, recovery: &crate::Recovery) {
-        let lines = lock(&self.path)
-            .as_ref()
-            .map_or(0, |p| std::fs::read_to_string(p).unwrap().lines().count());
-        lock(&self.told).push((recovery.clone(), lines));
+    async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
+        if let Notice::Recovered(recovery) = notice {
+            let lines = lock(&self.path)
+                .as_ref()
+                .map_or(0, |p| std::fs::read_to_string(p).unwrap().lines().count());
+            lock(&self.told).push((crate::Recovery::clone(recovery), lines));
+        }
+        Ok(())
     }
 }
 
@@ -1368,8 +1395,11 @@ impl Approver for Heard {
         Ok(())
     }
 
-    fn voted(&self, _: &Arc<ApprovalRequest>, reviewer: &Reviewer, vote: Vote) {
-        lock(&self.votes).push((reviewer.id.clone(), vote));
+    async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
+        if let Notice::Voted { reviewer, vote, .. } = notice {
+            lock(&self.votes).push((reviewer.id.clone(), *vote));
+        }
+        Ok(())
     }
 }
 
@@ -1412,6 +1442,7 @@ async fn every_route_hears_each_vote_that_does_not_settle_yet() {
     let vote =
         |who: &str| Ballot::new(&request, who, who.split(':').next().unwrap(), Vote::Approve);
     gate.cast(vote("slack:U0ALICE")).await.unwrap();
+    gate.drain_notices().await;
     // Both routes hear Alice's vote, though it came through one.
     for heard in [&slack, &console] {
         assert_eq!(
@@ -1422,5 +1453,6 @@ async fn every_route_hears_each_vote_that_does_not_settle_yet() {
     // Bob's settles it: heard through `settled`, not here.
     gate.cast(vote("api:bob")).await.unwrap();
     waiting.await.unwrap().unwrap();
+    gate.drain_notices().await;
     assert_eq!(lock(&console.votes).len(), 1);
 }

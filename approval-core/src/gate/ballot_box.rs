@@ -1,0 +1,283 @@
+//! The ballot box: every vote a channel reports is checked here (bound to
+//! its request, eligible, not the requester, not a repeat), recorded, and
+//! counted toward the policy's rule.
+
+use std::sync::Arc;
+
+use super::notice::Notice;
+use super::policy::Policy;
+use super::request::{Ballot, BallotOutcome, Decision};
+use super::table::{Accepted, Pending};
+use super::{Forwarded, GateInner, lock};
+use crate::error::{ApprovalError, AuditError};
+use crate::record::{Event, PendingRecord, RejectReason, Reviewer, Vote};
+
+/// What [`GateInner::admit`] found a vote to be.
+enum Admission {
+    /// A new vote, to count.
+    Count,
+    /// The same person's same vote again.
+    Redelivered,
+}
+
+impl GateInner {
+    async fn reject(
+        &self,
+        ballot: &Ballot,
+        reviewer: Option<Reviewer>,
+        why: RejectReason,
+    ) -> Result<BallotOutcome, ApprovalError> {
+        tracing::info!(
+            request_id = %ballot.request_id,
+            channel = %ballot.channel,
+            identity = %ballot.identity,
+            why = why.as_str(),
+            "vote refused"
+        );
+        self.sink
+            .append_event(Event::RejectedVote {
+                request_id: ballot.request_id.clone(),
+                reviewer,
+                channel: ballot.channel.clone(),
+                why,
+            })
+            .await?;
+        Ok(BallotOutcome::Rejected(why))
+    }
+
+    /// Whether `ballot` may count on `pending`: the checks core makes of
+    /// every vote, in order. The caller holds the votes lock.
+    fn admit(
+        &self,
+        pending: &Pending,
+        ballot: &Ballot,
+        person: Option<&str>,
+        who: &str,
+    ) -> Result<Admission, RejectReason> {
+        let request = &pending.request;
+        let policy = &pending.entry.policy;
+        if lock(&pending.state).decision.is_some() {
+            return Err(RejectReason::Settled);
+        }
+        if !constant_time_eq(&ballot.binding, &request.binding) {
+            return Err(RejectReason::WrongBinding);
+        }
+        if let Some(actor) = &request.actor {
+            let requesters = [Some(actor.id.as_str()), actor.on_behalf_of.as_deref()];
+            let is_requester = requesters.into_iter().flatten().any(|r| {
+                r == who || r == ballot.identity || self.directory.person_of(r) == Some(who)
+            });
+            if is_requester {
+                return Err(RejectReason::SelfApproval);
+            }
+        }
+        let eligible = policy.approvers.contains(&ballot.identity)
+            || person.is_some_and(|p| {
+                policy.approvers.iter().any(|a| a == p)
+                    || policy.groups.iter().any(|g| self.directory.in_group(p, g))
+            });
+        if !eligible {
+            return Err(RejectReason::NotEligible);
+        }
+        let state = lock(&pending.state);
+        match state.votes.iter().find(|v| v.who == who) {
+            None => Ok(Admission::Count),
+            // A person's first vote is final; the same vote again is a
+            // channel's redelivery, absorbed without a record.
+            Some(v) if v.reviewer.id == ballot.identity && v.vote == ballot.vote => {
+                Ok(Admission::Redelivered)
+            }
+            Some(_) => Err(RejectReason::AlreadyVoted),
+        }
+    }
+
+    /// Records a vote refused before it could be read as one (a forged or
+    /// stale signature), if it names a request this gate knows.
+    pub(crate) async fn refuse(
+        &self,
+        request_id: &str,
+        channel: &str,
+        why: RejectReason,
+    ) -> Result<bool, ApprovalError> {
+        let known = self.table.is_known(request_id);
+        if known {
+            self.sink
+                .append_event(Event::RejectedVote {
+                    request_id: request_id.to_owned(),
+                    reviewer: None,
+                    channel: channel.to_owned(),
+                    why,
+                })
+                .await?;
+        }
+        Ok(known)
+    }
+
+    pub(crate) async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
+        self.cast_here_or_forward(ballot, true).await
+    }
+
+    /// Casts `ballot`; a ballot for a request this process does not wait
+    /// on goes to the coordinator when `may_forward` (never for a ballot
+    /// that was itself forwarded here: it would go round).
+    pub(crate) async fn cast_here_or_forward(
+        &self,
+        ballot: Ballot,
+        may_forward: bool,
+    ) -> Result<BallotOutcome, ApprovalError> {
+        let person = self
+            .directory
+            .person_of(&ballot.identity)
+            .map(str::to_owned);
+        let mut reviewer = Reviewer::new(ballot.identity.clone());
+        reviewer.person.clone_from(&person);
+        reviewer.display.clone_from(&ballot.display);
+
+        let Some(pending) = self.table.open(&ballot.request_id) else {
+            let settled_here = self.table.settled_lately(&ballot.request_id);
+            if !settled_here
+                && may_forward
+                && let Some(coordinator) = &self.coordinator
+            {
+                match Box::pin(coordinator.forward(&ballot))
+                    .await
+                    .map_err(ApprovalError::Coordination)?
+                {
+                    Forwarded::Answered(outcome) => return Ok(outcome),
+                    // Nobody waits on it: refused here, recorded here.
+                    Forwarded::NotWaiting(why) => {
+                        return Box::pin(self.reject(&ballot, Some(reviewer), why)).await;
+                    }
+                }
+            }
+            let why = if settled_here {
+                RejectReason::Settled
+            } else {
+                RejectReason::UnknownRequest
+            };
+            return Box::pin(self.reject(&ballot, Some(reviewer), why)).await;
+        };
+        let _votes = pending.votes_lock.lock().await;
+        let request = &pending.request;
+        let policy = &pending.entry.policy;
+        // People, not identities: the requester may not approve in any
+        // channel, whatever the policy says.
+        let who = person.clone().unwrap_or_else(|| ballot.identity.clone());
+        match self.admit(&pending, &ballot, person.as_deref(), &who) {
+            Ok(Admission::Count) => {}
+            Ok(Admission::Redelivered) => return Ok(BallotOutcome::Absorbed),
+            // Boxed: rare, and kept out of every vote's future.
+            Err(why) => return Box::pin(self.reject(&ballot, Some(reviewer), why)).await,
+        }
+        let record = PendingRecord::reviewed(
+            &request.id,
+            &reviewer,
+            ballot.vote,
+            &ballot.channel,
+            ballot.comment.as_deref(),
+        )
+        .map_err(AuditError::from)?;
+        // Counted now (this task holds the votes lock, so no other vote
+        // sees it), taken back if it cannot be recorded.
+        let reached = {
+            let mut state = lock(&pending.state);
+            let (vote, comment) = (ballot.vote, ballot.comment);
+            state.votes.push(Accepted {
+                who,
+                channel: ballot.channel,
+                vote,
+                comment: comment.clone(),
+                reviewer,
+            });
+            decide(&state.votes, policy, vote, comment)
+        };
+        // Settled under the same lock as the vote, so a vote arriving on
+        // another route cannot settle it differently in between.
+        let written = match reached {
+            Some(decision) => Box::pin(self.settle(&pending, decision, Some(record)))
+                .await
+                .map(|standing| Some(Decision::clone(&standing))),
+            None => self
+                .sink
+                .append(vec![record])
+                .await
+                .map(|_| None)
+                .map_err(Into::into),
+        };
+        match written {
+            Ok(decision) => {
+                if decision.is_none() {
+                    self.tell_vote(&pending);
+                }
+                Ok(BallotOutcome::Counted { decision })
+            }
+            Err(e) => {
+                lock(&pending.state).votes.pop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Tells every route of a request about the vote just recorded that
+    /// did not settle it.
+    fn tell_vote(&self, pending: &Arc<Pending>) {
+        let Some((reviewer, vote, channel)) = lock(&pending.state)
+            .votes
+            .last()
+            .map(|v| (v.reviewer.clone(), v.vote, v.channel.clone()))
+        else {
+            return;
+        };
+        tracing::info!(
+            request_id = %pending.request.id,
+            reviewer = %reviewer.id,
+            channel = %channel,
+            vote = vote.as_str(),
+            "vote counted"
+        );
+        self.post_to_routes(
+            &pending.request,
+            &Notice::Voted {
+                request: pending.request.clone(),
+                reviewer,
+                vote,
+            },
+        );
+    }
+}
+
+/// The policy's rule: any deny denies; enough approvals from different
+/// people (through different channels, if the policy says) approve.
+fn decide(
+    votes: &[Accepted],
+    policy: &Policy,
+    last_vote: Vote,
+    comment: Option<String>,
+) -> Option<Decision> {
+    if last_vote == Vote::Deny {
+        // The deny is the last vote pushed.
+        return votes.last().map(|last| Decision::Denied {
+            reviewer: last.reviewer.clone(),
+            comment,
+        });
+    }
+    let approvals = || votes.iter().filter(|v| v.vote == Vote::Approve);
+    let counted = if policy.distinct_channels {
+        let mut channels: Vec<&str> = approvals().map(|v| v.channel.as_str()).collect();
+        channels.sort_unstable();
+        channels.dedup();
+        channels.len()
+    } else {
+        approvals().count()
+    };
+    (counted >= usize::try_from(policy.required).unwrap_or(usize::MAX)).then(|| {
+        Decision::Approved {
+            reviewers: approvals().map(|v| v.reviewer.clone()).collect(),
+        }
+    })
+}
+
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}

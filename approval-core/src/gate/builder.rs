@@ -1,0 +1,243 @@
+//! Building a gate: policies checked against approvers, before any call.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use super::background::Background;
+use super::deadline::{self, Deadlines};
+use super::outbox::{Outbox, Retry};
+use super::policy::{Policies, PolicyEntry};
+use super::table::Table;
+use super::{Approver, Coordinator, Directory, Gate, GateInner, Policy, PolicyFile};
+use crate::clock::Clock;
+use crate::sink::AuditSink;
+
+/// Builds a [`Gate`]; [`build`](GateBuilder::build) checks the setup.
+#[derive(Debug)]
+#[must_use]
+pub struct GateBuilder {
+    sink: Arc<dyn AuditSink>,
+    approvers: HashMap<String, Arc<dyn Approver>>,
+    policies: Vec<Policy>,
+    directory: Directory,
+    clock: Arc<dyn Clock>,
+    recovery_margin: std::time::Duration,
+    coordinator: Option<Arc<dyn Coordinator>>,
+    runtime: Option<tokio::runtime::Handle>,
+    notice_retry: Retry,
+}
+
+/// A mistake in the gate's setup, found before any call is made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A policy routes to an approver that is not registered.
+    #[error("policy {policy} routes to {route}, which is not a registered approver")]
+    UnknownRoute {
+        /// The policy.
+        policy: String,
+        /// The route it names.
+        route: String,
+    },
+    /// A policy has no route, or needs no approval.
+    #[error("policy {policy} {problem}")]
+    InvalidPolicy {
+        /// The policy.
+        policy: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// Two policies share a name.
+    #[error("policy {0} is defined twice")]
+    DuplicatePolicy(String),
+    /// A policy file could not be read or parsed.
+    #[error("{}:{line}: {cause}", path.display())]
+    PolicyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line (from 1; 0 when the file could not be read).
+        line: usize,
+        /// What is wrong.
+        cause: String,
+    },
+    /// The gate's own thread (for its timer and outboxes, when it is built
+    /// outside any runtime) could not be started.
+    #[error("could not start the gate's background thread: {0}")]
+    Background(#[source] std::io::Error),
+    /// Gated functions in this program name policies the gate lacks.
+    #[error("gated functions name policies this gate does not have: {}", missing.iter().map(|(action, policy)| format!("{action} needs {policy}")).collect::<Vec<_>>().join(", "))]
+    MissingPolicies {
+        /// Each function's action and the policy it names.
+        missing: Vec<(String, String)>,
+    },
+}
+
+impl Gate {
+    /// Starts building a gate that records to `sink`.
+    pub fn builder(sink: Arc<dyn AuditSink>) -> GateBuilder {
+        GateBuilder {
+            sink,
+            approvers: HashMap::new(),
+            policies: Vec::new(),
+            directory: Directory::new(),
+            clock: Arc::new(crate::clock::SystemClock),
+            recovery_margin: std::time::Duration::from_secs(3600),
+            coordinator: None,
+            runtime: None,
+            notice_retry: Retry::default(),
+        }
+    }
+}
+
+impl GateBuilder {
+    /// Registers an approver under a route name policies refer to.
+    pub fn approver(mut self, route: impl Into<String>, approver: Arc<dyn Approver>) -> Self {
+        self.approvers.insert(route.into(), approver);
+        self
+    }
+
+    /// Adds a policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// Adds a policy file's policies and uses its directory.
+    pub fn policy_file(mut self, file: &PolicyFile) -> Self {
+        self.policies.extend(file.policies().iter().cloned());
+        self.directory = file.directory();
+        self
+    }
+
+    /// Sets the directory of reviewers.
+    pub fn directory(mut self, directory: Directory) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// Uses `clock` for request expiry times shown to reviewers.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Shares requests and votes with gates in other processes through
+    /// `coordinator` (see [`Coordinator`]): decisions stand only once the
+    /// shared store accepts them, and votes for requests another process
+    /// waits on are taken there.
+    pub fn coordinator(mut self, coordinator: Arc<dyn Coordinator>) -> Self {
+        self.coordinator = Some(coordinator);
+        self
+    }
+
+    /// How much further back than the longest policy timeout
+    /// [`Gate::recover`] reads the log: the longest a gated body may run
+    /// and still be found unfinished after a crash. One hour by default.
+    pub fn recovery_margin(mut self, margin: std::time::Duration) -> Self {
+        self.recovery_margin = margin;
+        self
+    }
+
+    /// Runs the gate's own tasks (its deadline timer, its approvers'
+    /// notice outboxes) on `runtime`. By default they run on the runtime
+    /// current when [`build`](Self::build) is called or, outside any, on a
+    /// thread of the gate's own. Either must outlive the gate.
+    pub fn runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// How a failed [`Approver::notify`](super::Approver::notify) is
+    /// retried: `attempts` tries in all, waiting `first_delay` after the
+    /// first failure and twice as long after each next one, at most
+    /// `max_delay`. By default 6 tries from 200 ms up to 10 s apart.
+    pub fn notice_retry(
+        mut self,
+        attempts: u32,
+        first_delay: std::time::Duration,
+        max_delay: std::time::Duration,
+    ) -> Self {
+        self.notice_retry = Retry {
+            attempts: attempts.max(1),
+            first_delay,
+            max_delay,
+        };
+        self
+    }
+
+    /// Checks every policy against the approvers and builds the gate.
+    pub fn build(self) -> Result<Gate, ConfigError> {
+        let mut policies = Policies::new();
+        for policy in self.policies {
+            let invalid = |problem| ConfigError::InvalidPolicy {
+                policy: policy.name.clone(),
+                problem,
+            };
+            if policy.routes.is_empty() {
+                return Err(invalid("has no route to any approver"));
+            }
+            if policy.required == 0 {
+                return Err(invalid("needs at least one approval"));
+            }
+            if policy.timeout_ms == 0 {
+                return Err(invalid("has a zero timeout"));
+            }
+            if let Some(route) = policy
+                .routes
+                .iter()
+                .find(|r| !self.approvers.contains_key(*r))
+            {
+                return Err(ConfigError::UnknownRoute {
+                    policy: policy.name.clone(),
+                    route: route.clone(),
+                });
+            }
+            let name = policy.name.clone();
+            let entry = PolicyEntry {
+                digest: policy.digest(),
+                policy: Arc::new(policy),
+            };
+            if policies.insert(name.clone(), Arc::new(entry)).is_some() {
+                return Err(ConfigError::DuplicatePolicy(name));
+            }
+        }
+        let background = match self.runtime {
+            Some(handle) => Background::on(handle),
+            None => Background::start().map_err(ConfigError::Background)?,
+        };
+        let mut outboxes = HashMap::new();
+        for (route, approver) in &self.approvers {
+            let outbox = Outbox::start(&background, route, approver.clone(), self.notice_retry);
+            outboxes.insert(route.clone(), outbox);
+        }
+        let deadlines = Arc::new(Deadlines::default());
+        let gate = Gate {
+            inner: Arc::new(GateInner {
+                sink: self.sink,
+                approvers: self.approvers,
+                policies,
+                directory: self.directory,
+                clock: self.clock,
+                recovery_margin: self.recovery_margin,
+                coordinator: self.coordinator,
+                table: Table::default(),
+                per_actor: Mutex::default(),
+                deadlines: deadlines.clone(),
+                outboxes,
+                background,
+                closing: AtomicBool::new(false),
+            }),
+        };
+        gate.inner
+            .background
+            .spawn(deadline::run(Arc::downgrade(&gate.inner), deadlines));
+        for approver in gate.inner.approvers.values() {
+            approver.attach(gate.ballots());
+        }
+        if let Some(coordinator) = &gate.inner.coordinator {
+            coordinator.attach(gate.ballots());
+        }
+        Ok(gate)
+    }
+}

@@ -1,0 +1,68 @@
+//! One gated call, as the macro (or a caller by hand) describes it.
+
+use crate::canonical::CanonicalJson;
+
+/// One gated call, as the macro (or a caller by hand) describes it.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Call {
+    /// The function's full path.
+    pub action: String,
+    /// The policy's name.
+    pub policy: String,
+    /// The arguments as recorded: skipped ones absent, redacted ones as
+    /// `{"redacted":"<digest>"}`.
+    pub args: CanonicalJson,
+    /// Names of skipped parameters.
+    pub skipped: Vec<String>,
+    /// The unredacted arguments, for the binding digest.
+    pub binding_args: CanonicalJson,
+    /// The system acted on.
+    pub resource: Option<String>,
+    /// Why, in the caller's words.
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `binding_args` holds redacted values in clear: never shown.
+        f.debug_struct("Call")
+            .field("action", &self.action)
+            .field("policy", &self.policy)
+            .field("args", &self.args)
+            .field("skipped", &self.skipped)
+            .field("resource", &self.resource)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    /// A call of `action` under `policy` with arguments that need no
+    /// redaction.
+    pub fn new(action: impl Into<String>, policy: impl Into<String>, args: CanonicalJson) -> Self {
+        Self {
+            action: action.into(),
+            policy: policy.into(),
+            binding_args: args.clone(),
+            args,
+            skipped: Vec::new(),
+            resource: None,
+            reason: None,
+        }
+    }
+
+    /// Sets the resource.
+    #[must_use]
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    /// Sets the reason.
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}

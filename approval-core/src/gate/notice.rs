@@ -1,0 +1,77 @@
+//! What the gate tells approvers after the fact: votes, endings, recovery.
+
+use std::sync::Arc;
+
+use super::recover::Recovery;
+use super::request::{ApprovalRequest, Decision};
+use crate::record::{Reviewer, Vote};
+
+/// Something an approver hears about after it happened, through
+/// [`Approver::notify`](super::Approver::notify): to update a message,
+/// close a ticket, take buttons down.
+///
+/// Each approver's notices run on an outbox task of its own, in the order
+/// they happened, never on the caller's path; a failed `notify` is retried
+/// with backoff. Later versions add kinds (reminders, escalations), so a
+/// `match` needs a `_` arm.
+///
+/// ```
+/// use approval_core::Notice;
+///
+/// fn describe(notice: &Notice) -> String {
+///     match notice {
+///         Notice::Voted { request, reviewer, .. } => format!("{} voted on {}", reviewer.id, request.id),
+///         Notice::Settled { request, decision } => format!("{} ended: {decision:?}", request.id),
+///         Notice::Recovered(recovery) => format!("{} closed at restart", recovery.cancelled.len()),
+///         _ => "something else".to_owned(),
+///     }
+/// }
+/// # let _ = describe;
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Notice {
+    /// A vote the gate recorded that did not settle the request yet (a
+    /// policy needing more approvals), from whichever channel it came: every
+    /// route of the request hears it. The vote that settles a request comes
+    /// with [`Settled`](Notice::Settled).
+    Voted {
+        /// The request voted on.
+        request: Arc<ApprovalRequest>,
+        /// Who voted, as recorded.
+        reviewer: Reviewer,
+        /// The vote.
+        vote: Vote,
+    },
+    /// How a request ended, once, after the outcome was recorded: every
+    /// route of the request hears it.
+    Settled {
+        /// The request.
+        request: Arc<ApprovalRequest>,
+        /// How it ended.
+        decision: Arc<Decision>,
+    },
+    /// What [`Gate::recover`](super::Gate::recover) closed at start-up:
+    /// requests a previous run left open, now `cancelled`, whose messages
+    /// may still show live buttons. Every approver hears it once.
+    Recovered(Arc<Recovery>),
+}
+
+impl Notice {
+    /// The request it is about, if one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Voted { request, .. } | Self::Settled { request, .. } => Some(&request.id),
+            Self::Recovered(_) => None,
+        }
+    }
+
+    /// A short name for logs: `voted`, `settled`, `recovered`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Voted { .. } => "voted",
+            Self::Settled { .. } => "settled",
+            Self::Recovered(_) => "recovered",
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Submitting a request: checked, recorded, put on the gate's table and
+//! timer, delivered to every route at once; and the ticket that waits.
+
+use std::sync::Arc;
+
+use super::actor::current_actor;
+use super::approval::Approval;
+use super::limits::ActorSlot;
+use super::policy::PolicyEntry;
+use super::request::{self, ApprovalRequest, Decision};
+use super::table::Pending;
+use super::{ApproverError, Call, Gate, GateInner, NO_ACTOR};
+use crate::error::ApprovalError;
+use crate::record::Actor;
+
+/// A request built and ready to record.
+pub(crate) struct Prepared {
+    entry: Arc<PolicyEntry>,
+    /// The actor's place in its quota of waiting requests.
+    slot: ActorSlot,
+    request: Arc<ApprovalRequest>,
+    /// Whether the binding covers exactly the recorded arguments (nothing
+    /// was redacted).
+    binds_recorded: bool,
+}
+
+/// A submitted request, as its caller holds it: wait for the decision with
+/// [`decision`](Ticket::decision) (or [`Gate::wait`]).
+///
+/// Dropping a ticket cancels its request (recorded `cancelled`), so nothing
+/// approvable is left behind by a caller that gave up; a caller that means
+/// to come back later [`detach`](Ticket::detach)es it instead, and the
+/// request then ends by vote, by [`Gate::cancel`] or at its deadline.
+#[derive(Debug)]
+#[must_use = "dropping a ticket cancels its request"]
+pub struct Ticket {
+    gate: Arc<GateInner>,
+    pending: Arc<Pending>,
+    armed: bool,
+}
+
+impl Ticket {
+    /// The request.
+    pub fn request(&self) -> &Arc<ApprovalRequest> {
+        &self.pending.request
+    }
+
+    /// The request's id.
+    pub fn request_id(&self) -> &str {
+        &self.pending.request.id
+    }
+
+    /// Waits for the decision: the [`Approval`] that runs the body once, or
+    /// the refusal (denied, expired, cancelled) as an [`ApprovalError`].
+    pub async fn decision(mut self) -> Result<Approval, ApprovalError> {
+        let decision = self.gate.decided(&self.pending).await?;
+        self.armed = false;
+        self.gate.conclusion(&self.pending, &decision)
+    }
+
+    /// Leaves the request open without waiting; returns its id.
+    pub fn detach(mut self) -> String {
+        self.armed = false;
+        self.pending.request.id.clone()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.armed {
+            self.gate.abandon(&self.pending, "caller stopped waiting");
+        }
+    }
+}
+
+impl Gate {
+    /// Looks up the policy, takes the actor's slot, and builds the request.
+    pub(crate) fn prepare(&self, call: Call) -> Result<Prepared, ApprovalError> {
+        let inner = &self.inner;
+        let entry = inner.policies.get(&call.policy).cloned().ok_or_else(|| {
+            ApprovalError::UnknownPolicy {
+                policy: call.policy.clone(),
+            }
+        })?;
+        let policy = &entry.policy;
+        let actor = current_actor();
+        if actor.is_none() && policy.require_actor {
+            return Err(ApprovalError::NoActor {
+                policy: policy.name.clone(),
+            });
+        }
+        let slot = ActorSlot::take(inner, actor.as_ref(), policy.max_pending_per_actor)?;
+        let now = inner.clock.now();
+        let binding = inner
+            .sink
+            .chain_writer()
+            .binding(&call.action, &call.binding_args);
+        let binds_recorded = call.binding_args.as_str() == call.args.as_str();
+        let request = Arc::new(ApprovalRequest {
+            id: request::new_request_id(now).map_err(|_| ApprovalError::Random)?,
+            binding,
+            earlier: inner.table.earlier(&binding),
+            action: call.action,
+            policy: policy.clone(),
+            policy_digest: entry.digest,
+            args: call.args,
+            skipped: call.skipped,
+            actor,
+            resource: call.resource,
+            reason: call.reason,
+            expires_at: now + policy.timeout(),
+        });
+        Ok(Prepared {
+            entry,
+            slot,
+            request,
+            binds_recorded,
+        })
+    }
+
+    /// Records `prepared` as `requested`, puts it on the table and the
+    /// timer, and delivers it to every route at once.
+    pub(crate) async fn open(
+        self,
+        prepared: Result<Prepared, Box<ApprovalError>>,
+    ) -> Result<Ticket, ApprovalError> {
+        let inner = &self.inner;
+        let Prepared {
+            entry,
+            slot,
+            request,
+            binds_recorded,
+        } = prepared.map_err(|e| *e)?;
+        if inner.is_closing() {
+            return Err(ApprovalError::GateClosed);
+        }
+        // Durable before any reviewer can see the request. (Built in a
+        // block so nothing it borrows is held across the write.)
+        let record = {
+            static NOBODY: std::sync::LazyLock<Actor> =
+                std::sync::LazyLock::new(|| Actor::new(NO_ACTOR));
+            let actor = request.actor.as_ref().unwrap_or(&NOBODY);
+            crate::record::PendingRecord::requested(&crate::record::Requested {
+                request_id: &request.id,
+                action: &request.action,
+                policy: &entry.policy.name,
+                policy_digest: &entry.digest,
+                args: &request.args,
+                skipped: &request.skipped,
+                binding: &request.binding,
+                actor,
+                resource: request.resource.as_deref(),
+                reason: request.reason.as_deref(),
+            })
+            .map_err(ApprovalError::InvalidArguments)?
+        };
+        inner.sink.append(vec![record]).await?;
+        tracing::debug!(
+            request_id = %request.id,
+            action = %request.action,
+            policy = %entry.policy.name,
+            "request recorded"
+        );
+
+        let pending = Arc::new(Pending::new(request, entry, binds_recorded, slot));
+        inner.register(&pending);
+        // From here on, dropping the ticket cancels the request.
+        let mut ticket = Ticket {
+            gate: inner.clone(),
+            pending,
+            armed: true,
+        };
+        let pending = &ticket.pending;
+        let request = &pending.request;
+        // Other processes learn who waits before any reviewer sees it.
+        if let Some(coordinator) = &inner.coordinator
+            && let Err(e) = coordinator.opened(request).await
+        {
+            let why = format!("not shared with the other processes: {e}");
+            let standing = Box::pin(inner.finish(pending, Decision::Cancelled { why })).await;
+            ticket.armed = false;
+            standing?;
+            return Err(ApprovalError::Coordination(e));
+        }
+
+        // Every route at once: a slow channel does not hold up the others,
+        // and none may take longer than the request has.
+        let routes = &pending.entry.policy.routes;
+        let failed = if let [route] = routes.as_slice() {
+            inner.deliver(route, pending).await.err()
+        } else {
+            futures_util::future::join_all(routes.iter().map(|route| inner.deliver(route, pending)))
+                .await
+                .into_iter()
+                .find_map(Result::err)
+        };
+        if let Some((route, source)) = failed {
+            // A delivery still running at the deadline: the request has
+            // expired (the timer says the same).
+            let ending = if tokio::time::Instant::now() >= pending.deadline {
+                Decision::Expired
+            } else {
+                Decision::Cancelled {
+                    why: format!("approver {route} unavailable"),
+                }
+            };
+            let standing = Box::pin(inner.finish(pending, ending)).await?;
+            // Reviewers on another route may have decided first: that
+            // decision stands, and the ticket gives it.
+            if matches!(*standing, Decision::Cancelled { .. }) {
+                ticket.armed = false;
+                return Err(ApprovalError::ApproverUnavailable { route, source });
+            }
+        }
+        Ok(ticket)
+    }
+}
+
+impl GateInner {
+    /// Delivers `pending` through `route`, within its deadline.
+    async fn deliver(
+        self: &Arc<Self>,
+        route: &str,
+        pending: &Arc<Pending>,
+    ) -> Result<(), (String, ApproverError)> {
+        let request = &pending.request;
+        let Some(approver) = self.approvers.get(route) else {
+            return Err((
+                route.to_owned(),
+                ApproverError::Unreachable("not registered".into()),
+            ));
+        };
+        let ballots = super::Ballots {
+            gate: Arc::downgrade(self),
+        };
+        let delivered =
+            tokio::time::timeout_at(pending.deadline, approver.deliver(request.clone(), ballots))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ApproverError::Unreachable(
+                        "delivery did not finish before the request's deadline".into(),
+                    ))
+                });
+        match delivered {
+            Ok(()) => {
+                tracing::debug!(request_id = %request.id, route, "request delivered");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(request_id = %request.id, route, %error, "request not delivered");
+                Err((route.to_owned(), error))
+            }
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! The request table: every request from `requested` to its ending lives
+//! here, owned by the gate, not by the caller's future.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::approval::Approval;
+use super::deadline::Key;
+use super::limits::ActorSlot;
+use super::notice::Notice;
+use super::policy::PolicyEntry;
+use super::request::{ApprovalRequest, Decision};
+use super::{GateInner, lock};
+use crate::error::{ApprovalError, AuditError};
+use crate::record::{PendingRecord, Reviewer, Vote};
+
+/// A request the gate holds, open or lately settled.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) request: Arc<ApprovalRequest>,
+    pub(crate) entry: Arc<PolicyEntry>,
+    /// When the gate's timer expires it.
+    pub(crate) deadline: Instant,
+    /// Whether the binding covers exactly the recorded arguments (nothing
+    /// was redacted).
+    pub(crate) binds_recorded: bool,
+    /// Serialises the votes of this request, across their audit writes.
+    pub(crate) votes_lock: tokio::sync::Mutex<()>,
+    pub(crate) state: Mutex<VoteState>,
+    /// Woken when the decision is set.
+    pub(crate) decided: Notify,
+}
+
+/// A vote the gate accepted.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// The person, or the identity when the directory does not know it.
+    pub(crate) who: String,
+    pub(crate) channel: String,
+    pub(crate) vote: Vote,
+    pub(crate) comment: Option<String>,
+    /// As recorded; `id` is the channel identity.
+    pub(crate) reviewer: Reviewer,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct VoteState {
+    pub(crate) votes: Vec<Accepted>,
+    /// Shared: the waiting call, later voters and the approvers' notices
+    /// all read the one decision.
+    pub(crate) decision: Option<Arc<Decision>>,
+    /// The actor's place in its quota, given back when the request ends.
+    pub(crate) slot: Option<ActorSlot>,
+    /// Its place on the gate's timer, while open.
+    pub(crate) timer: Option<Key>,
+}
+
+impl Pending {
+    pub(crate) fn new(
+        request: Arc<ApprovalRequest>,
+        entry: Arc<PolicyEntry>,
+        binds_recorded: bool,
+        slot: ActorSlot,
+    ) -> Self {
+        let deadline = Instant::now() + entry.policy.timeout();
+        Self {
+            request,
+            entry,
+            deadline,
+            binds_recorded,
+            votes_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(VoteState {
+                slot: Some(slot),
+                ..VoteState::default()
+            }),
+            decided: Notify::new(),
+        }
+    }
+
+    pub(crate) fn decision(&self) -> Option<Arc<Decision>> {
+        lock(&self.state).decision.clone()
+    }
+
+    pub(crate) fn set_deadline_key(&self, key: Key) {
+        let mut state = lock(&self.state);
+        if state.decision.is_none() {
+            state.timer = Some(key);
+        }
+    }
+}
+
+/// Open requests, the lately settled ones, and how calls ended by binding.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    open: Mutex<HashMap<String, Arc<Pending>>>,
+    /// Requests settled lately, so a late vote is told `settled` and
+    /// `status` still answers.
+    recent: Mutex<Recent>,
+    /// How recent requests ended, by binding, for reviewers of the next.
+    history: Mutex<History>,
+}
+
+impl Table {
+    pub(crate) fn open(&self, id: &str) -> Option<Arc<Pending>> {
+        lock(&self.open).get(id).cloned()
+    }
+
+    pub(crate) fn all_open(&self) -> Vec<Arc<Pending>> {
+        lock(&self.open).values().cloned().collect()
+    }
+
+    /// An open or lately settled request.
+    pub(crate) fn find(&self, id: &str) -> Option<Arc<Pending>> {
+        self.open(id)
+            .or_else(|| lock(&self.recent).by_id.get(id).cloned())
+    }
+
+    pub(crate) fn is_known(&self, id: &str) -> bool {
+        lock(&self.open).contains_key(id) || self.settled_lately(id)
+    }
+
+    pub(crate) fn settled_lately(&self, id: &str) -> bool {
+        let recent = lock(&self.recent);
+        recent.by_id.contains_key(id) || recent.closed.contains(id)
+    }
+
+    /// Marks an id the log shows closed (recovery), with no request held.
+    pub(crate) fn closed_at_restart(&self, id: &str) {
+        lock(&self.recent).insert_closed(id);
+    }
+
+    pub(crate) fn insert(&self, pending: &Arc<Pending>) {
+        lock(&self.open).insert(pending.request.id.clone(), pending.clone());
+    }
+
+    /// Moves a request from open to lately settled.
+    fn retire(&self, pending: &Arc<Pending>) {
+        lock(&self.open).remove(&pending.request.id);
+        lock(&self.recent).insert(pending);
+    }
+
+    /// How earlier requests with `binding` ended, oldest first.
+    pub(crate) fn earlier(&self, binding: &[u8; 32]) -> Vec<super::EarlierDecision> {
+        lock(&self.history)
+            .by_binding
+            .get(binding)
+            .map(|list| {
+                list.iter()
+                    .map(|(request_id, decision)| super::EarlierDecision {
+                        request_id: request_id.clone(),
+                        decision: Decision::clone(decision),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Recent decisions by binding: at most `PER_BINDING` each, for at most
+/// `BINDINGS` bindings, the oldest binding forgotten first.
+#[derive(Debug, Default)]
+struct History {
+    by_binding: HashMap<[u8; 32], Vec<Ended>, DigestHash>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl History {
+    const PER_BINDING: usize = 8;
+    const BINDINGS: usize = 10_000;
+
+    fn add(&mut self, binding: [u8; 32], request_id: &str, decision: &Arc<Decision>) {
+        let earlier = (request_id.to_owned(), decision.clone());
+        let list = self.by_binding.entry(binding).or_insert_with(|| {
+            self.order.push_back(binding);
+            Vec::new()
+        });
+        if list.len() == Self::PER_BINDING {
+            list.remove(0);
+        }
+        list.push(earlier);
+        if self.order.len() > Self::BINDINGS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.by_binding.remove(&old);
+        }
+    }
+}
+
+/// A request id and how that request ended.
+type Ended = (String, Arc<Decision>);
+
+/// Hashes keys that are already uniform and secret, binding digests (HMAC
+/// outputs), by their first eight bytes: nobody who cannot compute the
+/// HMAC can pick keys that collide, so a keyed hash would add only cost.
+type DigestHash = std::hash::BuildHasherDefault<DigestHasher>;
+
+#[derive(Debug, Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut head = [0u8; 8];
+        let n = bytes.len().min(8);
+        head[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(head);
+    }
+}
+
+/// The most recent settled requests, oldest dropped first; ids closed at
+/// restart are kept without a request.
+#[derive(Debug, Default)]
+struct Recent {
+    by_id: HashMap<String, Arc<Pending>>,
+    closed: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Recent {
+    const CAPACITY: usize = 10_000;
+
+    fn insert(&mut self, pending: &Arc<Pending>) {
+        let id = &pending.request.id;
+        if self.by_id.insert(id.clone(), pending.clone()).is_none() {
+            self.push(id.clone());
+        }
+    }
+
+    fn insert_closed(&mut self, id: &str) {
+        if self.closed.insert(id.to_owned()) {
+            self.push(id.to_owned());
+        }
+    }
+
+    fn push(&mut self, id: String) {
+        self.order.push_back(id);
+        if self.order.len() > Self::CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.by_id.remove(&old);
+            self.closed.remove(&old);
+        }
+    }
+}
+
+/// A request as the gate holds it now: what channels and consoles show
+/// instead of keeping copies of their own. See [`Gate::status`](super::Gate::status).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RequestView {
+    /// The request.
+    pub request: Arc<ApprovalRequest>,
+    /// How it ended; `None` while open.
+    pub decision: Option<Decision>,
+    /// The votes counted so far, in order.
+    pub votes: Vec<VoteView>,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Who may still vote while it is open: the policy's approvers and its
+    /// groups' members (directory names, or channel identities where the
+    /// policy names one), less those who voted and the requester. Empty
+    /// once settled.
+    pub may_vote: Vec<String>,
+}
+
+impl RequestView {
+    /// Whether it is still open.
+    pub fn is_open(&self) -> bool {
+        self.decision.is_none()
+    }
+}
+
+/// One counted vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VoteView {
+    /// Who voted, as recorded.
+    pub reviewer: Reviewer,
+    /// The vote.
+    pub vote: Vote,
+    /// The channel it came through.
+    pub channel: String,
+    /// The reviewer's comment.
+    pub comment: Option<String>,
+}
+
+impl GateInner {
+    /// The request `pending` as it stands.
+    pub(crate) fn view(&self, pending: &Pending) -> RequestView {
+        let request = &pending.request;
+        let policy = &pending.entry.policy;
+        let state = lock(&pending.state);
+        let votes = state
+            .votes
+            .iter()
+            .map(|v| VoteView {
+                reviewer: v.reviewer.clone(),
+                vote: v.vote,
+                channel: v.channel.clone(),
+                comment: v.comment.clone(),
+            })
+            .collect();
+        let may_vote = if state.decision.is_some() {
+            Vec::new()
+        } else {
+            let requesters: Vec<&str> = request
+                .actor
+                .iter()
+                .flat_map(|a| [Some(a.id.as_str()), a.on_behalf_of.as_deref()])
+                .flatten()
+                .flat_map(|r| [Some(r), self.directory.person_of(r)])
+                .flatten()
+                .collect();
+            let mut who: Vec<String> = policy
+                .approvers
+                .iter()
+                .map(String::as_str)
+                .chain(policy.groups.iter().flat_map(|g| self.directory.members(g)))
+                .filter(|w| !requesters.contains(w))
+                .filter(|w| {
+                    !state
+                        .votes
+                        .iter()
+                        .any(|v| v.who == *w || v.reviewer.id == *w)
+                })
+                .map(str::to_owned)
+                .collect();
+            who.sort_unstable();
+            who.dedup();
+            who
+        };
+        RequestView {
+            request: request.clone(),
+            decision: state.decision.as_deref().cloned(),
+            votes,
+            expires_at: request.expires_at,
+            may_vote,
+        }
+    }
+
+    /// Puts a recorded request on the table and the timer.
+    pub(crate) fn register(&self, pending: &Arc<Pending>) {
+        self.table.insert(pending);
+        let key = self.deadlines.add(pending.deadline, pending);
+        pending.set_deadline_key(key);
+    }
+
+    /// Settles `pending` with `decision` unless it is settled already;
+    /// records it first. Returns the decision that stands.
+    pub(crate) async fn finish(
+        &self,
+        pending: &Arc<Pending>,
+        decision: Decision,
+    ) -> Result<Arc<Decision>, ApprovalError> {
+        let _votes = pending.votes_lock.lock().await;
+        self.settle(pending, decision, None).await
+    }
+
+    /// Settles `pending` with `decision`, recording it first, unless it is
+    /// settled already; returns the decision that stands. The caller holds
+    /// `votes_lock`, so no other vote can settle it in between.
+    ///
+    /// `preceding` (the deciding vote's `reviewed` record) is written in the
+    /// same append, before the outcome: one write, not two.
+    pub(crate) async fn settle(
+        &self,
+        pending: &Arc<Pending>,
+        decision: Decision,
+        preceding: Option<PendingRecord>,
+    ) -> Result<Arc<Decision>, ApprovalError> {
+        if let Some(existing) = pending.decision() {
+            if let Some(record) = preceding {
+                self.sink.append(vec![record]).await?;
+            }
+            return Ok(existing);
+        }
+        // With other processes, the shared store says whether it stands.
+        let decision = match &self.coordinator {
+            Some(coordinator) => match coordinator.settle(&pending.request, &decision).await {
+                Ok(super::Settlement::Settled) => decision,
+                Ok(super::Settlement::Already { why }) => Decision::Cancelled {
+                    why: format!("ended elsewhere: {why}"),
+                },
+                // An approval the store has not accepted does not stand:
+                // the vote fails, and the request stays open.
+                Err(e) if matches!(decision, Decision::Approved { .. }) => {
+                    return Err(ApprovalError::Coordination(e));
+                }
+                // Any other ending runs nothing, so it stands here; the
+                // store's row lapses with its lease.
+                Err(error) => {
+                    tracing::warn!(request_id = %pending.request.id, %error, "the shared store did not take the ending; its lease will lapse");
+                    decision
+                }
+            },
+            None => decision,
+        };
+        let record = outcome_record(pending, &decision)?;
+        let batch = match preceding {
+            Some(first) => vec![first, record],
+            None => vec![record],
+        };
+        self.sink.append(batch).await?;
+        let decision = {
+            let mut state = lock(&pending.state);
+            // A dropped caller flips the state without the votes lock (it
+            // cannot wait in `Drop`): its cancellation stands.
+            if let Some(existing) = &state.decision {
+                return Ok(existing.clone());
+            }
+            let decision = Arc::new(decision);
+            state.decision = Some(decision.clone());
+            decision
+        };
+        self.release(pending);
+        self.announce(pending, &decision);
+        Ok(decision)
+    }
+
+    /// Ends `pending` as `cancelled` at once, without waiting (a dropped
+    /// waiter cannot wait): no later vote can approve it; the record, the
+    /// shared store and the notices follow on the gate's own task.
+    pub(crate) fn abandon(self: &Arc<Self>, pending: &Arc<Pending>, why: &'static str) {
+        let decision = Arc::new(Decision::Cancelled { why: why.into() });
+        {
+            let mut state = lock(&pending.state);
+            if state.decision.is_some() {
+                return;
+            }
+            state.decision = Some(decision.clone());
+        }
+        self.release(pending);
+        let gate = self.clone();
+        let pending = pending.clone();
+        self.background.spawn(async move {
+            let request = &pending.request;
+            if let Err(error) = gate
+                .sink
+                .append(vec![PendingRecord::cancelled(&request.id, why)])
+                .await
+            {
+                // The restart scan closes it instead.
+                tracing::error!(request_id = %request.id, %error, "could not record the cancellation");
+            }
+            // Other processes learn it ended (else its row stays open, and
+            // renewed, until this process stops).
+            if let Some(coordinator) = &gate.coordinator
+                && let Err(error) = coordinator.settle(request, &decision).await
+            {
+                tracing::warn!(request_id = %request.id, %error, "the shared store did not take the cancellation; its lease will lapse");
+            }
+            gate.announce(&pending, &decision);
+        });
+    }
+
+    /// Gives back what an open request holds: its actor's slot, its place
+    /// on the timer and in the open table.
+    fn release(&self, pending: &Arc<Pending>) {
+        let (slot, timer) = {
+            let mut state = lock(&pending.state);
+            (state.slot.take(), state.timer.take())
+        };
+        if let Some(key) = timer {
+            self.deadlines.remove(key);
+        }
+        drop(slot);
+        self.table.retire(pending);
+    }
+
+    /// Wakes whoever waits and tells the request's routes how it ended.
+    fn announce(&self, pending: &Arc<Pending>, decision: &Arc<Decision>) {
+        let request = &pending.request;
+        lock(&self.table.history).add(request.binding, &request.id, decision);
+        pending.decided.notify_waiters();
+        tracing::info!(
+            request_id = %request.id,
+            action = %request.action,
+            policy = %request.policy.name,
+            outcome = decision.outcome(),
+            "request settled"
+        );
+        self.post_to_routes(
+            request,
+            &Notice::Settled {
+                request: request.clone(),
+                decision: decision.clone(),
+            },
+        );
+    }
+
+    /// Queues `notice` for every route of `request`.
+    pub(crate) fn post_to_routes(&self, request: &ApprovalRequest, notice: &Notice) {
+        for route in &request.policy.routes {
+            if let Some(outbox) = self.outboxes.get(route) {
+                outbox.post(notice.clone());
+            }
+        }
+    }
+
+    /// Waits for `pending`'s decision; the gate's timer ends it at its
+    /// deadline (and, should that timer's runtime be gone, so does this).
+    pub(crate) async fn decided(
+        &self,
+        pending: &Arc<Pending>,
+    ) -> Result<Arc<Decision>, ApprovalError> {
+        loop {
+            let woken = pending.decided.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(decision) = pending.decision() {
+                return Ok(decision);
+            }
+            if tokio::time::timeout_at(pending.deadline, woken)
+                .await
+                .is_err()
+            {
+                // A vote may settle it first: the decision that stands wins.
+                return Box::pin(self.finish(pending, Decision::Expired)).await;
+            }
+        }
+    }
+
+    /// The caller's result for a decision on `pending`.
+    pub(crate) fn conclusion(
+        self: &Arc<Self>,
+        pending: &Arc<Pending>,
+        decision: &Decision,
+    ) -> Result<Approval, ApprovalError> {
+        let policy = &pending.entry.policy;
+        match decision {
+            Decision::Approved { .. } => Ok(Approval::new(self.clone(), pending)),
+            Decision::Denied { reviewer, comment } => Err(ApprovalError::Denied {
+                reviewer: reviewer.clone(),
+                comment: comment.clone(),
+            }),
+            Decision::Expired => Err(ApprovalError::Expired {
+                policy: policy.name.clone(),
+                timeout: policy.timeout(),
+            }),
+            Decision::Cancelled { why } => Err(ApprovalError::Cancelled { why: why.clone() }),
+        }
+    }
+}
+
+/// The record of `decision` on `pending`.
+fn outcome_record(pending: &Pending, decision: &Decision) -> Result<PendingRecord, AuditError> {
+    let id = &pending.request.id;
+    let policy = &pending.entry.policy;
+    match decision {
+        Decision::Approved { reviewers } => {
+            PendingRecord::decided("approved", id, &policy.name, reviewers)
+        }
+        Decision::Denied { reviewer, .. } => {
+            PendingRecord::decided("denied", id, &policy.name, std::slice::from_ref(reviewer))
+        }
+        Decision::Expired => PendingRecord::expired(id, &policy.name, policy.timeout_ms),
+        Decision::Cancelled { why } => Ok(PendingRecord::cancelled(id, why)),
+    }
+    .map_err(AuditError::from)
+}
