@@ -58,6 +58,7 @@ fn events(n: u64) -> [Event; 4] {
                 .on_behalf_of("bob@example.com"),
             resource: Some("warehouse/customers_eu".into()),
             reason: Some("quarterly report".into()),
+            deferred: false,
         },
         Event::Reviewed {
             request_id: request_id.clone(),

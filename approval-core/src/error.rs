@@ -156,6 +156,25 @@ pub enum ApprovalError {
     /// The gate was dropped.
     #[error("the gate has shut down")]
     GateClosed,
+    /// A deferred call: its request is open, waiting for people. The same
+    /// call with the same arguments, made again later, runs once if it was
+    /// approved, gets the refusal if not, and this again while open. What a
+    /// tool-calling agent tells its model: "waiting for approval, id X".
+    #[error("waiting for approval: request {request_id}")]
+    Pending {
+        /// The request to come back for.
+        request_id: String,
+        /// When it expires.
+        expires_at: std::time::SystemTime,
+    },
+    /// A deferred call whose approval was already used: an approval runs
+    /// its call once. The same call can be asked for again once this
+    /// request's deadline has passed.
+    #[error("request {request_id} was approved once and has run; ask again after it expires")]
+    AlreadyUsed {
+        /// The request whose approval was used.
+        request_id: String,
+    },
     /// No open or lately settled request has this id.
     #[error("no request {request_id}")]
     UnknownRequest {

@@ -39,6 +39,7 @@
 //!     actor: Actor::new("agent-7").on_behalf_of("alice"),
 //!     resource: Some("warehouse/users".into()),
 //!     reason: None,
+//!     deferred: false,
 //! })
 //! .await?;
 //!

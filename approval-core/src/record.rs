@@ -116,6 +116,19 @@ impl ActorKind {
             Self::Human => "human",
         }
     }
+
+    /// The kind the audit log's word names, if one.
+    ///
+    /// ```
+    /// use approval_core::ActorKind;
+    /// assert_eq!(ActorKind::from_word("agent"), Some(ActorKind::Agent));
+    /// assert_eq!(ActorKind::from_word("robot"), None);
+    /// ```
+    pub fn from_word(word: &str) -> Option<Self> {
+        [Self::Agent, Self::Pipeline, Self::Human]
+            .into_iter()
+            .find(|k| k.as_str() == word)
+    }
 }
 
 /// The task an actor works on, recorded as `{"id":…,"description":…}`.
@@ -322,6 +335,10 @@ pub enum Event {
         resource: Option<String>,
         /// Why, in the agent's words, where given.
         reason: Option<String>,
+        /// Whether the caller does not wait (a deferred call, which comes
+        /// back later): such a request stays open across a restart.
+        /// Written only when `true`.
+        deferred: bool,
     },
     /// A reviewer's vote was accepted.
     Reviewed {
@@ -436,6 +453,7 @@ impl Event {
                 actor,
                 resource,
                 reason,
+                deferred,
             } => {
                 return PendingRecord::requested(&Requested {
                     request_id,
@@ -448,6 +466,7 @@ impl Event {
                     actor,
                     resource: resource.as_deref(),
                     reason: reason.as_deref(),
+                    deferred: *deferred,
                 });
             }
             Self::Reviewed {
@@ -535,6 +554,7 @@ pub(crate) struct Requested<'a> {
     pub(crate) actor: &'a Actor,
     pub(crate) resource: Option<&'a str>,
     pub(crate) reason: Option<&'a str>,
+    pub(crate) deferred: bool,
 }
 
 /// An event's own members in canonical form, waiting for the chain to add
@@ -576,6 +596,9 @@ impl PendingRecord {
             .hex("binding", e.binding)
             .opt_str("resource", e.resource)
             .opt_str("reason", e.reason);
+        if e.deferred {
+            r.raw("deferred", "true");
+        }
         r.with("skipped", |out| {
             write_array(out, e.skipped, |out, s| {
                 write_str(out, s);

@@ -14,9 +14,11 @@ pub(crate) struct Options {
     pub(crate) skip: Vec<Ident>,
     pub(crate) redact: Vec<Ident>,
     pub(crate) krate: Option<Path>,
+    /// `defer`: answer `Pending` at once instead of waiting.
+    pub(crate) defer: bool,
 }
 
-const VALID: &str = "policy, resource, reason, skip, redact, gate, crate";
+const VALID: &str = "policy, resource, reason, skip, redact, gate, crate, defer";
 
 /// Sets an option once; a second time is an error at the repeat.
 fn set_once<T>(slot: &mut Option<T>, value: T, name: &Ident) -> syn::Result<()> {
@@ -37,6 +39,7 @@ impl Parse for Options {
         let mut reason = None;
         let mut gate = None;
         let mut krate = None;
+        let mut defer = None;
         let mut skip: Option<Vec<Ident>> = None;
         let mut redact: Option<Vec<Ident>> = None;
         let mut errors: Option<syn::Error> = None;
@@ -60,6 +63,7 @@ impl Parse for Options {
                 "crate" => value::<Path>(input).and_then(|v| set_once(&mut krate, v, &name)),
                 "skip" => list(input).and_then(|v| set_once(&mut skip, v, &name)),
                 "redact" => list(input).and_then(|v| set_once(&mut redact, v, &name)),
+                "defer" => set_once(&mut defer, (), &name),
                 other => {
                     // Skip the option's value so the other options are
                     // still checked.
@@ -101,6 +105,7 @@ impl Parse for Options {
             skip: skip.unwrap_or_default(),
             redact: redact.unwrap_or_default(),
             krate,
+            defer: defer.is_some(),
         })
     }
 }

@@ -131,6 +131,13 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
         )
     };
     let (resource, reason) = (text(&options.resource), text(&options.reason));
+    // Deferred: the first call answers `Pending`; the same call later runs
+    // once if approved.
+    let approve = if options.defer {
+        quote!(approve_deferred)
+    } else {
+        quote!(approve)
+    };
 
     // Each argument's collection is spanned at its type, so a type that is
     // not `Serialize` (or not `Redact`) is reported there.
@@ -208,7 +215,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
                 #register
                 #return_check
                 #call
-                let __approval = __approval_gate.approve(__approval_call).await?;
+                let __approval = __approval_gate.#approve(__approval_call).await?;
                 __approval.confirm_args(&#binding).await?;
                 __approval.execute(async move #inner_block).await
             })
@@ -218,7 +225,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             #register
             #return_check
             #call
-            let __approval = __approval_gate.approve(__approval_call).await?;
+            let __approval = __approval_gate.#approve(__approval_call).await?;
             __approval.confirm_args(&#binding).await?;
             __approval.execute(async move #block).await
         }
@@ -228,7 +235,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             #return_check
             #call
             let __approval_blocking = #private::Blocking::new()?;
-            let __approval = __approval_blocking.block_on(__approval_gate.approve(__approval_call))?;
+            let __approval = __approval_blocking.block_on(__approval_gate.#approve(__approval_call))?;
             __approval_blocking.block_on(__approval.confirm_args(&#binding))?;
             __approval_blocking.execute(__approval, move || -> #ret #block)
         }

@@ -2,5 +2,6 @@
 //! body once, a denial never runs it.
 
 mod blocking;
+mod deferred;
 mod registry;
 mod shapes;

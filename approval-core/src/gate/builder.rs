@@ -1,11 +1,12 @@
 //! Building a gate: policies checked against approvers, before any call.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 
 use super::background::Background;
 use super::deadline::{self, Deadlines};
+use super::limits;
 use super::outbox::{Outbox, Retry};
 use super::policy::{Policies, PolicyEntry};
 use super::table::Table;
@@ -222,7 +223,8 @@ impl GateBuilder {
                 recovery_margin: self.recovery_margin,
                 coordinator: self.coordinator,
                 table: Table::default(),
-                per_actor: Mutex::default(),
+                deferred: super::deferred::Deferred::default(),
+                per_actor: limits::Counts::default(),
                 deadlines: deadlines.clone(),
                 outboxes,
                 background,

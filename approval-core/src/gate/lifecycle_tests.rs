@@ -407,3 +407,214 @@ async fn shutdown_cancels_open_requests_drains_notices_and_refuses_new_ones() {
         ]
     );
 }
+
+fn deferred_gate(sink: Arc<dyn crate::AuditSink>, clock: Option<Arc<dyn Clock>>) -> Gate {
+    let mut builder = Gate::builder(sink)
+        .approver("mock", Arc::new(MockApprover::silent("ci")))
+        .policy(Policy::new("export", ["mock"], Duration::from_secs(600)).approvers(["alice"]))
+        .directory(directory());
+    if let Some(clock) = clock {
+        builder = builder.clock(clock);
+    }
+    builder.build().unwrap()
+}
+
+fn agent() -> Actor {
+    Actor::new("agent-7").on_behalf_of("dave")
+}
+
+/// A deferred call of the export, by `actor`; `runs` counts bodies run.
+async fn deferred_export(
+    gate: &Gate,
+    actor: Actor,
+    runs: &Arc<AtomicU32>,
+) -> Result<u32, ApprovalError> {
+    let runs = runs.clone();
+    with_actor(actor, async {
+        let approval = gate.approve_deferred(call()).await?;
+        approval
+            .execute(async move { Ok::<_, ApprovalError>(runs.fetch_add(1, Ordering::SeqCst) + 1) })
+            .await
+    })
+    .await
+}
+
+fn pending_id(result: Result<u32, ApprovalError>) -> String {
+    match result {
+        Err(ApprovalError::Pending { request_id, .. }) => request_id,
+        other => panic!("not pending: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_deferred_call_is_pending_then_runs_once_when_approved_then_is_refused() {
+    let sink = sink();
+    let gate = deferred_gate(sink.clone(), None);
+    let runs = Arc::new(AtomicU32::new(0));
+    let id = pending_id(deferred_export(&gate, agent(), &runs).await);
+    // Asked again while open: the same request, nothing new recorded.
+    assert_eq!(pending_id(deferred_export(&gate, agent(), &runs).await), id);
+    assert_eq!(events(&sink), ["requested"]);
+    assert_eq!(records(&sink)[0]["deferred"], true);
+    // Another actor's same call is its own request.
+    let other = pending_id(deferred_export(&gate, Actor::new("agent-9"), &runs).await);
+    assert_ne!(other, id);
+
+    let request = gate.status(&id).unwrap().request;
+    gate.cast(Ballot::new(&request, "mock:alice", "mock", Vote::Approve))
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "nothing runs until the call comes back"
+    );
+    assert_eq!(deferred_export(&gate, agent(), &runs).await.unwrap(), 1);
+    // Replayed after it ran: refused, and the body does not run again.
+    assert!(matches!(
+        deferred_export(&gate, agent(), &runs).await,
+        Err(ApprovalError::AlreadyUsed { request_id }) if request_id == id
+    ));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let of_id: Vec<String> = records(&sink)
+        .iter()
+        .filter(|r| r["request_id"] == id.as_str())
+        .map(|r| r["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(of_id, ["requested", "reviewed", "approved", "executed"]);
+}
+
+#[tokio::test]
+async fn a_denied_deferred_call_gets_its_refusal_once_then_asks_anew() {
+    let sink = sink();
+    let gate = deferred_gate(sink.clone(), None);
+    let runs = Arc::new(AtomicU32::new(0));
+    let id = pending_id(deferred_export(&gate, agent(), &runs).await);
+    let request = gate.status(&id).unwrap().request;
+    gate.cast(Ballot::new(&request, "mock:alice", "mock", Vote::Deny).comment("not today"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        deferred_export(&gate, agent(), &runs).await,
+        Err(ApprovalError::Denied { comment: Some(c), .. }) if c == "not today"
+    ));
+    let again = pending_id(deferred_export(&gate, agent(), &runs).await);
+    assert_ne!(again, id);
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    // Shutdown leaves a deferred request open for the next run.
+    gate.shutdown().await.unwrap();
+    assert!(gate.status(&again).unwrap().is_open());
+}
+
+#[tokio::test]
+async fn a_deferred_request_survives_a_restart_and_a_vote_after_it_runs_it_once() {
+    use crate::{JsonlFileSink, Keyring, ManualClock};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let clock = Arc::new(ManualClock::new(crate::SystemClock.now()));
+    let secret = WriterSecret::from_hex(&"24".repeat(32)).unwrap();
+    let writer =
+        || Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &secret).with_clock(clock.clone()));
+    let runs = Arc::new(AtomicU32::new(0));
+
+    // First run: asked for, one vote of two (Bob's), then the process ends.
+    let two = || {
+        Policy::new("export", ["mock"], Duration::from_secs(600))
+            .approvers(["alice", "bob"])
+            .required(2)
+    };
+    let start = |sink: Arc<JsonlFileSink>| {
+        Gate::builder(sink)
+            .approver("mock", Arc::new(MockApprover::silent("ci")))
+            .policy(two())
+            .directory(directory())
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    let (id, blocking) = {
+        let gate = start(Arc::new(JsonlFileSink::open(&path, writer()).unwrap()));
+        let id = pending_id(deferred_export(&gate, agent(), &runs).await);
+        let request = gate.status(&id).unwrap().request;
+        gate.cast(Ballot::new(&request, "mock:bob", "mock", Vote::Approve))
+            .await
+            .unwrap();
+        // A blocking caller's request is closed at restart, as before.
+        let blocking = gate.submit(call()).await.unwrap().detach();
+        (id, blocking)
+    };
+
+    // Second run, five minutes later: reopened with Bob's vote.
+    clock.advance(Duration::from_secs(300));
+    let sink = Arc::new(JsonlFileSink::open(&path, writer()).unwrap());
+    let gate = start(sink.clone());
+    let recovery = gate.recover().await.unwrap();
+    assert_eq!(recovery.reopened, std::slice::from_ref(&id));
+    assert_eq!(
+        recovery.cancelled,
+        std::slice::from_ref(&blocking),
+        "the detached blocking one"
+    );
+    let view = gate.status(&id).unwrap();
+    assert!(view.is_open());
+    assert_eq!(view.votes.len(), 1);
+    assert_eq!(view.may_vote, ["alice"]);
+    assert_eq!(pending_id(deferred_export(&gate, agent(), &runs).await), id);
+    // Alice's vote after the restart settles it; the call then runs once.
+    let request = view.request;
+    let outcome = gate
+        .cast(Ballot::new(&request, "mock:alice", "mock", Vote::Approve))
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        BallotOutcome::Counted { decision: Some(Decision::Approved { ref reviewers }) } if reviewers.len() == 2
+    ));
+    assert_eq!(deferred_export(&gate, agent(), &runs).await.unwrap(), 1);
+    assert!(deferred_export(&gate, agent(), &runs).await.is_err());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    drop(gate);
+    drop(sink);
+
+    // The chain verifies, and the request's records tell the story.
+    let log = std::fs::read(&path).unwrap();
+    let keyring = Keyring::new().with(KeyId::new("k").unwrap(), secret.record_key());
+    let report = crate::verify(&log[..], &keyring).unwrap();
+    assert_eq!(report.records, 7, "{report:?}");
+    let of_id: Vec<String> = String::from_utf8(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["request_id"] == id.as_str())
+        .map(|r| r["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        of_id,
+        ["requested", "reviewed", "reviewed", "approved", "executed"]
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_request_whose_deadline_passed_while_down_is_expired_at_restart() {
+    use crate::{JsonlFileSink, ManualClock};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let clock = Arc::new(ManualClock::new(crate::SystemClock.now()));
+    let secret = WriterSecret::from_hex(&"25".repeat(32)).unwrap();
+    let writer =
+        || Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &secret).with_clock(clock.clone()));
+    let runs = Arc::new(AtomicU32::new(0));
+    let id = {
+        let sink = Arc::new(JsonlFileSink::open(&path, writer()).unwrap());
+        let gate = deferred_gate(sink, Some(clock.clone()));
+        pending_id(deferred_export(&gate, agent(), &runs).await)
+    };
+    clock.advance(Duration::from_secs(601));
+    let sink = Arc::new(JsonlFileSink::open(&path, writer()).unwrap());
+    let gate = deferred_gate(sink, Some(clock.clone()));
+    let recovery = gate.recover().await.unwrap();
+    assert_eq!(recovery.expired, std::slice::from_ref(&id));
+    assert!(recovery.reopened.is_empty());
+    let again = pending_id(deferred_export(&gate, agent(), &runs).await);
+    assert_ne!(again, id, "asked anew");
+}

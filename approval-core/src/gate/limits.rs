@@ -1,15 +1,21 @@
 //! Per-actor limits: how many requests one actor may have open at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::{GateInner, NO_ACTOR, lock};
 use crate::error::ApprovalError;
 use crate::record::Actor;
 
-/// A place in an actor's quota of open requests, given back on drop.
+/// Open requests per actor id.
+pub(crate) type Counts = Arc<Mutex<HashMap<Arc<str>, u32>>>;
+
+/// A place in an actor's quota of open requests, given back on drop. It
+/// holds the counts, not the gate: an open request on the gate's table
+/// holds its slot, and must not keep the gate alive.
 #[derive(Debug)]
 pub(crate) struct ActorSlot {
-    gate: Arc<GateInner>,
+    counts: Counts,
     actor: Option<Arc<str>>,
 }
 
@@ -37,7 +43,7 @@ impl ActorSlot {
         }
         counts.insert(id.clone(), count + 1);
         Ok(Self {
-            gate: gate.clone(),
+            counts: gate.per_actor.clone(),
             actor: Some(id),
         })
     }
@@ -46,7 +52,7 @@ impl ActorSlot {
 impl Drop for ActorSlot {
     fn drop(&mut self) {
         if let Some(id) = self.actor.take() {
-            let mut counts = lock(&self.gate.per_actor);
+            let mut counts = lock(&self.counts);
             if let Some(count) = counts.get_mut(&id) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {

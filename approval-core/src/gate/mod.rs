@@ -17,6 +17,7 @@ mod builder;
 mod call;
 mod coordinator;
 mod deadline;
+mod deferred;
 mod directory;
 mod limits;
 #[cfg(any(test, feature = "mock"))]
@@ -130,7 +131,8 @@ pub(crate) struct GateInner {
     recovery_margin: std::time::Duration,
     coordinator: Option<Arc<dyn Coordinator>>,
     table: Table,
-    per_actor: Mutex<HashMap<Arc<str>, u32>>,
+    deferred: deferred::Deferred,
+    per_actor: limits::Counts,
     deadlines: Arc<Deadlines>,
     /// Each route's notices, by route name.
     outboxes: HashMap<String, Outbox>,
@@ -245,8 +247,8 @@ impl Gate {
         // Built outside the waiting future, so it holds neither the call nor
         // the actor while it waits (an `async fn` keeps its arguments for
         // its whole life); the rare error is boxed for the same reason.
-        let prepared = self.prepare(call).map_err(Box::new);
-        let opened = self.clone().open(prepared);
+        let prepared = self.prepare(call, true).map_err(Box::new);
+        let opened = self.clone().open(prepared, false);
         async move { opened.await?.decision().await }
     }
 
@@ -289,8 +291,8 @@ impl Gate {
     /// # }
     /// ```
     pub fn submit(&self, call: Call) -> impl Future<Output = Result<Ticket, ApprovalError>> {
-        let prepared = self.prepare(call).map_err(Box::new);
-        self.clone().open(prepared)
+        let prepared = self.prepare(call, true).map_err(Box::new);
+        self.clone().open(prepared, false)
     }
 
     /// Waits for `ticket`'s decision; the same as [`Ticket::decision`].
@@ -348,7 +350,9 @@ impl Gate {
     }
 
     /// Shuts the gate down: refuses new requests (`GateClosed`), cancels
-    /// the open ones (recorded `cancelled`), and waits until every
+    /// the open ones that callers wait for (recorded `cancelled`; deferred
+    /// ones stay open for the next run's [`recover`](Gate::recover)), and
+    /// waits until every
     /// approver has heard what happened (the notice outboxes are drained).
     /// Records are durable when written, so the sink needs no sync after.
     pub async fn shutdown(&self) -> Result<(), ApprovalError> {
@@ -356,6 +360,11 @@ impl Gate {
         inner.closing.store(true, Ordering::Release);
         let mut first_error = None;
         for pending in inner.table.all_open() {
+            // A deferred call's request outlives the process (reopened by
+            // `recover`); a blocking caller's does not.
+            if pending.deferred {
+                continue;
+            }
             let why = Decision::Cancelled {
                 why: "gate shut down".into(),
             };

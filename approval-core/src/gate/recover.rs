@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{Approver, Gate, Notice};
+use super::table::{Accepted, Pending};
+use super::{ApprovalRequest, Approver, Decision, Gate, GateInner, NO_ACTOR, Notice, lock};
+use crate::canonical::CanonicalJson;
 use crate::error::ApprovalError;
+use crate::record::{Actor, ActorKind, Reviewer, Task, Vote};
 use crate::record::{Event, Outcome};
 
 /// What [`Gate::recover`] found and closed.
@@ -19,6 +22,12 @@ pub struct Recovery {
     /// Approved requests whose body was not known to finish, now
     /// `executed` with outcome `unknown`.
     pub unknown: Vec<String>,
+    /// Deferred requests still within their deadline, open again (with
+    /// the votes recorded before the restart) and delivered anew.
+    pub reopened: Vec<String>,
+    /// Deferred requests whose deadline passed while the process was down,
+    /// now `expired`.
+    pub expired: Vec<String>,
 }
 
 /// The members recovery reads from each record.
@@ -27,6 +36,8 @@ struct Line {
     event: String,
     #[serde(default)]
     request_id: Option<String>,
+    #[serde(default)]
+    deferred: bool,
 }
 
 #[derive(Default)]
@@ -42,6 +53,13 @@ impl Gate {
     /// waiter is gone, so it can never be approved), and every approved
     /// request with no `executed` gets `executed` with outcome `unknown`.
     /// Late votes for them are refused as `settled`.
+    ///
+    /// A deferred request (see [`Gate::approve_deferred`]) nobody waited
+    /// for is reopened instead, with the votes recorded before, and
+    /// delivered again, if its policy is unchanged (same digest) and its
+    /// deadline has not passed (else `expired`). With a
+    /// [`Coordinator`](super::Coordinator), deferred requests are closed
+    /// like the others: the shared store ends them at restart.
     ///
     /// Call it at start-up, before any gated call. It refuses to run on a
     /// log other processes may be writing ([`AuditSink::sole_writer`]):
@@ -77,6 +95,9 @@ impl Gate {
         let reader = sink.read_recent(window)?;
         // Requests still open or approved-but-not-run; settled ones leave.
         let mut open: HashMap<String, State> = HashMap::new();
+        // Deferred requests' own records, to reopen them: `requested`, then
+        // their `reviewed` votes.
+        let mut deferred: HashMap<String, Vec<String>> = HashMap::new();
         for line in BufReader::new(reader).lines() {
             let line = line.map_err(|e| ApprovalError::Recovery(e.to_string()))?;
             let record: Line = serde_json::from_str(&line)
@@ -84,6 +105,13 @@ impl Gate {
             let Some(id) = record.request_id else {
                 continue;
             };
+            if record.event == "requested" && record.deferred {
+                deferred.insert(id.clone(), vec![line]);
+            } else if record.event == "reviewed"
+                && let Some(lines) = deferred.get_mut(&id)
+            {
+                lines.push(line);
+            }
             // Only `requested` opens a request (a late vote for one that
             // settled earlier must not reopen it), or an approval whose
             // request came before the window read.
@@ -114,6 +142,7 @@ impl Gate {
             }
         }
         let mut recovery = Recovery::default();
+        let mut to_deliver = Vec::new();
         let mut ids: Vec<_> = open.into_iter().collect();
         ids.sort_by(|a, b| a.0.cmp(&b.0));
         for (id, state) in ids {
@@ -126,9 +155,35 @@ impl Gate {
                 .await?;
                 recovery.unknown.push(id.clone());
             } else if !state.settled {
+                // Across processes the shared store closes the previous
+                // run's requests (below), so they cannot be reopened here.
+                let reopened = match &self.inner.coordinator {
+                    None => deferred.get(&id).map(|lines| self.inner.reopen(lines)),
+                    Some(_) => None,
+                };
+                let why = match reopened {
+                    Some(Ok(Reopened::Open(pending))) => {
+                        recovery.reopened.push(id.clone());
+                        to_deliver.push(pending);
+                        continue;
+                    }
+                    Some(Ok(Reopened::Expired { policy, timeout_ms })) => {
+                        sink.append_event(Event::Expired {
+                            request_id: id.clone(),
+                            policy,
+                            timeout_ms,
+                        })
+                        .await?;
+                        recovery.expired.push(id.clone());
+                        self.inner.table.closed_at_restart(&id);
+                        continue;
+                    }
+                    Some(Err(why)) => why,
+                    None => "the process waiting for it ended; closed at restart".into(),
+                };
                 sink.append_event(Event::Cancelled {
                     request_id: id.clone(),
-                    why: "the process waiting for it ended; closed at restart".into(),
+                    why,
                 })
                 .await?;
                 recovery.cancelled.push(id.clone());
@@ -159,11 +214,161 @@ impl Gate {
                 outbox.post(Notice::Recovered(recovery.clone()));
             }
         }
+        // Reopened requests go to their routes again (their old messages
+        // were left by a process that ended).
+        for pending in to_deliver {
+            let inner = self.inner.clone();
+            if let Some((route, error)) = inner.deliver_all(&pending).await {
+                tracing::warn!(request_id = %pending.request.id, route, %error, "a reopened request could not be delivered");
+                let why = format!("approver {route} unavailable");
+                inner.finish(&pending, Decision::Cancelled { why }).await?;
+            }
+        }
         tracing::info!(
+            reopened = recovery.reopened.len(),
+            expired = recovery.expired.len(),
             cancelled = recovery.cancelled.len(),
             unknown = recovery.unknown.len(),
             "recovered the previous run's open requests"
         );
         Ok(Recovery::clone(&recovery))
+    }
+}
+
+/// What became of a deferred request found open at restart.
+enum Reopened {
+    Open(Arc<Pending>),
+    Expired { policy: String, timeout_ms: u64 },
+}
+
+/// The members of a `requested` record that rebuild its request.
+#[derive(Deserialize)]
+struct RequestedLine {
+    request_id: String,
+    action: String,
+    policy: String,
+    policy_digest: String,
+    args: serde_json::Value,
+    #[serde(default)]
+    skipped: Vec<String>,
+    binding: String,
+    actor: ActorLine,
+    resource: Option<String>,
+    reason: Option<String>,
+    ts: String,
+}
+
+#[derive(Deserialize)]
+struct ActorLine {
+    id: String,
+    kind: Option<String>,
+    model: Option<String>,
+    on_behalf_of: Option<String>,
+    task: Option<TaskLine>,
+}
+
+#[derive(Deserialize)]
+struct TaskLine {
+    id: String,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReviewedLine {
+    reviewer: ReviewerLine,
+    vote: String,
+    channel: String,
+    comment: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReviewerLine {
+    id: String,
+    person: Option<String>,
+    display: Option<String>,
+}
+
+impl GateInner {
+    /// Rebuilds a deferred request from its records (`requested`, then its
+    /// votes) and puts it back on the table and timer; `Err` says why it
+    /// cannot be (it is then cancelled).
+    fn reopen(&self, lines: &[String]) -> Result<Reopened, String> {
+        let unreadable = |e: serde_json::Error| format!("its records could not be read back: {e}");
+        let first = lines.first().ok_or("no `requested` record")?;
+        let r: RequestedLine = serde_json::from_str(first).map_err(unreadable)?;
+        let entry = self
+            .policies
+            .get(&r.policy)
+            .ok_or_else(|| format!("policy {} is no longer configured", r.policy))?
+            .clone();
+        if crate::hex::decode32(&r.policy_digest) != Some(entry.digest) {
+            return Err(format!(
+                "policy {} changed since it was asked for",
+                r.policy
+            ));
+        }
+        let policy = entry.policy.clone();
+        let asked_at = crate::clock::parse_ts(r.ts.as_bytes()).ok_or("unreadable ts")?;
+        let expires_at = asked_at + policy.timeout();
+        let Ok(time_left) = expires_at.duration_since(self.clock.now()) else {
+            return Ok(Reopened::Expired {
+                policy: policy.name.clone(),
+                timeout_ms: policy.timeout_ms,
+            });
+        };
+        let actor = (r.actor.id != NO_ACTOR).then(|| {
+            let mut actor = Actor::new(r.actor.id);
+            actor.kind = r.actor.kind.as_deref().and_then(ActorKind::from_word);
+            actor.model = r.actor.model;
+            actor.on_behalf_of = r.actor.on_behalf_of;
+            actor.task = r.actor.task.map(|t| Task::new(t.id, t.description));
+            actor
+        });
+        let request = Arc::new(ApprovalRequest {
+            id: r.request_id,
+            binding: crate::hex::decode32(&r.binding).ok_or("unreadable binding")?,
+            earlier: Vec::new(),
+            action: r.action,
+            policy: policy.clone(),
+            policy_digest: entry.digest,
+            args: CanonicalJson::from_value(&r.args).map_err(|e| e.to_string())?,
+            skipped: r.skipped,
+            actor,
+            resource: r.resource,
+            reason: r.reason,
+            expires_at,
+        });
+        // Redactions are not known from the record: the re-check before the
+        // body recomputes the binding.
+        let pending = Arc::new(Pending::new(request, entry, false, true, None, time_left));
+        {
+            let mut state = lock(&pending.state);
+            for line in &lines[1..] {
+                let v: ReviewedLine = serde_json::from_str(line).map_err(unreadable)?;
+                let vote = match v.vote.as_str() {
+                    "approve" => Vote::Approve,
+                    "deny" => Vote::Deny,
+                    other => return Err(format!("unknown vote {other}")),
+                };
+                let mut reviewer = Reviewer::new(v.reviewer.id);
+                reviewer.person = v.reviewer.person;
+                reviewer.display = v.reviewer.display;
+                let who = reviewer
+                    .person
+                    .clone()
+                    .or_else(|| self.directory.person_of(&reviewer.id).map(str::to_owned))
+                    .unwrap_or_else(|| reviewer.id.clone());
+                state.votes.push(Accepted {
+                    who,
+                    channel: v.channel,
+                    vote,
+                    comment: v.comment,
+                    reviewer,
+                });
+            }
+        }
+        self.register(&pending);
+        self.remember_deferred(&pending);
+        Ok(Reopened::Open(pending))
     }
 }

@@ -16,9 +16,9 @@ use crate::record::Actor;
 /// A request built and ready to record.
 pub(crate) struct Prepared {
     entry: Arc<PolicyEntry>,
-    /// The actor's place in its quota of waiting requests.
-    slot: ActorSlot,
-    request: Arc<ApprovalRequest>,
+    /// The actor's place in its quota of open requests.
+    slot: Option<ActorSlot>,
+    pub(crate) request: Arc<ApprovalRequest>,
     /// Whether the binding covers exactly the recorded arguments (nothing
     /// was redacted).
     binds_recorded: bool,
@@ -58,6 +58,10 @@ impl Ticket {
         self.gate.conclusion(&self.pending, &decision)
     }
 
+    pub(crate) fn pending(&self) -> &Arc<Pending> {
+        &self.pending
+    }
+
     /// Leaves the request open without waiting; returns its id.
     pub fn detach(mut self) -> String {
         self.armed = false;
@@ -73,9 +77,21 @@ impl Drop for Ticket {
     }
 }
 
+impl Prepared {
+    /// Takes the actor's slot, if not taken yet.
+    pub(crate) fn take_slot(&mut self, gate: &Arc<GateInner>) -> Result<(), ApprovalError> {
+        if self.slot.is_none() {
+            let limit = self.entry.policy.max_pending_per_actor;
+            self.slot = Some(ActorSlot::take(gate, self.request.actor.as_ref(), limit)?);
+        }
+        Ok(())
+    }
+}
+
 impl Gate {
-    /// Looks up the policy, takes the actor's slot, and builds the request.
-    pub(crate) fn prepare(&self, call: Call) -> Result<Prepared, ApprovalError> {
+    /// Looks up the policy, takes the actor's slot (if `with_slot`), and
+    /// builds the request.
+    pub(crate) fn prepare(&self, call: Call, with_slot: bool) -> Result<Prepared, ApprovalError> {
         let inner = &self.inner;
         let entry = inner.policies.get(&call.policy).cloned().ok_or_else(|| {
             ApprovalError::UnknownPolicy {
@@ -89,7 +105,15 @@ impl Gate {
                 policy: policy.name.clone(),
             });
         }
-        let slot = ActorSlot::take(inner, actor.as_ref(), policy.max_pending_per_actor)?;
+        let slot = if with_slot {
+            Some(ActorSlot::take(
+                inner,
+                actor.as_ref(),
+                policy.max_pending_per_actor,
+            )?)
+        } else {
+            None
+        };
         let now = inner.clock.now();
         let binding = inner
             .sink
@@ -123,6 +147,7 @@ impl Gate {
     pub(crate) async fn open(
         self,
         prepared: Result<Prepared, Box<ApprovalError>>,
+        deferred: bool,
     ) -> Result<Ticket, ApprovalError> {
         let inner = &self.inner;
         let Prepared {
@@ -151,6 +176,7 @@ impl Gate {
                 actor,
                 resource: request.resource.as_deref(),
                 reason: request.reason.as_deref(),
+                deferred,
             })
             .map_err(ApprovalError::InvalidArguments)?
         };
@@ -162,7 +188,15 @@ impl Gate {
             "request recorded"
         );
 
-        let pending = Arc::new(Pending::new(request, entry, binds_recorded, slot));
+        let time_left = entry.policy.timeout();
+        let pending = Arc::new(Pending::new(
+            request,
+            entry,
+            binds_recorded,
+            deferred,
+            slot,
+            time_left,
+        ));
         inner.register(&pending);
         // From here on, dropping the ticket cancels the request.
         let mut ticket = Ticket {
@@ -183,18 +217,7 @@ impl Gate {
             return Err(ApprovalError::Coordination(e));
         }
 
-        // Every route at once: a slow channel does not hold up the others,
-        // and none may take longer than the request has.
-        let routes = &pending.entry.policy.routes;
-        let failed = if let [route] = routes.as_slice() {
-            inner.deliver(route, pending).await.err()
-        } else {
-            futures_util::future::join_all(routes.iter().map(|route| inner.deliver(route, pending)))
-                .await
-                .into_iter()
-                .find_map(Result::err)
-        };
-        if let Some((route, source)) = failed {
+        if let Some((route, source)) = inner.deliver_all(pending).await {
             // A delivery still running at the deadline: the request has
             // expired (the timer says the same).
             let ending = if tokio::time::Instant::now() >= pending.deadline {
@@ -217,6 +240,24 @@ impl Gate {
 }
 
 impl GateInner {
+    /// Delivers `pending` through every route of its policy at once: a slow
+    /// channel does not hold up the others, and none may take longer than
+    /// the request has. Returns the first route that failed.
+    pub(crate) async fn deliver_all(
+        self: &Arc<Self>,
+        pending: &Arc<Pending>,
+    ) -> Option<(String, ApproverError)> {
+        let routes = &pending.entry.policy.routes;
+        if let [route] = routes.as_slice() {
+            self.deliver(route, pending).await.err()
+        } else {
+            futures_util::future::join_all(routes.iter().map(|route| self.deliver(route, pending)))
+                .await
+                .into_iter()
+                .find_map(Result::err)
+        }
+    }
+
     /// Delivers `pending` through `route`, within its deadline.
     async fn deliver(
         self: &Arc<Self>,

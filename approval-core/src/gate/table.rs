@@ -28,6 +28,9 @@ pub(crate) struct Pending {
     /// Whether the binding covers exactly the recorded arguments (nothing
     /// was redacted).
     pub(crate) binds_recorded: bool,
+    /// Whether nobody waits: a deferred call comes back for it, so it stays
+    /// open across a shutdown and a restart.
+    pub(crate) deferred: bool,
     /// Serialises the votes of this request, across their audit writes.
     pub(crate) votes_lock: tokio::sync::Mutex<()>,
     pub(crate) state: Mutex<VoteState>,
@@ -64,17 +67,20 @@ impl Pending {
         request: Arc<ApprovalRequest>,
         entry: Arc<PolicyEntry>,
         binds_recorded: bool,
-        slot: ActorSlot,
+        deferred: bool,
+        slot: Option<ActorSlot>,
+        time_left: std::time::Duration,
     ) -> Self {
-        let deadline = Instant::now() + entry.policy.timeout();
+        let deadline = Instant::now() + time_left.min(entry.policy.timeout());
         Self {
             request,
             entry,
             deadline,
             binds_recorded,
+            deferred,
             votes_lock: tokio::sync::Mutex::new(()),
             state: Mutex::new(VoteState {
-                slot: Some(slot),
+                slot,
                 ..VoteState::default()
             }),
             decided: Notify::new(),

@@ -1200,6 +1200,7 @@ fn requested(id: &str) -> Event {
         actor: Actor::new("agent-7"),
         resource: None,
         reason: None,
+        deferred: false,
     }
 }
 

@@ -58,6 +58,7 @@ fn writer_matches_an_independent_implementation_byte_for_byte() {
                 .on_behalf_of("zoë@example.com"),
             resource: Some("warehouse/kunden".into()),
             reason: Some("Quartalsbericht für Zoë".into()),
+            deferred: false,
         },
         Event::Reviewed {
             request_id: request.clone(),
@@ -157,6 +158,7 @@ fn requested_args_must_be_an_object() {
         actor: Actor::new("x"),
         resource: None,
         reason: None,
+        deferred: false,
     };
     assert!(event.to_pending().is_err());
 }

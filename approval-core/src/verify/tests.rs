@@ -77,6 +77,7 @@ fn rust_log() -> (Vec<u8>, WriterSecret) {
             actor: Actor::new("agent-7").on_behalf_of("alice"),
             resource: Some(r("warehouse/users")),
             reason: Some(r("monthly report")),
+            deferred: false,
         },
         Event::RejectedVote {
             request_id: r("req-1"),
