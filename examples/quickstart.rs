@@ -26,6 +26,7 @@ use approval_core::{
     with_actor,
 };
 use approval_http::{ApiApprover, ReviewerTokens, api};
+use tracing_subscriber::EnvFilter;
 
 /// Exports a table from the warehouse: a person approves every call.
 #[requires_approval(
@@ -55,6 +56,12 @@ fn one_time_token() -> Result<String, Box<dyn std::error::Error>> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `RUST_LOG=info` shows a line per step (recorded, delivered, voted,
+    // settled, ran); nothing by default.
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     // `--web`: decide in the review console in a browser instead.
     let web = std::env::args().skip(1).any(|a| a == "--web");
     let dir = Path::new("approval-quickstart");
@@ -119,7 +126,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let serving = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
+                    // Told to stop, or the quickstart is gone: stop either way.
+                    match stopped.await {
+                        Ok(()) | Err(_) => {}
+                    }
                 })
                 .await
         });
@@ -170,8 +180,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Closing the log signs a checkpoint of everything in it. The console
     // holds the log too: it stops first, letting open connections finish.
     if let Some((stop, serving)) = server {
-        let _ = stop.send(());
-        let _ = serving.await;
+        // The console may have stopped on its own (an error it reported).
+        if stop.send(()).is_err() {
+            eprintln!("the review console had already stopped");
+        }
+        serving.await??;
     }
     drop(gate);
     // A channel's task may still be finishing the last vote, holding the
@@ -194,7 +207,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let coverage = check_log(std::fs::File::open(&log)?, &checkpoint)?;
     println!(
-        "\nVerified {}: {} records, head {}; the signed checkpoint covers them: {coverage:?}.",
+        "\nVerified {}: {} records, head {}; {coverage}.",
         log.display(),
         report.records,
         report.head_hex()

@@ -26,6 +26,8 @@ fn quickstart_approves_one_denies_one_and_verifies_its_log() {
             "/dev/null",
         ])
         .current_dir(dir.path())
+        // A line per step on the terminal, as a newcomer would ask for.
+        .env("RUST_LOG", "approval_core=info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -69,6 +71,23 @@ fn quickstart_approves_one_denies_one_and_verifies_its_log() {
         "{output}"
     );
     assert!(output.contains("records, head "), "{output}");
+    for step in [
+        "request recorded",
+        "request delivered",
+        "request settled",
+        "body ran",
+    ] {
+        let lines = output.lines().filter(|l| l.contains(step)).count();
+        assert!(lines >= 1, "no {step:?} line in {output}");
+    }
+    // Spans and events name the request, never the arguments' values.
+    assert!(output.contains("request_id="), "{output}");
+    assert!(
+        !output
+            .lines()
+            .any(|l| l.contains(" INFO") && l.contains("5000")),
+        "{output}"
+    );
 
     let log = std::fs::read_to_string(dir.path().join("approval-quickstart/audit.jsonl")).unwrap();
     let events: Vec<String> = log
@@ -107,7 +126,7 @@ fn quickstart_approves_one_denies_one_and_verifies_its_log() {
     assert_eq!(report.records, 7);
     assert!(
         output.contains(&format!(
-            "7 records, head {}; the signed checkpoint covers them: Consistent {{ covered: 7, beyond: 0 }}.",
+            "7 records, head {}; the signed checkpoint covers all 7 records.",
             report.head_hex()
         )),
         "{output}"
@@ -266,7 +285,7 @@ fn quickstart_web_is_decided_in_the_review_console() {
         "{output}"
     );
     assert!(
-        output.contains("the signed checkpoint covers them"),
+        output.contains("the signed checkpoint covers all 7 records"),
         "{output}"
     );
 }

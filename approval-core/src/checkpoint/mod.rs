@@ -221,6 +221,36 @@ pub enum Coverage {
     },
 }
 
+/// A sentence for people: `the signed checkpoint covers all 7 records`.
+///
+/// ```
+/// use approval_core::checkpoint::Coverage;
+///
+/// let seen = Coverage::Truncated { records: 5, signed: 7 };
+/// assert_eq!(seen.to_string(), "the log is cut off: it has 5 records, the checkpoint signs 7");
+/// ```
+impl std::fmt::Display for Coverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Consistent { covered, beyond: 0 } => {
+                write!(f, "the signed checkpoint covers all {covered} records")
+            }
+            Self::Consistent { covered, beyond } => write!(
+                f,
+                "the signed checkpoint covers the first {covered} records; the {beyond} after them are checked by the chain alone"
+            ),
+            Self::Truncated { records, signed } => write!(
+                f,
+                "the log is cut off: it has {records} records, the checkpoint signs {signed}"
+            ),
+            Self::Rewritten { signed } => write!(
+                f,
+                "the log was rewritten: its first {signed} records are not the ones the checkpoint signs"
+            ),
+        }
+    }
+}
+
 /// Reads a log (JSON Lines) and checks it against `checkpoint`: the root of
 /// the tree over its first `checkpoint.size` lines. A last line without its
 /// newline is not a record (the log is cut off inside it).

@@ -111,7 +111,7 @@ impl Approval {
         outcome: Outcome,
         error: Option<String>,
     ) -> Result<(), ApprovalError> {
-        tracing::debug!(request_id = %self.request.id, outcome = outcome.as_str(), "body ran");
+        tracing::info!(request_id = %self.request.id, outcome = outcome.as_str(), "body ran");
         self.gate
             .sink
             .append_event(Event::Executed {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::approval::Approval;
 use super::request::{ApprovalRequest, Decision};
@@ -135,8 +136,9 @@ impl Gate {
     ) -> impl Future<Output = Result<Approval, ApprovalError>> {
         // The actor's slot is taken only if a new request is made.
         let prepared = self.prepare(call, false).map_err(Box::new);
+        let span = super::submit::Prepared::span(&prepared);
         let gate = self.clone();
-        async move {
+        let deferred = async move {
             let mut prepared = prepared.map_err(|e| *e)?;
             let key = CallKey::of(&prepared.request);
             let inner = &gate.inner;
@@ -166,7 +168,8 @@ impl Gate {
             let request = pending.request.clone();
             ticket.detach();
             Err(pending_error(&request))
-        }
+        };
+        deferred.instrument(span)
     }
 }
 

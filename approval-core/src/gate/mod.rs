@@ -42,6 +42,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tracing::Instrument;
+
 pub use actor::{current_actor, with_actor, with_actor_sync};
 pub use approval::Approval;
 pub use approver::{Approver, ApproverError, Ballots};
@@ -248,8 +250,9 @@ impl Gate {
         // the actor while it waits (an `async fn` keeps its arguments for
         // its whole life); the rare error is boxed for the same reason.
         let prepared = self.prepare(call, true).map_err(Box::new);
+        let span = submit::Prepared::span(&prepared);
         let opened = self.clone().open(prepared, false);
-        async move { opened.await?.decision().await }
+        async move { opened.await?.decision().await }.instrument(span)
     }
 
     /// Submits `call` for approval and returns once it is recorded
@@ -292,7 +295,8 @@ impl Gate {
     /// ```
     pub fn submit(&self, call: Call) -> impl Future<Output = Result<Ticket, ApprovalError>> {
         let prepared = self.prepare(call, true).map_err(Box::new);
-        self.clone().open(prepared, false)
+        let span = submit::Prepared::span(&prepared);
+        self.clone().open(prepared, false).instrument(span)
     }
 
     /// Waits for `ticket`'s decision; the same as [`Ticket::decision`].

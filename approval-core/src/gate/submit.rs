@@ -78,6 +78,20 @@ impl Drop for Ticket {
 }
 
 impl Prepared {
+    /// The span a request's work runs in: its id, action and policy, never
+    /// its arguments.
+    pub(crate) fn span(prepared: &Result<Self, Box<ApprovalError>>) -> tracing::Span {
+        match prepared {
+            Ok(p) => tracing::info_span!(
+                "approval",
+                request_id = %p.request.id,
+                action = %p.request.action,
+                policy = %p.entry.policy.name,
+            ),
+            Err(_) => tracing::Span::none(),
+        }
+    }
+
     /// Takes the actor's slot, if not taken yet.
     pub(crate) fn take_slot(&mut self, gate: &Arc<GateInner>) -> Result<(), ApprovalError> {
         if self.slot.is_none() {
@@ -181,10 +195,11 @@ impl Gate {
             .map_err(ApprovalError::InvalidArguments)?
         };
         inner.sink.append(vec![record]).await?;
-        tracing::debug!(
+        tracing::info!(
             request_id = %request.id,
             action = %request.action,
             policy = %entry.policy.name,
+            deferred,
             "request recorded"
         );
 
@@ -284,7 +299,7 @@ impl GateInner {
                 });
         match delivered {
             Ok(()) => {
-                tracing::debug!(request_id = %request.id, route, "request delivered");
+                tracing::info!(request_id = %request.id, route, "request delivered");
                 Ok(())
             }
             Err(error) => {

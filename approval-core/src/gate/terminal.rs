@@ -40,23 +40,40 @@ impl TerminalApprover {
         }
     }
 
-    /// Asks as the operating-system user running the program (`$USER`, or
-    /// `$LOGNAME`).
+    /// Asks as the operating-system user running the program: the name
+    /// the password database gives the process's real user id (never
+    /// `$USER`, which the agent's own process may set), else the number.
+    ///
+    /// A terminal is only as trustworthy as whoever holds it: anyone who
+    /// can type into it votes as this user.
     pub fn for_current_user() -> Self {
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "names the reviewer at the terminal; it changes no approval rule"
-        )]
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
-        Self::new(user)
+        Self::new(current_user())
     }
 
     /// The identity its votes carry: `terminal:<user>`.
     pub fn identity(&self) -> String {
         format!("terminal:{}", self.user)
     }
+}
+
+/// The real user's name from the password database, or its number.
+#[cfg(unix)]
+fn current_user() -> String {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        Ok(None) => uid.to_string(),
+        Err(error) => {
+            tracing::warn!(%uid, %error, "password database unreadable; naming the terminal reviewer by user id");
+            uid.to_string()
+        }
+    }
+}
+
+/// Elsewhere, no real user id to read: `unknown`.
+#[cfg(not(unix))]
+fn current_user() -> String {
+    "unknown".into()
 }
 
 #[async_trait]
@@ -211,7 +228,50 @@ pub(crate) fn visible(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::visible;
+    use super::{TerminalApprover, visible};
+
+    /// Run by the test below in a child process whose `$USER` it chose.
+    #[test]
+    fn print_terminal_identity_for_parent() {
+        #[allow(clippy::disallowed_methods, reason = "the parent test's marker")]
+        if std::env::var_os("APPROVAL_PRINT_TERMINAL_IDENTITY").is_some() {
+            #[allow(clippy::print_stdout, reason = "read by the parent test")]
+            {
+                println!(
+                    "identity={}",
+                    TerminalApprover::for_current_user().identity()
+                );
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_terminal_reviewer_is_the_real_user_not_whatever_user_says() {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "gate::terminal::tests::print_terminal_identity_for_parent",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("APPROVAL_PRINT_TERMINAL_IDENTITY", "1")
+            .env("USER", "mallory")
+            .env("LOGNAME", "mallory")
+            .output()
+            .unwrap();
+        let out = String::from_utf8(child.stdout).unwrap();
+        // The harness may print its own words on the same line.
+        let identity = out
+            .split_once("identity=")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no identity in {out}"));
+        let uid = nix::unistd::getuid();
+        let expected = nix::unistd::User::from_uid(uid)
+            .unwrap()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        assert_eq!(identity, format!("terminal:{expected}"));
+        assert_ne!(identity, "terminal:mallory");
+    }
 
     #[test]
     fn agent_text_cannot_hide_controls_or_reorder_the_screen() {
