@@ -32,9 +32,17 @@ fn writer() -> Arc<ChainWriter> {
     Arc::new(ChainWriter::new(KeyId::new("bench").expect("id"), &secret))
 }
 
-fn gate(sink: Arc<dyn AuditSink>, approver: MockApprover, timeout: Duration) -> Gate {
+/// A gate whose own tasks run on `rt`, as in a program built inside its
+/// runtime (`#[tokio::main]`).
+fn gate(
+    rt: &tokio::runtime::Runtime,
+    sink: Arc<dyn AuditSink>,
+    approver: Arc<MockApprover>,
+    timeout: Duration,
+) -> Gate {
     Gate::builder(sink)
-        .approver("mock", Arc::new(approver))
+        .runtime(rt.handle().clone())
+        .approver("mock", approver)
         .policy(Policy::new("bench", ["mock"], timeout).approvers(["mock:ci"]))
         .build()
         .expect("gate")
@@ -57,8 +65,9 @@ fn bench_overhead() {
         // A fresh sink each round, so the log's growth stays small.
         let sink = Arc::new(MemorySink::new(writer()));
         let gate = gate(
+            &rt,
             sink.clone(),
-            MockApprover::approve_all("ci"),
+            Arc::new(MockApprover::approve_all("ci")),
             Duration::from_secs(60),
         );
         let (gated_times, plain_times) = rt.block_on(gate.scope(async {
@@ -187,11 +196,7 @@ fn bench_pending_memory() {
         head: Mutex::new(ChainHead::genesis()),
     });
     let mock = Arc::new(MockApprover::silent("ci"));
-    let gate = Gate::builder(sink)
-        .approver("mock", mock.clone())
-        .policy(Policy::new("bench", ["mock"], Duration::from_secs(3600)).approvers(["mock:ci"]))
-        .build()
-        .expect("gate");
+    let gate = gate(&rt, sink, mock.clone(), Duration::from_secs(3600));
     let waiting = gate.scope(gated("users", 0, 0.5));
     println!(
         "pending memory: a gated call's future is {} bytes, {} with the gate scoped",

@@ -19,11 +19,20 @@ pub(crate) type Key = (Instant, u64);
 /// Open requests by deadline.
 #[derive(Debug, Default)]
 pub(crate) struct Deadlines {
-    queue: Mutex<BTreeMap<Key, Weak<Pending>>>,
+    queue: Mutex<Queue>,
     seq: AtomicU64,
     /// Woken when an earlier deadline comes in, or the gate is dropped.
     wake: Notify,
     closed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    by_deadline: BTreeMap<Key, Weak<Pending>>,
+    /// When the timer task wakes next; `None` while it waits for work.
+    /// A new deadline wakes it only when it is earlier than this, so a
+    /// stream of requests with the same timeout costs no wake-ups.
+    wakes_at: Option<Instant>,
 }
 
 /// How long to wait before trying again to record an expiry the sink
@@ -35,10 +44,11 @@ impl Deadlines {
     pub(crate) fn add(&self, at: Instant, pending: &Arc<Pending>) -> Key {
         let key = (at, self.seq.fetch_add(1, Ordering::Relaxed));
         let mut queue = lock(&self.queue);
-        let earliest = queue
-            .first_key_value()
-            .is_none_or(|(first, _)| key < *first);
-        queue.insert(key, Arc::downgrade(pending));
+        let earliest = queue.wakes_at.is_none_or(|wakes_at| at < wakes_at);
+        if earliest {
+            queue.wakes_at = Some(at);
+        }
+        queue.by_deadline.insert(key, Arc::downgrade(pending));
         drop(queue);
         if earliest {
             self.wake.notify_one();
@@ -48,7 +58,8 @@ impl Deadlines {
 
     /// Takes a settled request off the timer.
     pub(crate) fn remove(&self, key: Key) {
-        lock(&self.queue).remove(&key);
+        // The timer may wake for nothing then: cheaper than waking it now.
+        lock(&self.queue).by_deadline.remove(&key);
     }
 
     /// Stops the timer task (the gate is being dropped).
@@ -61,7 +72,7 @@ impl Deadlines {
     fn due(&self, now: Instant) -> Vec<Arc<Pending>> {
         let mut queue = lock(&self.queue);
         let mut due = Vec::new();
-        while let Some(entry) = queue.first_entry() {
+        while let Some(entry) = queue.by_deadline.first_entry() {
             if entry.key().0 > now {
                 break;
             }
@@ -72,8 +83,12 @@ impl Deadlines {
         due
     }
 
+    /// The next deadline, which the timer task then sleeps until.
     fn next(&self) -> Option<Instant> {
-        lock(&self.queue).first_key_value().map(|(key, _)| key.0)
+        let mut queue = lock(&self.queue);
+        let next = queue.by_deadline.first_key_value().map(|(key, _)| key.0);
+        queue.wakes_at = next;
+        next
     }
 }
 

@@ -249,10 +249,12 @@ impl Gate {
         // Built outside the waiting future, so it holds neither the call nor
         // the actor while it waits (an `async fn` keeps its arguments for
         // its whole life); the rare error is boxed for the same reason.
+        // Opening happens inside the block, so its state and the wait's
+        // share their space.
         let prepared = self.prepare(call, true).map_err(Box::new);
         let span = submit::Prepared::span(&prepared);
-        let opened = self.clone().open(prepared, false);
-        async move { opened.await?.decision().await }.instrument(span)
+        let gate = self.clone();
+        async move { gate.open(prepared, false).await?.decision().await }.instrument(span)
     }
 
     /// Submits `call` for approval and returns once it is recorded
