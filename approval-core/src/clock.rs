@@ -21,6 +21,21 @@ impl Clock for SystemClock {
     }
 }
 
+/// The time `seconds` after the Unix epoch, or `None` beyond what
+/// [`SystemTime`] holds. For numbers from outside (a header, a token):
+/// `UNIX_EPOCH + Duration::from_secs(n)` panics on a large `n`.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use approval_core::clock::from_unix_seconds;
+///
+/// assert_eq!(from_unix_seconds(60), Some(UNIX_EPOCH + Duration::from_secs(60)));
+/// assert_eq!(from_unix_seconds(u64::MAX), None);
+/// ```
+pub fn from_unix_seconds(seconds: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+}
+
 /// A clock that reads what it was set to; for tests.
 ///
 /// ```

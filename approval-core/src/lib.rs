@@ -59,7 +59,7 @@
 mod canonical;
 mod chain;
 pub mod checkpoint;
-mod clock;
+pub mod clock;
 mod error;
 mod finite;
 mod gate;

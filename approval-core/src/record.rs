@@ -237,6 +237,9 @@ pub enum RejectReason {
     /// The same person already voted otherwise on this request (their first
     /// vote is final). Project word: `already_voted`.
     AlreadyVoted,
+    /// The vote came through a channel that is not among the request's
+    /// routes. Project word: `wrong_route`.
+    WrongRoute,
 }
 
 impl RejectReason {
@@ -251,6 +254,7 @@ impl RejectReason {
             Self::WrongBinding => "wrong_binding",
             Self::UnknownRequest => "unknown_request",
             Self::AlreadyVoted => "already_voted",
+            Self::WrongRoute => "wrong_route",
         }
     }
 
@@ -272,6 +276,7 @@ impl RejectReason {
             Self::WrongBinding,
             Self::UnknownRequest,
             Self::AlreadyVoted,
+            Self::WrongRoute,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == word)

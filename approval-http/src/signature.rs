@@ -4,7 +4,7 @@
 //! timestamp + "." + body)>`, where `body` is the exact bytes sent.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use approval_core::hex::decode32;
 use ring::hmac;
@@ -82,7 +82,8 @@ impl WebhookSecret {
             return Err(SignatureError::Malformed);
         }
         let seconds: u64 = timestamp.parse().map_err(|_| SignatureError::Malformed)?;
-        let sent = UNIX_EPOCH + Duration::from_secs(seconds);
+        // Checked: the number is the sender's, and unauthenticated yet.
+        let sent = approval_core::clock::from_unix_seconds(seconds).ok_or(SignatureError::Stale)?;
         let skew = match now.duration_since(sent) {
             Ok(age) => age,
             Err(ahead) => ahead.duration(),
@@ -128,6 +129,8 @@ pub enum SignatureError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     fn at(seconds: u64) -> SystemTime {
@@ -190,5 +193,35 @@ mod tests {
             check(Some("1700000000"), Some(&other), body, at(1_700_000_000)),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    /// A timestamp past what `SystemTime` holds panicked the check before
+    /// the signature was looked at (one request, and a `panic = "abort"`
+    /// build ends).
+    #[test]
+    fn a_timestamp_beyond_the_clock_is_stale_not_a_panic() {
+        let secret = WebhookSecret::new("whsec_example_do_not_use");
+        let sig = format!("sha256={}", "0".repeat(64));
+        for ts in [u64::MAX, u64::MAX / 2, 1 << 63, 18_446_744_073_709_551] {
+            assert_eq!(
+                secret.verify(Some(&ts.to_string()), Some(&sig), b"{}", at(1_700_000_000)),
+                Err(SignatureError::Stale),
+                "{ts}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any number in a timestamp header is an answer, never a panic.
+        #[test]
+        fn any_timestamp_is_answered(ts: u64, now in 0u64..4_000_000_000, sig: [u8; 32]) {
+            let secret = WebhookSecret::new("whsec_example_do_not_use");
+            let sig = format!("sha256={}", approval_core::hex::encode(&sig));
+            let verdict = secret.verify(Some(&ts.to_string()), Some(&sig), b"{}", at(now));
+            proptest::prop_assert!(verdict.is_err());
+            if ts.abs_diff(now) > 300 {
+                proptest::prop_assert_eq!(verdict, Err(SignatureError::Stale));
+            }
+        }
     }
 }

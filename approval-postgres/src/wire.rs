@@ -99,6 +99,11 @@ struct WireBallot {
     vote: String,
     comment: Option<String>,
     display: Option<String>,
+    /// The route it came through in the forwarding process: the waiting
+    /// process checks it against the request's routes. (Absent in ballots
+    /// of 0.1 processes.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    route: Option<String>,
 }
 
 /// The waiting process's answer, as it travels back.
@@ -126,6 +131,7 @@ pub(crate) fn seal_ballot(key: &ForwardingKey, ballot: &Ballot) -> String {
         vote: ballot.vote.as_str().to_owned(),
         comment: ballot.comment.clone(),
         display: ballot.display.clone(),
+        route: ballot.route().map(str::to_owned),
     })
     .unwrap_or_default();
     key.seal(BALLOT_LABEL, b"", &text)
@@ -164,7 +170,10 @@ pub(crate) fn open_ballot(
         Ballot::from_parts(wire.request_id, binding, wire.identity, wire.channel, vote);
     ballot.comment = wire.comment;
     ballot.display = wire.display;
-    Ok(ballot)
+    Ok(match wire.route {
+        Some(route) => ballot.through_route(route),
+        None => ballot,
+    })
 }
 
 /// The waiting process's answer to vote `vote_id`, sealed.
@@ -240,7 +249,8 @@ mod tests {
     }
 
     fn ballot() -> Ballot {
-        let mut ballot = Ballot::from_parts("req-1", [9; 32], "slack:UALICE", "slack", Vote::Deny);
+        let mut ballot = Ballot::from_parts("req-1", [9; 32], "slack:UALICE", "slack", Vote::Deny)
+            .through_route("slack-ops");
         ballot.comment = Some("not today".into());
         ballot
     }
@@ -253,6 +263,7 @@ mod tests {
         assert_eq!(opened.vote, Vote::Deny);
         assert_eq!(opened.binding, [9; 32]);
         assert_eq!(opened.comment.as_deref(), Some("not today"));
+        assert_eq!(opened.route(), Some("slack-ops"), "the route travels");
         assert_eq!(
             open_ballot(&key(2), "req-1", &sealed).unwrap_err(),
             Unopened::Forged

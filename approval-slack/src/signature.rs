@@ -2,7 +2,7 @@
 //! `v0:<timestamp>:<raw body>` with the app's signing secret (SLACK.md §4).
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use ring::hmac;
 use subtle::ConstantTimeEq;
@@ -71,7 +71,8 @@ impl SigningSecret {
             .ok()
             .filter(|_| !timestamp.is_empty() && timestamp.bytes().all(|b| b.is_ascii_digit()))
             .ok_or(SignatureError::Malformed)?;
-        let sent = UNIX_EPOCH + Duration::from_secs(seconds);
+        // Checked: the number is the sender's, and unauthenticated yet.
+        let sent = approval_core::clock::from_unix_seconds(seconds).ok_or(SignatureError::Stale)?;
         let skew = now
             .duration_since(sent)
             .or_else(|e| Ok::<_, ()>(e.duration()))
@@ -142,6 +143,8 @@ pub enum SignatureError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -288,6 +291,36 @@ mod tests {
             SignatureError::Mismatch,
         ] {
             assert!(!error.to_string().contains("8f74"));
+        }
+    }
+
+    /// A timestamp past what `SystemTime` holds panicked the check before
+    /// the signature was looked at (one request, and a `panic = "abort"`
+    /// build ends).
+    #[test]
+    fn a_timestamp_beyond_the_clock_is_stale_not_a_panic() {
+        let secret = SigningSecret::new(SECRET);
+        let sig = format!("v0={}", "0".repeat(64));
+        for ts in [u64::MAX, u64::MAX / 2, 1 << 63, 18_446_744_073_709_551] {
+            assert_eq!(
+                secret.verify(Some(&ts.to_string()), Some(&sig), b"{}", at(1_700_000_000)),
+                Err(SignatureError::Stale),
+                "{ts}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any number in a timestamp header is an answer, never a panic.
+        #[test]
+        fn any_timestamp_is_answered(ts: u64, now in 0u64..4_000_000_000, sig: [u8; 32]) {
+            let secret = SigningSecret::new(SECRET);
+            let sig = format!("v0={}", approval_core::hex::encode(&sig));
+            let verdict = secret.verify(Some(&ts.to_string()), Some(&sig), b"{}", at(now));
+            proptest::prop_assert!(verdict.is_err());
+            if ts.abs_diff(now) > 300 {
+                proptest::prop_assert_eq!(verdict, Err(SignatureError::Stale));
+            }
         }
     }
 }

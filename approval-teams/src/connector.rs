@@ -12,6 +12,10 @@ use zeroize::Zeroizing;
 
 /// The scope a bot token is asked for.
 const SCOPE: &str = "https://api.botframework.com/.default";
+/// The longest a token is kept, whatever `expires_in` says (Entra's are an
+/// hour): the number is the answer's, and `Instant + Duration` panics on
+/// overflow.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// A token is refreshed this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// How many attempts a connector call gets (the first and the retries).
@@ -222,7 +226,7 @@ impl Connector {
             serde_json::from_slice(&body).map_err(|e| TeamsError::Malformed {
                 cause: format!("token answer: {e}"),
             })?;
-        let lifetime = Duration::from_secs(answer.expires_in);
+        let lifetime = Duration::from_secs(answer.expires_in).min(MAX_TOKEN_LIFETIME);
         let token = CachedToken {
             value: Zeroizing::new(answer.access_token),
             refresh_at: Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),

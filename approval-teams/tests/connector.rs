@@ -98,6 +98,25 @@ async fn serve(fake: Arc<Fake>) -> String {
 const PATH: &str =
     "/v3/conversations/19%3ALydF%40thread.tacv2%3Bmessageid%3D1776390257332/activities";
 
+/// `expires_in` is the token endpoint's number: one past what an `Instant`
+/// can hold panicked the call; it is capped (a day) and the token used.
+#[tokio::test]
+async fn a_token_lifetime_beyond_the_clock_is_capped_not_a_panic() {
+    let fake = Arc::new(Fake::default());
+    *fake.lifetime.lock().unwrap() = u64::MAX;
+    let base = serve(fake.clone()).await;
+    let service_url = format!("{base}/amer/");
+    let card = json!({"type": "message", "attachments": []});
+    let connector = Connector::new(BotCredentials::new(APP_ID, SECRET, TENANT)).login_url(&base);
+    for _ in 0..2 {
+        let sent = connector
+            .call(reqwest::Method::POST, &service_url, PATH, &card)
+            .await;
+        assert_eq!(sent.unwrap(), json!({"id": "1776390257332"}));
+    }
+    assert_eq!(*fake.tokens_issued.lock().unwrap(), 1, "cached");
+}
+
 #[tokio::test]
 async fn tokens_are_cached_and_refreshed_and_the_connector_s_errors_are_typed() {
     let fake = Arc::new(Fake::default());

@@ -68,6 +68,9 @@ pub enum ApproverError {
 #[derive(Debug, Clone)]
 pub struct Ballots {
     pub(super) gate: Weak<GateInner>,
+    /// The route these ballots come through (stamped on each), or `None`
+    /// for the gate's own handle.
+    pub(super) route: Option<Arc<str>>,
 }
 
 impl Ballots {
@@ -76,6 +79,7 @@ impl Ballots {
     /// policy's rule is met.
     pub async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
         let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
+        let ballot = self.stamp(ballot);
         // Boxed, so a channel's future that casts stays small.
         Box::pin(gate.cast(ballot)).await
     }
@@ -95,7 +99,15 @@ impl Ballots {
     /// other, but never forwarded again.
     pub async fn cast_forwarded(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
         let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
+        let ballot = self.stamp(ballot);
         Box::pin(gate.cast_here_or_forward(ballot, false)).await
+    }
+
+    fn stamp(&self, mut ballot: Ballot) -> Ballot {
+        if let Some(route) = &self.route {
+            ballot.route = Some(route.clone());
+        }
+        ballot
     }
 
     /// Records, as `rejected_vote` with no reviewer, a vote the channel

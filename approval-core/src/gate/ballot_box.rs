@@ -62,6 +62,13 @@ impl GateInner {
         if !constant_time_eq(&ballot.binding, &request.binding) {
             return Err(RejectReason::WrongBinding);
         }
+        // A channel votes only on what was routed to it: a webhook's
+        // shared secret does not reach a Teams-only request.
+        if let Some(route) = &ballot.route
+            && !policy.routes.iter().any(|r| **r == **route)
+        {
+            return Err(RejectReason::WrongRoute);
+        }
         if let Some(actor) = &request.actor {
             let requesters = [Some(actor.id.as_str()), actor.on_behalf_of.as_deref()];
             let is_requester = requesters.into_iter().flatten().any(|r| {

@@ -14,6 +14,10 @@ use super::{Approver, Coordinator, Directory, Gate, GateInner, Policy, PolicyFil
 use crate::clock::Clock;
 use crate::sink::AuditSink;
 
+/// The longest timeout a policy may have: a deadline is a clock reading
+/// plus the timeout, and must stay one.
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
 /// Builds a [`Gate`]; [`build`](GateBuilder::build) checks the setup.
 #[derive(Debug)]
 #[must_use]
@@ -184,6 +188,9 @@ impl GateBuilder {
             if policy.timeout_ms == 0 {
                 return Err(invalid("has a zero timeout"));
             }
+            if policy.timeout() > MAX_TIMEOUT {
+                return Err(invalid("has a timeout longer than 366 days"));
+            }
             if let Some(route) = policy
                 .routes
                 .iter()
@@ -234,8 +241,8 @@ impl GateBuilder {
         gate.inner
             .background
             .spawn(deadline::run(Arc::downgrade(&gate.inner), deadlines));
-        for approver in gate.inner.approvers.values() {
-            approver.attach(gate.ballots());
+        for (route, approver) in &gate.inner.approvers {
+            approver.attach(gate.ballots_for(route));
         }
         if let Some(coordinator) = &gate.inner.coordinator {
             coordinator.attach(gate.ballots());

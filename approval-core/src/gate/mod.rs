@@ -205,6 +205,16 @@ impl Gate {
     pub fn ballots(&self) -> Ballots {
         Ballots {
             gate: Arc::downgrade(&self.inner),
+            route: None,
+        }
+    }
+
+    /// Where the approver registered as `route` reports votes: each is
+    /// stamped with the route, and counts only on requests routed there.
+    pub(crate) fn ballots_for(&self, route: &str) -> Ballots {
+        Ballots {
+            gate: Arc::downgrade(&self.inner),
+            route: Some(route.into()),
         }
     }
 

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ring::rand::{SecureRandom, SystemRandom};
-
 use super::policy::Policy;
 use crate::canonical::CanonicalJson;
 use crate::record::{Actor, RejectReason, Reviewer, Vote};
@@ -71,9 +69,29 @@ pub struct Ballot {
     pub comment: Option<String>,
     /// A display name, where the channel gives one.
     pub display: Option<String>,
+    /// The route (registered approver) it came through: stamped by the
+    /// [`Ballots`](super::Ballots) a route was handed, so a channel cannot
+    /// vote on a request outside its policy's routes. `None` for a vote
+    /// cast by code that holds the [`Gate`](super::Gate).
+    pub(crate) route: Option<Arc<str>>,
 }
 
 impl Ballot {
+    /// The route it came through, once a route's
+    /// [`Ballots`](super::Ballots) stamped it.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+
+    /// The route it came through, for a ballot rebuilt elsewhere (a vote
+    /// another process forwarded). A route's own
+    /// [`Ballots`](super::Ballots) overwrites it with that route.
+    #[must_use]
+    pub fn through_route(mut self, route: impl Into<Arc<str>>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+
     /// A vote on `request` from `identity` through `channel`.
     pub fn new(
         request: &ApprovalRequest,
@@ -89,6 +107,7 @@ impl Ballot {
             vote,
             comment: None,
             display: None,
+            route: None,
         }
     }
 
@@ -109,6 +128,7 @@ impl Ballot {
             vote,
             comment: None,
             display: None,
+            route: None,
         }
     }
 
@@ -178,36 +198,16 @@ impl Decision {
     }
 }
 
-/// A new request id: 48 bits of milliseconds since 1970 and 80 bits that
-/// make it unique, in Crockford base32 (26 characters), so ids sort by
-/// time. The 80 bits are a random number drawn once per process plus a
-/// counter: unique within the process without a system call per request,
-/// and across processes by the random start.
+/// A new request id: 48 bits of milliseconds since 1970 and 80 random
+/// bits, in Crockford base32 (26 characters), so ids sort by time and none
+/// tells the next: the bits come from a CSPRNG seeded by the operating
+/// system (`rand`'s thread generator, ChaCha12), fresh for each id.
 pub(crate) fn new_request_id(now: SystemTime) -> Result<String, ring::error::Unspecified> {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static START: OnceLock<(u64, u16)> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    use rand::Rng as _;
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-    let (high, low) = match START.get() {
-        Some(start) => *start,
-        None => {
-            let mut random = [0u8; 10];
-            SystemRandom::new().fill(&mut random)?;
-            let mut high = [0u8; 8];
-            high.copy_from_slice(&random[..8]);
-            *START.get_or_init(|| {
-                (
-                    u64::from_be_bytes(high),
-                    u16::from_be_bytes([random[8], random[9]]),
-                )
-            })
-        }
-    };
-    let unique = (u128::from(high) << 16 | u128::from(low))
-        .wrapping_add(u128::from(COUNTER.fetch_add(1, Ordering::Relaxed)))
-        & ((1 << 80) - 1);
+    let mut random = rand::rng();
+    let unique = (u128::from(random.next_u64()) << 16) | u128::from(random.next_u32() & 0xffff);
     let millis = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -288,6 +288,7 @@ impl GateInner {
         };
         let ballots = super::Ballots {
             gate: Arc::downgrade(self),
+            route: Some(route.into()),
         };
         let delivered =
             tokio::time::timeout_at(pending.deadline, approver.deliver(request.clone(), ballots))

@@ -664,6 +664,11 @@ fn setup_mistakes_are_found_at_build_time() {
         )),
         "policy p has no route to any approver"
     );
+    // A deadline past what a clock holds panicked the first call.
+    assert_eq!(
+        build(Policy::new("p", ["mock"], Duration::MAX).approvers(["alice"])),
+        "policy p has a timeout longer than 366 days"
+    );
     let twice = Gate::builder(sink())
         .approver("mock", Arc::new(MockApprover::silent("ci")))
         .policy(policy())
@@ -687,6 +692,33 @@ fn request_ids_are_unique_and_sort_by_time() {
     assert_ne!(late, again);
 }
 
+/// Ids were a process-wide random start plus a counter: one id told the
+/// next. Each id's 80 low bits are now drawn afresh.
+#[test]
+fn a_request_id_does_not_tell_the_next() {
+    fn tail(id: &str) -> u128 {
+        const ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        let value = id.chars().fold(0u128, |v, c| {
+            v << 5 | u128::try_from(ALPHABET.find(c).expect("base32")).expect("small")
+        });
+        value & ((1 << 80) - 1)
+    }
+    let now = std::time::UNIX_EPOCH + Duration::from_millis(1_795_513_267_000);
+    let tails: Vec<u128> = (0..64)
+        .map(|_| tail(&request::new_request_id(now).unwrap()))
+        .collect();
+    let mut changed_bits = 0;
+    for pair in tails.windows(2) {
+        assert_ne!(pair[1], pair[0].wrapping_add(1), "a counter");
+        changed_bits += (pair[0] ^ pair[1]).count_ones();
+    }
+    // 40 of 80 bits change between random draws; a counter changes ~2.
+    assert!(
+        changed_bits / 63 >= 30,
+        "{changed_bits} bits changed in 63 ids"
+    );
+}
+
 #[test]
 fn the_gate_and_its_futures_are_send() {
     fn send<T: Send>(_: &T) {}
@@ -702,6 +734,7 @@ fn the_gate_and_its_futures_are_send() {
         vote: Vote::Approve,
         comment: None,
         display: None,
+        route: None,
     }));
     let approver: Arc<dyn Approver> = Arc::new(Unreachable);
     send(&approver);
@@ -1456,4 +1489,71 @@ async fn every_route_hears_each_vote_that_does_not_settle_yet() {
     waiting.await.unwrap().unwrap();
     gate.drain_notices().await;
     assert_eq!(lock(&console.votes).len(), 1);
+}
+
+/// Keeps the ballots the gate attached it with, as a webhook's listener
+/// does; delivers nothing.
+#[derive(Debug, Default)]
+struct Listener(std::sync::Mutex<Option<Ballots>>);
+
+#[async_trait::async_trait]
+impl Approver for Listener {
+    fn attach(&self, ballots: Ballots) {
+        *self.0.lock().unwrap() = Some(ballots);
+    }
+
+    async fn deliver(&self, _: Arc<ApprovalRequest>, _: Ballots) -> Result<(), ApproverError> {
+        Ok(())
+    }
+}
+
+/// A channel registered for other policies could approve any request
+/// whose binding it learnt: its vote now counts only on requests routed
+/// to it, and the refusal is recorded.
+#[tokio::test]
+async fn a_vote_through_a_channel_outside_the_request_s_routes_is_refused() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::silent("ci"));
+    let webhook = Arc::new(Listener::default());
+    let gate = Gate::builder(sink.clone())
+        .approver("mock", mock.clone())
+        .approver("webhook", webhook.clone())
+        .policy(policy().approvers(["alice"]))
+        .policy(Policy::new("other", ["webhook"], Duration::from_secs(60)).approvers(["alice"]))
+        .directory(directory())
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let (call, request) = start(&gate, &mock, &ran).await;
+    let through_webhook = webhook.0.lock().unwrap().clone().expect("attached");
+    let outcome = through_webhook
+        .cast(Ballot::new(
+            &request,
+            "slack:UALICE",
+            "webhook",
+            Vote::Approve,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome, BallotOutcome::Rejected(RejectReason::WrongRoute));
+    let (_, refused) = events(&sink).pop().unwrap();
+    assert_eq!(refused["event"], "rejected_vote");
+    assert_eq!(refused["why"], "wrong_route");
+    assert_eq!(refused["reviewer"]["id"], "slack:UALICE");
+    assert!(gate.status(&request.id).unwrap().is_open());
+
+    // The same person through the request's own route counts.
+    let ballots = gate.ballots_for("mock");
+    let outcome = ballots
+        .cast(Ballot::new(&request, "slack:UALICE", "mock", Vote::Approve))
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        BallotOutcome::Counted {
+            decision: Some(Decision::Approved { .. })
+        }
+    ));
+    assert_eq!(call.await.unwrap().unwrap(), 7);
+    assert!(ran.load(Ordering::SeqCst));
 }
