@@ -25,7 +25,7 @@ use crate::vote::{CHANNEL, VoteMessage};
 /// | 200 `{"outcome":"counted"}` (with `decision` if it settled) | counted | `reviewed` |
 /// | 200 `{"outcome":"absorbed"}` | the same vote again | nothing more |
 /// | 400 | not a vote | nothing |
-/// | 401 | unsigned, badly signed, older than 5 minutes | `rejected_vote` (`bad_signature`, `replayed`) if it names a request the gate knows |
+/// | 401 | unsigned, badly signed, older than 5 minutes | nothing: counted in [`Gate::refusal_counts`](approval_core::Gate::refusal_counts) and traced |
 /// | 403 `{"why":…}` | reviewer not eligible, or the requester | `rejected_vote` |
 /// | 404 | unknown request | `rejected_vote` (`unknown_request`) |
 /// | 409 `{"why":…}` | settled, another binding, or a second different vote | `rejected_vote` |
@@ -68,20 +68,15 @@ async fn vote(
         &body,
         approver.now(),
     ) {
-        // Recorded against the request it names, if the gate knows it;
-        // nothing else in it is trusted.
+        // Counted and traced, never recorded: nothing in it is trusted.
         let named = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v["request_id"].as_str().map(str::to_owned));
-        if let Some(request_id) = named {
-            let reason = match why {
-                SignatureError::Stale => RejectReason::Replayed,
-                _ => RejectReason::BadSignature,
-            };
-            if ballots.refuse(&request_id, CHANNEL, reason).await.is_err() {
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
-            }
-        }
+        let reason = match why {
+            SignatureError::Stale => RejectReason::Replayed,
+            _ => RejectReason::BadSignature,
+        };
+        ballots.refuse(named.as_deref().unwrap_or(""), CHANNEL, reason);
         return answer(StatusCode::UNAUTHORIZED, json!({"why": why.to_string()}));
     }
     let Some((vote, binding)) = VoteMessage::parse(&body) else {

@@ -243,7 +243,7 @@ impl Approver for HttpApprover {
                 crate::SignatureError::Stale => RejectReason::Replayed,
                 _ => RejectReason::BadSignature,
             };
-            let _ = ballots.refuse(&request.id, CHANNEL, reason).await;
+            ballots.refuse(&request.id, CHANNEL, reason);
             return Err(ApproverError::Refused(format!(
                 "the receiver's vote did not verify: {why}"
             )));

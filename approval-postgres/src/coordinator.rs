@@ -269,14 +269,12 @@ async fn cast_forwarded(
                             .map_err(|e| e.to_string()),
                         Err(Unopened::Forged) => {
                             // Not from a process with the key: never cast,
-                            // and on the record.
-                            let _ = ballots
-                                .refuse(
-                                    &vote.request_id,
-                                    FORWARDED_CHANNEL,
-                                    RejectReason::BadSignature,
-                                )
-                                .await;
+                            // counted and traced.
+                            ballots.refuse(
+                                &vote.request_id,
+                                FORWARDED_CHANNEL,
+                                RejectReason::BadSignature,
+                            );
                             Ok(BallotOutcome::Rejected(RejectReason::BadSignature))
                         }
                         Err(Unopened::Unreadable) => Err("an unreadable forwarded vote".into()),

@@ -110,20 +110,21 @@ impl Ballots {
         ballot
     }
 
-    /// Records, as `rejected_vote` with no reviewer, a vote the channel
-    /// refused before it could trust what it says (`why`:
-    /// [`BadSignature`](RejectReason::BadSignature) or
-    /// [`Replayed`](RejectReason::Replayed)), if the request it names is
-    /// one this gate knows (open or settled). Returns whether it was
-    /// recorded; a request id nobody knows leaves nothing in the log, so
-    /// strangers cannot fill it with names of their choosing.
-    pub async fn refuse(
-        &self,
-        request_id: &str,
-        channel: &str,
-        why: RejectReason,
-    ) -> Result<bool, ApprovalError> {
-        let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
-        Box::pin(gate.refuse(request_id, channel, why)).await
+    /// Reports a vote the channel refused before it could trust what it
+    /// says (`why`: [`BadSignature`](RejectReason::BadSignature) or
+    /// [`Replayed`](RejectReason::Replayed)) and that names `request_id`.
+    /// Nothing is written to the log (anyone who can reach a listener
+    /// could fill it): the gate counts it
+    /// ([`Gate::refusal_counts`](super::Gate::refusal_counts)) and emits a
+    /// `tracing` warning.
+    pub fn refuse(&self, request_id: &str, channel: &str, why: RejectReason) {
+        match self.gate.upgrade() {
+            Some(gate) => gate.refuse_unauthenticated(request_id, channel, why),
+            None => tracing::warn!(
+                channel,
+                why = why.as_str(),
+                "unauthenticated vote refused after the gate closed"
+            ),
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! counted toward the policy's rule.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::notice::Notice;
 use super::policy::Policy;
@@ -20,7 +21,72 @@ enum Admission {
     Redelivered,
 }
 
+/// How many refused votes of an open or lately settled request are
+/// recorded; past that they are counted and traced, so a holder of a
+/// channel's secret cannot grow the log without limit.
+pub(crate) const RECORDED_REFUSALS_PER_REQUEST: u32 = 32;
+
+/// Votes refused without a record, counted.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    unauthenticated: AtomicU64,
+    over_budget: AtomicU64,
+}
+
+/// How many votes the gate refused without writing a record. See
+/// [`Gate::refusal_counts`](super::Gate::refusal_counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RefusalCounts {
+    /// Votes a channel refused before it could trust them (bad signature,
+    /// stale or replayed): nothing in them is trusted, so they are never
+    /// written to the log.
+    pub unauthenticated: u64,
+    /// Authenticated refusals beyond the number recorded per request
+    /// (32).
+    pub over_budget: u64,
+}
+
+impl Refusals {
+    pub(crate) fn counts(&self) -> RefusalCounts {
+        RefusalCounts {
+            unauthenticated: self.unauthenticated.load(Ordering::Relaxed),
+            over_budget: self.over_budget.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// At most 64 characters of text a stranger sent, for a trace line.
+fn clipped(text: &str) -> &str {
+    text.char_indices()
+        .nth(64)
+        .map_or(text, |(end, _)| &text[..end])
+}
+
 impl GateInner {
+    /// Counts a vote a channel refused before it could trust it; writes
+    /// nothing (anyone who can reach a listener could fill the log, and
+    /// an fsync would tell known request ids from unknown ones by time).
+    pub(crate) fn refuse_unauthenticated(
+        &self,
+        request_id: &str,
+        channel: &str,
+        why: RejectReason,
+    ) {
+        let count = self
+            .refusals
+            .unauthenticated
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        tracing::warn!(
+            request_id = ?clipped(request_id),
+            channel,
+            why = why.as_str(),
+            count,
+            "unauthenticated vote refused"
+        );
+    }
+
     async fn reject(
         &self,
         ballot: &Ballot,
@@ -34,6 +100,20 @@ impl GateInner {
             why = why.as_str(),
             "vote refused"
         );
+        if let Some(pending) = self.table.find(&ballot.request_id)
+            && pending.refusals_recorded.fetch_add(1, Ordering::Relaxed)
+                >= RECORDED_REFUSALS_PER_REQUEST
+        {
+            let count = self.refusals.over_budget.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                request_id = %ballot.request_id,
+                channel = %ballot.channel,
+                why = why.as_str(),
+                count,
+                "vote refused past the request's {RECORDED_REFUSALS_PER_REQUEST} recorded refusals; not recorded"
+            );
+            return Ok(BallotOutcome::Rejected(why));
+        }
         self.sink
             .append_event(Event::RejectedVote {
                 request_id: ballot.request_id.clone(),
@@ -100,26 +180,6 @@ impl GateInner {
 
     /// Records a vote refused before it could be read as one (a forged or
     /// stale signature), if it names a request this gate knows.
-    pub(crate) async fn refuse(
-        &self,
-        request_id: &str,
-        channel: &str,
-        why: RejectReason,
-    ) -> Result<bool, ApprovalError> {
-        let known = self.table.is_known(request_id);
-        if known {
-            self.sink
-                .append_event(Event::RejectedVote {
-                    request_id: request_id.to_owned(),
-                    reviewer: None,
-                    channel: channel.to_owned(),
-                    why,
-                })
-                .await?;
-        }
-        Ok(known)
-    }
-
     pub(crate) async fn cast(&self, ballot: Ballot) -> Result<BallotOutcome, ApprovalError> {
         self.cast_here_or_forward(ballot, true).await
     }

@@ -236,6 +236,7 @@ impl GateBuilder {
                 outboxes,
                 background,
                 closing: AtomicBool::new(false),
+                refusals: super::ballot_box::Refusals::default(),
             }),
         };
         gate.inner

@@ -47,6 +47,7 @@ use tracing::Instrument;
 pub use actor::{current_actor, with_actor, with_actor_sync};
 pub use approval::Approval;
 pub use approver::{Approver, ApproverError, Ballots};
+pub use ballot_box::RefusalCounts;
 pub use builder::{ConfigError, GateBuilder};
 pub use call::Call;
 pub use coordinator::{Coordinator, CoordinatorError, Forwarded, Settlement};
@@ -141,6 +142,8 @@ pub(crate) struct GateInner {
     background: Background,
     /// Set by [`Gate::shutdown`]: no new requests.
     closing: AtomicBool,
+    /// Votes refused without a record: see [`RefusalCounts`].
+    refusals: ballot_box::Refusals,
 }
 
 impl GateInner {
@@ -321,6 +324,26 @@ impl Gate {
     pub fn status(&self, request_id: &str) -> Option<RequestView> {
         let pending = self.inner.table.find(request_id)?;
         Some(self.inner.view(&pending))
+    }
+
+    /// How many votes were refused without a record: unauthenticated
+    /// ones (never recorded) and authenticated ones past a request's 32
+    /// recorded refusals. A metric for operators: a rising count is
+    /// someone probing a listener.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use approval_core::*;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let writer = Arc::new(ChainWriter::new(KeyId::new("k1")?, &WriterSecret::generate()?));
+    /// let gate = Gate::builder(Arc::new(MemorySink::new(writer))).build()?;
+    /// gate.ballots().refuse("req_1", "webhook", RejectReason::BadSignature);
+    /// assert_eq!(gate.refusal_counts().unauthenticated, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn refusal_counts(&self) -> RefusalCounts {
+        self.inner.refusals.counts()
     }
 
     /// The open requests, oldest first.

@@ -36,6 +36,8 @@ pub(crate) struct Pending {
     pub(crate) state: Mutex<VoteState>,
     /// Woken when the decision is set.
     pub(crate) decided: Notify,
+    /// Refused votes recorded against it (bounded).
+    pub(crate) refusals_recorded: std::sync::atomic::AtomicU32,
 }
 
 /// A vote the gate accepted.
@@ -84,6 +86,7 @@ impl Pending {
                 ..VoteState::default()
             }),
             decided: Notify::new(),
+            refusals_recorded: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -123,10 +126,6 @@ impl Table {
     pub(crate) fn find(&self, id: &str) -> Option<Arc<Pending>> {
         self.open(id)
             .or_else(|| lock(&self.recent).by_id.get(id).cloned())
-    }
-
-    pub(crate) fn is_known(&self, id: &str) -> bool {
-        lock(&self.open).contains_key(id) || self.settled_lately(id)
     }
 
     pub(crate) fn settled_lately(&self, id: &str) -> bool {
