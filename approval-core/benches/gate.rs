@@ -43,7 +43,12 @@ fn gate(
     Gate::builder(sink)
         .runtime(rt.handle().clone())
         .approver("mock", approver)
-        .policy(Policy::new("bench", ["mock"], timeout).approvers(["mock:ci"]))
+        // One actor (none) makes every call here: no per-actor limit.
+        .policy(
+            Policy::new("bench", ["mock"], timeout)
+                .approvers(["mock:ci"])
+                .max_pending_per_actor(u32::MAX),
+        )
         .build()
         .expect("gate")
 }

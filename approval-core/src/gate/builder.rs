@@ -188,6 +188,9 @@ impl GateBuilder {
             if policy.timeout_ms == 0 {
                 return Err(invalid("has a zero timeout"));
             }
+            if policy.max_pending_per_actor == 0 {
+                return Err(invalid("allows no pending request per actor"));
+            }
             if policy.timeout() > MAX_TIMEOUT {
                 return Err(invalid("has a timeout longer than 366 days"));
             }

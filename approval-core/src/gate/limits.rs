@@ -23,7 +23,7 @@ impl ActorSlot {
     pub(crate) fn take(
         gate: &Arc<GateInner>,
         actor: Option<&Actor>,
-        limit: Option<u32>,
+        limit: u32,
     ) -> Result<Self, ApprovalError> {
         let id = actor.map_or(NO_ACTOR, |a| a.id.as_str());
         let mut counts = lock(&gate.per_actor);
@@ -33,9 +33,7 @@ impl ActorSlot {
             None => Arc::from(id),
         };
         let count = counts.get(&id).copied().unwrap_or(0);
-        if let Some(limit) = limit
-            && count >= limit
-        {
+        if count >= limit {
             return Err(ApprovalError::TooManyPending {
                 actor: id.to_string(),
                 limit,

@@ -55,7 +55,7 @@ pub use directory::Directory;
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
 pub use notice::Notice;
-pub use policy::Policy;
+pub use policy::{DEFAULT_MAX_PENDING_PER_ACTOR, Policy};
 pub use policy_file::PolicyFile;
 pub use recover::Recovery;
 pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision, EarlierDecision};

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::canonical::CanonicalJson;
 
 /// A policy, in the JSON shape its digest is taken over (and that policy
-/// files load into): every member present, `null` where unset.
+/// files load into). Members at their defaults are left out of that
+/// shape, so a field added in a later version does not change the digest
+/// of a policy that does not use it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -29,34 +31,60 @@ pub struct Policy {
     /// The approvers (by their registered route names) a request goes to.
     pub routes: Vec<String>,
     /// Approvals needed, from different people; any deny denies.
-    #[serde(default = "one")]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub required: u32,
     /// People (directory names) or channel identities (`slack:U1`) who may
     /// approve.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
     /// Directory groups whose members may approve.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
     /// How long to wait for a decision, in milliseconds.
     pub timeout_ms: u64,
     /// Whether the approvals must come through distinct channels.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub distinct_channels: bool,
     /// Whether a failed body's error text goes into its `executed` record
     /// (it can carry secrets, so it does not by default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub record_error_text: bool,
     /// Whether a call with no actor in scope is refused.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub require_actor: bool,
-    /// How many requests one actor may have waiting at once.
-    #[serde(default)]
-    pub max_pending_per_actor: Option<u32>,
+    /// How many requests one actor may have waiting at once, across the
+    /// gate: [`DEFAULT_MAX_PENDING_PER_ACTOR`] unless raised, so an agent
+    /// cannot flood reviewers.
+    #[serde(
+        default = "default_max_pending",
+        skip_serializing_if = "is_default_max_pending"
+    )]
+    pub max_pending_per_actor: u32,
 }
+
+/// How many requests one actor may have waiting at once unless its
+/// policy says otherwise ([`Policy::max_pending_per_actor`]).
+pub const DEFAULT_MAX_PENDING_PER_ACTOR: u32 = 16;
 
 fn one() -> u32 {
     1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn default_max_pending() -> u32 {
+    DEFAULT_MAX_PENDING_PER_ACTOR
+}
+
+fn is_default_max_pending(n: &u32) -> bool {
+    *n == DEFAULT_MAX_PENDING_PER_ACTOR
 }
 
 impl Policy {
@@ -76,7 +104,7 @@ impl Policy {
             distinct_channels: false,
             record_error_text: false,
             require_actor: false,
-            max_pending_per_actor: None,
+            max_pending_per_actor: DEFAULT_MAX_PENDING_PER_ACTOR,
         }
     }
 
@@ -122,10 +150,11 @@ impl Policy {
         self
     }
 
-    /// Limits how many requests one actor may have waiting at once.
+    /// How many requests one actor may have waiting at once (by default
+    /// [`DEFAULT_MAX_PENDING_PER_ACTOR`]); `u32::MAX` for no limit.
     #[must_use]
     pub fn max_pending_per_actor(mut self, n: u32) -> Self {
-        self.max_pending_per_actor = Some(n);
+        self.max_pending_per_actor = n;
         self
     }
 

@@ -44,7 +44,8 @@ struct Line {
 struct State {
     settled: bool,
     approved: bool,
-    executed: bool,
+    /// `executed`, or `cancelled` after `approved`: nothing more to say.
+    ended: bool,
 }
 
 impl Gate {
@@ -133,11 +134,18 @@ impl Gate {
                     state.settled = true;
                     state.approved = true;
                 }
-                "denied" | "expired" | "cancelled" => state.settled = true,
-                "executed" => state.executed = true,
+                "denied" | "expired" => state.settled = true,
+                // After `approved`, the gate's word that the body did not
+                // run (the arguments changed, or the caller left during
+                // the approval's write): closed, not `unknown`.
+                "cancelled" => {
+                    state.settled = true;
+                    state.ended = true;
+                }
+                "executed" => state.ended = true,
                 _ => {}
             }
-            if state.settled && (!state.approved || state.executed) {
+            if state.settled && (!state.approved || state.ended) {
                 open.remove(&id);
             }
         }

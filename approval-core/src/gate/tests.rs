@@ -1571,3 +1571,97 @@ async fn refused_votes_recorded_per_request_are_bounded() {
     .unwrap();
     assert_eq!(call.await.unwrap().unwrap(), 7);
 }
+
+/// `approved` then `cancelled` (the arguments changed while waiting, or
+/// the caller left during the approval's write) is a call that never ran:
+/// recovery added `executed` with outcome `unknown` for it.
+#[tokio::test]
+async fn recovery_leaves_an_approval_cancelled_before_its_body_closed() {
+    let sink = sink();
+    for event in [
+        requested("changed"),
+        Event::Approved {
+            request_id: "changed".into(),
+            policy: "export".into(),
+            reviewers: vec![Reviewer::new("mock:ci")],
+        },
+        Event::Cancelled {
+            request_id: "changed".into(),
+            why: "the arguments changed while waiting".into(),
+        },
+    ] {
+        sink.append_event(event).await.unwrap();
+    }
+    let gate = gate(&sink, Arc::new(MockApprover::silent("ci")), policy());
+    let recovery = gate.recover().await.unwrap();
+    assert!(recovery.unknown.is_empty(), "{recovery:?}");
+    assert!(recovery.cancelled.is_empty(), "{recovery:?}");
+    assert_eq!(
+        names(&sink),
+        ["requested", "approved", "cancelled"],
+        "nothing appended"
+    );
+}
+
+/// An agent could flood reviewers with as many requests as it liked
+/// unless the operator set a limit: one is on by default.
+#[tokio::test]
+async fn one_actor_may_have_sixteen_requests_waiting_by_default() {
+    let sink = sink();
+    let mock = Arc::new(MockApprover::silent("ci"));
+    let gate = gate(&sink, mock.clone(), policy());
+    let mut tickets = Vec::new();
+    for _ in 0..DEFAULT_MAX_PENDING_PER_ACTOR {
+        tickets.push(
+            with_actor(agent(), async { gate.submit(call()).await })
+                .await
+                .unwrap(),
+        );
+    }
+    let err = with_actor(agent(), async { gate.submit(call()).await })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApprovalError::TooManyPending { ref actor, limit: 16 } if actor == "agent-7"),
+        "{err}"
+    );
+    // Another actor is not held back by this one.
+    let other = with_actor(Actor::new("agent-8"), async { gate.submit(call()).await }).await;
+    assert!(other.is_ok());
+    // Raised by the policy, it is the policy's number.
+    let raised = gate_with(&sink, policy().max_pending_per_actor(u32::MAX));
+    for _ in 0..=DEFAULT_MAX_PENDING_PER_ACTOR {
+        with_actor(agent(), async { raised.submit(call()).await })
+            .await
+            .unwrap()
+            .detach();
+    }
+}
+
+fn gate_with(sink: &Arc<MemorySink>, policy: Policy) -> Gate {
+    gate(sink, Arc::new(MockApprover::silent("ci")), policy)
+}
+
+/// The digest is over the policy's canonical JSON with members at their
+/// defaults left out: a field a later version adds (at its default) does
+/// not change the digest of a policy written before it.
+#[test]
+fn a_policy_s_digest_leaves_out_members_at_their_defaults() {
+    let minimal = r#"{"name":"p","routes":["mock"],"timeout_ms":1000}"#;
+    let expected: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, minimal.as_bytes())
+        .as_ref()
+        .try_into()
+        .unwrap();
+    let explicit: Policy = serde_json::from_str(
+        r#"{"name":"p","routes":["mock"],"timeout_ms":1000,"required":1,"approvers":[],
+            "groups":[],"distinct_channels":false,"record_error_text":false,
+            "require_actor":false,"max_pending_per_actor":16}"#,
+    )
+    .unwrap();
+    let built = Policy::new("p", ["mock"], Duration::from_secs(1));
+    assert_eq!(built.digest(), expected);
+    assert_eq!(explicit.digest(), expected);
+    // A member away from its default is in it.
+    assert_ne!(built.clone().require_actor().digest(), expected);
+    assert_ne!(built.max_pending_per_actor(17).digest(), expected);
+}
