@@ -1,14 +1,5 @@
-//! A custom approver: a team's own channel (here, a queue that a ticket
-//! system would drain), end to end, in a few dozen lines.
-//!
-//! ```sh
-//! cargo run --example custom_approver
-//! ```
-//!
-//! `deliver` hands the request to the channel and returns; the channel's
-//! reviewer votes later through `Ballots::cast`, naming the request id and
-//! binding they were shown. The gate checks and records every vote.
-
+//! A custom approver: `deliver` files a ticket and returns; the reviewer
+//! votes later through `Ballots::cast`. `cargo run --example custom_approver`
 #![allow(clippy::print_stdout, reason = "an example talks to its user")]
 
 use std::sync::Arc;
@@ -18,32 +9,20 @@ use approval_core::{
     ApprovalError, ApprovalRequest, Approver, ApproverError, Ballot, Ballots, ChainWriter,
     Directory, Gate, KeyId, MemorySink, Notice, Policy, Vote, WriterSecret, requires_approval,
 };
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-/// A ticket: what the team's system shows a reviewer, and where to answer.
-struct Ticket {
-    request: Arc<ApprovalRequest>,
-    ballots: Ballots,
-}
-
-/// The approver: files a ticket per request.
+/// Files each request as a ticket in a queue the team's system drains.
 #[derive(Debug)]
-struct TicketApprover {
-    queue: mpsc::UnboundedSender<Ticket>,
-}
+struct Tickets(UnboundedSender<(Arc<ApprovalRequest>, Ballots)>);
 
 #[async_trait::async_trait]
-impl Approver for TicketApprover {
-    async fn deliver(
-        &self,
-        request: Arc<ApprovalRequest>,
-        ballots: Ballots,
-    ) -> Result<(), ApproverError> {
-        self.queue
-            .send(Ticket { request, ballots })
-            .map_err(|_| ApproverError::Unreachable("ticket queue closed".into()))
+impl Approver for Tickets {
+    async fn deliver(&self, req: Arc<ApprovalRequest>, b: Ballots) -> Result<(), ApproverError> {
+        let closed = |_| ApproverError::Unreachable("ticket queue closed".into());
+        self.0.send((req, b)).map_err(closed)
     }
 
+    // Optional: how requests end, told off the caller's path (retried).
     async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
         if let Notice::Settled { request, decision } = notice {
             println!("ticket {} closed: {}", request.id, decision.outcome());
@@ -52,39 +31,28 @@ impl Approver for TicketApprover {
     }
 }
 
-#[requires_approval(policy = "grant-role", resource = format!("iam/{user}"))]
+#[requires_approval(policy = "grant-role")]
 async fn grant_admin(user: &str) -> Result<String, ApprovalError> {
     Ok(format!("{user} is now admin"))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (queue, mut tickets) = mpsc::unbounded_channel();
-    let writer = Arc::new(ChainWriter::new(
-        KeyId::new("dev")?,
-        &WriterSecret::generate()?,
-    ));
-    let sink = Arc::new(MemorySink::new(writer));
+    let (queue, mut tickets) = unbounded_channel();
+    let writer = ChainWriter::new(KeyId::new("dev")?, &WriterSecret::generate()?);
+    let sink = Arc::new(MemorySink::new(Arc::new(writer)));
     let gate = Gate::builder(sink.clone())
-        .approver("tickets", Arc::new(TicketApprover { queue }))
+        .approver("tickets", Arc::new(Tickets(queue)))
         .policy(Policy::new("grant-role", ["tickets"], Duration::from_secs(60)).approvers(["erin"]))
         .directory(Directory::new().person("erin", ["tickets:erin"]))
         .build()?;
-
+    let call = tokio::spawn(gate.scope(grant_admin("frank")));
     // The ticket system's side: Erin reads the ticket and approves.
-    tokio::spawn(async move {
-        while let Some(Ticket { request, ballots }) = tickets.recv().await {
-            println!(
-                "ticket {}: {} on {:?}",
-                request.id, request.action, request.resource
-            );
-            let vote = Ballot::new(&request, "tickets:erin", "tickets", Vote::Approve);
-            let outcome = ballots.cast(vote).await;
-            println!("erin's vote: {outcome:?}");
-        }
-    });
-
-    println!("{}", gate.scope(grant_admin("frank")).await?);
+    let (request, ballots) = tickets.recv().await.ok_or("no ticket")?;
+    println!("ticket {}: {}", request.id, request.action);
+    let vote = Ballot::new(&request, "tickets:erin", "tickets", Vote::Approve);
+    println!("erin's vote: {:?}", ballots.cast(vote).await);
+    println!("{}", call.await??);
     gate.shutdown().await?; // lets the ticket system hear the outcome
     println!("{} audit records", sink.len());
     Ok(())

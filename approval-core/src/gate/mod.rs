@@ -173,8 +173,9 @@ impl Gate {
     }
 
     /// Runs `future` with this gate as the one its gated calls use (tests
-    /// use this to give each test its own gate).
-    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+    /// use this to give each test its own gate). The future holds a clone
+    /// of the gate, not a borrow: it can be spawned.
+    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> + use<F> {
         crate::private::scope(self.clone(), future)
     }
 
