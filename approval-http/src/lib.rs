@@ -30,4 +30,4 @@ pub use document::{
 pub use signature::{MAX_SKEW, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, WebhookSecret};
 pub use tokens::{ReviewerTokens, TokenError};
 pub use vote::{VoteMessage, VoteWord};
-pub use webhook::{HttpApprover, HttpApproverBuilder};
+pub use webhook::{HttpApprover, HttpApproverBuilder, MAX_ANSWER_BYTES};

@@ -16,6 +16,10 @@ use crate::vote::{CHANNEL, VoteMessage};
 
 /// How many attempts a delivery gets (the first and the retries).
 const ATTEMPTS: u32 = 4;
+/// The largest answer read from the receiver (a vote is a few hundred
+/// bytes): a receiver, or whoever answers in its place, cannot make the
+/// gate buffer without limit.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The first retry after a 5xx or a lost connection waits this long,
 /// doubling.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -170,15 +174,12 @@ impl HttpApprover {
                     };
                     let (timestamp, signature) =
                         (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
-                    let body = response
-                        .bytes()
-                        .await
-                        .map_err(|e| ApproverError::Unreachable(e.without_url().to_string()))?;
+                    let body = read_capped(response, MAX_ANSWER_BYTES).await?;
                     return Ok(Answer {
                         status,
                         timestamp,
                         signature,
-                        body: body.to_vec(),
+                        body,
                     });
                 }
                 // reqwest's errors name the URL, never the headers.
@@ -193,6 +194,31 @@ impl HttpApprover {
             "receiver unavailable after {ATTEMPTS} attempts: {last}"
         )))
     }
+}
+
+/// The body of `response`, refused once it passes `limit` bytes (by its
+/// `Content-Length` or as it arrives).
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ApproverError> {
+    let too_large =
+        || ApproverError::Refused(format!("the receiver's answer is over {limit} bytes"));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ApproverError::Unreachable(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 struct Answer {

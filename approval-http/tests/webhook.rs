@@ -41,6 +41,8 @@ fn hmac_hex(secret: &str, timestamp: u64, body: &[u8]) -> String {
 enum Behaviour {
     Accept,
     Status(u16),
+    /// Answer 200 with this many bytes.
+    Huge(usize),
     /// Answer with a vote by `reviewer`, signed with `secret` (`None`:
     /// unsigned).
     Vote {
@@ -87,6 +89,7 @@ async fn receive(
     match behaviour {
         Behaviour::Accept => StatusCode::ACCEPTED.into_response(),
         Behaviour::Status(status) => StatusCode::from_u16(status).unwrap().into_response(),
+        Behaviour::Huge(n) => (StatusCode::OK, " ".repeat(n)).into_response(),
         Behaviour::Vote {
             reviewer,
             vote,
@@ -399,6 +402,18 @@ async fn delivery_retries_outages_with_backoff_and_then_fails_closed() {
     assert_eq!(s.receiver.seen.lock().unwrap().len() - before, 1);
     // The cancellations are in the log.
     assert_eq!(s.records("cancelled").len(), 2);
+    // An answer past the cap was read whole: refused once it passes it.
+    s.receiver
+        .script
+        .lock()
+        .unwrap()
+        .push_back(Behaviour::Huge(approval_http::MAX_ANSWER_BYTES + 1));
+    let err = s.start("payroll").await.unwrap().unwrap_err();
+    assert!(
+        format!("{err:?}").contains("answer is over 65536 bytes"),
+        "{err:?}"
+    );
+    assert_eq!(s.records("cancelled").len(), 3);
 
     // Nobody listening at all.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
