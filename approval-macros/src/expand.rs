@@ -64,7 +64,9 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             pattern => {
                 let text = pattern_text(pattern);
                 let mut names = Vec::new();
-                bindings(pattern, &mut names);
+                if let Err(e) = bindings(pattern, &mut names) {
+                    push(e);
+                }
                 for name in names {
                     params.push(Param {
                         name,
@@ -319,28 +321,40 @@ fn pattern_text(pattern: &Pat) -> String {
         .replace("& ", "&")
 }
 
-/// The names a pattern binds, in order.
-fn bindings<'a>(pattern: &'a Pat, out: &mut Vec<&'a Ident>) {
+/// The names a pattern binds, in order. A pattern whose bindings the
+/// macro cannot see (one a macro expands to) is an error: its values would
+/// reach the body without being in the binding.
+fn bindings<'a>(pattern: &'a Pat, out: &mut Vec<&'a Ident>) -> syn::Result<()> {
     match pattern {
         Pat::Ident(pat) => {
             out.push(&pat.ident);
             if let Some((_, sub)) = &pat.subpat {
-                bindings(sub, out);
+                bindings(sub, out)?;
             }
+            Ok(())
         }
-        Pat::Tuple(tuple) => tuple.elems.iter().for_each(|p| bindings(p, out)),
-        Pat::TupleStruct(tuple) => tuple.elems.iter().for_each(|p| bindings(p, out)),
-        Pat::Struct(strukt) => strukt.fields.iter().for_each(|f| bindings(&f.pat, out)),
-        Pat::Slice(slice) => slice.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::Tuple(tuple) => tuple.elems.iter().try_for_each(|p| bindings(p, out)),
+        Pat::TupleStruct(tuple) => tuple.elems.iter().try_for_each(|p| bindings(p, out)),
+        Pat::Struct(strukt) => strukt.fields.iter().try_for_each(|f| bindings(&f.pat, out)),
+        Pat::Slice(slice) => slice.elems.iter().try_for_each(|p| bindings(p, out)),
         Pat::Reference(reference) => bindings(&reference.pat, out),
         Pat::Paren(paren) => bindings(&paren.pat, out),
         Pat::Type(typed) => bindings(&typed.pat, out),
         // Every alternative binds the same names.
-        Pat::Or(or) => {
-            if let Some(first) = or.cases.first() {
-                bindings(first, out);
-            }
-        }
-        _ => {}
+        Pat::Or(or) => or
+            .cases
+            .first()
+            .map_or(Ok(()), |first| bindings(first, out)),
+        // Bind nothing: no value reaches the body through them.
+        Pat::Wild(_)
+        | Pat::Rest(_)
+        | Pat::Lit(_)
+        | Pat::Range(_)
+        | Pat::Path(_)
+        | Pat::Const(_) => Ok(()),
+        other => Err(syn::Error::new(
+            other.span(),
+            "a gated function's parameter pattern must name what it binds (a pattern from a macro is not seen by `#[requires_approval]`, so its values would be left out of the approval's binding); bind the parameter to a name",
+        )),
     }
 }
