@@ -182,8 +182,8 @@ async fn votes_reach_the_waiting_process_and_simultaneous_deciders_settle_once()
     let db = database(&cluster).await;
 
     // A vote written straight into the table by someone without the
-    // deployment's key: refused as forged (and recorded so on gate-1's
-    // chain), never cast; gate-1 waits on.
+    // deployment's key: refused as forged, never cast, and never recorded
+    // (an unauthenticated refusal writes nothing durable); gate-1 waits on.
     let forged = format!(
         r#"{{"request_id":"{}","binding":"{}","identity":"api:alice","channel":"api","vote":"approve","comment":null,"display":null}}"#,
         first.request_id,
@@ -266,9 +266,8 @@ async fn votes_reach_the_waiting_process_and_simultaneous_deciders_settle_once()
     assert_eq!(refusals.len(), 1);
     let on_gate_2 = usize::from(refusals[0].get::<_, String>(0) == "gate-2");
     // Each gate's chain holds its own story, and verifies: requested,
-    // (on gate-1, the forged vote's rejected_vote), reviewed, approved,
-    // executed.
-    assert_eq!(verify_chain(&cluster, dir.path(), "gate-1"), 5);
+    // reviewed, approved, executed (the forged vote left no record).
+    assert_eq!(verify_chain(&cluster, dir.path(), "gate-1"), 4);
     assert_eq!(
         verify_chain(&cluster, dir.path(), "gate-2"),
         4 + on_gate_2 as u64
