@@ -128,6 +128,16 @@ pub enum ApprovalError {
         /// The policy.
         policy: String,
     },
+    /// The gate has a directory, and the principal the actor acts for is
+    /// nobody in it: the gate cannot tell who may not approve the request,
+    /// so it refuses it (unless the policy sets `allow_unknown_principal`).
+    #[error("policy {policy}: the actor acts for {principal}, whom the directory does not know")]
+    UnknownPrincipal {
+        /// The principal, as the actor named it.
+        principal: String,
+        /// The policy.
+        policy: String,
+    },
     /// The actor already has as many requests waiting as the policy allows.
     #[error("actor {actor} already has {limit} requests waiting")]
     TooManyPending {

@@ -81,7 +81,7 @@ pub use gate::{
     ConfigError, Coordinator, CoordinatorError, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory,
     EarlierDecision, Forwarded, Gate, GateBuilder, NO_ACTOR, Notice, Policy, PolicyFile, Recovery,
     RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket, VoteView, current_actor,
-    with_actor, with_actor_sync,
+    normal_identity, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};

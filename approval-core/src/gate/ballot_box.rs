@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::directory::normal_identity;
 use super::notice::Notice;
 use super::policy::Policy;
 use super::request::{Ballot, BallotOutcome, Decision};
@@ -149,20 +150,23 @@ impl GateInner {
         {
             return Err(RejectReason::WrongRoute);
         }
-        if let Some(actor) = &request.actor {
-            let requesters = [Some(actor.id.as_str()), actor.on_behalf_of.as_deref()];
-            let is_requester = requesters.into_iter().flatten().any(|r| {
-                r == who || r == ballot.identity || self.directory.person_of(r) == Some(who)
-            });
-            if is_requester {
-                return Err(RejectReason::SelfApproval);
-            }
+        // Compared in normal form, each side resolved to its person: an
+        // agent acting for `Alice` or `ALICE@corp.com` is alice's request.
+        let voter = [normal_identity(&ballot.identity), normal_identity(who)];
+        let is_voter = |name: &str| voter.iter().any(|v| *v == name);
+        if self
+            .directory
+            .requesters(request.actor.as_ref())
+            .iter()
+            .any(|r| is_voter(r))
+        {
+            return Err(RejectReason::SelfApproval);
         }
-        let eligible = policy.approvers.contains(&ballot.identity)
-            || person.is_some_and(|p| {
-                policy.approvers.iter().any(|a| a == p)
-                    || policy.groups.iter().any(|g| self.directory.in_group(p, g))
-            });
+        let eligible = policy
+            .approvers
+            .iter()
+            .any(|a| is_voter(&normal_identity(a)))
+            || person.is_some_and(|p| policy.groups.iter().any(|g| self.directory.in_group(p, g)));
         if !eligible {
             return Err(RejectReason::NotEligible);
         }
@@ -171,7 +175,7 @@ impl GateInner {
             None => Ok(Admission::Count),
             // A person's first vote is final; the same vote again is a
             // channel's redelivery, absorbed without a record.
-            Some(v) if v.reviewer.id == ballot.identity && v.vote == ballot.vote => {
+            Some(v) if normal_identity(&v.reviewer.id) == voter[0] && v.vote == ballot.vote => {
                 Ok(Admission::Redelivered)
             }
             Some(_) => Err(RejectReason::AlreadyVoted),
@@ -229,7 +233,7 @@ impl GateInner {
         let policy = &pending.entry.policy;
         // People, not identities: the requester may not approve in any
         // channel, whatever the policy says.
-        let who = person.clone().unwrap_or_else(|| ballot.identity.clone());
+        let who = self.directory.voter_key(&ballot.identity);
         match self.admit(&pending, &ballot, person.as_deref(), &who) {
             Ok(Admission::Count) => {}
             Ok(Admission::Redelivered) => return Ok(BallotOutcome::Absorbed),

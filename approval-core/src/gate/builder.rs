@@ -53,6 +53,16 @@ pub enum ConfigError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// A gate with a directory has a policy naming an approver the
+    /// directory does not map to a person: one person could count twice
+    /// toward a quorum (as `alice` and as an unmapped `teams:` id).
+    #[error("policy {policy} names approver {approver}, who is not in the directory")]
+    UnmappedApprover {
+        /// The policy.
+        policy: String,
+        /// The approver as the policy names them.
+        approver: String,
+    },
     /// Two policies share a name.
     #[error("policy {0} is defined twice")]
     DuplicatePolicy(String),
@@ -193,6 +203,17 @@ impl GateBuilder {
             }
             if policy.timeout() > MAX_TIMEOUT {
                 return Err(invalid("has a timeout longer than 366 days"));
+            }
+            if !self.directory.is_empty()
+                && let Some(approver) = policy
+                    .approvers
+                    .iter()
+                    .find(|a| self.directory.resolve(a).is_none())
+            {
+                return Err(ConfigError::UnmappedApprover {
+                    policy: policy.name.clone(),
+                    approver: approver.clone(),
+                });
             }
             if let Some(route) = policy
                 .routes

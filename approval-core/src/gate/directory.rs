@@ -1,10 +1,31 @@
-//! The directory of reviewers: people, their channel identities, groups.
+//! The directory of reviewers: people, their channel identities, groups;
+//! and the normal form identities and names are compared in.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use crate::record::Actor;
+
+/// The form identities and names compare in: surrounding white space
+/// removed and letters lowercased. Channel ids are case-insensitive as
+/// their services issue them (Slack's `U024BE7LH`, Entra object ids),
+/// and so, in practice, are email addresses and login names: `Alice`,
+/// `alice` and `ALICE@corp.com`'s `alice@corp.com` are one spelling each.
+///
+/// ```
+/// use approval_core::normal_identity;
+///
+/// assert_eq!(normal_identity(" Teams:6F1C-AAD "), "teams:6f1c-aad");
+/// assert_eq!(normal_identity("Alice"), normal_identity("alice"));
+/// ```
+pub fn normal_identity(identity: &str) -> String {
+    identity.trim().to_lowercase()
+}
 
 /// Maps each person to their identities in each channel, and names groups
 /// of people. Every rule that counts or compares reviewers (eligibility,
-/// self-approval, "two different people") counts people, not identities.
+/// self-approval, "two different people") counts people, not identities,
+/// and compares names and identities in their [normal
+/// form](normal_identity).
 ///
 /// ```
 /// use approval_core::Directory;
@@ -13,13 +34,18 @@ use std::collections::{HashMap, HashSet};
 ///     .person("alice", ["slack:U024BE7LH", "teams:6f1c-aad"])
 ///     .person("bob", ["slack:U0G9QF9C6"])
 ///     .group("security", ["alice", "bob"]);
-/// assert_eq!(directory.person_of("teams:6f1c-aad"), Some("alice"));
+/// assert_eq!(directory.person_of("teams:6F1C-AAD"), Some("alice"));
+/// assert_eq!(directory.resolve("Alice"), Some("alice"));
 /// assert!(directory.in_group("bob", "security"));
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
+    /// Identity (normal form) to person (as the directory spells it).
     person_of: HashMap<String, String>,
-    groups: HashMap<String, HashSet<String>>,
+    /// Person (normal form) to the directory's spelling.
+    people: HashMap<String, String>,
+    /// Group (normal form) to its people (the directory's spelling).
+    groups: HashMap<String, Vec<String>>,
 }
 
 impl Directory {
@@ -35,8 +61,11 @@ impl Directory {
         name: &str,
         identities: impl IntoIterator<Item = S>,
     ) -> Self {
+        self.people.insert(normal_identity(name), name.to_owned());
         for identity in identities {
-            self.person_of.insert(identity.into(), name.to_owned());
+            let identity: String = identity.into();
+            self.person_of
+                .insert(normal_identity(&identity), name.to_owned());
         }
         self
     }
@@ -48,24 +77,73 @@ impl Directory {
         name: &str,
         people: impl IntoIterator<Item = S>,
     ) -> Self {
-        self.groups
-            .entry(name.to_owned())
-            .or_default()
-            .extend(people.into_iter().map(Into::into));
+        let members = self.groups.entry(normal_identity(name)).or_default();
+        for person in people {
+            let person: String = person.into();
+            if !members
+                .iter()
+                .any(|m| normal_identity(m) == normal_identity(&person))
+            {
+                members.push(person);
+            }
+        }
         self
+    }
+
+    /// Whether the directory names nobody.
+    pub fn is_empty(&self) -> bool {
+        self.people.is_empty() && self.groups.is_empty()
     }
 
     /// The person a channel identity belongs to.
     pub fn person_of(&self, identity: &str) -> Option<&str> {
-        self.person_of.get(identity).map(String::as_str)
+        self.person_of
+            .get(&normal_identity(identity))
+            .map(String::as_str)
+    }
+
+    /// The person `who` is: `who` as a person's name, or as one of their
+    /// identities; `None` for someone the directory does not know.
+    pub fn resolve(&self, who: &str) -> Option<&str> {
+        self.people
+            .get(&normal_identity(who))
+            .map(String::as_str)
+            .or_else(|| self.person_of(who))
+    }
+
+    /// The key by which votes count as one person's: the person `who`
+    /// resolves to, else `who` itself, in normal form.
+    pub(crate) fn voter_key(&self, who: &str) -> String {
+        normal_identity(self.resolve(who).unwrap_or(who))
+    }
+
+    /// The names a request's requester goes by, in normal form: the
+    /// actor's id and the principal it acts for, each with the person it
+    /// resolves to. None of them may vote on the request.
+    pub(crate) fn requesters(&self, actor: Option<&Actor>) -> Vec<String> {
+        let mut names: Vec<String> = actor
+            .into_iter()
+            .flat_map(|a| [Some(a.id.as_str()), a.on_behalf_of.as_deref()])
+            .flatten()
+            .flat_map(|r| [Some(r), self.resolve(r)])
+            .flatten()
+            .map(normal_identity)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     /// Whether `person` is in `group`.
     pub fn in_group(&self, person: &str, group: &str) -> bool {
-        self.groups.get(group).is_some_and(|g| g.contains(person))
+        let person = normal_identity(person);
+        self.groups
+            .get(&normal_identity(group))
+            .is_some_and(|g| g.iter().any(|m| normal_identity(m) == person))
     }
 
-    /// The people in `group`, in no particular order (none if unknown).
+    /// The people in `group`, as the directory spells them (none if
+    /// unknown).
     ///
     /// ```
     /// use approval_core::Directory;
@@ -76,7 +154,7 @@ impl Directory {
     /// ```
     pub fn members(&self, group: &str) -> impl Iterator<Item = &str> {
         self.groups
-            .get(group)
+            .get(&normal_identity(group))
             .into_iter()
             .flatten()
             .map(String::as_str)

@@ -44,6 +44,7 @@ fn directory() -> Directory {
         .person("alice", ["mock:alice"])
         .person("bob", ["mock:bob"])
         .person("dave", ["mock:dave"])
+        .person("ci", ["mock:ci"])
         .group("security", ["bob", "dave"])
 }
 

@@ -33,6 +33,8 @@ mod table;
 mod terminal;
 
 #[cfg(test)]
+mod identity_tests;
+#[cfg(test)]
 mod lifecycle_tests;
 #[cfg(test)]
 mod tests;
@@ -51,7 +53,7 @@ pub use ballot_box::RefusalCounts;
 pub use builder::{ConfigError, GateBuilder};
 pub use call::Call;
 pub use coordinator::{Coordinator, CoordinatorError, Forwarded, Settlement};
-pub use directory::Directory;
+pub use directory::{Directory, normal_identity};
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
 pub use notice::Notice;
@@ -310,9 +312,14 @@ impl Gate {
     /// # }
     /// ```
     pub fn submit(&self, call: Call) -> impl Future<Output = Result<Ticket, ApprovalError>> {
-        let prepared = self.prepare(call, true).map_err(Box::new);
-        let span = submit::Prepared::span(&prepared);
-        self.clone().open(prepared, false).instrument(span)
+        let gate = self.clone();
+        // Prepared when first polled, so the actor is the one in scope
+        // where the future runs (`with_actor(a, gate.submit(call))`).
+        async move {
+            let prepared = gate.prepare(call, true).map_err(Box::new);
+            let span = submit::Prepared::span(&prepared);
+            gate.open(prepared, false).instrument(span).await
+        }
     }
 
     /// Waits for `ticket`'s decision; the same as [`Ticket::decision`].

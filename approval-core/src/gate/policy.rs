@@ -60,6 +60,13 @@ pub struct Policy {
         skip_serializing_if = "is_default_max_pending"
     )]
     pub max_pending_per_actor: u32,
+    /// Whether a request may be made for a principal the gate's directory
+    /// does not know (refused by default, as
+    /// [`UnknownPrincipal`](crate::ApprovalError::UnknownPrincipal): the
+    /// gate could not stop that principal approving their own request).
+    /// Part of the policy digest when set, so the opt-out is on record.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_unknown_principal: bool,
 }
 
 /// How many requests one actor may have waiting at once unless its
@@ -105,6 +112,7 @@ impl Policy {
             record_error_text: false,
             require_actor: false,
             max_pending_per_actor: DEFAULT_MAX_PENDING_PER_ACTOR,
+            allow_unknown_principal: false,
         }
     }
 
@@ -155,6 +163,14 @@ impl Policy {
     #[must_use]
     pub fn max_pending_per_actor(mut self, n: u32) -> Self {
         self.max_pending_per_actor = n;
+        self
+    }
+
+    /// Allows requests for principals the directory does not know (see
+    /// [`Policy::allow_unknown_principal`]).
+    #[must_use]
+    pub fn allow_unknown_principal(mut self) -> Self {
+        self.allow_unknown_principal = true;
         self
     }
 

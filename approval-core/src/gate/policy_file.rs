@@ -39,6 +39,19 @@ pub struct PolicyFile {
     groups: BTreeMap<String, Vec<String>>,
 }
 
+/// Where each policy's approvers are written in the file.
+#[derive(Deserialize)]
+struct ApproverSpans {
+    #[serde(default)]
+    policy: Vec<PolicyApproverSpans>,
+}
+
+#[derive(Deserialize)]
+struct PolicyApproverSpans {
+    #[serde(default)]
+    approvers: Vec<toml::Spanned<String>>,
+}
+
 impl PolicyFile {
     /// Reads and parses `path`; an error names the file, the line and the
     /// cause.
@@ -63,18 +76,58 @@ impl PolicyFile {
         Self::parse(&text, path)
     }
 
-    /// Parses policy-file text; `path` is for error messages.
+    /// Parses policy-file text; `path` is for error messages. A file with
+    /// people or groups must name, as each policy's approvers, only
+    /// people it lists or identities it maps to them (else one person
+    /// could count twice toward a quorum):
+    ///
+    /// ```
+    /// use approval_core::{ConfigError, PolicyFile};
+    ///
+    /// let text = "[[policy]]\nname = \"x\"\nroutes = [\"slack\"]\ntimeout_ms = 5\n\
+    ///             approvers = [\"alice\",\n  \"teams:6f1c\"]\n\
+    ///             [people]\nalice = [\"slack:U1\"]\n";
+    /// let err = PolicyFile::parse(text, "p.toml").unwrap_err();
+    /// assert!(matches!(err, ConfigError::PolicyFile { line: 6, .. }), "{err}");
+    /// ```
     pub fn parse(text: &str, path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |span| {
+        let path = path.into();
+        let error = |span: Option<std::ops::Range<usize>>, cause: String| {
+            let line = span.map_or(0, |span| {
                 1 + text[..span.start.min(text.len())].matches('\n').count()
             });
             ConfigError::PolicyFile {
-                path: path.into(),
+                path: path.clone(),
                 line,
-                cause: e.message().trim_end().to_owned(),
+                cause,
             }
-        })
+        };
+        let file: Self =
+            toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
+        let directory = file.directory();
+        if directory.is_empty() {
+            return Ok(file);
+        }
+        // Parsed again for where each approver is written.
+        let spans: ApproverSpans =
+            toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
+        for (policy, spans) in file.policies.iter().zip(spans.policy) {
+            if let Some(approver) = spans
+                .approvers
+                .iter()
+                .find(|a| directory.resolve(a.get_ref()).is_none())
+            {
+                return Err(error(
+                    Some(approver.span()),
+                    format!(
+                        "policy {} names approver {}, who is not in [people]",
+                        policy.name,
+                        approver.get_ref()
+                    ),
+                ));
+            }
+        }
+        Ok(file)
     }
 
     /// The policies.

@@ -361,11 +361,10 @@ impl GateInner {
                 let mut reviewer = Reviewer::new(v.reviewer.id);
                 reviewer.person = v.reviewer.person;
                 reviewer.display = v.reviewer.display;
-                let who = reviewer
-                    .person
-                    .clone()
-                    .or_else(|| self.directory.person_of(&reviewer.id).map(str::to_owned))
-                    .unwrap_or_else(|| reviewer.id.clone());
+                let who = match &reviewer.person {
+                    Some(person) => self.directory.voter_key(person),
+                    None => self.directory.voter_key(&reviewer.id),
+                };
                 state.votes.push(Accepted {
                     who,
                     channel: v.channel,

@@ -119,6 +119,20 @@ impl Gate {
                 policy: policy.name.clone(),
             });
         }
+        // A principal the directory cannot place could approve their own
+        // request under another spelling: refuse it unless the policy
+        // says otherwise.
+        if let Some(principal) = actor.as_ref().and_then(|a| a.on_behalf_of.as_deref())
+            && !policy.allow_unknown_principal
+            && !inner.directory.is_empty()
+            && inner.directory.resolve(principal).is_none()
+        {
+            tracing::info!(policy = %policy.name, "refused: the principal is unknown to the directory");
+            return Err(ApprovalError::UnknownPrincipal {
+                principal: principal.to_owned(),
+                policy: policy.name.clone(),
+            });
+        }
         let slot = if with_slot {
             Some(ActorSlot::take(
                 inner,

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::approval::Approval;
 use super::deadline::Key;
+use super::directory::normal_identity;
 use super::limits::ActorSlot;
 use super::notice::Notice;
 use super::policy::PolicyEntry;
@@ -315,25 +316,17 @@ impl GateInner {
         let may_vote = if state.decision.is_some() {
             Vec::new()
         } else {
-            let requesters: Vec<&str> = request
-                .actor
-                .iter()
-                .flat_map(|a| [Some(a.id.as_str()), a.on_behalf_of.as_deref()])
-                .flatten()
-                .flat_map(|r| [Some(r), self.directory.person_of(r)])
-                .flatten()
-                .collect();
+            let requesters = self.directory.requesters(request.actor.as_ref());
             let mut who: Vec<String> = policy
                 .approvers
                 .iter()
                 .map(String::as_str)
                 .chain(policy.groups.iter().flat_map(|g| self.directory.members(g)))
-                .filter(|w| !requesters.contains(w))
                 .filter(|w| {
-                    !state
-                        .votes
-                        .iter()
-                        .any(|v| v.who == *w || v.reviewer.id == *w)
+                    let key = self.directory.voter_key(w);
+                    !requesters.contains(&key)
+                        && !requesters.contains(&normal_identity(w))
+                        && !state.votes.iter().any(|v| v.who == key)
                 })
                 .map(str::to_owned)
                 .collect();

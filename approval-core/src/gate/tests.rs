@@ -39,6 +39,8 @@ fn directory() -> Directory {
         .person("alice", ["slack:UALICE", "teams:alice-oid"])
         .person("bob", ["slack:UBOB"])
         .person("carol", ["slack:UCAROL"])
+        .person("dave", ["slack:UDAVE"])
+        .person("ci", ["mock:ci"])
         .group("security", ["alice", "bob"])
 }
 
@@ -104,8 +106,14 @@ async fn an_approved_call_runs_once_and_is_recorded_in_order() {
         crate::chain::hex(&policy().digest())
     );
     assert_eq!(records[1].1["channel"], "mock");
-    assert_eq!(records[1].1["reviewer"], json!({"id": "mock:ci"}));
-    assert_eq!(records[2].1["reviewers"], json!([{"id": "mock:ci"}]));
+    assert_eq!(
+        records[1].1["reviewer"],
+        json!({"id": "mock:ci", "person": "ci"})
+    );
+    assert_eq!(
+        records[2].1["reviewers"],
+        json!([{"id": "mock:ci", "person": "ci"}])
+    );
     assert_eq!(records[3].1["outcome"], "ok");
     // The request the approver saw is the one recorded.
     let seen = &mock.requests()[0];
@@ -275,7 +283,8 @@ async fn each_refused_vote_is_recorded_with_its_reason_and_changes_nothing() {
     let directory_with_dave = Directory::new()
         .person("dave", ["slack:UDAVE"])
         .person("alice", ["slack:UALICE"])
-        .person("carol", ["slack:UCAROL"]);
+        .person("carol", ["slack:UCAROL"])
+        .person("ci", ["mock:ci"]);
     let gate = Gate::builder(sink.clone())
         .approver("mock", mock.clone())
         .policy(policy().approvers(["dave", "alice"]))
@@ -754,6 +763,7 @@ timeout_ms = 60000
 [people]
 alice = ["slack:UALICE"]
 bob = ["slack:UBOB"]
+ci = ["mock:ci"]
 
 [groups]
 security = ["alice", "bob"]
