@@ -134,9 +134,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await
         });
         server = Some((stop, serving));
-        gate = gate
-            .approver("reviewers", console)
-            .directory(Directory::new().person("you", ["api:you"]));
+        gate = gate.approver("reviewers", console).directory(
+            Directory::new()
+                .person("you", ["api:you"])
+                .person("alice", ["alice@example.com"]),
+        );
         "you".to_owned()
     } else {
         let terminal = TerminalApprover::for_current_user();

@@ -106,7 +106,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .policy(
             Policy::new("data-export", ["slack"], Duration::from_secs(600)).approvers(["reviewer"]),
         )
-        .directory(Directory::new().person("reviewer", [format!("slack:{reviewer}")]))
+        .directory(
+            Directory::new()
+                .person("reviewer", [format!("slack:{reviewer}")])
+                // The principal the agent acts for: she may not approve.
+                .person("alice", ["alice@example.com".to_owned()]),
+        )
         .build()?;
     gate.check_registry()?;
     let recovery = gate.recover().await?;

@@ -48,7 +48,8 @@ async fn setup(required: u32) -> Setup {
             Directory::new()
                 .person("alice", ["api:alice"])
                 .person("bob", ["api:bob"])
-                .person("carol", ["api:carol"]),
+                .person("carol", ["api:carol"])
+                .person("dave", ["email:dave@example.com"]),
         )
         .build()
         .unwrap();

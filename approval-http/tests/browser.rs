@@ -220,7 +220,11 @@ async fn a_reviewer_signs_in_approves_one_denies_one_and_agent_text_stays_text()
     let gate = Gate::builder(sink.clone())
         .approver("api", approver.clone())
         .policy(Policy::new("data-export", ["api"], Duration::from_secs(120)).approvers(["alice"]))
-        .directory(Directory::new().person("alice", ["api:alice"]))
+        .directory(
+            Directory::new()
+                .person("alice", ["api:alice"])
+                .person("bob", ["bob@example.com"]),
+        )
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -56,7 +56,8 @@ async fn harness(
             Directory::new()
                 .person("alice", ["slack:U0ALICE"])
                 .person("bob", ["slack:U0BOB"])
-                .person("carol", ["slack:U0CAROL"]),
+                .person("carol", ["slack:U0CAROL"])
+                .person("dave", ["email:dave@example.com"]),
         )
         .build()
         .unwrap();
@@ -339,7 +340,12 @@ async fn a_policy_can_have_its_own_channel_and_a_dead_trigger_fails_the_click_vi
         .approver("slack", slack.clone())
         .policy(policy())
         .policy(Policy::new("prod-deploy", ["slack"], Duration::from_secs(60)).approvers(["bob"]))
-        .directory(Directory::new().person("bob", ["slack:U0BOB"]))
+        .directory(
+            Directory::new()
+                .person("alice", ["slack:U0ALICE"])
+                .person("bob", ["slack:U0BOB"])
+                .person("carol", ["slack:U0CAROL"]),
+        )
         .build()
         .unwrap();
     let call = Call::new(

@@ -72,7 +72,8 @@ async fn harness_with(policy: Policy, target: Option<fn(&str) -> Target>) -> Har
             Directory::new()
                 .person("alice", [format!("teams:{ALICE}")])
                 .person("bob", [format!("teams:{BOB}"), "api:bob".into()])
-                .person("carol", [format!("teams:{CAROL}")]),
+                .person("carol", [format!("teams:{CAROL}")])
+                .person("dave", ["email:dave@example.com".to_string()]),
         )
         .build()
         .unwrap();

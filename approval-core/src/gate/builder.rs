@@ -63,6 +63,16 @@ pub enum ConfigError {
         /// The approver as the policy names them.
         approver: String,
     },
+    /// A policy names a group the directory does not have: nobody could
+    /// approve through it, and a group added later under that name would
+    /// silently gain the right.
+    #[error("policy {policy} names group {group}, which is not in the directory")]
+    UnknownGroup {
+        /// The policy.
+        policy: String,
+        /// The group as the policy names it.
+        group: String,
+    },
     /// Two policies share a name.
     #[error("policy {0} is defined twice")]
     DuplicatePolicy(String),
@@ -213,6 +223,12 @@ impl GateBuilder {
                 return Err(ConfigError::UnmappedApprover {
                     policy: policy.name.clone(),
                     approver: approver.clone(),
+                });
+            }
+            if let Some(group) = policy.groups.iter().find(|g| !self.directory.has_group(g)) {
+                return Err(ConfigError::UnknownGroup {
+                    policy: policy.name.clone(),
+                    group: group.clone(),
                 });
             }
             if let Some(route) = policy

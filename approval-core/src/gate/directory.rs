@@ -142,6 +142,19 @@ impl Directory {
             .is_some_and(|g| g.iter().any(|m| normal_identity(m) == person))
     }
 
+    /// Whether the directory has a group of that name (in normal form).
+    ///
+    /// ```
+    /// use approval_core::Directory;
+    ///
+    /// let directory = Directory::new().group("security", ["alice"]);
+    /// assert!(directory.has_group("Security"));
+    /// assert!(!directory.has_group("admins"));
+    /// ```
+    pub fn has_group(&self, group: &str) -> bool {
+        self.groups.contains_key(&normal_identity(group))
+    }
+
     /// The people in `group`, as the directory spells them (none if
     /// unknown).
     ///

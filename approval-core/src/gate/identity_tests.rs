@@ -246,6 +246,29 @@ fn build_refuses_an_approver_the_directory_does_not_map() {
 }
 
 #[test]
+fn build_refuses_a_group_the_directory_does_not_have() {
+    let err = Gate::builder(sink())
+        .approver("slack", Arc::new(MockApprover::silent("ci")))
+        .policy(policy().groups(["admins"]))
+        .directory(directory())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ConfigError::UnknownGroup { policy, group } if policy == "export" && group == "admins"
+        ),
+        "{err}"
+    );
+    Gate::builder(sink())
+        .approver("slack", Arc::new(MockApprover::silent("ci")))
+        .policy(policy().groups(["Admins"]))
+        .directory(directory().group("admins", ["alice"]))
+        .build()
+        .unwrap();
+}
+
+#[test]
 fn a_policy_file_naming_an_unmapped_approver_fails_at_its_line() {
     let text = r#"
 [[policy]]
@@ -273,4 +296,25 @@ alice = ["slack:UALICE"]
         r#"alice = ["slack:UALICE", "teams:6f1c"]"#,
     );
     PolicyFile::parse(&mapped, "policies.toml").unwrap();
+}
+
+#[test]
+fn a_policy_file_naming_an_unknown_group_fails_at_its_line() {
+    let text = r#"[[policy]]
+name = "export"
+routes = ["slack"]
+groups = ["admins"]
+timeout_ms = 60000
+
+[people]
+alice = ["slack:UALICE"]
+"#;
+    let err = PolicyFile::parse(text, "policies.toml").unwrap_err();
+    let ConfigError::PolicyFile { line, cause, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*line, 4);
+    assert!(cause.contains("group admins"), "{cause}");
+    let with_group = format!("{text}\n[groups]\nadmins = [\"alice\"]\n");
+    PolicyFile::parse(&with_group, "policies.toml").unwrap();
 }

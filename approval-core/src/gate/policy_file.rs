@@ -39,7 +39,7 @@ pub struct PolicyFile {
     groups: BTreeMap<String, Vec<String>>,
 }
 
-/// Where each policy's approvers are written in the file.
+/// Where each policy's approvers and groups are written in the file.
 #[derive(Deserialize)]
 struct ApproverSpans {
     #[serde(default)]
@@ -50,6 +50,8 @@ struct ApproverSpans {
 struct PolicyApproverSpans {
     #[serde(default)]
     approvers: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<toml::Spanned<String>>,
 }
 
 impl PolicyFile {
@@ -105,24 +107,36 @@ impl PolicyFile {
         let file: Self =
             toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
         let directory = file.directory();
-        if directory.is_empty() {
-            return Ok(file);
-        }
-        // Parsed again for where each approver is written.
+        // Parsed again for where each approver and group is written.
         let spans: ApproverSpans =
             toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
         for (policy, spans) in file.policies.iter().zip(spans.policy) {
-            if let Some(approver) = spans
+            let unmapped = spans
                 .approvers
                 .iter()
-                .find(|a| directory.resolve(a.get_ref()).is_none())
-            {
+                .filter(|_| !directory.is_empty())
+                .find(|a| directory.resolve(a.get_ref()).is_none());
+            if let Some(approver) = unmapped {
                 return Err(error(
                     Some(approver.span()),
                     format!(
                         "policy {} names approver {}, who is not in [people]",
                         policy.name,
                         approver.get_ref()
+                    ),
+                ));
+            }
+            if let Some(group) = spans
+                .groups
+                .iter()
+                .find(|g| !directory.has_group(g.get_ref()))
+            {
+                return Err(error(
+                    Some(group.span()),
+                    format!(
+                        "policy {} names group {}, which is not in [groups]",
+                        policy.name,
+                        group.get_ref()
                     ),
                 ));
             }
