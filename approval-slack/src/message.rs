@@ -346,8 +346,8 @@ mod tests {
     use std::time::Duration;
 
     use approval_core::{
-        Actor, ActorKind, Call, CanonicalJson, ChainWriter, Gate, KeyId, MemorySink, MockApprover,
-        Policy, WriterSecret, with_actor,
+        Actor, ActorKind, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
+        MockApprover, Policy, WriterSecret, with_actor,
     };
 
     use super::*;
@@ -366,6 +366,11 @@ mod tests {
                     .required(2)
                     .approvers(["slack:U0ALICE"])
                     .groups(["security"]),
+            )
+            .directory(
+                Directory::new()
+                    .person("alice", ["slack:U0ALICE"])
+                    .group("security", ["bob"]),
             )
             .build()
             .unwrap();

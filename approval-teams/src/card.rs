@@ -373,8 +373,8 @@ mod tests {
     use std::time::Duration;
 
     use approval_core::{
-        Actor, ActorKind, Call, CanonicalJson, ChainWriter, Gate, KeyId, MemorySink, MockApprover,
-        Policy, WriterSecret, with_actor,
+        Actor, ActorKind, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
+        MockApprover, Policy, WriterSecret, with_actor,
     };
 
     use super::*;
@@ -393,6 +393,11 @@ mod tests {
                     .required(2)
                     .approvers(["alice"])
                     .groups(["security"]),
+            )
+            .directory(
+                Directory::new()
+                    .person("alice", ["teams:29:alice"])
+                    .group("security", ["bob"]),
             )
             .build()
             .unwrap();
