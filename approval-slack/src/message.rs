@@ -370,6 +370,7 @@ mod tests {
             .directory(
                 Directory::new()
                     .person("alice", ["slack:U0ALICE"])
+                    .person("dave", ["dave@example.com"])
                     .group("security", ["bob"]),
             )
             .build()
@@ -385,14 +386,17 @@ mod tests {
             .kind(ActorKind::Agent)
             .model("gpt-5")
             .on_behalf_of("dave@example.com");
-        let waiting = tokio::spawn(with_actor(actor, async move {
-            let _ = gate.approve(call).await;
-        }));
+        let waiting = tokio::spawn(with_actor(actor, async move { gate.approve(call).await }));
         loop {
             if let Some(request) = mock.requests().first() {
                 waiting.abort();
                 return request.clone();
             }
+            assert!(
+                !waiting.is_finished(),
+                "the gate decided without asking: {:?}",
+                waiting.await
+            );
             tokio::task::yield_now().await;
         }
     }

@@ -397,6 +397,7 @@ mod tests {
             .directory(
                 Directory::new()
                     .person("alice", ["teams:29:alice"])
+                    .person("carol", ["carol@contoso.com"])
                     .group("security", ["bob"]),
             )
             .build()
@@ -412,14 +413,19 @@ mod tests {
             .kind(ActorKind::Agent)
             .model("**gpt** [x](y)")
             .on_behalf_of("carol@contoso.com");
-        let waiting = tokio::spawn(with_actor(actor, async move {
-            let _ = gate.approve(call).await;
-        }));
-        while mock.requests().is_empty() {
+        let waiting = tokio::spawn(with_actor(actor, async move { gate.approve(call).await }));
+        loop {
+            if let Some(request) = mock.requests().first() {
+                waiting.abort();
+                return request.clone();
+            }
+            assert!(
+                !waiting.is_finished(),
+                "the gate decided without asking: {:?}",
+                waiting.await
+            );
             tokio::task::yield_now().await;
         }
-        waiting.abort();
-        mock.requests()[0].clone()
     }
 
     fn facts(card: &Value) -> Vec<(String, String)> {
