@@ -26,6 +26,7 @@ use approval_core::{
     with_actor,
 };
 use approval_http::{ApiApprover, ReviewerTokens, api};
+use approval_listener::Server;
 use tracing_subscriber::EnvFilter;
 
 /// Exports a table from the warehouse: a person approves every call.
@@ -123,16 +124,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let router = api::router(console.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    // Told to stop, or the quickstart is gone: stop either way.
-                    match stopped.await {
-                        Ok(()) | Err(_) => {}
-                    }
-                })
-                .await
-        });
+        // The listener's limits (header read timeout, connection cap) keep
+        // slow clients from holding the console.
+        let serving = tokio::spawn(Server::new().serve(listener, router, async move {
+            // Told to stop, or the quickstart is gone: stop either way.
+            match stopped.await {
+                Ok(()) | Err(_) => {}
+            }
+        }));
         server = Some((stop, serving));
         gate = gate.approver("reviewers", console).directory(
             Directory::new()
@@ -186,7 +185,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if stop.send(()).is_err() {
             eprintln!("the review console had already stopped");
         }
-        serving.await??;
+        serving.await?;
     }
     drop(gate);
     // A channel's task may still be finishing the last vote, holding the

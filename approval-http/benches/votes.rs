@@ -69,7 +69,11 @@ async fn listen(app: axum::Router) -> String {
         .await
         .expect("bind");
     let host = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move {
+        approval_listener::Server::new()
+            .serve(listener, app, std::future::pending())
+            .await
+    });
     host
 }
 

@@ -150,7 +150,11 @@ pub fn openapi_json() -> String {
 /// # async fn serve(approver: std::sync::Arc<approval_http::ApiApprover>) -> std::io::Result<()> {
 /// let app = axum::Router::new().nest("/approval", approval_http::api::router(approver));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-/// axum::serve(listener, app).await
+/// // Served with a header read timeout and a connection limit.
+/// approval_listener::Server::new()
+///     .serve(listener, app, std::future::pending())
+///     .await;
+/// # Ok(())
 /// # }
 /// ```
 pub fn router(approver: Arc<ApiApprover>) -> Router {
@@ -173,11 +177,22 @@ pub fn router(approver: Arc<ApiApprover>) -> Router {
         .with_state(approver)
 }
 
-/// Serves [`router`] on `address` until the task is dropped: the one-line
-/// way to run the API on its own.
+/// Serves [`router`] on `address` until the task is dropped, with the
+/// default limits of [`approval_listener::Server`] (header read timeout,
+/// request timeout, connection limit): the one-line way to run the API on
+/// its own. Fails only if `address` cannot be bound.
+///
+/// ```no_run
+/// # async fn run(approver: std::sync::Arc<approval_http::ApiApprover>) -> std::io::Result<()> {
+/// approval_http::api::serve("127.0.0.1:8080".parse().unwrap(), approver).await
+/// # }
+/// ```
 pub async fn serve(address: SocketAddr, approver: Arc<ApiApprover>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
-    axum::serve(listener, router(approver)).await
+    approval_listener::Server::new()
+        .serve(listener, router(approver), std::future::pending())
+        .await;
+    Ok(())
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> Response {

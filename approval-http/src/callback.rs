@@ -35,7 +35,11 @@ use crate::vote::{CHANNEL, VoteMessage};
 /// # async fn serve(approver: std::sync::Arc<approval_http::HttpApprover>) -> std::io::Result<()> {
 /// let app = axum::Router::new().nest("/approval", approval_http::callback::router(approver));
 /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
-/// axum::serve(listener, app).await
+/// // Served with a header read timeout and a connection limit.
+/// approval_listener::Server::new()
+///     .serve(listener, app, std::future::pending())
+///     .await;
+/// # Ok(())
 /// # }
 /// ```
 pub fn router(approver: Arc<HttpApprover>) -> Router {

@@ -42,7 +42,11 @@ async fn setup() -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/approval", listener.local_addr().unwrap());
     let app = axum::Router::new().nest("/approval", api::router(approver));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move {
+        approval_listener::Server::new()
+            .serve(listener, app, std::future::pending())
+            .await
+    });
     Setup {
         gate,
         sink,

@@ -152,7 +152,7 @@ async fn setup(receiver_url: Option<String>) -> Setup {
         .build(),
     );
     let app = axum::Router::new().nest("/approval", callback::router(approver.clone()));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(approval_listener::Server::new().serve(listener, app, std::future::pending()));
     let secret = WriterSecret::generate().unwrap();
     let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
         KeyId::new("k").unwrap(),

@@ -110,7 +110,11 @@ impl Bench {
         let app = axum::Router::new()
             .route("/api/{method}", post(web_api))
             .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move {
+            approval_listener::Server::new()
+                .serve(listener, app, std::future::pending())
+                .await
+        });
         let slack = Arc::new(
             SlackApprover::connect(
                 SlackApi::new(BotToken::new("xoxb-bench")).base_url(base),
@@ -133,7 +137,11 @@ impl Bench {
             listener.local_addr().expect("addr")
         );
         let router = interactivity::router(SigningSecret::new(SECRET), slack);
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        tokio::spawn(async move {
+            approval_listener::Server::new()
+                .serve(listener, router, std::future::pending())
+                .await
+        });
         Self {
             gate,
             fake,

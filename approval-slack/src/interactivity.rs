@@ -43,7 +43,11 @@ struct Endpoint {
 ///
 /// let app = interactivity::router(SigningSecret::new("…"), approver);
 /// let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
-/// axum::serve(listener, app).await
+/// // Served with a header read timeout and a connection limit.
+/// approval_listener::Server::new()
+///     .serve(listener, app, std::future::pending())
+///     .await;
+/// # Ok(())
 /// # }
 /// ```
 pub fn router(secret: SigningSecret, approver: Arc<SlackApprover>) -> Router {

@@ -67,11 +67,13 @@ async fn harness(
         listener.local_addr().unwrap()
     );
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            interactivity::router(SigningSecret::new(SECRET), slack),
-        )
-        .await
+        approval_listener::Server::new()
+            .serve(
+                listener,
+                interactivity::router(SigningSecret::new(SECRET), slack),
+                std::future::pending(),
+            )
+            .await
     });
     Harness {
         gate,
@@ -378,11 +380,13 @@ async fn a_policy_can_have_its_own_channel_and_a_dead_trigger_fails_the_click_vi
         listener.local_addr().unwrap()
     );
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            interactivity::router(SigningSecret::new(SECRET), slack),
-        )
-        .await
+        approval_listener::Server::new()
+            .serve(
+                listener,
+                interactivity::router(SigningSecret::new(SECRET), slack),
+                std::future::pending(),
+            )
+            .await
     });
     fake.lock()
         .unwrap()

@@ -311,11 +311,13 @@ async fn clicks_reach_the_gate_only_when_slack_signed_them_and_deny_asks_for_a_r
         listener.local_addr().unwrap()
     );
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            interactivity::router(SigningSecret::new(SECRET), slack),
-        )
-        .await
+        approval_listener::Server::new()
+            .serve(
+                listener,
+                interactivity::router(SigningSecret::new(SECRET), slack),
+                std::future::pending(),
+            )
+            .await
     });
     let client = reqwest::Client::new();
     let send = |body: String, ts: Option<String>, sig: Option<String>| {

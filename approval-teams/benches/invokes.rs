@@ -127,7 +127,11 @@ impl Bench {
             .route("/v1/.well-known/openidconfiguration", get(metadata))
             .route("/v1/.well-known/keys", get(keys))
             .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move {
+            approval_listener::Server::new()
+                .serve(listener, app, std::future::pending())
+                .await
+        });
 
         let service_url = format!("{base}/amer/");
         let connector =
@@ -155,7 +159,11 @@ impl Bench {
             .expect("bind");
         let host = listener.local_addr().expect("addr").to_string();
         let router = endpoint::router(auth, keys, teams);
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        tokio::spawn(async move {
+            approval_listener::Server::new()
+                .serve(listener, router, std::future::pending())
+                .await
+        });
         Self {
             gate,
             fake,

@@ -144,7 +144,11 @@ impl IntoResponse for Answer {
 /// let auth = InboundAuth::new("571c643a-…").allow_tenant("3f3d1cea-…");
 /// let app = endpoint::router(auth, Arc::new(KeyCache::default()), teams);
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3978").await?;
-/// axum::serve(listener, app).await
+/// // Served with a header read timeout and a connection limit.
+/// approval_listener::Server::new()
+///     .serve(listener, app, std::future::pending())
+///     .await;
+/// # Ok(())
 /// # }
 /// ```
 pub fn router(auth: InboundAuth, keys: Arc<KeyCache>, approver: Arc<TeamsApprover>) -> Router {

@@ -90,7 +90,11 @@ async fn harness_with(policy: Policy, target: Option<fn(&str) -> Target>) -> Har
         endpoint::PATH
     );
     let app = endpoint::router(auth, keys, teams.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move {
+        approval_listener::Server::new()
+            .serve(listener, app, std::future::pending())
+            .await
+    });
     Harness {
         fake,
         gate,
