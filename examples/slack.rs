@@ -137,11 +137,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let listen = std::env::var("SLACK_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             let router = interactivity::router(signing_secret, slack.clone());
-            tokio::spawn(async move {
-                approval_listener::Server::new()
-                    .serve(listener, router, std::future::pending())
-                    .await
-            });
+            tokio::spawn(approval_listener::Server::new().serve(
+                listener,
+                router,
+                std::future::pending(),
+            ));
             println!("Listening for clicks on http://{listen}/slack/interactivity.");
         }
     }

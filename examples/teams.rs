@@ -126,11 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = Arc::new(KeyCache::new(metadata_url));
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let router = endpoint::router(auth, keys, teams.clone());
-    tokio::spawn(async move {
-        approval_listener::Server::new()
-            .serve(listener, router, std::future::pending())
-            .await
-    });
+    tokio::spawn(approval_listener::Server::new().serve(listener, router, std::future::pending()));
     println!("Listening for clicks on http://{listen}{}.", endpoint::PATH);
 
     let agent = Actor::new("report-agent")

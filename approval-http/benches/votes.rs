@@ -69,11 +69,7 @@ async fn listen(app: axum::Router) -> String {
         .await
         .expect("bind");
     let host = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        approval_listener::Server::new()
-            .serve(listener, app, std::future::pending())
-            .await
-    });
+    tokio::spawn(approval_listener::Server::new().serve(listener, app, std::future::pending()));
     host
 }
 

@@ -55,11 +55,11 @@ async fn setup(required: u32) -> Setup {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        approval_listener::Server::new()
-            .serve(listener, api::router(approver), std::future::pending())
-            .await
-    });
+    tokio::spawn(approval_listener::Server::new().serve(
+        listener,
+        api::router(approver),
+        std::future::pending(),
+    ));
     Setup {
         gate,
         sink,

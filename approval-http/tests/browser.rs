@@ -230,11 +230,7 @@ async fn a_reviewer_signs_in_approves_one_denies_one_and_agent_text_stays_text()
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let console = format!("http://{}/approval/console", listener.local_addr().unwrap());
     let app = axum::Router::new().nest("/approval", api::router(approver));
-    tokio::spawn(async move {
-        approval_listener::Server::new()
-            .serve(listener, app, std::future::pending())
-            .await
-    });
+    tokio::spawn(approval_listener::Server::new().serve(listener, app, std::future::pending()));
 
     let start = |table: &'static str| {
         let gate = gate.clone();

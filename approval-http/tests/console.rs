@@ -42,11 +42,7 @@ async fn setup() -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/approval", listener.local_addr().unwrap());
     let app = axum::Router::new().nest("/approval", api::router(approver));
-    tokio::spawn(async move {
-        approval_listener::Server::new()
-            .serve(listener, app, std::future::pending())
-            .await
-    });
+    tokio::spawn(approval_listener::Server::new().serve(listener, app, std::future::pending()));
     Setup {
         gate,
         sink,

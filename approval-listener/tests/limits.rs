@@ -47,9 +47,10 @@ async fn until_closed(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-async fn hello(address: SocketAddr) -> String {
+/// Sends `request` on a new connection and reads until the server closes it.
+async fn exchange(address: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(REQUEST).await.unwrap();
+    stream.write_all(request).await.unwrap();
     until_closed(&mut stream).await
 }
 
@@ -72,7 +73,7 @@ async fn half_sent_requests_are_closed_and_real_ones_still_served() {
         slow.push(stream);
     }
     // A real request waits for a slot, which the timeout frees.
-    let answer = hello(address).await;
+    let answer = exchange(address, REQUEST).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("hello"), "{answer}");
     for stream in &mut slow {
@@ -94,12 +95,7 @@ async fn a_connection_that_sends_nothing_is_closed() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_its_answer() {
     let address = start(Server::new().header_read_timeout(Duration::from_millis(200))).await;
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream
-        .write_all(b"GET /hello HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = until_closed(&mut stream).await;
+    let answer = exchange(address, b"GET /hello HTTP/1.1\r\nHost: test\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("hello"), "{answer}");
 }
@@ -107,21 +103,19 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_answer() {
 #[tokio::test]
 async fn a_body_sent_slowly_gets_408_and_the_connection_closes() {
     let address = start(Server::new().request_timeout(Duration::from_millis(300))).await;
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nonly ten b")
-        .await
-        .unwrap();
-    let answer = until_closed(&mut stream).await;
+    let answer = exchange(
+        address,
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request timed out"), "{answer}");
     // The same request sent whole is answered.
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 5\r\n\r\nwhole")
-        .await
-        .unwrap();
-    let answer = until_closed(&mut stream).await;
+    let answer = exchange(
+        address,
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 5\r\n\r\nwhole",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("whole"), "{answer}");
 }
@@ -160,7 +154,7 @@ async fn shutdown_closes_idle_connections_and_returns() {
             Ok(()) | Err(_) => {}
         }
     }));
-    assert!(hello(address).await.ends_with("hello"));
+    assert!(exchange(address, REQUEST).await.ends_with("hello"));
     let mut idle = TcpStream::connect(address).await.unwrap();
     stop.send(()).unwrap();
     until_closed(&mut idle).await;

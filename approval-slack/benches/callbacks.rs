@@ -110,11 +110,7 @@ impl Bench {
         let app = axum::Router::new()
             .route("/api/{method}", post(web_api))
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            approval_listener::Server::new()
-                .serve(listener, app, std::future::pending())
-                .await
-        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
         let slack = Arc::new(
             SlackApprover::connect(
                 SlackApi::new(BotToken::new("xoxb-bench")).base_url(base),
@@ -137,11 +133,11 @@ impl Bench {
             listener.local_addr().expect("addr")
         );
         let router = interactivity::router(SigningSecret::new(SECRET), slack);
-        tokio::spawn(async move {
-            approval_listener::Server::new()
-                .serve(listener, router, std::future::pending())
-                .await
-        });
+        tokio::spawn(approval_listener::Server::new().serve(
+            listener,
+            router,
+            std::future::pending(),
+        ));
         Self {
             gate,
             fake,

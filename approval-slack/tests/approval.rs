@@ -9,8 +9,8 @@ use approval_core::{
     Actor, ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
     Policy, WriterSecret, with_actor,
 };
+use approval_slack::SlackApprover;
 use approval_slack::api::{BotToken, SlackApi};
-use approval_slack::{SigningSecret, SlackApprover, interactivity};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -61,20 +61,7 @@ async fn harness(
         )
         .build()
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/slack/interactivity",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(async move {
-        approval_listener::Server::new()
-            .serve(
-                listener,
-                interactivity::router(SigningSecret::new(SECRET), slack),
-                std::future::pending(),
-            )
-            .await
-    });
+    let url = serve_interactivity(slack).await;
     Harness {
         gate,
         sink,
@@ -374,20 +361,7 @@ async fn a_policy_can_have_its_own_channel_and_a_dead_trigger_fails_the_click_vi
     // views.open's broken twin: the trigger expired (SLACK.md §1.3). No
     // modal, so no 200: Slack shows the clicker an error (who can click
     // again), and the request waits on.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/slack/interactivity",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(async move {
-        approval_listener::Server::new()
-            .serve(
-                listener,
-                interactivity::router(SigningSecret::new(SECRET), slack),
-                std::future::pending(),
-            )
-            .await
-    });
+    let url = serve_interactivity(slack).await;
     fake.lock()
         .unwrap()
         .script

@@ -279,7 +279,7 @@ async fn clicks_reach_the_gate_only_when_slack_signed_them_and_deny_asks_for_a_r
         ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
         Policy, WriterSecret,
     };
-    use approval_slack::{SigningSecret, SlackApprover, interactivity};
+    use approval_slack::SlackApprover;
 
     let (base, fake) = fake_slack();
     let slack = Arc::new(
@@ -305,20 +305,7 @@ async fn clicks_reach_the_gate_only_when_slack_signed_them_and_deny_asks_for_a_r
         )
         .build()
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/slack/interactivity",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(async move {
-        approval_listener::Server::new()
-            .serve(
-                listener,
-                interactivity::router(SigningSecret::new(SECRET), slack),
-                std::future::pending(),
-            )
-            .await
-    });
+    let url = serve_interactivity(slack).await;
     let client = reqwest::Client::new();
     let send = |body: String, ts: Option<String>, sig: Option<String>| {
         let mut request = client

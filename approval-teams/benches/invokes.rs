@@ -127,11 +127,7 @@ impl Bench {
             .route("/v1/.well-known/openidconfiguration", get(metadata))
             .route("/v1/.well-known/keys", get(keys))
             .with_state(fake.clone());
-        tokio::spawn(async move {
-            approval_listener::Server::new()
-                .serve(listener, app, std::future::pending())
-                .await
-        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
 
         let service_url = format!("{base}/amer/");
         let connector =
@@ -159,11 +155,11 @@ impl Bench {
             .expect("bind");
         let host = listener.local_addr().expect("addr").to_string();
         let router = endpoint::router(auth, keys, teams);
-        tokio::spawn(async move {
-            approval_listener::Server::new()
-                .serve(listener, router, std::future::pending())
-                .await
-        });
+        tokio::spawn(approval_listener::Server::new().serve(
+            listener,
+            router,
+            std::future::pending(),
+        ));
         Self {
             gate,
             fake,

@@ -90,11 +90,7 @@ async fn harness_with(policy: Policy, target: Option<fn(&str) -> Target>) -> Har
         endpoint::PATH
     );
     let app = endpoint::router(auth, keys, teams.clone());
-    tokio::spawn(async move {
-        approval_listener::Server::new()
-            .serve(listener, app, std::future::pending())
-            .await
-    });
+    tokio::spawn(approval_listener::Server::new().serve(listener, app, std::future::pending()));
     Harness {
         fake,
         gate,

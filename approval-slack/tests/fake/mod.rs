@@ -228,6 +228,20 @@ fn answer(fake: &mut Fake, path: &str, auth: &str, kind: &str, body: &str) -> An
     }
 }
 
+/// Serves the interactivity endpoint under test on 127.0.0.1, on the
+/// listener production uses; returns its URL.
+pub async fn serve_interactivity(slack: Arc<approval_slack::SlackApprover>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/slack/interactivity",
+        listener.local_addr().unwrap()
+    );
+    let router =
+        approval_slack::interactivity::router(approval_slack::SigningSecret::new(SECRET), slack);
+    tokio::spawn(approval_listener::Server::new().serve(listener, router, std::future::pending()));
+    url
+}
+
 /// A signed interactivity request, as Slack sends it (SLACK.md §3.1, §4):
 /// the payload's JSON with `/` written `\/`, form-encoded, signed at
 /// `timestamp`. Returns (body, timestamp header, signature header).
