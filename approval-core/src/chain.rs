@@ -19,6 +19,7 @@ use crate::clock::{Clock, SystemClock, format_ts};
 use crate::error::AuditError;
 use crate::key::{DigestKey, KeyId, RecordKey, WriterSecret};
 use crate::record::PendingRecord;
+use crate::verify::Reason;
 
 /// Where the chain stands: the next record's `seq`, the `mac` it links to,
 /// and the key it is sealed with. Made only by [`ChainHead::genesis`] and
@@ -333,32 +334,98 @@ impl ChainWriter {
     /// that the line is a well-formed record sealed with a key this writer
     /// holds, and returns the head that follows it.
     pub fn resume(&self, last_line: &[u8]) -> Result<ChainHead, AuditError> {
-        let invalid = |why: &'static str| AuditError::InvalidTail { why };
-        let fields = parse_line(last_line).map_err(|fault| match fault {
-            Fault::Malformed => invalid("malformed"),
-            Fault::NotCanonical => invalid("not canonical"),
-        })?;
-        let key_id = KeyId::new(&fields.key_id).map_err(|_| invalid("malformed"))?;
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let key = &keys
-            .all
-            .get(&key_id)
-            .ok_or_else(|| AuditError::UnknownWriterKey {
-                key_id: key_id.clone(),
-            })?
-            .record;
-        if !fields.mac_matches(key, last_line) {
-            return Err(invalid("sealed with another key or altered"));
+        let checked = self.check(None, last_line).map_err(LineFault::at_tail)?;
+        match checked.unheld_key {
+            Some(key_id) => Err(AuditError::UnknownWriterKey { key_id }),
+            None => Ok(checked.head),
         }
+    }
+
+    /// Checks that `line` (without its `\n`) is the record that follows
+    /// `head`: canonical, `seq` and `prev` linked, sealed with the key
+    /// current at `head`, and, where this writer holds that key, with a
+    /// matching MAC. Returns the head after it.
+    pub(crate) fn follow(&self, head: &ChainHead, line: &[u8]) -> Result<ChainHead, LineFault> {
+        Ok(self.check(Some(head), line)?.head)
+    }
+
+    /// The head after a stored line known durable, from its form alone.
+    pub(crate) fn head_after(&self, line: &[u8]) -> Result<ChainHead, LineFault> {
+        Ok(self.check(None, line)?.head)
+    }
+
+    /// A line's own checks, and with `after` its links to the head before it.
+    fn check(&self, after: Option<&ChainHead>, line: &[u8]) -> Result<Checked, LineFault> {
+        let bad = LineFault::Bad;
+        let fields = parse_line(line).map_err(|fault| {
+            bad(match fault {
+                Fault::Malformed => Reason::Malformed,
+                Fault::NotCanonical => Reason::NotCanonical,
+            })
+        })?;
+        if let Some(head) = after {
+            if fields.seq != head.next_seq {
+                return Err(bad(Reason::SeqGap));
+            }
+            if fields.prev != head.prev {
+                return Err(bad(Reason::BrokenLink));
+            }
+        }
+        let key_id = KeyId::new(&fields.key_id).map_err(|_| bad(Reason::Malformed))?;
+        if after
+            .and_then(|head| head.key_id.as_ref())
+            .is_some_and(|current| *current != key_id)
+        {
+            return Err(bad(Reason::WrongKey));
+        }
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let held = keys.all.get(&key_id);
+        if held.is_some_and(|pair| !fields.mac_matches(&pair.record, line)) {
+            return Err(bad(Reason::BadMac));
+        }
+        let unheld_key = held.is_none().then(|| key_id.clone());
         let next_key = match &fields.next_key_id {
-            Some(next) => KeyId::new(next).map_err(|_| invalid("malformed"))?,
+            Some(next) => KeyId::new(next).map_err(|_| bad(Reason::Malformed))?,
             None => key_id,
         };
-        Ok(ChainHead {
-            next_seq: fields.seq.checked_add(1).ok_or(AuditError::SeqExhausted)?,
-            prev: fields.mac,
-            key_id: Some(next_key),
+        Ok(Checked {
+            head: ChainHead {
+                next_seq: fields.seq.checked_add(1).ok_or(LineFault::SeqExhausted)?,
+                prev: fields.mac,
+                key_id: Some(next_key),
+            },
+            unheld_key,
         })
+    }
+}
+
+/// A line that passed [`ChainWriter::check`].
+struct Checked {
+    head: ChainHead,
+    /// The line's key, when this writer does not hold it (so its MAC was
+    /// not checked).
+    unheld_key: Option<KeyId>,
+}
+
+/// Why a stored line does not continue a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LineFault {
+    /// It fails a verifier's check.
+    Bad(Reason),
+    /// Its `seq` is the last one a chain can have.
+    SeqExhausted,
+}
+
+impl LineFault {
+    /// The error for a last stored line with this fault.
+    pub(crate) fn at_tail(self) -> AuditError {
+        let invalid = |why: &'static str| AuditError::InvalidTail { why };
+        match self {
+            Self::SeqExhausted => AuditError::SeqExhausted,
+            Self::Bad(Reason::NotCanonical) => invalid("not canonical"),
+            Self::Bad(Reason::BadMac) => invalid("sealed with another key or altered"),
+            Self::Bad(_) => invalid("malformed"),
+        }
     }
 }
 

@@ -32,6 +32,22 @@ pub enum AuditError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A record the log holds before its last point known durable fails
+    /// verification (or, for a log without a durable mark, any record
+    /// does): the bytes were damaged or altered after they were written, so
+    /// the log is not opened and nothing in it is changed.
+    #[error(
+        "audit log {path}: line {line} fails verification ({reason}) where it was known durable; \
+         refusing to continue the chain (run `approval verify` on it)"
+    )]
+    Damaged {
+        /// The log file.
+        path: PathBuf,
+        /// The first failing line, counting from 1.
+        line: u64,
+        /// Why it fails.
+        reason: crate::verify::Reason,
+    },
     /// Another writer holds the log.
     #[error("audit log {path} is locked by another writer; a log has exactly one writer process")]
     Locked {

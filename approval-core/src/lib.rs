@@ -91,7 +91,10 @@ pub use record::{
 };
 pub use redact::Redact;
 pub use registry::{GatedFunction, gated_functions};
-pub use sink::{AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink, SyncHandle};
+pub use sink::{
+    AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink, SyncHandle,
+    durable_mark_path,
+};
 pub use verify::{Failure, Keyring, Reason, Report, Verifier, VerifyError, verify};
 
 /// `#[requires_approval]`: see [its documentation](macro@requires_approval).

@@ -417,12 +417,19 @@ pub enum Event {
         /// The key of the records that follow.
         next_key_id: KeyId,
     },
-    /// A log was reopened after a crash left a torn last line.
+    /// A log was reopened after a crash left a torn last line, or lines
+    /// after its last point known durable that fail verification.
     Recovered {
-        /// Length of the removed fragment.
+        /// Length of what was removed.
         dropped_bytes: u64,
-        /// SHA-256 of the removed fragment.
+        /// SHA-256 of what was removed.
         dropped_sha256: [u8; 32],
+        /// How many whole lines were removed with it (written as
+        /// `dropped_lines` when not 0).
+        dropped_lines: u64,
+        /// Why the first removed line failed (written as `fault`); `None`
+        /// when only a torn last line was removed.
+        fault: Option<crate::verify::Reason>,
     },
 }
 
@@ -536,9 +543,15 @@ impl Event {
             Self::Recovered {
                 dropped_bytes,
                 dropped_sha256,
+                dropped_lines,
+                fault,
             } => {
                 r.int("dropped_bytes", *dropped_bytes)?
-                    .hex("dropped_sha256", dropped_sha256);
+                    .hex("dropped_sha256", dropped_sha256)
+                    .opt_str("fault", fault.map(crate::verify::Reason::as_str));
+                if *dropped_lines > 0 {
+                    r.int("dropped_lines", *dropped_lines)?;
+                }
             }
         }
         Ok(r)

@@ -32,12 +32,39 @@ pub trait LogFile: Send + 'static {
     fn source(&self) -> Box<dyn LogSource>;
     /// The file's name, for error messages.
     fn path(&self) -> &Path;
+    /// The durable mark last written through [`SyncHandle::write_mark`],
+    /// if this layer keeps marks. Without one, the sink verifies the whole
+    /// log when it opens it, and refuses a log with any failing line.
+    fn read_mark(&mut self) -> io::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
 }
 
 /// Syncs a log file from the sink's sync thread.
 pub trait SyncHandle: Send + 'static {
     /// Makes everything written so far durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Keeps `mark`, which names a point of the log already durable, for
+    /// [`LogFile::read_mark`] at the next open. The mark itself need not be
+    /// durable: a lost or stale mark only makes the next open verify more of
+    /// the log. By default marks are not kept.
+    fn write_mark(&mut self, _mark: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where [`FsLogFile`] keeps a log's durable mark: the log's name with
+/// `.durable` added.
+///
+/// ```
+/// use std::path::Path;
+/// let mark = approval_core::durable_mark_path(Path::new("/var/log/audit.jsonl"));
+/// assert_eq!(mark, Path::new("/var/log/audit.jsonl.durable"));
+/// ```
+pub fn durable_mark_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".durable");
+    PathBuf::from(name)
 }
 
 /// Opens readers of a log's contents.
@@ -115,7 +142,19 @@ impl LogFile for FsLogFile {
     }
 
     fn sync_handle(&self) -> io::Result<Box<dyn SyncHandle>> {
-        Ok(Box::new(FileSync(self.file.try_clone()?)))
+        let mark_path = durable_mark_path(&self.path);
+        let mark = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&mark_path)?;
+        Ok(Box::new(FileSync {
+            log: self.file.try_clone()?,
+            mark,
+            mark_path,
+            mark_synced: false,
+        }))
     }
 
     fn source(&self) -> Box<dyn LogSource> {
@@ -125,15 +164,49 @@ impl LogFile for FsLogFile {
     fn path(&self) -> &Path {
         &self.path
     }
+
+    fn read_mark(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(durable_mark_path(&self.path)) {
+            Ok(mark) => Ok(Some(mark)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
-/// A second descriptor of the same open file: `fdatasync` on it syncs the
-/// file's data whichever descriptor wrote it.
-struct FileSync(File);
+/// A second descriptor of the same open file (`fdatasync` on it syncs the
+/// file's data whichever descriptor wrote it), and the durable mark.
+struct FileSync {
+    log: File,
+    mark: File,
+    mark_path: PathBuf,
+    /// Whether the mark file and its name are durable: made so by the first
+    /// write, so that a crash soon after a log is created still leaves a
+    /// mark to start verifying from.
+    mark_synced: bool,
+}
 
 impl SyncHandle for FileSync {
     fn sync_data(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+        self.log.sync_data()
+    }
+
+    fn write_mark(&mut self, mark: &[u8]) -> io::Result<()> {
+        // Marks have one length, so each write replaces the whole mark.
+        self.mark.write_all_at(mark, 0)?;
+        if !self.mark_synced {
+            self.mark.set_len(mark.len() as u64)?;
+            self.mark.sync_all()?;
+            if let Some(dir) = self
+                .mark_path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                File::open(dir)?.sync_all()?;
+            }
+            self.mark_synced = true;
+        }
+        Ok(())
     }
 }
 

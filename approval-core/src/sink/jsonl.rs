@@ -12,12 +12,13 @@ use async_trait::async_trait;
 use ring::digest;
 use tokio::sync::oneshot;
 
-use crate::chain::{ChainHead, ChainWriter, Receipt};
+use crate::chain::{ChainHead, ChainWriter, LineFault, Receipt};
 use crate::checkpoint::{Cadence, Checkpoint, CheckpointStatus, Checkpointing, Signer};
 use crate::error::AuditError;
 use crate::record::{Event, PendingRecord};
 use crate::sink::AuditSink;
 use crate::sink::file::{FsLogFile, LogFile, LogSource, SyncHandle};
+use crate::verify::Reason;
 
 /// How many callers' records one write and one `fdatasync` may carry.
 const MAX_GROUP: usize = 4096;
@@ -39,12 +40,18 @@ const TAIL_CHUNK: usize = 64 * 1024;
 ///   sync is covered by the next one.
 /// - **One writer**: the file is locked (`flock`); a second writer, in this
 ///   process or another, gets [`AuditError::Locked`].
-/// - **Resumes** from the last line, reading only the tail of the file, and
-///   checks that line's MAC before continuing the chain.
+/// - **Resumes** from its last point known durable, which it keeps in a
+///   mark beside the log ([`durable_mark_path`](crate::durable_mark_path)),
+///   rewritten after each sync. Every line after the mark is checked as a
+///   verifier would, and the line the chain continues from with its MAC;
+///   after a clean close that reads only the tail of the file.
 /// - **Recovers** from a crash mid-write: a torn last line (bytes after the
-///   last `\n`, which no caller was told were written) is removed and a
-///   `recovered` record gives its length and SHA-256. Complete lines are
-///   never dropped or rewritten.
+///   last `\n`), and every line from the first one after the mark that
+///   fails (a page of an unsynced batch the disk never finished), are
+///   removed, and a `recovered` record says what was removed. No caller was
+///   told those records were written. Lines before the mark are never
+///   dropped or rewritten; without a mark the whole log is checked and, if
+///   a line fails, refused unchanged ([`AuditError::Damaged`]).
 /// - **Fails closed**: after a failed write or sync the sink is broken and
 ///   refuses every later append, since a later sync could succeed with the
 ///   data already lost. Records being written at that moment are never
@@ -205,19 +212,48 @@ impl JsonlFileSink {
             Some(newline) => newline + 1,
             None => 0,
         };
-        let mut head = if fragment_start == 0 {
+        // Every line after the last point known durable is checked as a
+        // verifier would; the first that fails, and all after it, are cut.
+        let mark = durable_point(&mut *file, &writer, fragment_start, &path)?;
+        let marked = mark.is_some();
+        let (checked_from, head, mark_line) = mark.unwrap_or((0, ChainHead::genesis(), Vec::new()));
+        let source = file.source();
+        let Tail {
+            last_kept,
+            fault,
+            lines_after_fault,
+        } = check_tail(
+            &*source,
+            &writer,
+            checked_from,
+            fragment_start,
+            head,
+            mark_line,
+        )
+        .map_err(io("read"))?;
+        let cut = match fault {
+            None => fragment_start,
+            Some(TailFault::Line { line, reason, .. }) if !marked => {
+                // Without a mark nothing tells unacknowledged lines from
+                // acknowledged ones: change nothing.
+                return Err(AuditError::Damaged { path, line, reason });
+            }
+            Some(TailFault::Line { at, .. }) => at,
+            Some(TailFault::SeqExhausted) => return Err(AuditError::SeqExhausted),
+        };
+        // The chain goes on from the last line kept, which must be a record
+        // sealed with a key this writer holds.
+        let mut head = if last_kept.is_empty() {
             ChainHead::genesis()
         } else {
-            let last_line = read_last_line(&mut *file, fragment_start - 1).map_err(io("read"))?;
-            writer.resume(&last_line)?
+            writer.resume(&last_kept)?
         };
 
-        let source = file.source();
-        // With checkpoints, the tree over every whole line, checked against
+        // With checkpoints, the tree over every line kept, checked against
         // the newest checkpoint before anything is written.
         let mut checkpointed = match &checkpointing {
             Some(checkpointing) => {
-                let reader = source.open().map_err(io("read"))?.take(fragment_start);
+                let reader = source.open().map_err(io("read"))?.take(cut);
                 let (tree, signed) =
                     crate::checkpoint::resume(&path, reader, Some(&checkpointing.key))
                         .map_err(|why| AuditError::CheckpointMismatch { why })?;
@@ -227,7 +263,7 @@ impl JsonlFileSink {
                 // Not signing now, but signed before: the log must still
                 // hold what its checkpoint signs.
                 if crate::checkpoint::checkpoint_path(&path).exists() {
-                    let reader = source.open().map_err(io("read"))?.take(fragment_start);
+                    let reader = source.open().map_err(io("read"))?.take(cut);
                     crate::checkpoint::resume(&path, reader, None)
                         .map_err(|why| AuditError::CheckpointMismatch { why })?;
                 }
@@ -235,24 +271,47 @@ impl JsonlFileSink {
             }
         };
 
-        let mut durable_len = fragment_start;
-        if fragment_start < len {
-            let dropped_sha256 =
-                sha256_range(&mut *file, fragment_start, len).map_err(io("read"))?;
-            file.truncate(fragment_start).map_err(io("truncate"))?;
+        let mut durable_len = cut;
+        if cut < len {
+            let dropped_sha256 = sha256_range(&mut *file, cut, len).map_err(io("read"))?;
+            // Whole lines are cut only from a faulty line on.
+            let dropped_lines = if cut < fragment_start {
+                lines_after_fault
+            } else {
+                0
+            };
+            let fault = fault.as_ref().and_then(TailFault::reason);
+            tracing::warn!(
+                log = %path.display(),
+                dropped_bytes = len - cut,
+                dropped_lines,
+                fault = fault.map(Reason::as_str),
+                "audit log reopened after a crash: removing what was never known durable"
+            );
+            file.truncate(cut).map_err(io("truncate"))?;
             file.sync_data().map_err(io("fdatasync"))?;
             let mut line = Vec::new();
             let recovered = Event::Recovered {
-                dropped_bytes: len - fragment_start,
+                dropped_bytes: len - cut,
                 dropped_sha256,
+                dropped_lines,
+                fault,
             };
             writer.seal(&mut head, &[recovered.to_pending()?], &mut line)?;
             file.append(&line).map_err(io("write"))?;
-            file.sync_data().map_err(io("fdatasync"))?;
             durable_len += line.len() as u64;
             if let Some((tree, _)) = &mut checkpointed {
                 tree.push_lines(&line);
             }
+        }
+        let mut syncer = file.sync_handle().map_err(io("open a sync handle"))?;
+        if durable_len > checked_from {
+            // Lines checked now may be only in the page cache (after a crash
+            // of the process, not of the machine): durable before marked.
+            file.sync_data().map_err(io("fdatasync"))?;
+            syncer
+                .write_mark(&encode_mark(durable_len, &head.prev_mac()))
+                .map_err(io("write the durable mark"))?;
         }
         let status = checkpointing
             .as_ref()
@@ -270,7 +329,6 @@ impl JsonlFileSink {
             is_broken: AtomicBool::new(false),
             cause: Mutex::new(None),
         });
-        let syncer = file.sync_handle().map_err(io("open a sync handle"))?;
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("approval-audit-writer".into())
@@ -318,8 +376,10 @@ impl Drop for JsonlFileSink {
         // Closing the queue lets the writer finish what is queued and exit;
         // joining it releases the file lock before `drop` returns.
         self.jobs.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(log = %self.path.display(), "the audit writer thread panicked");
         }
     }
 }
@@ -474,7 +534,7 @@ fn write_stage(
             shared.break_with(format!("spawning the sync thread failed: {e}"));
             // Answer every caller with the cause until the sink is dropped.
             while let Ok(job) = queue.recv() {
-                let _ = job.reply.send(Err(broken_error(shared)));
+                answer(job.reply, Err(broken_error(shared)));
             }
             return;
         }
@@ -485,7 +545,7 @@ fn write_stage(
     // Records not yet signed at open (after a crash, say) are durable:
     // sign them now.
     if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::pending) {
-        let _ = to_sync.send(Written::checkpoint_only(checkpoint));
+        hand_over(&to_sync, Written::checkpoint_only(checkpoint));
     }
     loop {
         // With unsigned records, wake when they are due by time alone.
@@ -496,7 +556,7 @@ fn write_stage(
                     if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::pending)
                         && shared.broken().is_none()
                     {
-                        let _ = to_sync.send(Written::checkpoint_only(checkpoint));
+                        hand_over(&to_sync, Written::checkpoint_only(checkpoint));
                     }
                     continue;
                 }
@@ -518,7 +578,7 @@ fn write_stage(
         let mut replies = Vec::with_capacity(group.len());
         for job in group.drain(..) {
             if shared.broken().is_some() {
-                let _ = job.reply.send(Err(broken_error(shared)));
+                answer(job.reply, Err(broken_error(shared)));
                 continue;
             }
             // `seal` is all or nothing per job: a job that fails leaves the
@@ -526,7 +586,7 @@ fn write_stage(
             match writer.seal(&mut head, &job.records, &mut buf) {
                 Ok(receipts) => replies.push((job.reply, receipts)),
                 Err(e) => {
-                    let _ = job.reply.send(Err(e));
+                    answer(job.reply, Err(e));
                 }
             }
         }
@@ -555,16 +615,19 @@ fn write_stage(
                     // does, or by a bug): fail closed.
                     shared.break_with("the sync thread stopped".into());
                     for (reply, _) in lost.replies {
-                        let _ = reply.send(Err(broken_error(shared)));
+                        answer(reply, Err(broken_error(shared)));
                     }
                 }
             }
             Err(e) => {
                 let cause = e.to_string();
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(AuditError::Broken {
-                        cause: cause.clone(),
-                    }));
+                    answer(
+                        reply,
+                        Err(AuditError::Broken {
+                            cause: cause.clone(),
+                        }),
+                    );
                 }
             }
         }
@@ -573,10 +636,12 @@ fn write_stage(
     if let Some(checkpoint) = cadence.as_mut().and_then(Cadence::pending)
         && shared.broken().is_none()
     {
-        let _ = to_sync.send(Written::checkpoint_only(checkpoint));
+        hand_over(&to_sync, Written::checkpoint_only(checkpoint));
     }
     drop(to_sync);
-    let _ = sync_thread.join();
+    if sync_thread.join().is_err() {
+        tracing::error!(log = %file.path().display(), "the audit sync thread panicked");
+    }
 }
 
 /// The sync stage: syncs whatever has been written since its last sync
@@ -622,6 +687,7 @@ fn sync_stage(
             }),
         };
         let mut due = None;
+        let mut newest = None;
         for Written {
             bytes,
             replies,
@@ -631,16 +697,27 @@ fn sync_stage(
             match &synced {
                 Ok(()) => {
                     shared.durable_len.fetch_add(bytes, Ordering::AcqRel);
+                    if let Some(receipt) = replies.last().and_then(|(_, r)| r.last()) {
+                        newest = Some(receipt.mac);
+                    }
                     for (reply, receipts) in replies {
-                        let _ = reply.send(Ok(receipts));
+                        answer(reply, Ok(receipts));
                     }
                     due = checkpoint.or(due);
                 }
                 Err(_) => {
                     for (reply, _) in replies {
-                        let _ = reply.send(Err(broken_error(shared)));
+                        answer(reply, Err(broken_error(shared)));
                     }
                 }
+            }
+        }
+        if let Some(mac) = newest {
+            let mark = encode_mark(shared.durable_len.load(Ordering::Acquire), &mac);
+            if let Err(e) = syncer.write_mark(&mark) {
+                // Only the next open's work grows: it verifies from an
+                // older mark, or the whole log.
+                tracing::warn!(log = %path.display(), error = %e, "writing the durable mark failed");
             }
         }
         // Signed after the callers are answered; the next group's sync waits
@@ -651,12 +728,200 @@ fn sync_stage(
     }
 }
 
+/// Answers a caller; one that stopped waiting needs no answer, and what
+/// it handed over is written all the same.
+fn answer(reply: Reply, result: Result<Vec<Receipt>, AuditError>) {
+    if reply.send(result).is_err() {
+        tracing::trace!("an audit append's caller stopped waiting before its answer");
+    }
+}
+
+/// Hands a checkpoint to the sync stage, which is gone only once the sink
+/// is broken or closing; the checkpoint is then signed at the next open.
+fn hand_over(to_sync: &mpsc::Sender<Written>, written: Written) {
+    if to_sync.send(written).is_err() {
+        tracing::warn!("the audit sync stage is gone: the checkpoint is signed at the next open");
+    }
+}
+
 fn broken_error(shared: &Shared) -> AuditError {
     AuditError::Broken {
         cause: shared
             .broken()
             .unwrap_or_else(|| "an earlier write failed".into()),
     }
+}
+
+/// A durable mark: the length of the log known durable, and the `mac` of
+/// the line that ends there, in a fixed width so that each write replaces
+/// the whole mark.
+fn encode_mark(len: u64, mac: &[u8; 32]) -> Vec<u8> {
+    format!("{len:020} {}\n", crate::chain::hex(mac)).into_bytes()
+}
+
+fn decode_mark(mark: &[u8]) -> Option<(u64, [u8; 32])> {
+    let text = std::str::from_utf8(mark).ok()?.strip_suffix('\n')?;
+    let (len, mac) = text.split_once(' ')?;
+    if len.len() != 20 || mac.len() != 64 {
+        return None;
+    }
+    let len = len.parse().ok()?;
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(mac.as_bytes().chunks_exact(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some((len, out))
+}
+
+/// The last point of the log known durable, the chain head there and the
+/// line that ends there: the line the durable mark names, if it names a
+/// line of this log.
+fn durable_point(
+    file: &mut dyn LogFile,
+    writer: &ChainWriter,
+    lines_end: u64,
+    path: &Path,
+) -> Result<Option<(u64, ChainHead, Vec<u8>)>, AuditError> {
+    let io = |what: &'static str| {
+        move |source| AuditError::Io {
+            path: path.to_owned(),
+            what,
+            source,
+        }
+    };
+    let Some(mark) = file.read_mark().map_err(io("read the durable mark"))? else {
+        return Ok(None);
+    };
+    let ignored = |why: &str| {
+        tracing::warn!(
+            log = %path.display(),
+            why,
+            "durable mark ignored: verifying the whole log"
+        );
+        Ok(None)
+    };
+    let Some((end, mac)) = decode_mark(&mark) else {
+        return ignored("unreadable");
+    };
+    if end == 0 || end > lines_end {
+        return ignored("beyond the log's last line");
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(end - 1, &mut last).map_err(io("read"))?;
+    if last != *b"\n" {
+        return ignored("not at the end of a line");
+    }
+    let line = read_last_line(file, end - 1).map_err(io("read"))?;
+    if crate::chain::parse_line(&line)
+        .ok()
+        .map(|fields| fields.mac)
+        != Some(mac)
+    {
+        return ignored("names another record");
+    }
+    // The line is the mark's: known durable, so a fault in it is damage.
+    let head = writer.head_after(&line).map_err(LineFault::at_tail)?;
+    Ok(Some((end, head, line)))
+}
+
+/// What checking the lines after the durable point found.
+struct Tail {
+    /// The last line that continues the chain (the mark's line if none
+    /// after it does), without its `\n`; empty for none.
+    last_kept: Vec<u8>,
+    fault: Option<TailFault>,
+    /// How many whole lines there are from the fault on.
+    lines_after_fault: u64,
+}
+
+/// The first line after the durable point that does not continue the chain.
+enum TailFault {
+    /// It fails a verifier's check: cut here.
+    Line {
+        /// Where it begins.
+        at: u64,
+        /// Its line number, counting from 1 at the durable point.
+        line: u64,
+        reason: Reason,
+    },
+    /// It is valid and its `seq` is the last a chain can have.
+    SeqExhausted,
+}
+
+impl TailFault {
+    fn reason(&self) -> Option<Reason> {
+        match self {
+            Self::Line { reason, .. } => Some(*reason),
+            Self::SeqExhausted => None,
+        }
+    }
+}
+
+/// Lines longer than this fail as malformed rather than being buffered.
+const MAX_LINE: u64 = 64 * 1024 * 1024;
+
+/// Checks the whole lines in `from..to` in order, from `head` and the line
+/// before them, `last_kept`.
+fn check_tail(
+    source: &dyn LogSource,
+    writer: &ChainWriter,
+    from: u64,
+    to: u64,
+    mut head: ChainHead,
+    mut last_kept: Vec<u8>,
+) -> std::io::Result<Tail> {
+    use std::io::BufRead;
+    let mut reader =
+        std::io::BufReader::with_capacity(TAIL_CHUNK, source.open_from(from)?.take(to - from));
+    let mut line = Vec::new();
+    let mut at = from;
+    let mut number = 0;
+    let mut fault = None;
+    let mut lines_after_fault = 0;
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        let whole = line.ends_with(b"\n");
+        number += 1;
+        if fault.is_some() {
+            lines_after_fault += u64::from(whole);
+            continue;
+        }
+        let checked = match line.strip_suffix(b"\n") {
+            Some(record) => writer.follow(&head, record),
+            None => Err(LineFault::Bad(Reason::Malformed)),
+        };
+        match checked {
+            Ok(next) => {
+                head = next;
+                line.pop();
+                std::mem::swap(&mut line, &mut last_kept);
+            }
+            Err(LineFault::Bad(reason)) => {
+                fault = Some(TailFault::Line {
+                    at,
+                    line: number,
+                    reason,
+                });
+                lines_after_fault = u64::from(whole);
+            }
+            Err(LineFault::SeqExhausted) => {
+                fault = Some(TailFault::SeqExhausted);
+                break;
+            }
+        }
+        at += n as u64;
+    }
+    Ok(Tail {
+        last_kept,
+        fault,
+        lines_after_fault,
+    })
 }
 
 /// Offset of the last `\n` before `end`, reading backwards.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use file::{FsLogFile, LogFile, LogSource, SyncHandle};
+pub use file::{FsLogFile, LogFile, LogSource, SyncHandle, durable_mark_path};
 pub use jsonl::JsonlFileSink;
 pub use memory::MemorySink;
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::{Keyring, Verifier, verify};
+use crate::{Keyring, Reason, Verifier, verify};
 
 fn key_id() -> KeyId {
     KeyId::new("k1").unwrap()
@@ -200,6 +200,230 @@ fn a_tampered_last_record_refuses_to_open_and_changes_nothing() {
     assert!(matches!(err, AuditError::UnknownWriterKey { ref key_id } if key_id.as_str() == "k1"));
 }
 
+/// A real file that loses power at its `fail_at`-th sync: that sync fails,
+/// and a page in the middle of what was written since the last good sync
+/// reads back as zeros, as a disk may leave a write it had not finished.
+/// The batch's last line survives, so only checking every line finds it.
+struct PowerCut {
+    inner: FsLogFile,
+    fail_at: usize,
+}
+
+struct PowerCutSync {
+    inner: Box<dyn SyncHandle>,
+    path: std::path::PathBuf,
+    syncs: usize,
+    fail_at: usize,
+    synced_len: u64,
+}
+
+impl SyncHandle for PowerCutSync {
+    fn sync_data(&mut self) -> io::Result<()> {
+        let len = std::fs::metadata(&self.path)?.len();
+        self.syncs += 1;
+        if self.syncs < self.fail_at {
+            self.inner.sync_data()?;
+            self.synced_len = len;
+            return Ok(());
+        }
+        const PAGE: usize = 4096;
+        let page = (self.synced_len + (len - self.synced_len) / 2) / PAGE as u64 * PAGE as u64;
+        assert!(
+            page > self.synced_len && page + (PAGE as u64) < len,
+            "the unsynced batch must hold a whole page and more"
+        );
+        let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0; PAGE], page)?;
+        Err(io::Error::other("power lost"))
+    }
+    fn write_mark(&mut self, mark: &[u8]) -> io::Result<()> {
+        self.inner.write_mark(mark)
+    }
+}
+
+impl LogFile for PowerCut {
+    fn size(&mut self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.inner.append(data)
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_handle(&self) -> io::Result<Box<dyn SyncHandle>> {
+        Ok(Box::new(PowerCutSync {
+            inner: self.inner.sync_handle()?,
+            path: self.inner.path().to_owned(),
+            syncs: 0,
+            fail_at: self.fail_at,
+            synced_len: 0,
+        }))
+    }
+    fn source(&self) -> Box<dyn LogSource> {
+        self.inner.source()
+    }
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+    fn read_mark(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read_mark()
+    }
+}
+
+/// Three records synced one by one, then a batch of 200 whose sync loses
+/// power with a middle page zeroed; returns the file as the crash left it
+/// and where the first record of the batch starts.
+fn log_cut_mid_batch(path: &Path) -> (Vec<u8>, usize) {
+    let rt = runtime();
+    let file = PowerCut {
+        inner: FsLogFile::open(path).unwrap(),
+        fail_at: 4,
+    };
+    let sink = JsonlFileSink::with_file(file, writer()).unwrap();
+    for n in 0..3 {
+        rt.block_on(sink.append_event(event(n))).unwrap();
+    }
+    let synced = std::fs::read(path).unwrap().len();
+    let batch: Vec<_> = (3..203).map(|n| event(n).to_pending().unwrap()).collect();
+    let err = rt.block_on(sink.append(batch)).unwrap_err();
+    assert!(err.to_string().contains("power lost"), "{err}");
+    drop(sink);
+    (std::fs::read(path).unwrap(), synced)
+}
+
+#[test]
+fn a_garbled_page_in_an_unsynced_batch_is_cut_at_the_first_bad_line_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (crashed, synced) = log_cut_mid_batch(&path);
+    // The damage is in the middle: the batch's last record is whole.
+    let zeros = crashed.iter().position(|&b| b == 0).unwrap();
+    assert!(zeros > synced && crashed.ends_with(b"}\n"));
+    let cut = crashed[..zeros].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+
+    let sink = JsonlFileSink::open(&path, writer()).unwrap();
+    let after = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &after[..cut],
+        &crashed[..cut],
+        "the good lines are kept byte for byte"
+    );
+    let recovered = std::str::from_utf8(&after[cut..]).unwrap();
+    let dropped = &crashed[cut..];
+    let lines = dropped.iter().filter(|&&b| b == b'\n').count();
+    let sha = crate::chain::hex(ring::digest::digest(&ring::digest::SHA256, dropped).as_ref());
+    for member in [
+        "\"event\":\"recovered\"".to_owned(),
+        format!("\"dropped_bytes\":{}", dropped.len()),
+        format!("\"dropped_lines\":{lines}"),
+        format!("\"dropped_sha256\":\"{sha}\""),
+        "\"fault\":\"malformed\"".to_owned(),
+    ] {
+        assert!(recovered.contains(&member), "{member} in {recovered}");
+    }
+    // The chain goes on from the last good line, and verifies whole.
+    let kept = crashed[..cut].iter().filter(|&&b| b == b'\n').count() as u64;
+    assert!(kept > 3, "the batch's records before the damage are kept");
+    assert!(
+        recovered.contains(&format!("\"seq\":{kept},")),
+        "{recovered}"
+    );
+    let next = runtime().block_on(sink.append_event(event(999))).unwrap();
+    assert_eq!(next.seq, kept + 1);
+    let report = verify(&read_all(&sink)[..], &keyring()).unwrap();
+    assert_eq!((report.records, report.head), (kept + 2, Some(next.mac)));
+}
+
+#[test]
+fn a_log_without_its_durable_mark_is_verified_whole_and_refused_unchanged_if_a_line_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (crashed, _) = log_cut_mid_batch(&path);
+    std::fs::remove_file(durable_mark_path(&path)).unwrap();
+
+    let err = JsonlFileSink::open(&path, writer()).unwrap_err();
+    let first_bad = crashed[..crashed.iter().position(|&b| b == 0).unwrap()]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64
+        + 1;
+    assert!(
+        matches!(err, AuditError::Damaged { line, reason: Reason::Malformed, .. } if line == first_bad),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("approval verify"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), crashed, "nothing changed");
+
+    // An intact log without a mark opens after one whole check, and is
+    // marked again.
+    std::fs::write(&path, &crashed[..end_of_line(&crashed, 3)]).unwrap();
+    let sink = JsonlFileSink::open(&path, writer()).unwrap();
+    assert_eq!(
+        runtime().block_on(sink.append_event(event(9))).unwrap().seq,
+        3
+    );
+    assert!(durable_mark_path(&path).exists());
+}
+
+/// Where the `n`-th line ends (after its `\n`).
+fn end_of_line(log: &[u8], n: usize) -> usize {
+    log.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(n - 1)
+        .map(|(i, _)| i + 1)
+        .unwrap()
+}
+
+#[test]
+fn after_a_rotation_and_a_stale_mark_the_writer_needs_only_the_key_of_the_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let rt = runtime();
+    let k2 = KeyId::new("k2").unwrap();
+    let k2_secret = WriterSecret::from_hex(&"6b".repeat(32)).unwrap();
+    {
+        let sink = JsonlFileSink::open(&path, writer()).unwrap();
+        rt.block_on(sink.append_event(event(0))).unwrap();
+    }
+    // The mark of record 0; the marks written after it are lost.
+    let stale = std::fs::read(durable_mark_path(&path)).unwrap();
+    {
+        let sink = JsonlFileSink::open(&path, writer()).unwrap();
+        rt.block_on(sink.rotate_key(k2.clone(), &k2_secret))
+            .unwrap();
+        rt.block_on(sink.append_event(event(2))).unwrap();
+    }
+    std::fs::write(durable_mark_path(&path), &stale).unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    // The k1 lines after the mark are checked for form and links, and the
+    // k2 line with its key.
+    let k2_only = Arc::new(ChainWriter::new(k2.clone(), &k2_secret));
+    let sink = JsonlFileSink::open(&path, k2_only).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing cut");
+    assert_eq!(rt.block_on(sink.append_event(event(3))).unwrap().seq, 3);
+    drop(sink);
+
+    // A writer without the key of the line it would continue from is
+    // refused, as without a mark, and changes nothing.
+    std::fs::write(durable_mark_path(&path), &stale).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = JsonlFileSink::open(&path, writer()).unwrap_err();
+    assert!(
+        matches!(err, AuditError::UnknownWriterKey { ref key_id } if *key_id == k2),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
 /// A file layer over a real file whose syncs are counted, and can be made
 /// slow or failing.
 struct Instrumented {
@@ -237,6 +461,9 @@ impl SyncHandle for InstrumentedSync {
         let inner = &mut self.inner;
         self.syncs.sync(|| inner.sync_data())
     }
+    fn write_mark(&mut self, mark: &[u8]) -> io::Result<()> {
+        self.inner.write_mark(mark)
+    }
 }
 
 impl LogFile for Instrumented {
@@ -271,6 +498,9 @@ impl LogFile for Instrumented {
     }
     fn path(&self) -> &Path {
         self.inner.path()
+    }
+    fn read_mark(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.inner.read_mark()
     }
 }
 
