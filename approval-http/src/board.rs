@@ -76,11 +76,7 @@ impl ApiApprover {
     /// verifies under `keyring`, and its head.
     #[must_use]
     pub fn audit(mut self, sink: Arc<dyn AuditSink>, keyring: Keyring) -> Self {
-        self.audit = Some(Audit {
-            sink,
-            keyring,
-            checked: Mutex::new(None),
-        });
+        self.audit = Some(Audit::new(sink, keyring));
         self
     }
 

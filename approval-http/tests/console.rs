@@ -1,13 +1,15 @@
 //! The review console over HTTP: its headers, sign-in into a session
-//! cookie, CSRF on votes, sign-out, and the audit status. (The page in a
+//! cookie, CSRF on votes, sign-out, and the audit status (one verification
+//! at a time). (The page in a
 //! real browser is the Chromium test's.)
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use approval_core::{
-    ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, Keyring, MemorySink,
-    Policy, WriterSecret,
+    ApprovalError, AuditError, AuditSink, Call, CanonicalJson, ChainWriter, Directory, Event, Gate,
+    KeyId, Keyring, MemorySink, PendingRecord, Policy, Receipt, WriterSecret,
 };
 use approval_http::{ApiApprover, ReviewerTokens, api};
 use serde_json::{Value, json};
@@ -302,4 +304,99 @@ async fn a_session_needs_a_reviewer_token_and_every_vote_its_csrf_token() {
         )
         .await;
     assert_eq!(after.status, 401);
+}
+
+/// A log that takes a while to read back, and counts its readers.
+#[derive(Debug)]
+struct SlowLog {
+    inner: MemorySink,
+    reading: AtomicUsize,
+    most_at_once: AtomicUsize,
+    reads: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl AuditSink for SlowLog {
+    async fn append(&self, records: Vec<PendingRecord>) -> Result<Vec<Receipt>, AuditError> {
+        self.inner.append(records).await
+    }
+
+    fn read_back(&self) -> Result<Box<dyn std::io::Read + Send>, AuditError> {
+        let now = self.reading.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        self.reading.fetch_sub(1, Ordering::SeqCst);
+        self.inner.read_back()
+    }
+
+    fn chain_writer(&self) -> &Arc<ChainWriter> {
+        self.inner.chain_writer()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_status_runs_one_verification_however_many_ask() {
+    let secret = WriterSecret::generate().unwrap();
+    let key_id = KeyId::new("k").unwrap();
+    let log = Arc::new(SlowLog {
+        inner: MemorySink::new(Arc::new(ChainWriter::new(key_id.clone(), &secret))),
+        reading: AtomicUsize::new(0),
+        most_at_once: AtomicUsize::new(0),
+        reads: AtomicUsize::new(0),
+    });
+    log.append_event(Event::Cancelled {
+        request_id: "r1".into(),
+        why: "test".into(),
+    })
+    .await
+    .unwrap();
+    let tokens = ReviewerTokens::new()
+        .reviewer("alice", &ReviewerTokens::hash(ALICE))
+        .unwrap();
+    let keyring = Keyring::new().with(key_id, secret.record_key());
+    let approver = Arc::new(ApiApprover::new(tokens).audit(log.clone(), keyring));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/console/status", listener.local_addr().unwrap());
+    tokio::spawn(approval_listener::Server::new().serve(
+        listener,
+        api::router(approver),
+        std::future::pending(),
+    ));
+    let ask = |timeout: Duration| {
+        let url = url.clone();
+        async move {
+            let client = reqwest::Client::builder().timeout(timeout).build().unwrap();
+            client.get(url).bearer_auth(ALICE).send().await
+        }
+    };
+
+    // Callers that give up while the log is read start no second reading.
+    let impatient: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(ask(Duration::from_millis(50))))
+        .collect();
+    for caller in impatient {
+        assert!(caller.await.unwrap().is_err(), "gave up before the answer");
+    }
+    let patient: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(ask(Duration::from_secs(10))))
+        .collect();
+    for caller in patient {
+        let body = caller.await.unwrap().unwrap().text().await.unwrap();
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (&answer["verified"], &answer["records"]),
+            (&json!(true), &json!(1))
+        );
+    }
+    assert_eq!(
+        log.most_at_once.load(Ordering::SeqCst),
+        1,
+        "one reading at a time"
+    );
+    assert_eq!(
+        log.reads.load(Ordering::SeqCst),
+        1,
+        "twenty askers, one reading"
+    );
 }

@@ -62,8 +62,7 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
     /// (by their `ts`), and possibly some earlier ones: what a restart needs
     /// to see, without reading a long log from its start. By default, the
     /// whole log.
-    fn read_recent(&self, window: Duration) -> Result<Box<dyn Read + Send>, AuditError> {
-        let _ = window;
+    fn read_recent(&self, _window: Duration) -> Result<Box<dyn Read + Send>, AuditError> {
         self.read_back()
     }
 

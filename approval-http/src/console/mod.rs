@@ -56,9 +56,50 @@ const STATUS_FRESH: Duration = Duration::from_secs(10);
 /// Where the console reads the audit chain's status from, and the last
 /// status found.
 pub(crate) struct Audit {
-    pub(crate) sink: Arc<dyn AuditSink>,
-    pub(crate) keyring: Keyring,
-    pub(crate) checked: Mutex<Option<(Instant, serde_json::Value)>>,
+    sink: Arc<dyn AuditSink>,
+    keyring: Arc<Keyring>,
+    /// Held while a verification runs, so there is one at a time.
+    checked: tokio::sync::Mutex<Option<(Instant, serde_json::Value)>>,
+}
+
+impl Audit {
+    pub(crate) fn new(sink: Arc<dyn AuditSink>, keyring: Keyring) -> Self {
+        Self {
+            sink,
+            keyring: Arc::new(keyring),
+            checked: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The last status if still fresh, or a new verification's; callers
+    /// that ask while one runs wait for it rather than start another.
+    async fn status(&self) -> serde_json::Value {
+        let mut checked = self.checked.lock().await;
+        if let Some((at, status)) = &*checked
+            && at.elapsed() < STATUS_FRESH
+        {
+            return status.clone();
+        }
+        // Reading the whole log is blocking work.
+        let (sink, keyring) = (self.sink.clone(), self.keyring.clone());
+        let verified = tokio::task::spawn_blocking(move || {
+            let log = sink.read_back().map_err(|e| e.to_string())?;
+            verify(log, &keyring).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the verification failed: {e}")));
+        let status = match verified {
+            Ok(report) => {
+                json!({"verified": true, "records": report.records, "head": report.head_hex()})
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the audit chain does not verify");
+                json!({"verified": false, "error": error})
+            }
+        };
+        *checked = Some((Instant::now(), status.clone()));
+        status
+    }
 }
 
 impl std::fmt::Debug for Audit {
@@ -284,32 +325,24 @@ pub(crate) async fn status(
     if !signed_in {
         return json(StatusCode::UNAUTHORIZED, json!({"error": "not signed in"}));
     }
-    let Some(audit) = &approver.audit else {
+    if approver.audit.is_none() {
         return json(
             StatusCode::OK,
             json!({"verified": null, "error": "no audit log configured"}),
         );
-    };
-    if let Some((at, status)) = &*lock(&audit.checked)
-        && at.elapsed() < STATUS_FRESH
-    {
-        return json(StatusCode::OK, status.clone());
     }
-    // Reading the whole log is blocking work.
-    let reader = approver.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        let audit = reader.audit.as_ref().ok_or("no audit log configured")?;
-        let log = audit.sink.read_back().map_err(|e| e.to_string())?;
-        verify(log, &audit.keyring).map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    let status = match checked {
-        Ok(report) => {
-            json!({"verified": true, "records": report.records, "head": report.head_hex()})
+    // The status is found by a task of its own: a caller that goes away
+    // neither cancels a verification nor lets a second start beside it.
+    let finder = approver.clone();
+    let found = tokio::spawn(async move {
+        match &finder.audit {
+            Some(audit) => audit.status().await,
+            None => serde_json::Value::Null,
         }
-        Err(error) => json!({"verified": false, "error": error}),
-    };
-    *lock(&audit.checked) = Some((Instant::now(), status.clone()));
+    })
+    .await;
+    let status = found.unwrap_or_else(
+        |e| json!({"verified": false, "error": format!("the verification failed: {e}")}),
+    );
     json(StatusCode::OK, status)
 }
