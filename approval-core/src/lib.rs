@@ -56,6 +56,7 @@
 
 #![forbid(unsafe_code)]
 
+mod agent_text;
 mod canonical;
 mod chain;
 pub mod checkpoint;
@@ -72,6 +73,7 @@ mod registry;
 mod sink;
 mod verify;
 
+pub use agent_text::{LINE_BREAK_MARK, one_line};
 pub use canonical::{CanonicalError, CanonicalJson};
 pub use chain::{ChainHead, ChainWriter, Receipt};
 pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};

@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use approval_core::hex::encode;
-use approval_core::{ApprovalRequest, Decision, RejectReason, Vote};
+use approval_core::{ApprovalRequest, Decision, RejectReason, Vote, one_line};
 use serde_json::{Value, json};
 
 use crate::mrkdwn::{escape, literal};
@@ -77,7 +77,7 @@ pub fn approval_blocks(request: &ApprovalRequest) -> Value {
     }
     let actor = match &request.actor {
         Some(actor) => {
-            let mut line = format!("`{}`", escape(&actor.id.replace('`', "\u{2cb}")));
+            let mut line = literal(&actor.id, 200);
             if let Some(kind) = actor.kind {
                 line.push_str(&format!(" ({})", kind.as_str()));
             }
@@ -186,7 +186,9 @@ pub fn outcome_blocks(request: &ApprovalRequest, decision: &Decision) -> Value {
                 .unwrap_or_default()
         ),
         Decision::Expired => ":hourglass: *Expired*: nobody decided in time.".to_owned(),
-        Decision::Cancelled { why } => format!(":heavy_minus_sign: *Cancelled*: {}", escape(why)),
+        Decision::Cancelled { why } => {
+            format!(":heavy_minus_sign: *Cancelled*: {}", escape(&one_line(why)))
+        }
         _ => "*Ended*".to_owned(),
     };
     let mut blocks: Vec<Value> = approval_blocks(request)
@@ -483,6 +485,52 @@ mod tests {
         assert_eq!(buttons[1]["style"], "danger");
         assert_eq!(buttons[0]["value"], button_value(&request));
         assert!(button_value(&request).ends_with(&encode(&request.binding)));
+    }
+
+    /// Every line of every string in `value`, split at each line break a
+    /// renderer may honour.
+    fn lines(value: &Value) -> Vec<String> {
+        match value {
+            Value::String(text) => text
+                .split([
+                    '\n', '\r', '\u{0B}', '\u{0C}', '\u{85}', '\u{2028}', '\u{2029}',
+                ])
+                .map(str::to_owned)
+                .collect(),
+            Value::Array(items) => items.iter().flat_map(lines).collect(),
+            Value::Object(members) => members.values().flat_map(lines).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn agent_text_never_starts_a_line_of_the_message() {
+        let fake = |brk: &str| format!("ok{brk}*Approved* by <@U0BOSS>");
+        let request = request(
+            serde_json::json!({"table": fake("\n")}),
+            &fake("\u{2028}"),
+            &format!("{}{}", fake("\r\n"), fake("\u{85}")),
+        )
+        .await;
+        for blocks in [
+            approval_blocks(&request),
+            progress_blocks(&request, &[("slack:U0ALICE".into(), Vote::Approve)]),
+            outcome_blocks(&request, &Decision::Cancelled { why: fake("\n") }),
+        ] {
+            let lines = lines(&blocks);
+            let faked: Vec<_> = lines
+                .iter()
+                .filter(|line| {
+                    line.trim_start_matches(['`', '*', '_', ' '])
+                        .starts_with("Approved")
+                })
+                .collect();
+            assert!(faked.is_empty(), "{faked:?}");
+            assert!(
+                lines.iter().any(|line| line.contains("ok ↵ *Approved* by")),
+                "{lines:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -24,7 +24,9 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Agent text as a literal: escaped, and with the characters that start
+/// Agent text as a literal: on one line ([`approval_core::one_line`]: a
+/// line break shows as ` ↵ `, so the text cannot start a line that looks
+/// like the gate's facts), escaped, and with the characters that start
 /// `mrkdwn` formatting (`*`, `_`, `~`, `` ` ``) shown as themselves by
 /// wrapping the whole in a code span, with backticks inside replaced by a
 /// look-alike (U+02CB) so the span cannot be closed early. Cut to at most
@@ -35,9 +37,10 @@ pub fn escape(text: &str) -> String {
 ///
 /// assert_eq!(literal("*urgent* <!here>", 100), "`*urgent* &lt;!here&gt;`");
 /// assert_eq!(literal("abcdef", 6), "`abc…`");
+/// assert_eq!(literal("ok\n*Approved* by alice", 100), "`ok ↵ *Approved* by alice`");
 /// ```
 pub fn literal(text: &str, max: usize) -> String {
-    let body: String = text
+    let body: String = approval_core::one_line(text)
         .chars()
         .map(|c| if c == '`' { '\u{2cb}' } else { c })
         .collect();

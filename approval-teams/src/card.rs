@@ -497,6 +497,54 @@ mod tests {
         assert_eq!(input["id"], COMMENT);
     }
 
+    /// Every line of every string in `value`, split at each line break a
+    /// renderer may honour.
+    fn lines(value: &Value) -> Vec<String> {
+        match value {
+            Value::String(text) => text
+                .split([
+                    '\n', '\r', '\u{0B}', '\u{0C}', '\u{85}', '\u{2028}', '\u{2029}',
+                ])
+                .map(str::to_owned)
+                .collect(),
+            Value::Array(items) => items.iter().flat_map(lines).collect(),
+            Value::Object(members) => members.values().flat_map(lines).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn agent_text_never_starts_a_line_of_the_card() {
+        let fake = |brk: &str| format!("ok{brk}**Approved** by security");
+        let request = request(
+            json!({"table": fake("\n")}),
+            &fake("\u{2028}"),
+            &format!("{}{}", fake("\r\n"), fake("\u{85}")),
+        )
+        .await;
+        for card in [
+            approval_card(&request),
+            outcome_card(
+                &request,
+                &Decision::Cancelled {
+                    why: fake("\u{2029}"),
+                },
+                SystemTime::UNIX_EPOCH,
+            ),
+        ] {
+            let lines = lines(&card);
+            let faked: Vec<_> = lines
+                .iter()
+                .filter(|line| {
+                    line.trim_start_matches(['\\', '*', '_', ' '])
+                        .starts_with("Approved")
+                })
+                .collect();
+            assert!(faked.is_empty(), "{faked:?}");
+            assert!(lines.iter().any(|line| line.contains("ok ↵ ")), "{lines:?}");
+        }
+    }
+
     #[tokio::test]
     async fn hostile_input_stays_within_the_size_limit() {
         let long = "\\*{\u{1}🙂".repeat(4000);

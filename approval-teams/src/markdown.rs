@@ -13,7 +13,8 @@ const SPECIAL: &[char] = &[
 ];
 
 /// Escapes `text` for a TextBlock or a fact value: every character Teams'
-/// Markdown reacts to gets a backslash; line breaks become ` ↵ ` and other
+/// Markdown reacts to gets a backslash; line breaks become ` ↵ `
+/// ([`approval_core::one_line`], the rule of every channel) and other
 /// control characters `�`, so agent text stays on its line.
 ///
 /// ```
@@ -25,30 +26,23 @@ const SPECIAL: &[char] = &[
 /// assert_eq!(escape("{{DATE(2026-01-01T00:00:00Z)}}"), r"\{\{DATE\(2026\-01\-01T00:00:00Z\)\}\}");
 /// ```
 pub fn escape(text: &str) -> String {
+    let text = approval_core::one_line(text);
     let mut out = String::with_capacity(text.len() + text.len() / 4);
-    push_escaped(&mut out, text);
+    for c in text.chars() {
+        push_escaped(&mut out, c);
+    }
     out
 }
 
-fn push_escaped(out: &mut String, text: &str) {
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                // CR LF is one break.
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push_str(" ↵ ");
-            }
-            '\n' => out.push_str(" ↵ "),
-            c if c.is_control() => out.push('\u{fffd}'),
-            c if SPECIAL.contains(&c) => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
+/// One character of text already on one line, escaped.
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        c if c.is_control() => out.push('\u{fffd}'),
+        c if SPECIAL.contains(&c) => {
+            out.push('\\');
+            out.push(c);
         }
+        c => out.push(c),
     }
 }
 
@@ -72,9 +66,9 @@ pub fn literal(text: &str, max: usize) -> String {
     let mut out = String::new();
     let mut used = 0;
     let mut piece = String::new();
-    for c in text.chars() {
+    for c in approval_core::one_line(text).chars() {
         piece.clear();
-        push_escaped(&mut piece, c.encode_utf8(&mut [0; 4]));
+        push_escaped(&mut piece, c);
         let width = piece.chars().count();
         if used + width > budget {
             break;
@@ -101,8 +95,8 @@ mod tests {
     #[test]
     fn control_characters_cannot_break_lines_or_hide() {
         assert_eq!(
-            escape("a\r\nb\rc\u{0}d\u{1b}"),
-            "a ↵ b ↵ c\u{fffd}d\u{fffd}"
+            escape("a\r\nb\rc\u{0}d\u{1b}e\u{2028}f"),
+            "a ↵ b ↵ c\u{fffd}d\u{fffd}e ↵ f"
         );
     }
 

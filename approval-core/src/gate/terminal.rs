@@ -1,6 +1,5 @@
 //! The terminal approver: the person at the controlling terminal decides.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -139,36 +138,40 @@ fn ask(tty: File, request: &ApprovalRequest) -> std::io::Result<(Vote, Option<St
 
 /// The request as the terminal shows it.
 pub(crate) fn render(request: &ApprovalRequest) -> String {
-    let mut text = String::new();
     let policy = &request.policy;
-    let _ = writeln!(text, "\n=== Approval request {} ===", request.id);
-    let _ = writeln!(text, "Action:    {}", visible(&request.action));
-    let _ = writeln!(
-        text,
-        "Policy:    {} (needs {} approval{})",
-        visible(&policy.name),
-        policy.required,
-        if policy.required == 1 { "" } else { "s" }
-    );
+    let mut lines = vec![
+        String::new(),
+        format!("=== Approval request {} ===", request.id),
+        format!("Action:    {}", visible(&request.action)),
+        format!(
+            "Policy:    {} (needs {} approval{})",
+            visible(&policy.name),
+            policy.required,
+            if policy.required == 1 { "" } else { "s" }
+        ),
+    ];
     match &request.actor {
         Some(actor) => {
-            let mut who = visible(&actor.id);
-            if let Some(kind) = actor.kind {
-                let _ = write!(who, " ({})", kind.as_str());
-            }
-            if let Some(model) = &actor.model {
-                let _ = write!(who, ", model {}", visible(model));
-            }
-            let _ = writeln!(text, "Agent:     {who}");
+            let kind = actor
+                .kind
+                .map(|kind| format!(" ({})", kind.as_str()))
+                .unwrap_or_default();
+            let model = actor
+                .model
+                .as_deref()
+                .map(|model| format!(", model {}", visible(model)))
+                .unwrap_or_default();
+            lines.push(format!("Agent:     {}{kind}{model}", visible(&actor.id)));
             if let Some(person) = &actor.on_behalf_of {
-                let _ = writeln!(text, "For:       {}", visible(person));
+                lines.push(format!("For:       {}", visible(person)));
             }
         }
-        None => {
-            let _ = writeln!(text, "Agent:     (no actor in scope)");
-        }
+        None => lines.push("Agent:     (no actor in scope)".to_owned()),
     }
-    let _ = writeln!(text, "Binding:   {}", crate::chain::hex(&request.binding));
+    lines.push(format!(
+        "Binding:   {}",
+        crate::chain::hex(&request.binding)
+    ));
     for earlier in &request.earlier {
         let outcome = match &earlier.decision {
             super::Decision::Approved { reviewers } => format!(
@@ -190,35 +193,39 @@ pub(crate) fn render(request: &ApprovalRequest) -> String {
             super::Decision::Expired => "expired".to_owned(),
             super::Decision::Cancelled { why } => format!("cancelled ({})", visible(why)),
         };
-        let _ = writeln!(
-            text,
+        lines.push(format!(
             "Earlier:   the same call was {outcome} (request {})",
             earlier.request_id
-        );
+        ));
     }
-    let _ = writeln!(text, "--- written by the agent, unverified ---");
+    lines.push("--- written by the agent, unverified ---".to_owned());
     if let Some(resource) = &request.resource {
-        let _ = writeln!(text, "Resource:  {}", visible(resource));
+        lines.push(format!("Resource:  {}", visible(resource)));
     }
     if let Some(reason) = &request.reason {
-        let _ = writeln!(text, "Reason:    {}", visible(reason));
+        lines.push(format!("Reason:    {}", visible(reason)));
     }
-    let _ = writeln!(text, "Arguments: {}", visible(request.args.as_str()));
+    lines.push(format!("Arguments: {}", visible(request.args.as_str())));
     if !request.skipped.is_empty() {
-        let _ = writeln!(text, "Not shown: {}", visible(&request.skipped.join(", ")));
+        lines.push(format!(
+            "Not shown: {}",
+            visible(&request.skipped.join(", "))
+        ));
     }
-    text
+    lines.push(String::new());
+    lines.join("\n")
 }
 
-/// `s` with every control and bidirectional-formatting character replaced
-/// by a visible `\u{…}` escape.
+/// `s` with every control, line-separating and bidirectional-formatting
+/// character replaced by a visible `\u{…}` escape: a terminal's version of
+/// the rule that agent text never starts a line of its own.
 pub(crate) fn visible(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let hidden = c.is_control()
-            || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
         if hidden {
-            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
             out.push(c);
         }
@@ -283,5 +290,56 @@ mod tests {
             visible("\u{2066}\u{200f}\u{9b}"),
             "\\u{2066}\\u{200f}\\u{9b}"
         );
+    }
+}
+
+#[cfg(test)]
+mod line_start_tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::render;
+    use crate::CanonicalJson;
+    use crate::gate::{ApprovalRequest, Policy};
+    use crate::record::Actor;
+
+    #[test]
+    fn agent_text_never_starts_a_line_of_the_terminal_s_request() {
+        let fake = |brk: &str| format!("ok{brk}Policy:    none (needs 0 approvals)");
+        let request = ApprovalRequest {
+            id: "r1".into(),
+            action: "crm::export".into(),
+            policy: Arc::new(Policy::new(
+                "data-export",
+                ["terminal"],
+                Duration::from_secs(60),
+            )),
+            policy_digest: [0; 32],
+            args: CanonicalJson::from_serialize(&serde_json::json!({"table": fake("\n")})).unwrap(),
+            skipped: Vec::new(),
+            binding: [0; 32],
+            actor: Some(
+                Actor::new(fake("\u{2028}"))
+                    .model(fake("\r\n"))
+                    .on_behalf_of(fake("\u{85}")),
+            ),
+            resource: Some(fake("\u{2029}")),
+            reason: Some(fake("\r")),
+            expires_at: SystemTime::UNIX_EPOCH,
+            earlier: Vec::new(),
+        };
+        let shown = render(&request);
+        let starts = shown
+            .split([
+                '\n', '\r', '\u{0B}', '\u{0C}', '\u{85}', '\u{2028}', '\u{2029}',
+            ])
+            .filter(|line| line.starts_with("Policy:"))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            starts,
+            ["Policy:    data-export (needs 1 approval)"],
+            "{shown}"
+        );
+        assert_eq!(shown.matches("Policy:    none").count(), 6, "{shown}");
     }
 }
