@@ -1,9 +1,11 @@
 //! The review console in a real browser: headless Chromium driven over
 //! WebDriver (Debian packages `chromium` and `chromium-driver`, which
-//! `./scripts/test` installs). Sign in, approve one request, deny another
-//! with a comment, and check that agent text full of HTML and script shows
-//! as text and runs nothing. Screenshots are kept in the test's target
-//! directory (`CARGO_TARGET_TMPDIR/console-*.png`).
+//! `./scripts/test` installs). Sign in, approve one request (confirming
+//! its action and arguments), deny another with a comment, and check that
+//! agent text full of HTML and script shows as text and runs nothing; and
+//! that a request arriving just before a click never takes the place of
+//! the one the reviewer aimed at. Screenshots are kept in the test's
+//! target directory (`CARGO_TARGET_TMPDIR/console-*.png`).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -166,6 +168,39 @@ impl Driver {
         .await;
     }
 
+    /// A mouse click at a point of the viewport, on whatever is there.
+    async fn click_at(&self, (x, y): (i64, i64)) {
+        let pointer = json!([{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+        "actions": [
+            {"type": "pointerMove", "duration": 0, "origin": "viewport", "x": x, "y": y},
+            {"type": "pointerDown", "button": 0},
+            {"type": "pointerUp", "button": 0}
+        ]}]);
+        self.call(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": pointer})),
+        )
+        .await;
+    }
+
+    /// Confirms the approval the dialog asks about, once its button is live;
+    /// returns what the dialog named.
+    async fn confirm_approval(&self) -> Value {
+        let named = self
+            .until(
+                "const d = document.getElementById('confirm');
+                 return d.open ? {action: document.getElementById('confirm-action').textContent,
+                                  args: document.getElementById('confirm-args').textContent,
+                                  id: document.getElementById('confirm-id').textContent} : null;",
+            )
+            .await;
+        self.until("return !document.getElementById('confirm-approve').disabled")
+            .await;
+        self.click("#confirm-approve").await;
+        named
+    }
+
     async fn type_into(&self, css: &str, text: &str) {
         let element = self.element(css).await;
         self.call(
@@ -198,73 +233,110 @@ fn export(table: &str) -> Call {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reviewer_signs_in_approves_one_denies_one_and_agent_text_stays_text() {
-    let secret = WriterSecret::generate().unwrap();
-    let key_id = KeyId::new("k").unwrap();
-    let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
-        key_id.clone(),
-        &secret,
-    ))));
-    let tokens = ReviewerTokens::new()
-        .reviewer("alice", &ReviewerTokens::hash(TOKEN))
-        .unwrap();
-    let approver = Arc::new(
-        ApiApprover::new(tokens)
-            .audit(
-                sink.clone(),
-                Keyring::new().with(key_id, secret.record_key()),
-            )
-            .plain_http_cookies(),
-    );
-    let gate = Gate::builder(sink.clone())
-        .approver("api", approver.clone())
-        .policy(Policy::new("data-export", ["api"], Duration::from_secs(120)).approvers(["alice"]))
-        .directory(
-            Directory::new()
-                .person("alice", ["api:alice"])
-                .person("bob", ["bob@example.com"]),
-        )
-        .build()
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let console = format!("http://{}/approval/console", listener.local_addr().unwrap());
-    let app = axum::Router::new().nest("/approval", api::router(approver));
-    tokio::spawn(approval_listener::Server::new().serve(listener, app, std::future::pending()));
+/// A gate whose only route is the console, served on 127.0.0.1, and a
+/// browser signed in to it as alice.
+struct Console {
+    gate: Gate,
+    sink: Arc<MemorySink>,
+    browser: Driver,
+}
 
-    let start = |table: &'static str| {
-        let gate = gate.clone();
+impl Console {
+    async fn start() -> Self {
+        let secret = WriterSecret::generate().unwrap();
+        let key_id = KeyId::new("k").unwrap();
+        let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
+            key_id.clone(),
+            &secret,
+        ))));
+        let tokens = ReviewerTokens::new()
+            .reviewer("alice", &ReviewerTokens::hash(TOKEN))
+            .unwrap();
+        let approver = Arc::new(
+            ApiApprover::new(tokens)
+                .audit(
+                    sink.clone(),
+                    Keyring::new().with(key_id, secret.record_key()),
+                )
+                .plain_http_cookies(),
+        );
+        let gate = Gate::builder(sink.clone())
+            .approver("api", approver.clone())
+            .policy(
+                Policy::new("data-export", ["api"], Duration::from_secs(120)).approvers(["alice"]),
+            )
+            .directory(
+                Directory::new()
+                    .person("alice", ["api:alice"])
+                    .person("bob", ["bob@example.com"]),
+            )
+            .build()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let console = format!("http://{}/approval/console", listener.local_addr().unwrap());
+        let app = axum::Router::new().nest("/approval", api::router(approver));
+        tokio::spawn(approval_listener::Server::new().serve(listener, app, std::future::pending()));
+
+        let browser = Driver::start().await;
+        browser.open(&console).await;
+        browser
+            .until("return !document.getElementById('sign-in').hidden")
+            .await;
+        browser.type_into("#token", TOKEN).await;
+        browser.click("#sign-in-form button").await;
+        browser
+            .until("return !document.getElementById('app').hidden")
+            .await;
+        Self {
+            gate,
+            sink,
+            browser,
+        }
+    }
+
+    /// An agent's export of `table`, for `reason`, waiting for approval.
+    fn export(
+        &self,
+        table: &'static str,
+        reason: &'static str,
+    ) -> tokio::task::JoinHandle<Result<String, ApprovalError>> {
+        let gate = self.gate.clone();
         let actor = Actor::new("report-agent")
             .model("example-model")
             .on_behalf_of("bob@example.com");
         tokio::spawn(with_actor(actor, async move {
-            let call = export(table).resource(RESOURCE).reason(REASON);
+            let call = export(table).resource(RESOURCE).reason(reason);
             gate.approve(call).await.map(|a| a.request().id.clone())
         }))
-    };
-    let hostile = start(TABLE);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let plain = start("invoices");
+    }
 
-    let browser = Driver::start().await;
-    browser.open(&console).await;
-    browser
-        .until("return !document.getElementById('sign-in').hidden")
-        .await;
-    browser.type_into("#token", TOKEN).await;
-    browser.click("#sign-in-form button").await;
-    browser
-        .until("return document.querySelectorAll('#requests .request').length === 2")
-        .await;
+    async fn until_shown(&self, count: usize) {
+        self.browser
+            .until(&format!(
+                "return document.querySelectorAll('#requests .request:not(.settled)').length === {count}"
+            ))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_signs_in_approves_one_denies_one_and_agent_text_stays_text() {
+    let console = Console::start().await;
+    let hostile = console.export(TABLE, REASON);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let plain = console.export("invoices", REASON);
+    let browser = &console.browser;
+    console.until_shown(2).await;
     browser
         .until("return document.getElementById('audit').textContent.includes('verified')")
         .await;
     browser.screenshot("pending").await;
 
     // The agent's words are on the page as text, exactly, and ran nothing.
+    // Oldest first: the hostile request is on top.
     let shown = browser
         .run(
-            "const first = document.querySelector('#requests .request:last-child');
+            "const first = document.querySelector('#requests .request:first-child');
              return {reason: first.querySelector('.reason').textContent,
                      resource: first.querySelector('.resource').textContent,
                      args: first.querySelector('.args').textContent,
@@ -288,27 +360,42 @@ async fn a_reviewer_signs_in_approves_one_denies_one_and_agent_text_stays_text()
     );
     // Gate facts stand apart from the agent's words.
     let agent = browser
-        .run("return document.querySelector('#requests .request:last-child .agent').textContent")
+        .run("return document.querySelector('#requests .request:first-child .agent').textContent")
         .await;
     assert_eq!(agent, "report-agent, model example-model");
 
-    // Newest first: the plain request is on top. Approve the hostile one
-    // (at the bottom), deny the plain one with a comment.
+    // Approve the hostile one, confirming what it names; deny the plain
+    // one with a comment.
     browser
-        .click("#requests .request:last-child .approve")
+        .click("#requests .request:first-child .approve")
         .await;
+    let named = browser.confirm_approval().await;
+    assert_eq!(named["action"], "crm::export_table");
+    assert!(
+        named["args"]
+            .as_str()
+            .unwrap()
+            .contains(&serde_json::to_string(TABLE).unwrap()),
+        "{named}"
+    );
     let approved = tokio::time::timeout(Duration::from_secs(20), hostile)
         .await
         .unwrap()
         .unwrap();
-    assert!(approved.is_ok(), "{approved:?}");
+    assert_eq!(
+        Some(named["id"].as_str().unwrap()),
+        approved.as_deref().ok()
+    );
+    console.until_shown(1).await;
     browser
-        .until("return document.querySelectorAll('#requests .request').length === 1")
+        .type_into(
+            "#requests .request:not(.settled) .comment",
+            "not during the freeze",
+        )
         .await;
     browser
-        .type_into("#requests .request .comment", "not during the freeze")
+        .click("#requests .request:not(.settled) .deny")
         .await;
-    browser.click("#requests .request .deny").await;
     let denied = tokio::time::timeout(Duration::from_secs(20), plain)
         .await
         .unwrap()
@@ -334,8 +421,65 @@ async fn a_reviewer_signs_in_approves_one_denies_one_and_agent_text_stays_text()
         ])
     );
     browser.screenshot("history").await;
-    let log = String::from_utf8(sink.bytes()).unwrap();
+    let log = String::from_utf8(console.sink.bytes()).unwrap();
     assert_eq!(log.matches(r#""channel":"api""#).count(), 2, "{log}");
     assert!(browser.run("return window.__pwned === undefined").await == true);
+    browser.call(reqwest::Method::DELETE, "", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_meant_for_one_request_never_approves_one_that_arrived_just_before() {
+    let console = Console::start().await;
+    let browser = &console.browser;
+    let aimed_at = console.export("invoices", "month end");
+    console.until_shown(1).await;
+    // Where the reviewer's pointer rests: on the Approve button of the one
+    // request shown.
+    let target = browser
+        .run(
+            "const item = document.querySelector('#requests .request');
+             item.__first_drawn = true;
+             const r = item.querySelector('.approve').getBoundingClientRect();
+             return {id: item.dataset.id, x: Math.round(r.x + r.width / 2), y: Math.round(r.y + r.height / 2)};",
+        )
+        .await;
+    // A same-looking request arrives, and the list refreshes, before the
+    // click lands.
+    let slipped_in = console.export("users", "month end\u{2028}Approved by api:alice");
+    console.until_shown(2).await;
+    // Its words cannot start a line of their own.
+    let reason = browser
+        .run("return document.querySelector('#requests .request:last-child .reason').textContent")
+        .await;
+    assert_eq!(reason, "month end ↵ Approved by api:alice");
+    browser
+        .click_at((target["x"].as_i64().unwrap(), target["y"].as_i64().unwrap()))
+        .await;
+    let named = browser.confirm_approval().await;
+    assert_eq!(
+        named["id"], target["id"],
+        "the dialog names the request aimed at"
+    );
+    let args = named["args"].as_str().unwrap();
+    assert!(
+        args.contains("\"invoices\"") && !args.contains("users"),
+        "{args}"
+    );
+    let redrawn = browser
+        .run("return document.querySelector('#requests .request').__first_drawn !== true")
+        .await;
+    assert_eq!(redrawn, false, "the list was rebuilt, not updated");
+
+    let approved = tokio::time::timeout(Duration::from_secs(20), aimed_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(approved.as_deref().ok(), target["id"].as_str());
+    // The request that slipped in is still waiting, unapproved.
+    console.until_shown(1).await;
+    assert!(!slipped_in.is_finished());
+    let log = String::from_utf8(console.sink.bytes()).unwrap();
+    assert_eq!(log.matches(r#""event":"approved""#).count(), 1, "{log}");
+    browser.screenshot("slipped-in").await;
     browser.call(reqwest::Method::DELETE, "", None).await;
 }
