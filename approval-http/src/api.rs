@@ -142,8 +142,12 @@ pub fn openapi_json() -> String {
 ///
 /// Every request or vote route needs `Authorization: Bearer <token>` of a
 /// configured reviewer, or the console's session cookie (and, to vote,
-/// its CSRF token in `X-CSRF-Token`); 401 otherwise. Votes are recorded
-/// as `api:<name>`. A reviewer the policy does not allow gets 403 (and a
+/// its CSRF token in `X-CSRF-Token`); 401 otherwise. A reviewer is shown
+/// only the requests they may vote on (their policy names them or a group
+/// of theirs, they are not the requester, and the policy routes the
+/// request to this approver); any other is 404, as if it did not exist,
+/// unless [`ApiApprover::show_every_request`] says otherwise. Votes are
+/// recorded as `api:<name>`. A reviewer the policy does not allow gets 403 (and a
 /// `rejected_vote` record); a repeated vote counts once.
 ///
 /// ```no_run
@@ -283,15 +287,20 @@ async fn list_requests(
     Query(query): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if reviewer(&approver, &headers, false).is_none() {
+    let Some(name) = reviewer(&approver, &headers, false) else {
         return unauthorized();
-    }
+    };
     let entries = match query.state.as_deref() {
         None | Some("pending") => approver.pending(),
         Some("settled") => approver.settled(),
         Some(_) => return error(StatusCode::BAD_REQUEST, "state is pending or settled"),
     };
-    let requests = entries.into_iter().map(view).collect();
+    let identity = format!("{CHANNEL}:{name}");
+    let requests = entries
+        .into_iter()
+        .filter(|entry| approver.shows(entry, &identity))
+        .map(view)
+        .collect();
     json(StatusCode::OK, &RequestList { requests })
 }
 
@@ -306,12 +315,15 @@ async fn get_request(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if reviewer(&approver, &headers, false).is_none() {
+    let Some(name) = reviewer(&approver, &headers, false) else {
         return unauthorized();
-    }
+    };
+    // A request the reviewer may not see is answered as if it did not exist.
     match approver.entry(&id) {
-        Some(entry) => json(StatusCode::OK, &view(entry)),
-        None => error(StatusCode::NOT_FOUND, "no such request"),
+        Some(entry) if approver.shows(&entry, &format!("{CHANNEL}:{name}")) => {
+            json(StatusCode::OK, &view(entry))
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such request"),
     }
 }
 

@@ -36,6 +36,7 @@ pub struct ApiApprover {
     pub(crate) sessions: Sessions,
     pub(crate) audit: Option<Audit>,
     pub(crate) plain_http_cookies: bool,
+    show_every_request: bool,
     board: Mutex<Board>,
     ballots: Mutex<Option<Ballots>>,
 }
@@ -67,6 +68,7 @@ impl ApiApprover {
             sessions: Sessions::default(),
             audit: None,
             plain_http_cookies: false,
+            show_every_request: false,
             board: Mutex::default(),
             ballots: Mutex::new(None),
         }
@@ -87,6 +89,24 @@ impl ApiApprover {
     pub fn plain_http_cookies(mut self) -> Self {
         self.plain_http_cookies = true;
         self
+    }
+
+    /// Shows every request to every reviewer with a token, not only to
+    /// those who may vote on it (see [`router`](crate::api::router)): for a
+    /// board that on-call staff or auditors read. Votes are checked as ever.
+    #[must_use]
+    pub fn show_every_request(mut self) -> Self {
+        self.show_every_request = true;
+        self
+    }
+
+    /// Whether the reviewer whose channel identity is `identity` is shown
+    /// `entry`: only if they may vote on it, unless every request is shown.
+    pub(crate) fn shows(&self, entry: &Entry, identity: &str) -> bool {
+        self.show_every_request
+            || self
+                .ballots()
+                .is_some_and(|ballots| ballots.may_vote(&entry.request, identity))
     }
 
     pub(crate) fn ballots(&self) -> Option<Ballots> {

@@ -24,6 +24,10 @@ struct Setup {
 }
 
 async fn setup(required: u32) -> Setup {
+    setup_with(required, |approver| approver).await
+}
+
+async fn setup_with(required: u32, configure: impl FnOnce(ApiApprover) -> ApiApprover) -> Setup {
     let tokens = ReviewerTokens::new()
         .reviewer("alice", &ReviewerTokens::hash(ALICE))
         .unwrap()
@@ -31,7 +35,7 @@ async fn setup(required: u32) -> Setup {
         .unwrap()
         .reviewer("carol", &ReviewerTokens::hash(CAROL))
         .unwrap();
-    let approver = Arc::new(ApiApprover::new(tokens));
+    let approver = Arc::new(configure(ApiApprover::new(tokens)));
     let secret = WriterSecret::generate().unwrap();
     let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
         KeyId::new("k").unwrap(),
@@ -116,10 +120,11 @@ impl Setup {
         )
     }
 
-    /// The id of the one pending request, once it is on the board.
+    /// The id of the one pending request, once it is on the board (as bob,
+    /// who may vote on every request these tests make).
     async fn pending_id(&self) -> String {
         for _ in 0..1000 {
-            let (_, list) = self.get("/requests", Some(ALICE)).await;
+            let (_, list) = self.get("/requests", Some(BOB)).await;
             if let Some(id) = list["requests"][0]["request_id"].as_str() {
                 return id.to_owned();
             }
@@ -285,4 +290,52 @@ async fn votes_are_checked_by_the_gate_recorded_and_counted_once() {
         .map(|r| r["why"].clone())
         .collect();
     assert_eq!(whys, ["unknown_request", "settled"]);
+}
+
+#[tokio::test]
+async fn a_reviewer_sees_only_the_requests_they_may_vote_on() {
+    let s = setup(1).await;
+    // For alice: bob may vote, alice (the requester) and carol (named by
+    // no policy) may not.
+    let waiting = s.start("alice", "users");
+    let id = s.pending_id().await;
+    let (_, shown) = s.get("/requests", Some(BOB)).await;
+    assert_eq!(shown["requests"][0]["request_id"], id.as_str());
+    for token in [ALICE, CAROL] {
+        let (status, list) = s.get("/requests", Some(token)).await;
+        assert_eq!((status, &list["requests"]), (200, &json!([])), "{token}");
+        let (status, answer) = s.get(&format!("/requests/{id}"), Some(token)).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (404, Some("no such request")),
+            "{token}"
+        );
+    }
+    // Settled, the history follows the same rule.
+    let (status, _) = s.vote(&id, Some(BOB), json!({"vote": "approve"})).await;
+    assert_eq!(status, 200);
+    waiting.await.unwrap().unwrap();
+    let (_, settled) = s.get("/requests?state=settled", Some(BOB)).await;
+    assert_eq!(settled["requests"][0]["request_id"], id.as_str());
+    let (_, settled) = s.get("/requests?state=settled", Some(CAROL)).await;
+    assert_eq!(settled["requests"], json!([]));
+
+    // An operator may show every request to every reviewer.
+    let s = setup_with(1, ApiApprover::show_every_request).await;
+    let waiting = s.start("alice", "users");
+    let id = s.pending_id().await;
+    for token in [ALICE, CAROL] {
+        let (status, request) = s.get(&format!("/requests/{id}"), Some(token)).await;
+        assert_eq!(
+            (status, request["request_id"].as_str()),
+            (200, Some(id.as_str()))
+        );
+    }
+    // Seeing is not voting.
+    let (status, answer) = s.vote(&id, Some(CAROL), json!({"vote": "approve"})).await;
+    assert_eq!(
+        (status, answer["why"].as_str()),
+        (403, Some("not_eligible"))
+    );
+    waiting.abort();
 }

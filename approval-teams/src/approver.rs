@@ -307,6 +307,20 @@ impl TeamsApprover {
         lock(&self.requests).get(request_id).map(Entry::card)
     }
 
+    /// The current card of `request_id` for the clicker `identity`
+    /// (`teams:<object id>`), only if they may vote on it: what Teams'
+    /// `refresh` verb is answered with. `None` alike for a request this bot
+    /// does not hold and one the clicker may not see.
+    pub(crate) fn card_for(&self, request_id: &str, identity: &str) -> Option<Arc<Value>> {
+        let ballots = self.ballots()?;
+        let (request, card) = {
+            let requests = lock(&self.requests);
+            let entry = requests.get(request_id)?;
+            (entry.request.clone(), entry.card())
+        };
+        ballots.may_vote(&request, identity).then_some(card)
+    }
+
     /// Shows the votes the gate counted on `view`'s request (the endpoint,
     /// right after a click, before the gate's notice comes), and has the
     /// card updated; returns the card.

@@ -237,9 +237,16 @@ async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
         APPROVE => Vote::Approve,
         DENY => Vote::Deny,
         "refresh" => {
-            return match endpoint.approver.current_card(request_id) {
+            // Shown only to a clicker who may vote on it; an unknown request
+            // and another's are answered alike.
+            let card = object_id(activity).and_then(|clicker| {
+                endpoint
+                    .approver
+                    .card_for(request_id, &format!("teams:{clicker}"))
+            });
+            return match card {
                 Some(card) => Answer::card(&card),
-                None => Answer::message("This request is not one this bot knows."),
+                None => Answer::message("There is no request here that you may decide."),
             };
         }
         _ => return Answer::bad_request("unknown verb"),

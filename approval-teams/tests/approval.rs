@@ -508,3 +508,44 @@ async fn throttled_posts_wait_for_retry_after_and_refusals_fail_the_call_closed(
     assert_eq!(h.fake.lock().unwrap().conversations_created(), 1);
     assert!(h.teams.card_of("nothing").is_none());
 }
+
+#[tokio::test]
+async fn refresh_shows_the_current_card_only_to_reviewers_who_may_vote_on_it() {
+    let policy =
+        Policy::new("data-export", ["teams"], Duration::from_secs(60)).approvers(["alice", "bob"]);
+    let h = harness(policy).await;
+    // For alice: bob may vote; alice (the requester) and carol may not.
+    let waiting = h.start_for("alice");
+    let posted = nth_card(&h.fake, 0).await;
+    let refresh = |clicker: &str, request_id: &Value| {
+        let mut invoke = click(&h.fake, &posted, "approve", clicker, None);
+        invoke["id"] = Value::String(format!("f:{clicker}-refresh"));
+        invoke["value"]["trigger"] = json!("automatic");
+        invoke["value"]["action"] = json!({"type": "Action.Execute", "title": "Refresh",
+                                           "verb": "refresh", "data": {"request_id": request_id}});
+        invoke
+    };
+    let request_id = content(&posted.versions[0])["actions"][0]["data"]["request_id"].clone();
+
+    let (status, answer) = h.send(&refresh(BOB, &request_id)).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["type"], "application/vnd.microsoft.card.adaptive");
+    assert!(answer["value"].to_string().contains("warehouse/orders"));
+
+    let unknown = json!("req_nobody");
+    for (clicker, id) in [(CAROL, &request_id), (ALICE, &request_id), (BOB, &unknown)] {
+        let (status, answer) = h.send(&refresh(clicker, id)).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            (answer["type"].as_str(), answer["value"].as_str()),
+            (
+                Some("application/vnd.microsoft.activity.message"),
+                Some("There is no request here that you may decide.")
+            ),
+            "{clicker} {id}"
+        );
+    }
+    // Looking is not voting: nothing recorded.
+    assert!(h.events("rejected_vote").is_empty());
+    waiting.abort();
+}

@@ -94,6 +94,41 @@ impl Ballots {
         Some(gate.view(&pending))
     }
 
+    /// Whether `identity` (a channel identity, `teams:<id>`, `api:alice`)
+    /// is among the reviewers who may vote on `request` through this
+    /// channel: its policy names them or a group of theirs, they are not the
+    /// requester, and the policy routes the request here. The votes so far
+    /// and the request's state do not matter: this is who a channel shows
+    /// a request to. `false` once the gate is gone.
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use approval_core::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let writer = Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &WriterSecret::generate().unwrap()));
+    /// let mock = Arc::new(MockApprover::silent("ci"));
+    /// let gate = Gate::builder(Arc::new(MemorySink::new(writer)))
+    ///     .approver("api", mock.clone())
+    ///     .policy(Policy::new("data-export", ["api"], Duration::from_secs(60)).approvers(["alice"]))
+    ///     .directory(Directory::new().person("alice", ["api:alice"]).person("eve", ["api:eve"]))
+    ///     .build()
+    ///     .unwrap();
+    /// # let call = Call::new("crm::export", "data-export", CanonicalJson::from_serialize(&serde_json::json!({})).unwrap());
+    /// let ticket = gate.submit(call).await.unwrap();
+    /// # while mock.requests().is_empty() { tokio::task::yield_now().await; }
+    /// let (request, ballots) = (mock.requests()[0].clone(), gate.ballots());
+    /// assert!(ballots.may_vote(&request, "api:alice"));
+    /// assert!(!ballots.may_vote(&request, "api:eve"));
+    /// # drop(ticket);
+    /// # }
+    /// ```
+    pub fn may_vote(&self, request: &super::ApprovalRequest, identity: &str) -> bool {
+        self.gate
+            .upgrade()
+            .is_some_and(|gate| gate.may_vote(request, self.route.as_deref(), identity))
+    }
+
     /// Hands the gate a vote another process took and forwarded here (see
     /// [`Coordinator`](super::Coordinator)): checked and recorded like any
     /// other, but never forwarded again.

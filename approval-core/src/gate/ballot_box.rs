@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::directory::normal_identity;
 use super::notice::Notice;
 use super::policy::Policy;
-use super::request::{Ballot, BallotOutcome, Decision};
+use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
 use super::table::{Accepted, Pending};
 use super::{Forwarded, GateInner, lock};
 use crate::error::{ApprovalError, AuditError};
@@ -143,16 +143,50 @@ impl GateInner {
         if !constant_time_eq(&ballot.binding, &request.binding) {
             return Err(RejectReason::WrongBinding);
         }
+        self.eligibility(
+            request,
+            policy,
+            ballot.route.as_deref(),
+            &ballot.identity,
+            person,
+            who,
+        )?;
+        let voter = normal_identity(&ballot.identity);
+        let state = lock(&pending.state);
+        match state.votes.iter().find(|v| v.who == who) {
+            None => Ok(Admission::Count),
+            // A person's first vote is final; the same vote again is a
+            // channel's redelivery, absorbed without a record.
+            Some(v) if normal_identity(&v.reviewer.id) == voter && v.vote == ballot.vote => {
+                Ok(Admission::Redelivered)
+            }
+            Some(_) => Err(RejectReason::AlreadyVoted),
+        }
+    }
+
+    /// Whether `identity` (whose person is `person`, voter key `who`) may
+    /// vote on `request` through `route` by who they are, whatever the
+    /// request's state: the route is one of the policy's, they are not the
+    /// requester, and the policy names them or a group of theirs.
+    pub(crate) fn eligibility(
+        &self,
+        request: &ApprovalRequest,
+        policy: &Policy,
+        route: Option<&str>,
+        identity: &str,
+        person: Option<&str>,
+        who: &str,
+    ) -> Result<(), RejectReason> {
         // A channel votes only on what was routed to it: a webhook's
         // shared secret does not reach a Teams-only request.
-        if let Some(route) = &ballot.route
-            && !policy.routes.iter().any(|r| **r == **route)
+        if let Some(route) = route
+            && !policy.routes.iter().any(|r| **r == *route)
         {
             return Err(RejectReason::WrongRoute);
         }
         // Compared in normal form, each side resolved to its person: an
         // agent acting for `Alice` or `ALICE@corp.com` is alice's request.
-        let voter = [normal_identity(&ballot.identity), normal_identity(who)];
+        let voter = [normal_identity(identity), normal_identity(who)];
         let is_voter = |name: &str| voter.iter().any(|v| *v == name);
         if self
             .directory
@@ -167,19 +201,25 @@ impl GateInner {
             .iter()
             .any(|a| is_voter(&normal_identity(a)))
             || person.is_some_and(|p| policy.groups.iter().any(|g| self.directory.in_group(p, g)));
-        if !eligible {
-            return Err(RejectReason::NotEligible);
+        if eligible {
+            Ok(())
+        } else {
+            Err(RejectReason::NotEligible)
         }
-        let state = lock(&pending.state);
-        match state.votes.iter().find(|v| v.who == who) {
-            None => Ok(Admission::Count),
-            // A person's first vote is final; the same vote again is a
-            // channel's redelivery, absorbed without a record.
-            Some(v) if normal_identity(&v.reviewer.id) == voter[0] && v.vote == ballot.vote => {
-                Ok(Admission::Redelivered)
-            }
-            Some(_) => Err(RejectReason::AlreadyVoted),
-        }
+    }
+
+    /// Whether `identity` may vote on `request` through `route` by who they
+    /// are (see [`eligibility`](Self::eligibility)).
+    pub(crate) fn may_vote(
+        &self,
+        request: &ApprovalRequest,
+        route: Option<&str>,
+        identity: &str,
+    ) -> bool {
+        let person = self.directory.person_of(identity);
+        let who = self.directory.voter_key(identity);
+        self.eligibility(request, &request.policy, route, identity, person, &who)
+            .is_ok()
     }
 
     /// Records a vote refused before it could be read as one (a forged or
