@@ -36,6 +36,23 @@ pub fn from_unix_seconds(seconds: u64) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
 }
 
+/// The wait a `Retry-After` header asks for, in its delay-seconds form
+/// (RFC 9110 §10.2.3, the form Slack and Teams send), or `None` for any
+/// other text. Callers cap the wait before they sleep.
+///
+/// ```
+/// use std::time::Duration;
+/// use approval_core::clock::retry_after;
+///
+/// assert_eq!(retry_after(" 30 "), Some(Duration::from_secs(30)));
+/// assert_eq!(retry_after("18446744073709551615"), Some(Duration::from_secs(u64::MAX)));
+/// assert_eq!(retry_after("-1"), None);
+/// assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+/// ```
+pub fn retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse().ok().map(Duration::from_secs)
+}
+
 /// A clock that reads what it was set to; for tests.
 ///
 /// ```
@@ -247,6 +264,25 @@ mod tests {
             let ours = String::from_utf8(format_ts(t).unwrap().to_vec()).unwrap();
             assert_eq!(ours, humantime::format_rfc3339_millis(t).to_string());
             secs += 7_777_777;
+        }
+    }
+
+    proptest::proptest! {
+        /// Every number a header can carry, and any text: an answer, never
+        /// a panic, and the wait is the number.
+        #[test]
+        fn any_retry_after_is_answered(n: u64, text in "\\PC*") {
+            proptest::prop_assert_eq!(retry_after(&format!(" {n}")), Some(Duration::from_secs(n)));
+            let _answered = retry_after(&text);
+        }
+
+        /// Every `u64` of seconds: a time, or `None` beyond what the clock holds.
+        #[test]
+        fn any_unix_seconds_are_answered(n: u64) {
+            let time = from_unix_seconds(n);
+            if let Some(time) = time {
+                proptest::prop_assert_eq!(time.duration_since(UNIX_EPOCH).unwrap().as_secs(), n);
+            }
         }
     }
 }

@@ -275,8 +275,8 @@ impl SlackApi {
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok())
-                    .map_or(Duration::from_secs(1), Duration::from_secs);
+                    .and_then(approval_core::clock::retry_after)
+                    .unwrap_or(Duration::from_secs(1));
                 if attempt == ATTEMPTS || retry_after > MAX_RETRY_AFTER {
                     return Err(SlackError::RateLimited {
                         method,

@@ -268,8 +268,7 @@ impl Connector {
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse().ok())
-                        .map(Duration::from_secs);
+                        .and_then(approval_core::clock::retry_after);
                     let body = response.bytes().await.unwrap_or_default();
                     match status {
                         200..=299 => {

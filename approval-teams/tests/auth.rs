@@ -178,3 +178,28 @@ fn a_bot_connector_token_passes_and_each_check_fails_on_its_own() {
         "no tenant allowed until one is named"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// `exp` and `nbf` anywhere in `u64`, the clock anywhere it can be:
+    /// never a panic, and the lifetime rule (five minutes' skew) exactly.
+    #[test]
+    fn any_token_lifetime_is_answered_by_the_rule(exp: u64, nbf: u64, now in 0u64..4_000_000_000) {
+        let signing = key("test-rsa-2048.der");
+        let keys = jwks(&signing, KID, json!(["msteams"]));
+        let mut claims = claims();
+        claims["exp"] = exp.into();
+        claims["nbf"] = nbf.into();
+        let answer = auth().check(Some(&token(&signing, header(), claims)), &activity(), &keys, at(now));
+        let skew = 300;
+        let expected = if u128::from(now) > u128::from(exp) + skew {
+            Err(AuthError::Expired)
+        } else if u128::from(nbf) > u128::from(now) + skew {
+            Err(AuthError::NotYetValid)
+        } else {
+            Ok(())
+        };
+        proptest::prop_assert_eq!(answer.map(|_| ()), expected);
+    }
+}
