@@ -80,10 +80,10 @@ pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};
 pub use error::{ApprovalError, AuditError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, ApproverError, Ballot, BallotOutcome, Ballots, Call,
-    ConfigError, Coordinator, CoordinatorError, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory,
-    EarlierDecision, Forwarded, Gate, GateBuilder, NO_ACTOR, Notice, Policy, PolicyFile, Recovery,
-    RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket, VoteView, current_actor,
-    normal_identity, with_actor, with_actor_sync,
+    ConfigError, Confirmed, Coordinator, CoordinatorError, DEFAULT_MAX_PENDING_PER_ACTOR, Decision,
+    Directory, EarlierDecision, Forwarded, Gate, GateBuilder, NO_ACTOR, Notice, Policy, PolicyFile,
+    Recovery, RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket, VoteView,
+    current_actor, normal_identity, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};

@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use crate::canonical::CanonicalJson;
 use crate::error::ApprovalError;
-use crate::gate::{Approval, Call, Gate};
+use crate::gate::{Call, Confirmed, Gate};
 use crate::redact::Redact;
 
 pub use inventory;
@@ -316,10 +316,10 @@ impl Blocking {
         }
     }
 
-    /// Runs an approved synchronous body and records how it ended.
+    /// Runs a confirmed synchronous body and records how it ended.
     pub fn execute<T, E>(
         &self,
-        approval: Approval,
+        approval: Confirmed,
         body: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E>
     where

@@ -197,8 +197,11 @@ impl Reviewer {
     }
 }
 
-/// A reviewer's vote.
+/// A reviewer's vote. More kinds may come (an approval with edited
+/// arguments, a grant): a channel shows one it does not know as what its
+/// [`as_str`](Self::as_str) word says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Vote {
     /// Let the call run.
     Approve,

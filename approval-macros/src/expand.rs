@@ -8,8 +8,8 @@
 //!     let gate = resolve_gate(named)?;
 //!     let call = Args::new(&gate) + a, b ... .call(action, policy, resource, reason)?;
 //!     let approval = gate.approve(call).await?;        // waits for people
-//!     approval.confirm_args(&binding of a, b).await?;  // unchanged since?
-//!     approval.execute(async move { body }).await      // runs, records
+//!     let confirmed = approval.confirm_args(&binding of a, b).await?;  // unchanged since?
+//!     confirmed.execute(async move { body }).await     // runs, records
 //! }
 //! ```
 
@@ -218,7 +218,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
                 #return_check
                 #call
                 let __approval = __approval_gate.#approve(__approval_call).await?;
-                __approval.confirm_args(&#binding).await?;
+                let __approval = __approval.confirm_args(&#binding).await?;
                 __approval.execute(async move #inner_block).await
             })
         }
@@ -228,7 +228,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             #return_check
             #call
             let __approval = __approval_gate.#approve(__approval_call).await?;
-            __approval.confirm_args(&#binding).await?;
+            let __approval = __approval.confirm_args(&#binding).await?;
             __approval.execute(async move #block).await
         }
     } else {
@@ -238,7 +238,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             #call
             let __approval_blocking = #private::Blocking::new()?;
             let __approval = __approval_blocking.block_on(__approval_gate.#approve(__approval_call))?;
-            __approval_blocking.block_on(__approval.confirm_args(&#binding))?;
+            let __approval = __approval_blocking.block_on(__approval.confirm_args(&#binding))?;
             __approval_blocking.execute(__approval, move || -> #ret #block)
         }
     };

@@ -92,14 +92,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let recovery = gate.recover().await?;
     println!("closed {} left open", recovery.cancelled.len());
 
-    let call = Call::new(
-        "warehouse::export",
-        "data-export",
-        CanonicalJson::from_serialize(&serde_json::json!({"table": "orders"}))?,
-    );
+    let args = CanonicalJson::from_serialize(&serde_json::json!({"table": "orders"}))?;
+    let call = Call::new("warehouse::export", "data-export", args.clone());
     match gate.approve(call).await {
         Ok(approval) => {
             approval
+                .confirm_args(&args)
+                .await?
                 .execute(async { Ok::<_, approval_core::ApprovalError>(()) })
                 .await?;
             println!("approved");

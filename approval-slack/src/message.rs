@@ -245,6 +245,7 @@ pub fn progress_blocks(request: &ApprovalRequest, votes: &[(String, Vote)]) -> V
                 )
             }
             Vote::Deny => format!(":no_entry: {} denied", reviewer(who)),
+            other => format!("{} voted {}", reviewer(who), other.as_str()),
         })
         .collect();
     if !lines.is_empty() {

@@ -210,6 +210,7 @@ fn vote_lines(request: &ApprovalRequest, votes: &[(Reviewer, Vote)]) -> Option<V
                 )
             }
             Vote::Deny => format!("⛔ {} denied", reviewer(who)),
+            other => format!("{} voted {}", reviewer(who), other.as_str()),
         })
         .collect();
     Some(text(lines.join("\n\n")))

@@ -17,8 +17,9 @@ use crate::record::{Event, Outcome};
 
 /// Proof that one call was approved, for exactly its arguments; only the
 /// gate makes one ([`Gate::approve`](super::Gate::approve),
-/// [`Ticket::decision`](super::Ticket::decision)), and
-/// [`execute`](Approval::execute) uses it up.
+/// [`Ticket::decision`](super::Ticket::decision)). It runs nothing:
+/// [`confirm_args`](Approval::confirm_args) turns it into a [`Confirmed`]
+/// once the arguments are checked again, and only that runs the body.
 #[derive(Debug)]
 #[must_use = "an approval does nothing until its body is executed"]
 pub struct Approval {
@@ -44,9 +45,9 @@ impl Approval {
     }
 
     /// Checks that `args` (unredacted, as when the call was made) still bind
-    /// to what was approved; if they changed while waiting, records the
-    /// request as cancelled and refuses.
-    pub async fn confirm_args(&self, args: &CanonicalJson) -> Result<(), ApprovalError> {
+    /// to what was approved, and gives the proof that runs the body; if they
+    /// changed while waiting, records the request as cancelled and refuses.
+    pub async fn confirm_args(self, args: &CanonicalJson) -> Result<Confirmed, ApprovalError> {
         // Without redactions the binding is a MAC of the recorded arguments:
         // the same bytes bind the same, with no second MAC to compute.
         let unchanged = if self.binds_recorded && args.as_str() == self.request.args.as_str() {
@@ -59,7 +60,7 @@ impl Approval {
             )
         };
         if unchanged {
-            return Ok(());
+            return Ok(Confirmed { approval: self });
         }
         tracing::warn!(request_id = %self.request.id, "arguments changed while waiting; not run");
         self.gate
@@ -70,6 +71,45 @@ impl Approval {
             })
             .await?;
         Err(ApprovalError::ArgumentsChanged)
+    }
+}
+
+/// Proof that an approved call's arguments, checked again just before the
+/// body runs, still bind to what was approved: made only by
+/// [`Approval::confirm_args`], and used up by [`execute`](Self::execute),
+/// the one way to run a gated body.
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use approval_core::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let writer = Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &WriterSecret::generate().unwrap()));
+/// let gate = Gate::builder(Arc::new(MemorySink::new(writer)))
+///     .approver("mock", Arc::new(MockApprover::approve_all("ci")))
+///     .policy(Policy::new("data-export", ["mock"], Duration::from_secs(5)).approvers(["mock:ci"]))
+///     .build()?;
+/// let args = CanonicalJson::from_serialize(&serde_json::json!({"table": "users"}))?;
+/// let approval = gate.approve(Call::new("crm::export", "data-export", args.clone())).await?;
+/// let rows = approval
+///     .confirm_args(&args)
+///     .await?
+///     .execute(async { Ok::<_, ApprovalError>(5000) })
+///     .await?;
+/// assert_eq!(rows, 5000);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "a confirmed approval does nothing until its body is executed"]
+pub struct Confirmed {
+    approval: Approval,
+}
+
+impl Confirmed {
+    /// The approved request.
+    pub fn request(&self) -> &ApprovalRequest {
+        &self.approval.request
     }
 
     /// Runs the approved body and records how it ended (`executed`: `ok`,
@@ -99,7 +139,11 @@ impl Approval {
             Ok(Ok(_)) => (Outcome::Ok, None),
             Ok(Err(e)) => (
                 Outcome::Error,
-                self.entry.policy.record_error_text.then(|| e.to_string()),
+                self.approval
+                    .entry
+                    .policy
+                    .record_error_text
+                    .then(|| e.to_string()),
             ),
             Err(_) => (Outcome::Panicked, None),
         }
@@ -111,11 +155,13 @@ impl Approval {
         outcome: Outcome,
         error: Option<String>,
     ) -> Result<(), ApprovalError> {
-        tracing::info!(request_id = %self.request.id, outcome = outcome.as_str(), "body ran");
-        self.gate
+        let approval = &self.approval;
+        tracing::info!(request_id = %approval.request.id, outcome = outcome.as_str(), "body ran");
+        approval
+            .gate
             .sink
             .append_event(Event::Executed {
-                request_id: self.request.id.clone(),
+                request_id: approval.request.id.clone(),
                 outcome,
                 error,
             })

@@ -15,8 +15,9 @@ pub struct Call {
     pub args: CanonicalJson,
     /// Names of skipped parameters.
     pub skipped: Vec<String>,
-    /// The unredacted arguments, for the binding digest.
-    pub binding_args: CanonicalJson,
+    /// The unredacted arguments, for the binding digest: never shown, and
+    /// set only by [`Call::new`] (the same as `args`) or the macro.
+    pub(crate) binding_args: CanonicalJson,
     /// The system acted on.
     pub resource: Option<String>,
     /// Why, in the caller's words.

@@ -434,6 +434,8 @@ async fn deferred_export(
     with_actor(actor, async {
         let approval = gate.approve_deferred(call()).await?;
         approval
+            .confirm_args(&call().args)
+            .await?
             .execute(async move { Ok::<_, ApprovalError>(runs.fetch_add(1, Ordering::SeqCst) + 1) })
             .await
     })

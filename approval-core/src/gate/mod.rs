@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use tracing::Instrument;
 
 pub use actor::{current_actor, with_actor, with_actor_sync};
-pub use approval::Approval;
+pub use approval::{Approval, Confirmed};
 pub use approver::{Approver, ApproverError, Ballots};
 pub use ballot_box::RefusalCounts;
 pub use builder::{ConfigError, GateBuilder};
@@ -246,11 +246,12 @@ impl Gate {
         F: Future<Output = Result<T, E>>,
         E: From<ApprovalError> + std::fmt::Display,
     {
+        // Owned arguments cannot change while waiting; `rebind` recomputes
+        // those that can.
+        let unchanged = call.binding_args.clone();
         let approval = self.approve(call).await?;
-        if let Some(args) = rebind()? {
-            approval.confirm_args(&args).await?;
-        }
-        approval.execute(body).await
+        let args = rebind()?.unwrap_or(unchanged);
+        approval.confirm_args(&args).await?.execute(body).await
     }
 
     /// Asks for approval of `call` and waits for the decision: [`submit`]
