@@ -37,8 +37,9 @@ pub enum AuditError {
     /// does): the bytes were damaged or altered after they were written, so
     /// the log is not opened and nothing in it is changed.
     #[error(
-        "audit log {path}: line {line} fails verification ({reason}) where it was known durable; \
-         refusing to continue the chain (run `approval verify` on it)"
+        "audit log {path}: line {line} fails verification ({reason}), and without a durable mark \
+         nothing tells whether it was acknowledged; refusing to continue the chain \
+         (run `approval verify` on it)"
     )]
     Damaged {
         /// The log file.

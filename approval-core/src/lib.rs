@@ -94,7 +94,7 @@ pub use record::{
 pub use redact::Redact;
 pub use registry::{GatedFunction, gated_functions};
 pub use sink::{
-    AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink, SyncHandle,
+    AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink, SyncHandle, dropped_path,
     durable_mark_path,
 };
 pub use verify::{Failure, Keyring, Reason, Report, Verifier, VerifyError, verify};

@@ -147,8 +147,10 @@ pub fn openapi_json() -> String {
 /// of theirs, they are not the requester, and the policy routes the
 /// request to this approver); any other is 404, as if it did not exist,
 /// unless [`ApiApprover::show_every_request`] says otherwise. Votes are
-/// recorded as `api:<name>`. A reviewer the policy does not allow gets 403 (and a
-/// `rejected_vote` record); a repeated vote counts once.
+/// recorded as `api:<name>`. A vote on a request hidden from the reviewer
+/// is 404, as for an unknown id; the requester's own is 403; each refusal
+/// gets a `rejected_vote` record with its real reason. A repeated vote
+/// counts once.
 ///
 /// ```no_run
 /// # async fn serve(approver: std::sync::Arc<approval_http::ApiApprover>) -> std::io::Result<()> {
@@ -361,15 +363,20 @@ async fn cast_vote(
             "the approver is in no gate",
         );
     };
+    let identity = format!("{CHANNEL}:{name}");
     // The binding is the one this request was shown with; an id the board
     // does not hold is still cast, so the gate records the refusal.
-    let binding = approver.entry(&id).map_or([0; 32], |e| e.request.binding);
+    let entry = approver.entry(&id);
+    let binding = entry.as_ref().map_or([0; 32], |e| e.request.binding);
+    // A request hidden from this reviewer is refused as if unknown, so a
+    // vote cannot probe which ids exist (the requester, who knows it, is
+    // told it is their own).
+    let hidden = entry.is_some_and(|e| !approver.shows(&e, &identity));
     let vote = match body.vote {
         VoteWord::Approve => Vote::Approve,
         VoteWord::Deny => Vote::Deny,
     };
-    let identity = format!("{CHANNEL}:{name}");
-    let mut ballot = Ballot::from_parts(&id, binding, identity.clone(), CHANNEL, vote);
+    let mut ballot = Ballot::from_parts(&id, binding, identity, CHANNEL, vote);
     ballot.comment.clone_from(&body.comment);
     let answer = |outcome: &str, why: Option<RejectReason>, decision| VoteAnswer {
         outcome: outcome.into(),
@@ -381,6 +388,11 @@ async fn cast_vote(
             let decision = decision.as_ref().map(DecisionDocument::of);
             json(StatusCode::OK, &answer("counted", None, decision))
         }
+        // The requester knows the request: told why, as ever.
+        Ok(BallotOutcome::Rejected(why)) if hidden && why != RejectReason::SelfApproval => json(
+            StatusCode::NOT_FOUND,
+            &answer("refused", Some(RejectReason::UnknownRequest), None),
+        ),
         Ok(BallotOutcome::Rejected(why)) => {
             let status = match why {
                 RejectReason::UnknownRequest => StatusCode::NOT_FOUND,

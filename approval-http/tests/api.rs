@@ -209,10 +209,11 @@ async fn votes_are_checked_by_the_gate_recorded_and_counted_once() {
         (status, answer["why"].as_str()),
         (403, Some("self_approval"))
     );
+    // Carol may not see it: told it is unknown, recorded as not eligible.
     let (status, answer) = s.vote(&id, Some(CAROL), json!({"vote": "approve"})).await;
     assert_eq!(
         (status, answer["why"].as_str()),
-        (403, Some("not_eligible"))
+        (404, Some("unknown_request"))
     );
     let who: Vec<_> = s
         .records("rejected_vote")
@@ -311,6 +312,24 @@ async fn a_reviewer_sees_only_the_requests_they_may_vote_on() {
             "{token}"
         );
     }
+    // A vote cannot probe it either: carol's is answered as for an unknown
+    // id and recorded with the real reason; alice, who asked, is told so.
+    let (status, answer) = s.vote(&id, Some(CAROL), json!({"vote": "approve"})).await;
+    assert_eq!(
+        (status, answer["why"].as_str()),
+        (404, Some("unknown_request"))
+    );
+    let (status, answer) = s.vote(&id, Some(ALICE), json!({"vote": "approve"})).await;
+    assert_eq!(
+        (status, answer["why"].as_str()),
+        (403, Some("self_approval"))
+    );
+    let whys: Vec<_> = s
+        .records("rejected_vote")
+        .iter()
+        .map(|r| r["why"].clone())
+        .collect();
+    assert_eq!(whys, [json!("not_eligible"), json!("self_approval")]);
     // Settled, the history follows the same rule.
     let (status, _) = s.vote(&id, Some(BOB), json!({"vote": "approve"})).await;
     assert_eq!(status, 200);

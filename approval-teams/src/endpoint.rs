@@ -275,7 +275,7 @@ async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
             "not ready",
         );
     };
-    let mut ballot = Ballot::from_parts(request_id, binding, identity, "teams", vote);
+    let mut ballot = Ballot::from_parts(request_id, binding, identity.clone(), "teams", vote);
     ballot.display = activity["from"]["name"]
         .as_str()
         .map(|n| n.chars().take(100).collect());
@@ -297,7 +297,7 @@ async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
             );
         }
         Ok(BallotOutcome::Rejected(RejectReason::Settled)) => {
-            match endpoint.approver.current_card(request_id) {
+            match endpoint.approver.card_for(request_id, &identity) {
                 Some(card) => Answer::card(&card),
                 None => Answer::message(refusal_text(RejectReason::Settled)),
             }

@@ -547,5 +547,14 @@ async fn refresh_shows_the_current_card_only_to_reviewers_who_may_vote_on_it() {
     }
     // Looking is not voting: nothing recorded.
     assert!(h.events("rejected_vote").is_empty());
-    waiting.abort();
+    // Once settled, a late click shows the outcome card only to a reviewer
+    // who may vote on it.
+    let (_, answer) = h.send(&click(&h.fake, &posted, "approve", BOB, None)).await;
+    assert!(last_text(&answer["value"]).contains("**Approved**"));
+    waiting.await.unwrap().unwrap();
+    let (_, answer) = h
+        .send(&click(&h.fake, &posted, "approve", CAROL, None))
+        .await;
+    assert_eq!(answer["type"], "application/vnd.microsoft.activity.message");
+    assert!(!answer.to_string().contains("warehouse/orders"), "{answer}");
 }

@@ -45,9 +45,11 @@ pub trait SyncHandle: Send + 'static {
     /// Makes everything written so far durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
     /// Keeps `mark`, which names a point of the log already durable, for
-    /// [`LogFile::read_mark`] at the next open. The mark itself need not be
-    /// durable: a lost or stale mark only makes the next open verify more of
-    /// the log. By default marks are not kept.
+    /// [`LogFile::read_mark`] at the next open. The mark itself is not
+    /// synced after its first write: a stale one makes the next open check
+    /// more of the log (and cut, keeping a copy, from the first line that
+    /// fails), a lost one makes it check the whole log (and refuse it if a
+    /// line fails). By default marks are not kept.
     fn write_mark(&mut self, _mark: &[u8]) -> io::Result<()> {
         Ok(())
     }

@@ -48,8 +48,10 @@ const TAIL_CHUNK: usize = 64 * 1024;
 /// - **Recovers** from a crash mid-write: a torn last line (bytes after the
 ///   last `\n`), and every line from the first one after the mark that
 ///   fails (a page of an unsynced batch the disk never finished), are
-///   removed, and a `recovered` record says what was removed. No caller was
-///   told those records were written. Lines before the mark are never
+///   removed, and a `recovered` record says what was removed; a copy of the
+///   removed bytes is kept first ([`dropped_path`]). Callers are told only
+///   of synced records, which a stale mark or a disk tearing a page it had
+///   synced could put among them: the copy keeps those too. Lines before the mark are never
 ///   dropped or rewritten; without a mark the whole log is checked and, if
 ///   a line fails, refused unchanged ([`AuditError::Damaged`]).
 /// - **Fails closed**: after a failed write or sync the sink is broken and
@@ -281,8 +283,13 @@ impl JsonlFileSink {
                 0
             };
             let fault = fault.as_ref().and_then(TailFault::reason);
+            // A stale mark, or a disk that tore a page it had synced, could
+            // put an acknowledged record among what is cut: a copy is kept.
+            let copy = dropped_path(&path, head.next_seq());
+            keep_copy(&*source, cut, &copy).map_err(io("keep a copy of the dropped bytes"))?;
             tracing::warn!(
                 log = %path.display(),
+                copy = %copy.display(),
                 dropped_bytes = len - cut,
                 dropped_lines,
                 fault = fault.map(Reason::as_str),
@@ -697,7 +704,8 @@ fn sync_stage(
             match &synced {
                 Ok(()) => {
                     shared.durable_len.fetch_add(bytes, Ordering::AcqRel);
-                    if let Some(receipt) = replies.last().and_then(|(_, r)| r.last()) {
+                    // The last record of the group (a caller may append none).
+                    if let Some(receipt) = replies.iter().rev().find_map(|(_, r)| r.last()) {
                         newest = Some(receipt.mac);
                     }
                     for (reply, receipts) in replies {
@@ -750,6 +758,38 @@ fn broken_error(shared: &Shared) -> AuditError {
             .broken()
             .unwrap_or_else(|| "an earlier write failed".into()),
     }
+}
+
+/// Where the bytes cut at reopening are kept: the log's name with
+/// `.dropped-SEQ` added, `SEQ` being the `recovered` record's `seq`.
+///
+/// ```
+/// use std::path::Path;
+/// let copy = approval_core::dropped_path(Path::new("audit.jsonl"), 7);
+/// assert_eq!(copy, Path::new("audit.jsonl.dropped-7"));
+/// ```
+pub fn dropped_path(log: &Path, seq: u64) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(format!(".dropped-{seq}"));
+    PathBuf::from(name)
+}
+
+/// Copies the log from `from` to its end into `copy`, durably (the file
+/// and its name), before anything is cut.
+fn keep_copy(source: &dyn LogSource, from: u64, copy: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(copy)?;
+    std::io::copy(&mut source.open_from(from)?, &mut out)?;
+    out.sync_all()?;
+    if let Some(dir) = copy.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A durable mark: the length of the log known durable, and the `mac` of

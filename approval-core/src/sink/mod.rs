@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use file::{FsLogFile, LogFile, LogSource, SyncHandle, durable_mark_path};
-pub use jsonl::JsonlFileSink;
+pub use jsonl::{JsonlFileSink, dropped_path};
 pub use memory::MemorySink;
 
 use crate::chain::{ChainWriter, Receipt};

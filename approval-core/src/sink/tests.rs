@@ -163,6 +163,7 @@ fn a_torn_last_line_is_removed_and_recorded() {
     assert!(recovered.contains("\"seq\":3"), "{recovered}");
     assert_eq!(rt.block_on(sink.append_event(event(9))).unwrap().seq, 4);
     assert_eq!(verify(&read_all(&sink)[..], &keyring()).unwrap().records, 5);
+    assert_eq!(std::fs::read(dropped_path(&path, 3)).unwrap(), fragment);
 }
 
 #[test]
@@ -330,6 +331,8 @@ fn a_garbled_page_in_an_unsynced_batch_is_cut_at_the_first_bad_line_and_recorded
     }
     // The chain goes on from the last good line, and verifies whole.
     let kept = crashed[..cut].iter().filter(|&&b| b == b'\n').count() as u64;
+    // What was cut is kept beside the log, byte for byte.
+    assert_eq!(std::fs::read(dropped_path(&path, kept)).unwrap(), dropped);
     assert!(kept > 3, "the batch's records before the damage are kept");
     assert!(
         recovered.contains(&format!("\"seq\":{kept},")),
