@@ -9,13 +9,19 @@ use std::borrow::Cow;
 /// What a line break in such text is shown as.
 pub const LINE_BREAK_MARK: &str = " ↵ ";
 
-/// Whether `c` ends a line in some renderer: LF, VT, FF, CR, NEL, and
-/// Unicode's LINE SEPARATOR and PARAGRAPH SEPARATOR.
+/// The characters that end a line in some renderer: LF, VT, FF, CR, NEL,
+/// and Unicode's LINE SEPARATOR and PARAGRAPH SEPARATOR.
+///
+/// ```
+/// let lines: Vec<_> = "a\u{2028}b\nc".split(approval_core::LINE_BREAKS).collect();
+/// assert_eq!(lines, ["a", "b", "c"]);
+/// ```
+pub const LINE_BREAKS: [char; 7] = [
+    '\n', '\u{0B}', '\u{0C}', '\r', '\u{85}', '\u{2028}', '\u{2029}',
+];
+
 fn breaks_line(c: char) -> bool {
-    matches!(
-        c,
-        '\n' | '\u{0B}' | '\u{0C}' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}'
-    )
+    LINE_BREAKS.contains(&c)
 }
 
 /// `text` on one line: each line break (CR LF counts as one) becomes

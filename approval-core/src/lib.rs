@@ -73,7 +73,7 @@ mod registry;
 mod sink;
 mod verify;
 
-pub use agent_text::{LINE_BREAK_MARK, one_line};
+pub use agent_text::{LINE_BREAK_MARK, LINE_BREAKS, one_line};
 pub use canonical::{CanonicalError, CanonicalJson};
 pub use chain::{ChainHead, ChainWriter, Receipt};
 pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};

@@ -216,9 +216,12 @@ impl SlackApprover {
         let (api, user) = (self.api.clone(), user.to_owned());
         tokio::spawn(async move {
             // If it cannot be shown, the refusal is still in the audit log.
-            let _ = api
+            if let Err(error) = api
                 .post_ephemeral(&channel, &user, &refusal_text(why))
-                .await;
+                .await
+            {
+                tracing::warn!(%error, "telling a reviewer why their vote was refused failed");
+            }
         });
     }
 }
@@ -247,8 +250,10 @@ async fn update_messages(
                         progress_blocks(&o.request, &o.votes),
                     )
                 });
-                if let Some((message, text, blocks)) = progress {
-                    let _ = api.update_message(&message, &text, &blocks).await;
+                if let Some((message, text, blocks)) = progress
+                    && let Err(error) = api.update_message(&message, &text, &blocks).await
+                {
+                    tracing::warn!(request_id = %id, %error, "updating the Slack message failed");
                 }
             }
             Work::Settled(request, decision) => {
@@ -263,7 +268,9 @@ async fn update_messages(
                 }
             }
             Work::Flush(done) => {
-                let _ = done.send(());
+                if done.send(()).is_err() {
+                    tracing::trace!("a flush's caller stopped waiting");
+                }
             }
             Work::Restarted(cancelled) => {
                 let Some(store) = &store else { continue };

@@ -455,7 +455,12 @@ impl TeamsApprover {
     fn update(&self, request_id: &str) {
         // The updater may be gone with its runtime; the card then keeps its
         // actions, and the gate refuses late clicks.
-        let _ = self.work.send(Work::Update(request_id.to_owned()));
+        if self.work.send(Work::Update(request_id.to_owned())).is_err() {
+            tracing::warn!(
+                request_id,
+                "the Teams card updater is gone; the card keeps its buttons"
+            );
+        }
     }
 }
 
@@ -488,12 +493,17 @@ async fn update_cards(
                     segment(&posted.conversation_id),
                     segment(&posted.activity_id)
                 );
-                let _ = connector
+                if let Err(error) = connector
                     .call(Method::PUT, &posted.service_url, &path, &activity)
-                    .await;
+                    .await
+                {
+                    tracing::warn!(request_id = %id, %error, "updating the Teams card failed");
+                }
             }
             Work::Flush(done) => {
-                let _ = done.send(());
+                if done.send(()).is_err() {
+                    tracing::trace!("a flush's caller stopped waiting");
+                }
             }
         }
     }

@@ -503,9 +503,7 @@ mod tests {
     fn lines(value: &Value) -> Vec<String> {
         match value {
             Value::String(text) => text
-                .split([
-                    '\n', '\r', '\u{0B}', '\u{0C}', '\u{85}', '\u{2028}', '\u{2029}',
-                ])
+                .split(approval_core::LINE_BREAKS)
                 .map(str::to_owned)
                 .collect(),
             Value::Array(items) => items.iter().flat_map(lines).collect(),

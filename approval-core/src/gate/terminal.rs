@@ -104,7 +104,16 @@ impl Approver for TerminalApprover {
             if let Ok(Ok((vote, comment))) = answer {
                 let mut ballot = Ballot::new(&request, identity, "terminal", vote);
                 ballot.comment = comment;
-                let _ = ballots.cast(ballot).await;
+                match ballots.cast(ballot).await {
+                    Ok(outcome) => tracing::debug!(?outcome, "terminal vote cast"),
+                    // The reviewer has left the prompt: the log, not the
+                    // screen, must say so.
+                    Err(error) => tracing::error!(
+                        request_id = %request.id,
+                        %error,
+                        "the terminal vote could not be recorded; it does not count"
+                    ),
+                }
             }
         });
         Ok(())
@@ -330,9 +339,7 @@ mod line_start_tests {
         };
         let shown = render(&request);
         let starts = shown
-            .split([
-                '\n', '\r', '\u{0B}', '\u{0C}', '\u{85}', '\u{2028}', '\u{2029}',
-            ])
+            .split(crate::LINE_BREAKS)
             .filter(|line| line.starts_with("Policy:"))
             .collect::<Vec<_>>();
         assert_eq!(

@@ -204,6 +204,7 @@
   // dialog's Approve button waits a moment, so a double click on the list
   // cannot confirm what the reviewer has not seen.
   let confirming = null;
+  let arming = null;
   function confirmApproval(request) {
     const dialog = $("confirm");
     confirming = request.request_id;
@@ -214,11 +215,13 @@
     argumentRows(rows, request.agent.args);
     const approve = $("confirm-approve");
     approve.disabled = true;
-    setTimeout(() => { approve.disabled = false; }, 600);
+    clearTimeout(arming);
+    arming = setTimeout(() => { approve.disabled = false; }, 600);
     dialog.returnValue = "";
     dialog.showModal();
   }
   $("confirm").addEventListener("close", () => {
+    clearTimeout(arming);
     const id = confirming;
     confirming = null;
     if ($("confirm").returnValue === "approve" && id) vote(id, "approve", null);
