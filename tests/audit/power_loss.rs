@@ -20,6 +20,8 @@ struct Disk {
     durable: Vec<u8>,
     /// A lying disk acknowledges syncs without making anything durable.
     lies: bool,
+    /// Copies of what reopening cut, by name.
+    kept: Vec<(std::path::PathBuf, Vec<u8>)>,
 }
 
 impl Disk {
@@ -76,6 +78,13 @@ impl LogFile for SimFile {
     }
     fn path(&self) -> &Path {
         Path::new("sim://audit.jsonl")
+    }
+    fn keep_copy(&mut self, from: u64, copy: &Path) -> io::Result<()> {
+        let mut disk = self.0.lock().unwrap();
+        let from = usize::try_from(from).unwrap();
+        let bytes = disk.visible[from..].to_vec();
+        disk.kept.push((copy.to_owned(), bytes));
+        Ok(())
     }
 }
 
@@ -179,6 +188,7 @@ fn power_loss_keeps_every_acknowledged_record() {
             visible: bytes.clone(),
             durable: bytes.clone(),
             lies: false,
+            kept: Vec::new(),
         }));
         let run_for = Duration::from_micros(500 + xorshift(&mut random) % 20_000);
         let (survived, acked) = run_until_power_cut(&disk, &writer(&secret), &mut random, run_for);
@@ -190,11 +200,21 @@ fn power_loss_keeps_every_acknowledged_record() {
             visible: survived.clone(),
             durable: survived.clone(),
             lies: false,
+            kept: Vec::new(),
         }));
         let sink = JsonlFileSink::with_file(SimFile(reopened.clone()), writer(&secret)).unwrap();
         drop(sink);
         bytes = reopened.lock().unwrap().visible.clone();
-        recoveries += usize::from(!survived.ends_with(b"\n") && !survived.is_empty());
+        let torn = !survived.ends_with(b"\n") && !survived.is_empty();
+        recoveries += usize::from(torn);
+        // A torn tail is cut only after a copy of it is kept.
+        let kept = reopened.lock().unwrap().kept.clone();
+        let fragment = survived.rsplit(|&b| b == b'\n').next().unwrap_or_default();
+        match &kept[..] {
+            [] => assert!(!torn, "round {round}: a torn tail was cut without a copy"),
+            [(_, copy)] => assert_eq!(copy, fragment, "round {round}"),
+            more => panic!("round {round}: {} copies", more.len()),
+        }
         let report = verify(&bytes[..], &keyring).unwrap_or_else(|e| panic!("round {round}: {e}"));
         let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
         for receipt in &all_acked {

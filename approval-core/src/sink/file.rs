@@ -38,6 +38,24 @@ pub trait LogFile: Send + 'static {
     fn read_mark(&mut self) -> io::Result<Option<Vec<u8>>> {
         Ok(None)
     }
+    /// Keeps a durable copy of the log from byte `from` to its end at
+    /// `copy` (see [`dropped_path`](crate::dropped_path)) before the sink
+    /// cuts those bytes. By default a file at `copy`, synced with its
+    /// name; a layer without a file system keeps it elsewhere.
+    fn keep_copy(&mut self, from: u64, copy: &Path) -> io::Result<()> {
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(copy)?;
+        io::copy(&mut self.source().open_from(from)?, &mut out)?;
+        out.sync_all()?;
+        if let Some(dir) = copy.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 /// Syncs a log file from the sink's sync thread.

@@ -286,7 +286,8 @@ impl JsonlFileSink {
             // A stale mark, or a disk that tore a page it had synced, could
             // put an acknowledged record among what is cut: a copy is kept.
             let copy = dropped_path(&path, head.next_seq());
-            keep_copy(&*source, cut, &copy).map_err(io("keep a copy of the dropped bytes"))?;
+            file.keep_copy(cut, &copy)
+                .map_err(io("keep a copy of the dropped bytes"))?;
             tracing::warn!(
                 log = %path.display(),
                 copy = %copy.display(),
@@ -772,24 +773,6 @@ pub fn dropped_path(log: &Path, seq: u64) -> PathBuf {
     let mut name = log.as_os_str().to_owned();
     name.push(format!(".dropped-{seq}"));
     PathBuf::from(name)
-}
-
-/// Copies the log from `from` to its end into `copy`, durably (the file
-/// and its name), before anything is cut.
-fn keep_copy(source: &dyn LogSource, from: u64, copy: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(copy)?;
-    std::io::copy(&mut source.open_from(from)?, &mut out)?;
-    out.sync_all()?;
-    if let Some(dir) = copy.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// A durable mark: the length of the log known durable, and the `mac` of
