@@ -28,7 +28,6 @@ const HISTORY: usize = 1000;
 ///     .unwrap();
 /// let approver = Arc::new(ApiApprover::new(tokens));
 /// // builder.approver("api", approver.clone()); serve api::router(approver)
-/// # let _ = approver;
 /// ```
 #[derive(Debug)]
 pub struct ApiApprover {

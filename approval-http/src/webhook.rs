@@ -52,7 +52,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// .callback("https://agent.example.com/approval/votes")
 /// .build();
 /// let gate = builder.approver("tickets", Arc::new(approver)).build()?;
-/// # let _ = gate;
 /// # Ok(())
 /// # }
 /// ```

@@ -57,7 +57,6 @@ struct Batch {
 /// let writer = Arc::new(ChainWriter::new(KeyId::new("ops-2026")?, &WriterSecret::read_file("writer.key")?));
 /// let db = Database::new("postgres://approval@db.internal/approval?sslmode=require")?;
 /// let sink = PostgresSink::connect(&db, "agent-host-1", writer).await?;
-/// # let _ = sink;
 /// # Ok(())
 /// # }
 /// ```

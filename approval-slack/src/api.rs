@@ -127,7 +127,6 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// let api = SlackApi::new(BotToken::new("xoxb-…"));
 /// // Tests point it at a fake Slack on 127.0.0.1.
 /// let fake = SlackApi::new(BotToken::new("xoxb-test")).base_url("http://127.0.0.1:8080/api/");
-/// # let _ = (api, fake);
 /// ```
 #[derive(Debug, Clone)]
 pub struct SlackApi {

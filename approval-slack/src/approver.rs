@@ -39,7 +39,6 @@ use crate::store::MessageStore;
 ///     .connect()
 ///     .await?;
 /// let gate = builder.approver("slack", Arc::new(slack)).build()?;
-/// # let _ = gate;
 /// # Ok(())
 /// # }
 /// ```

@@ -52,7 +52,6 @@ impl Target {
     ///     "19:LydF…@thread.tacv2",
     ///     "3f3d1cea-7a18-41af-872b-cfbbd5140984",
     /// );
-    /// # let _ = target;
     /// ```
     pub fn channel(
         service_url: impl Into<String>,
@@ -192,7 +191,6 @@ enum Work {
 ///     .connect()
 ///     .await?;
 /// let gate = builder.approver("teams", Arc::new(teams)).build()?;
-/// # let _ = gate;
 /// # Ok(())
 /// # }
 /// ```

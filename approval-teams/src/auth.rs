@@ -145,7 +145,6 @@ struct Payload {
 ///
 /// let auth = InboundAuth::new("571c643a-c513-441e-9ca2-e01b48b9a0de")
 ///     .allow_tenant("72f988bf-86f1-41af-91ab-2d7cd011db47");
-/// # let _ = auth;
 /// ```
 #[derive(Debug, Clone)]
 pub struct InboundAuth {

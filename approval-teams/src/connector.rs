@@ -119,7 +119,6 @@ struct CachedToken {
 /// let credentials = BotCredentials::new("571c643a-…", "secret", "3f3d1cea-…");
 /// // Tests point the token endpoint at 127.0.0.1.
 /// let connector = Connector::new(credentials).login_url("http://127.0.0.1:8080");
-/// # let _ = connector;
 /// ```
 pub struct Connector {
     credentials: BotCredentials,

@@ -32,7 +32,6 @@ struct State {
 ///
 /// // Tests point it at a fake metadata server on 127.0.0.1.
 /// let keys = KeyCache::new("http://127.0.0.1:8080/v1/.well-known/openidconfiguration");
-/// # let _ = keys;
 /// ```
 pub struct KeyCache {
     metadata_url: String,

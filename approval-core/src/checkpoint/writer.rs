@@ -23,7 +23,6 @@ use super::{Checkpoint, Coverage, MerkleFrontier, SigningKey};
 ///     .every_records(500)
 ///     .every(Duration::from_secs(30))
 ///     .publish_to(DirectoryPublisher::new("/mnt/worm/checkpoints"));
-/// # let _ = checkpointing;
 /// # Ok::<(), approval_core::checkpoint::NoteError>(())
 /// ```
 #[derive(Debug)]
@@ -135,7 +134,6 @@ impl CheckpointPublisher for DirectoryPublisher {
 /// use approval_core::checkpoint::HttpPublisher;
 ///
 /// let witness = HttpPublisher::new("https://witness.example/approvals/checkpoints");
-/// # let _ = witness;
 /// ```
 pub struct HttpPublisher {
     url: String,

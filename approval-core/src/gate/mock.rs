@@ -29,7 +29,6 @@ type Rule = dyn Fn(&ApprovalRequest) -> Option<(Vote, Option<String>)> + Send + 
 ///     .on("crm::export", approval_core::Vote::Approve, None)
 ///     .on("keys::rotate", approval_core::Vote::Deny, Some("never"));
 /// assert!(ci.requests().is_empty());
-/// # let _ = (strict, by_action);
 /// ```
 pub struct MockApprover {
     name: String,

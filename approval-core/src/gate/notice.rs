@@ -26,7 +26,6 @@ use crate::record::{Reviewer, Vote};
 ///         _ => "something else".to_owned(),
 ///     }
 /// }
-/// # let _ = describe;
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
