@@ -32,20 +32,19 @@ pub enum AuditError {
         /// What is wrong with it.
         why: &'static str,
     },
-    /// A record the log holds before its last point known durable fails
-    /// verification (or, for a log without a durable mark, any record
-    /// does): the bytes were damaged or altered after they were written, so
+    /// A record the log holds up to its last point known durable (or in
+    /// the page before it, which a torn write may reach) fails
+    /// verification, or, for a log without a durable mark, any record does: the bytes were damaged or altered after they were written, so
     /// the log is not opened and nothing in it is changed.
     #[error(
-        "audit log {path}: line {line} fails verification ({reason}), and without a durable mark \
-         nothing tells whether it was acknowledged; refusing to continue the chain \
-         (run `approval verify` on it)"
+        "audit log {path}: the line at byte {offset} fails verification ({reason}) and may have \
+         been acknowledged; refusing to continue the chain (run `approval verify` on it)"
     )]
     Damaged {
         /// The log file.
         path: PathBuf,
-        /// The first failing line, counting from 1.
-        line: u64,
+        /// Where the first failing line begins, in bytes.
+        offset: u64,
         /// Why it fails.
         reason: crate::verify::Reason,
     },

@@ -51,9 +51,12 @@ const TAIL_CHUNK: usize = 64 * 1024;
 ///   removed, and a `recovered` record says what was removed; a copy of the
 ///   removed bytes is kept first ([`dropped_path`]). Callers are told only
 ///   of synced records, which a stale mark or a disk tearing a page it had
-///   synced could put among them: the copy keeps those too. Lines before the mark are never
-///   dropped or rewritten; without a mark the whole log is checked and, if
-///   a line fails, refused unchanged ([`AuditError::Damaged`]).
+///   synced could put among them: the copy keeps those too.
+/// - **Never continues a chain verification refuses**: lines up to the mark
+///   are never dropped or rewritten, and those in the page before it (which
+///   a torn write may reach) are checked too; one that fails, or without a
+///   mark any line that fails, refuses the log unchanged
+///   ([`AuditError::Damaged`]).
 /// - **Fails closed**: after a failed write or sync the sink is broken and
 ///   refuses every later append, since a later sync could succeed with the
 ///   data already lost. Records being written at that moment are never
@@ -216,9 +219,19 @@ impl JsonlFileSink {
         };
         // Every line after the last point known durable is checked as a
         // verifier would; the first that fails, and all after it, are cut.
-        let mark = durable_point(&mut *file, &writer, fragment_start, &path)?;
-        let marked = mark.is_some();
-        let (checked_from, head, mark_line) = mark.unwrap_or((0, ChainHead::genesis(), Vec::new()));
+        // Without a mark, nothing tells acknowledged lines from the others:
+        // all are checked, and a fault anywhere refuses.
+        let Durable {
+            end: durable_end,
+            checked_from,
+            head,
+            line_before,
+        } = durable_point(&mut *file, &writer, fragment_start, &path)?.unwrap_or(Durable {
+            end: fragment_start,
+            checked_from: 0,
+            head: ChainHead::genesis(),
+            line_before: Vec::new(),
+        });
         let source = file.source();
         let Tail {
             last_kept,
@@ -230,15 +243,19 @@ impl JsonlFileSink {
             checked_from,
             fragment_start,
             head,
-            mark_line,
+            line_before,
         )
         .map_err(io("read"))?;
         let cut = match fault {
             None => fragment_start,
-            Some(TailFault::Line { line, reason, .. }) if !marked => {
-                // Without a mark nothing tells unacknowledged lines from
-                // acknowledged ones: change nothing.
-                return Err(AuditError::Damaged { path, line, reason });
+            // A line known durable fails: damage, not a crash. Change
+            // nothing.
+            Some(TailFault::Line { at, reason, .. }) if at < durable_end => {
+                return Err(AuditError::Damaged {
+                    path,
+                    offset: at,
+                    reason,
+                });
             }
             Some(TailFault::Line { at, .. }) => at,
             Some(TailFault::SeqExhausted) => return Err(AuditError::SeqExhausted),
@@ -796,15 +813,30 @@ fn decode_mark(mark: &[u8]) -> Option<(u64, [u8; 32])> {
     Some((len, out))
 }
 
-/// The last point of the log known durable, the chain head there and the
-/// line that ends there: the line the durable mark names, if it names a
-/// line of this log.
+/// Where checking starts when the durable mark names a line of this log.
+struct Durable {
+    /// The end of the line the mark names: known durable up to here.
+    end: u64,
+    /// The start of the line holding the byte a page before `end`: a disk
+    /// that tore the page it was writing may have damaged the synced lines
+    /// sharing it, so they are checked too.
+    checked_from: u64,
+    /// The chain head before `checked_from`, and the line that ends there.
+    head: ChainHead,
+    line_before: Vec<u8>,
+}
+
+/// The disk's unit of writing, as far back as a torn write may reach.
+const PAGE: u64 = 4096;
+
+/// The last point of the log known durable, if the durable mark names a
+/// line of this log, and where checking starts.
 fn durable_point(
     file: &mut dyn LogFile,
     writer: &ChainWriter,
     lines_end: u64,
     path: &Path,
-) -> Result<Option<(u64, ChainHead, Vec<u8>)>, AuditError> {
+) -> Result<Option<Durable>, AuditError> {
     let io = |what: &'static str| {
         move |source| AuditError::Io {
             path: path.to_owned(),
@@ -842,9 +874,30 @@ fn durable_point(
     {
         return ignored("names another record");
     }
-    // The line is the mark's: known durable, so a fault in it is damage.
-    let head = writer.head_after(&line).map_err(LineFault::at_tail)?;
-    Ok(Some((end, head, line)))
+    let checked_from = match rfind_newline(file, end.saturating_sub(PAGE)).map_err(io("read"))? {
+        Some(newline) => newline + 1,
+        None => 0,
+    };
+    if checked_from == 0 {
+        return Ok(Some(Durable {
+            end,
+            checked_from,
+            head: ChainHead::genesis(),
+            line_before: Vec::new(),
+        }));
+    }
+    // The line before the checked ones ends before the torn page could
+    // begin: durable, read for its head alone.
+    let line_before = read_last_line(file, checked_from - 1).map_err(io("read"))?;
+    let head = writer
+        .head_after(&line_before)
+        .map_err(LineFault::at_tail)?;
+    Ok(Some(Durable {
+        end,
+        checked_from,
+        head,
+        line_before,
+    }))
 }
 
 /// What checking the lines after the durable point found.
@@ -863,8 +916,6 @@ enum TailFault {
     Line {
         /// Where it begins.
         at: u64,
-        /// Its line number, counting from 1 at the durable point.
-        line: u64,
         reason: Reason,
     },
     /// It is valid and its `seq` is the last a chain can have.
@@ -898,7 +949,6 @@ fn check_tail(
         std::io::BufReader::with_capacity(TAIL_CHUNK, source.open_from(from)?.take(to - from));
     let mut line = Vec::new();
     let mut at = from;
-    let mut number = 0;
     let mut fault = None;
     let mut lines_after_fault = 0;
     loop {
@@ -910,7 +960,6 @@ fn check_tail(
             break;
         }
         let whole = line.ends_with(b"\n");
-        number += 1;
         if fault.is_some() {
             lines_after_fault += u64::from(whole);
             continue;
@@ -926,11 +975,7 @@ fn check_tail(
                 std::mem::swap(&mut line, &mut last_kept);
             }
             Err(LineFault::Bad(reason)) => {
-                fault = Some(TailFault::Line {
-                    at,
-                    line: number,
-                    reason,
-                });
+                fault = Some(TailFault::Line { at, reason });
                 lines_after_fault = u64::from(whole);
             }
             Err(LineFault::SeqExhausted) => {
