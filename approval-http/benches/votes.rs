@@ -82,7 +82,9 @@ impl Bench {
             &secret,
         ))));
         let builder = Gate::builder(sink).policy(
-            Policy::new("bench", ["channel"], Duration::from_secs(600)).approvers(["alice"]),
+            Policy::new("bench", ["channel"], Duration::from_secs(600))
+                .approvers(["alice"])
+                .max_pending_per_actor(u32::MAX),
         );
         let (gate, host) = match way {
             Way::Webhook => {

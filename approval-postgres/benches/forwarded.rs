@@ -39,7 +39,11 @@ async fn gate(database: &Database, name: &str) -> (Gate, Arc<MockApprover>) {
     let mock = Arc::new(MockApprover::silent("endpoint"));
     let gate = Gate::builder(Arc::new(sink))
         .approver("replicas", mock.clone())
-        .policy(Policy::new("bench", ["replicas"], Duration::from_secs(600)).approvers(["alice"]))
+        .policy(
+            Policy::new("bench", ["replicas"], Duration::from_secs(600))
+                .approvers(["alice"])
+                .max_pending_per_actor(u32::MAX),
+        )
         .directory(Directory::new().person("alice", ["api:alice"]))
         .coordinator(Arc::new(coordinator))
         .build()

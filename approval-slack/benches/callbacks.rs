@@ -121,7 +121,11 @@ impl Bench {
         );
         let gate = Gate::builder(sink)
             .approver("slack", slack.clone())
-            .policy(Policy::new("bench", ["slack"], Duration::from_secs(600)).approvers(["alice"]))
+            .policy(
+                Policy::new("bench", ["slack"], Duration::from_secs(600))
+                    .approvers(["alice"])
+                    .max_pending_per_actor(u32::MAX),
+            )
             .directory(Directory::new().person("alice", ["slack:U0ALICE"]))
             .build()
             .expect("gate");

@@ -140,7 +140,11 @@ impl Bench {
         );
         let gate = Gate::builder(Arc::new(MemorySink::new(writer())))
             .approver("teams", teams.clone())
-            .policy(Policy::new("bench", ["teams"], Duration::from_secs(600)).approvers(["alice"]))
+            .policy(
+                Policy::new("bench", ["teams"], Duration::from_secs(600))
+                    .approvers(["alice"])
+                    .max_pending_per_actor(u32::MAX),
+            )
             .directory(Directory::new().person("alice", [format!("teams:{ALICE}")]))
             .build()
             .expect("gate");
