@@ -298,9 +298,10 @@ async fn list_requests(
         Some(_) => return error(StatusCode::BAD_REQUEST, "state is pending or settled"),
     };
     let identity = format!("{CHANNEL}:{name}");
+    let shown = approver.shown_to(&identity);
     let requests = entries
         .into_iter()
-        .filter(|entry| approver.shows(entry, &identity))
+        .filter(|entry| shown(entry))
         .map(view)
         .collect();
     json(StatusCode::OK, &RequestList { requests })
@@ -322,7 +323,7 @@ async fn get_request(
     };
     // A request the reviewer may not see is answered as if it did not exist.
     match approver.entry(&id) {
-        Some(entry) if approver.shows(&entry, &format!("{CHANNEL}:{name}")) => {
+        Some(entry) if approver.shown_to(&format!("{CHANNEL}:{name}"))(&entry) => {
             json(StatusCode::OK, &view(entry))
         }
         _ => error(StatusCode::NOT_FOUND, "no such request"),
@@ -371,7 +372,7 @@ async fn cast_vote(
     // A request hidden from this reviewer is refused as if unknown, so a
     // vote cannot probe which ids exist (the requester, who knows it, is
     // told it is their own).
-    let hidden = entry.is_some_and(|e| !approver.shows(&e, &identity));
+    let hidden = entry.is_some_and(|e| !approver.shown_to(&identity)(&e));
     let vote = match body.vote {
         VoteWord::Approve => Vote::Approve,
         VoteWord::Deny => Vote::Deny,

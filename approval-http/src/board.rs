@@ -100,12 +100,16 @@ impl ApiApprover {
     }
 
     /// Whether the reviewer whose channel identity is `identity` is shown
-    /// `entry`: only if they may vote on it, unless every request is shown.
-    pub(crate) fn shows(&self, entry: &Entry, identity: &str) -> bool {
-        self.show_every_request
-            || self
-                .ballots()
-                .is_some_and(|ballots| ballots.may_vote(&entry.request, identity))
+    /// an entry: only if they may vote on it, unless every request is
+    /// shown. The gate's handle is taken once, for a whole list.
+    pub(crate) fn shown_to<'a>(&self, identity: &'a str) -> impl Fn(&Entry) -> bool + 'a {
+        let (every, ballots) = (self.show_every_request, self.ballots());
+        move |entry| {
+            every
+                || ballots
+                    .as_ref()
+                    .is_some_and(|ballots| ballots.may_vote(&entry.request, identity))
+        }
     }
 
     pub(crate) fn ballots(&self) -> Option<Ballots> {

@@ -802,15 +802,10 @@ fn encode_mark(len: u64, mac: &[u8; 32]) -> Vec<u8> {
 fn decode_mark(mark: &[u8]) -> Option<(u64, [u8; 32])> {
     let text = std::str::from_utf8(mark).ok()?.strip_suffix('\n')?;
     let (len, mac) = text.split_once(' ')?;
-    if len.len() != 20 || mac.len() != 64 {
+    if len.len() != 20 {
         return None;
     }
-    let len = len.parse().ok()?;
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(mac.as_bytes().chunks_exact(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some((len, out))
+    Some((len.parse().ok()?, crate::hex::decode32(mac)?))
 }
 
 /// Where checking starts when the durable mark names a line of this log.

@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
@@ -212,92 +212,16 @@ fn a_tampered_last_record_refuses_to_open_and_changes_nothing() {
     assert!(matches!(err, AuditError::UnknownWriterKey { ref key_id } if key_id.as_str() == "k1"));
 }
 
-/// A real file that loses power at its `fail_at`-th sync: that sync fails,
-/// and a page in the middle of what was written since the last good sync
-/// reads back as zeros, as a disk may leave a write it had not finished.
-/// The batch's last line survives, so only checking every line finds it.
-struct PowerCut {
-    inner: FsLogFile,
-    fail_at: usize,
-}
-
-struct PowerCutSync {
-    inner: Box<dyn SyncHandle>,
-    path: std::path::PathBuf,
-    syncs: usize,
-    fail_at: usize,
-    synced_len: u64,
-}
-
-impl SyncHandle for PowerCutSync {
-    fn sync_data(&mut self) -> io::Result<()> {
-        let len = std::fs::metadata(&self.path)?.len();
-        self.syncs += 1;
-        if self.syncs < self.fail_at {
-            self.inner.sync_data()?;
-            self.synced_len = len;
-            return Ok(());
-        }
-        const PAGE: usize = 4096;
-        let page = (self.synced_len + (len - self.synced_len) / 2) / PAGE as u64 * PAGE as u64;
-        assert!(
-            page > self.synced_len && page + (PAGE as u64) < len,
-            "the unsynced batch must hold a whole page and more"
-        );
-        let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
-        std::os::unix::fs::FileExt::write_all_at(&file, &[0; PAGE], page)?;
-        Err(io::Error::other("power lost"))
-    }
-    fn write_mark(&mut self, mark: &[u8]) -> io::Result<()> {
-        self.inner.write_mark(mark)
-    }
-}
-
-impl LogFile for PowerCut {
-    fn size(&mut self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_exact_at(offset, buf)
-    }
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.inner.append(data)
-    }
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn sync_handle(&self) -> io::Result<Box<dyn SyncHandle>> {
-        Ok(Box::new(PowerCutSync {
-            inner: self.inner.sync_handle()?,
-            path: self.inner.path().to_owned(),
-            syncs: 0,
-            fail_at: self.fail_at,
-            synced_len: 0,
-        }))
-    }
-    fn source(&self) -> Box<dyn LogSource> {
-        self.inner.source()
-    }
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-    fn read_mark(&mut self) -> io::Result<Option<Vec<u8>>> {
-        self.inner.read_mark()
-    }
-}
-
 /// Three records synced one by one, then a batch of 200 whose sync loses
 /// power with a middle page zeroed; returns the file as the crash left it
 /// and where the first record of the batch starts.
 fn log_cut_mid_batch(path: &Path) -> (Vec<u8>, usize) {
     let rt = runtime();
-    let file = PowerCut {
-        inner: FsLogFile::open(path).unwrap(),
-        fail_at: 4,
-    };
+    let (mut file, _) = instrumented(path, Duration::ZERO, Some(3));
+    file.syncs.power_cut = Some(Arc::new(PowerCut {
+        path: path.to_owned(),
+        synced_len: AtomicU64::new(0),
+    }));
     let sink = JsonlFileSink::with_file(file, writer()).unwrap();
     for n in 0..3 {
         rt.block_on(sink.append_event(event(n))).unwrap();
@@ -478,16 +402,55 @@ struct SyncControl {
     count: Arc<AtomicUsize>,
     delay: Duration,
     fail_from: Option<usize>,
+    /// Failing syncs lose power instead of reporting EIO.
+    power_cut: Option<Arc<PowerCut>>,
+}
+
+/// A power cut at a failing sync: a page in the middle of what was written
+/// since the last good sync reads back as zeros, as a disk may leave a
+/// write it had not finished. The batch's last line survives, so only
+/// checking every line finds it.
+struct PowerCut {
+    path: std::path::PathBuf,
+    synced_len: AtomicU64,
+}
+
+impl PowerCut {
+    fn zero_a_middle_page(&self) -> io::Result<()> {
+        const PAGE: usize = 4096;
+        let (synced, len) = (
+            self.synced_len.load(Ordering::SeqCst),
+            std::fs::metadata(&self.path)?.len(),
+        );
+        let page = (synced + (len - synced) / 2) / PAGE as u64 * PAGE as u64;
+        assert!(
+            page > synced && page + (PAGE as u64) < len,
+            "the unsynced batch must hold a whole page and more"
+        );
+        let file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0; PAGE], page)
+    }
 }
 
 impl SyncControl {
     fn sync(&self, then: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         let n = self.count.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(self.delay);
-        if self.fail_from.is_some_and(|from| n >= from) {
-            return Err(io::Error::other("injected EIO"));
+        let failing = self.fail_from.is_some_and(|from| n >= from);
+        match &self.power_cut {
+            Some(cut) if failing => {
+                cut.zero_a_middle_page()?;
+                Err(io::Error::other("power lost"))
+            }
+            Some(cut) => {
+                let len = std::fs::metadata(&cut.path)?.len();
+                then()?;
+                cut.synced_len.store(len, Ordering::SeqCst);
+                Ok(())
+            }
+            None if failing => Err(io::Error::other("injected EIO")),
+            None => then(),
         }
-        then()
     }
 }
 
@@ -587,6 +550,7 @@ fn instrumented(
             count: count.clone(),
             delay,
             fail_from,
+            power_cut: None,
         },
         read: Arc::default(),
     };
