@@ -25,10 +25,10 @@ mod proofs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use approval_core::checkpoint::{
+use approval_audit::checkpoint::{
     Checkpoint, CheckpointError, Coverage, SigningKey, VerifierKey, check_log,
 };
-use approval_core::{KeyId, Keyring, RecordKey, Verifier, VerifyError, WriterSecret};
+use approval_audit::{KeyId, Keyring, RecordKey, Verifier, VerifyError, WriterSecret};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

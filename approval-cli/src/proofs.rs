@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use approval_core::checkpoint::{
+use approval_audit::checkpoint::{
     Checkpoint, ProofDocument, ProofError, checkpoint_path, consistency_proof, leaf_hashes,
     verify_consistency,
 };
@@ -131,8 +131,8 @@ pub(crate) fn consistency(
     // Every tree extends the empty one; RFC 6962 has no proof for it.
     let proof = consistency_proof(&leaves[..n], m).unwrap_or_default();
     let consistent = if older.size == 0 {
-        older.root == approval_core::checkpoint::empty_root()
-            && approval_core::checkpoint::root(&leaves[..n]) == newer.root
+        older.root == approval_audit::checkpoint::empty_root()
+            && approval_audit::checkpoint::root(&leaves[..n]) == newer.root
     } else {
         verify_consistency(older.size, newer.size, &older.root, &newer.root, &proof)
     };

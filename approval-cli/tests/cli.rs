@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use approval_core::{
+use approval_audit::{
     AuditSink, ChainWriter, Event, JsonlFileSink, KeyId, Outcome, Reviewer, WriterSecret,
 };
 
@@ -85,7 +85,7 @@ fn keygen_writes_a_private_secret_and_its_verification_key() {
     }
     // The verification key is the derived record key, not the secret.
     let secret = WriterSecret::read_file(&key).unwrap();
-    let derived = approval_core::RecordKey::read_file(&verify_key).unwrap();
+    let derived = approval_audit::RecordKey::read_file(&verify_key).unwrap();
     assert!(secret.record_key() == derived);
     assert_ne!(
         std::fs::read(&key).unwrap(),
@@ -209,7 +209,7 @@ fn verify_refuses_malformed_key_files_and_arguments() {
 
 #[test]
 fn keygen_signing_writes_a_private_key_and_prints_its_public_key_line() {
-    use approval_core::checkpoint::{Checkpoint, SigningKey, VerifierKey, empty_root};
+    use approval_audit::checkpoint::{Checkpoint, SigningKey, VerifierKey, empty_root};
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("log.signing");
     let out = approval(&[
@@ -258,8 +258,8 @@ fn keygen_signing_writes_a_private_key_and_prints_its_public_key_line() {
 }
 
 /// A checkpoint of the first `n` records of `log`, signed with `key`.
-fn checkpoint_of(log: &Path, n: usize, key: &approval_core::checkpoint::SigningKey) -> String {
-    use approval_core::checkpoint::{Checkpoint, leaf_hash, root};
+fn checkpoint_of(log: &Path, n: usize, key: &approval_audit::checkpoint::SigningKey) -> String {
+    use approval_audit::checkpoint::{Checkpoint, leaf_hash, root};
     let text = std::fs::read_to_string(log).unwrap();
     let leaves: Vec<_> = text.lines().map(|l| leaf_hash(l.as_bytes())).collect();
     Checkpoint::new(key.name(), n as u64, root(&leaves[..n]))
@@ -269,7 +269,7 @@ fn checkpoint_of(log: &Path, n: usize, key: &approval_core::checkpoint::SigningK
 
 #[test]
 fn verify_with_a_checkpoint_finds_a_log_cut_off_or_rewritten_and_names_each_failure() {
-    use approval_core::checkpoint::SigningKey;
+    use approval_audit::checkpoint::SigningKey;
     let dir = tempfile::tempdir().unwrap();
     let (log, key_arg) = keyed_log(dir.path(), 0);
     let signing_path = dir.path().join("log.signing");
@@ -353,7 +353,7 @@ fn verify_with_a_checkpoint_finds_a_log_cut_off_or_rewritten_and_names_each_fail
         ("malformed", b"not a checkpoint".to_vec(), trusted.clone()),
         (
             "unsigned",
-            approval_core::checkpoint::Checkpoint::new("example.com/approvals", 1, [0; 32])
+            approval_audit::checkpoint::Checkpoint::new("example.com/approvals", 1, [0; 32])
                 .text()
                 .into_bytes(),
             trusted.clone(),
@@ -372,7 +372,7 @@ fn verify_with_a_checkpoint_finds_a_log_cut_off_or_rewritten_and_names_each_fail
         ),
         (
             "wrong_origin",
-            approval_core::checkpoint::Checkpoint::new("example.com/elsewhere", 4, [0; 32])
+            approval_audit::checkpoint::Checkpoint::new("example.com/elsewhere", 4, [0; 32])
                 .sign(&foreign_key)
                 .unwrap()
                 .into_bytes(),
@@ -400,14 +400,14 @@ fn verify_with_a_checkpoint_finds_a_log_cut_off_or_rewritten_and_names_each_fail
 
 #[test]
 fn prove_gives_an_auditor_one_request_and_check_proof_checks_it_alone() {
-    use approval_core::checkpoint::SigningKey;
+    use approval_audit::checkpoint::SigningKey;
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = keyed_log(dir.path(), 0);
     let signing = SigningKey::generate("example.com/approvals").unwrap();
     let trusted = signing.verifier().to_string();
     // The checkpoint covers the first 4 records: req-0 and req-1.
     std::fs::write(
-        approval_core::checkpoint::checkpoint_path(&log),
+        approval_audit::checkpoint::checkpoint_path(&log),
         checkpoint_of(&log, 4, &signing),
     )
     .unwrap();
@@ -485,12 +485,12 @@ fn prove_gives_an_auditor_one_request_and_check_proof_checks_it_alone() {
 
 #[test]
 fn prove_refuses_what_the_checkpoint_does_not_cover() {
-    use approval_core::checkpoint::SigningKey;
+    use approval_audit::checkpoint::SigningKey;
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = keyed_log(dir.path(), 0);
     let signing = SigningKey::generate("example.com/approvals").unwrap();
     std::fs::write(
-        approval_core::checkpoint::checkpoint_path(&log),
+        approval_audit::checkpoint::checkpoint_path(&log),
         checkpoint_of(&log, 4, &signing),
     )
     .unwrap();
@@ -506,7 +506,7 @@ fn prove_refuses_what_the_checkpoint_does_not_cover() {
 
 #[test]
 fn consistency_shows_an_older_checkpoint_is_a_prefix_of_a_newer_one() {
-    use approval_core::checkpoint::SigningKey;
+    use approval_audit::checkpoint::SigningKey;
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = keyed_log(dir.path(), 0);
     let signing = SigningKey::generate("example.com/approvals").unwrap();

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use approval_core::{AuditSink, ChainWriter, Event, KeyId, WriterSecret};
+use approval_audit::{AuditSink, ChainWriter, Event, KeyId, WriterSecret};
 use approval_postgres::{Database, PostgresSink};
 
 #[path = "../../approval-postgres/tests/cluster/mod.rs"]

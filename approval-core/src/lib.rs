@@ -1,7 +1,9 @@
 //! Human approval for an AI agent's privileged actions, with a
 //! tamper-evident audit chain.
 //!
-//! This crate holds the audit chain every decision is written to:
+//! The gate (policies, approvers, the request table) lives here; the audit
+//! chain every decision is written to comes from `approval-audit` and is
+//! re-exported whole, so one dependency serves both:
 //!
 //! - [`Event`]: the events of the audit format, as types;
 //! - [`ChainWriter`]: seals records (`seq`, `prev`, `ts`, `mac`) with the
@@ -57,47 +59,33 @@
 #![forbid(unsafe_code)]
 
 mod agent_text;
-mod canonical;
-mod chain;
-pub mod checkpoint;
-pub mod clock;
 mod error;
-mod finite;
 mod gate;
-pub mod hex;
-mod key;
 mod private;
-mod record;
 mod redact;
 mod registry;
-mod sink;
-mod verify;
 
 pub use agent_text::{LINE_BREAK_MARK, LINE_BREAKS, one_line};
-pub use canonical::{CanonicalError, CanonicalJson};
-pub use chain::{ChainHead, ChainWriter, Receipt};
-pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};
-pub use error::{ApprovalError, AuditError};
+pub use approval_audit::{
+    Actor, ActorKind, AuditError, AuditSink, CanonicalError, CanonicalJson, ChainHead, ChainWriter,
+    Clock, ClockOutOfRange, DigestKey, Event, Failure, FsLogFile, JsonlFileSink, KeyError, KeyId,
+    Keyring, LogFile, LogSource, ManualClock, MemorySink, Outcome, PendingRecord, Reason, Receipt,
+    RecordKey, RejectReason, Report, Reviewer, SyncHandle, SystemClock, Task, Verifier,
+    VerifyError, Vote, WriterSecret, checkpoint, clock, dropped_path, durable_mark_path, hex,
+    verify,
+};
+pub use error::{ApprovalError, ApproverError, CoordinatorError};
 pub use gate::{
-    Approval, ApprovalRequest, Approver, ApproverError, Ballot, BallotOutcome, Ballots, Call,
-    ConfigError, Confirmed, Coordinator, CoordinatorError, DEFAULT_MAX_PENDING_PER_ACTOR, Decision,
-    Directory, EarlierDecision, Forwarded, Gate, GateBuilder, NO_ACTOR, Notice, Policy, PolicyFile,
-    Recovery, RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket, VoteView,
-    current_actor, normal_identity, with_actor, with_actor_sync,
+    Approval, ApprovalRequest, Approver, Ballot, BallotOutcome, Ballots, Call, ConfigError,
+    Confirmed, Coordinator, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory, EarlierDecision,
+    Forwarded, Gate, GateBuilder, NO_ACTOR, Notice, Policy, PolicyFile, Recovery, RefusalCounts,
+    RequestView, Settlement, TerminalApprover, Ticket, VoteView, current_actor, normal_identity,
+    with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};
-pub use key::{DigestKey, KeyError, KeyId, RecordKey, WriterSecret};
-pub use record::{
-    Actor, ActorKind, Event, Outcome, PendingRecord, RejectReason, Reviewer, Task, Vote,
-};
 pub use redact::Redact;
 pub use registry::{GatedFunction, gated_functions};
-pub use sink::{
-    AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink, SyncHandle, dropped_path,
-    durable_mark_path,
-};
-pub use verify::{Failure, Keyring, Reason, Report, Verifier, VerifyError, verify};
 
 /// `#[requires_approval]`: see [its documentation](macro@requires_approval).
 pub use approval_macros::requires_approval;

@@ -7,10 +7,10 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use std::ops::Range;
 
-use crate::canonical::CanonicalJson;
 use crate::error::ApprovalError;
 use crate::gate::{Call, Confirmed, Gate};
 use crate::redact::Redact;
+use approval_audit::CanonicalJson;
 
 pub use inventory;
 pub use serde;
@@ -63,7 +63,7 @@ pub trait RecordableArg {
 
 impl<T: Serialize + ?Sized> RecordableArg for T {
     fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), crate::CanonicalError> {
-        crate::canonical::write_serialize(out, self)
+        approval_audit::canonical::write_serialize(out, self)
     }
 }
 
@@ -157,7 +157,7 @@ impl Args {
         let digest = self.gate.digest(canonical.as_str().as_bytes());
         let start = self.values.len();
         self.values.extend_from_slice(b"{\"redacted\":\"");
-        crate::canonical::write_hex(&mut self.values, &digest);
+        approval_audit::canonical::write_hex(&mut self.values, &digest);
         self.values.extend_from_slice(b"\"}");
         let middle = self.values.len();
         self.values.extend_from_slice(canonical.as_str().as_bytes());
@@ -213,7 +213,7 @@ impl Args {
     /// by name within a pattern's group. Names are unique in a signature;
     /// a clash (which the macro cannot produce) is refused, not merged.
     fn sort(&mut self) -> Result<(), ApprovalError> {
-        use crate::canonical::cmp_utf16;
+        use approval_audit::canonical::cmp_utf16;
         self.entries.sort_unstable_by(|a, b| {
             cmp_utf16(a.top(), b.top()).then_with(|| cmp_utf16(a.name, b.name))
         });
@@ -232,7 +232,7 @@ impl Args {
     /// The sorted entries as one canonical object, with redacted values in
     /// clear or as recorded.
     fn object(&self, clear: bool) -> CanonicalJson {
-        use crate::canonical::write_str;
+        use approval_audit::canonical::write_str;
         let mut out = Vec::with_capacity(self.values.len() + 16 * self.entries.len() + 2);
         out.push(b'{');
         let mut open_group: Option<&str> = None;
@@ -263,7 +263,7 @@ impl Args {
             out.push(b'}');
         }
         out.push(b'}');
-        CanonicalJson::from_canonical_bytes(out)
+        CanonicalJson::from_trusted_bytes(out)
     }
 }
 
@@ -367,7 +367,7 @@ mod tests {
             args
         };
         let call = collect().call("m::f".into(), "p", None, None).unwrap();
-        let digest = crate::chain::hex(&gate.digest(b"\"s3cret\""));
+        let digest = approval_audit::hex::encode(&gate.digest(b"\"s3cret\""));
         let recorded = json!({
             "zeta": 1, "(b, a)": {"b": "x\"y", "a": 2.5}, "token": {"redacted": digest},
             "Alpha": [{"z": 1, "y": null}], "é": "c",

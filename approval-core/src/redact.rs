@@ -1,6 +1,6 @@
 //! How a redacted argument is digested.
 
-use crate::canonical::CanonicalJson;
+use approval_audit::CanonicalJson;
 
 /// A value that can be an approval argument without being recorded: the
 /// audit record keeps only HMAC-SHA256, under the writer's digest key, of
@@ -31,8 +31,8 @@ pub trait Redact {
 impl Redact for str {
     fn canonical_form(&self) -> CanonicalJson {
         let mut out = Vec::with_capacity(self.len() + 2);
-        crate::canonical::write_str(&mut out, self);
-        CanonicalJson::from_canonical_bytes(out)
+        approval_audit::canonical::write_str(&mut out, self);
+        CanonicalJson::from_trusted_bytes(out)
     }
 }
 
@@ -46,9 +46,9 @@ impl Redact for [u8] {
     fn canonical_form(&self) -> CanonicalJson {
         let mut out = Vec::with_capacity(self.len() * 2 + 2);
         out.push(b'"');
-        crate::canonical::write_hex(&mut out, self);
+        approval_audit::canonical::write_hex(&mut out, self);
         out.push(b'"');
-        CanonicalJson::from_canonical_bytes(out)
+        CanonicalJson::from_trusted_bytes(out)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::record::Actor;
+use approval_audit::Actor;
 
 tokio::task_local! {
     static ACTOR: Actor;

@@ -11,9 +11,9 @@ use super::ballot_box::constant_time_eq;
 use super::policy::PolicyEntry;
 use super::request::ApprovalRequest;
 use super::table::Pending;
-use crate::canonical::CanonicalJson;
 use crate::error::ApprovalError;
-use crate::record::{Event, Outcome};
+use approval_audit::CanonicalJson;
+use approval_audit::{Event, Outcome};
 
 /// Proof that one call was approved, for exactly its arguments; only the
 /// gate makes one ([`Gate::approve`](super::Gate::approve),

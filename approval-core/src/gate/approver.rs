@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use super::GateInner;
 use super::notice::Notice;
 use super::request::{ApprovalRequest, Ballot, BallotOutcome};
-use crate::ApprovalError;
-use crate::record::RejectReason;
+use crate::error::{ApprovalError, ApproverError};
+use approval_audit::RejectReason;
 
 /// A channel through which people approve or deny requests: Slack, Teams,
 /// an HTTP API, a terminal, a ticket system.
@@ -50,18 +50,6 @@ pub trait Approver: Send + Sync + fmt::Debug {
     async fn notify(&self, _notice: &Notice) -> Result<(), ApproverError> {
         Ok(())
     }
-}
-
-/// Why an approver could not deliver a request.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ApproverError {
-    /// The channel could not be reached.
-    #[error("channel unreachable: {0}")]
-    Unreachable(String),
-    /// The channel refused the request (bad credentials, unknown channel).
-    #[error("channel refused the request: {0}")]
-    Refused(String),
 }
 
 /// Where an approver's channel reports votes.

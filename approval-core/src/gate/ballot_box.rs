@@ -11,8 +11,9 @@ use super::policy::Policy;
 use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
 use super::table::{Accepted, Pending};
 use super::{Forwarded, GateInner, lock};
-use crate::error::{ApprovalError, AuditError};
-use crate::record::{Event, PendingRecord, RejectReason, Reviewer, Vote};
+use crate::error::ApprovalError;
+use approval_audit::AuditError;
+use approval_audit::{Event, PendingRecord, RejectReason, Reviewer, Vote};
 
 /// What [`GateInner::admit`] found a vote to be.
 enum Admission {

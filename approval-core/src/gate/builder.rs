@@ -11,8 +11,8 @@ use super::outbox::{Outbox, Retry};
 use super::policy::{Policies, PolicyEntry};
 use super::table::Table;
 use super::{Approver, Coordinator, Directory, Gate, GateInner, Policy, PolicyFile};
-use crate::clock::Clock;
-use crate::sink::AuditSink;
+use approval_audit::AuditSink;
+use approval_audit::Clock;
 
 /// The longest timeout a policy may have: a deadline is a clock reading
 /// plus the timeout, and must stay one.
@@ -106,7 +106,7 @@ impl Gate {
             approvers: HashMap::new(),
             policies: Vec::new(),
             directory: Directory::new(),
-            clock: Arc::new(crate::clock::SystemClock),
+            clock: Arc::new(approval_audit::clock::SystemClock),
             recovery_margin: std::time::Duration::from_secs(3600),
             coordinator: None,
             runtime: None,

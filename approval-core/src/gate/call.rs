@@ -1,6 +1,6 @@
 //! One gated call, as the macro (or a caller by hand) describes it.
 
-use crate::canonical::CanonicalJson;
+use approval_audit::CanonicalJson;
 
 /// One gated call, as the macro (or a caller by hand) describes it.
 #[derive(Clone)]

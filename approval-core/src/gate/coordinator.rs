@@ -8,7 +8,9 @@ use async_trait::async_trait;
 
 use super::approver::Ballots;
 use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
-use crate::record::RejectReason;
+use approval_audit::RejectReason;
+
+use crate::error::CoordinatorError;
 
 /// What the shared store said of a decision this process reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,17 +40,6 @@ pub enum Forwarded {
     /// ([`Settled`](RejectReason::Settled)). This process records the
     /// refusal on its own chain.
     NotWaiting(RejectReason),
-}
-
-/// The shared store could not be asked: the call or vote it serves fails
-/// closed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("coordination: {what} failed: {cause}")]
-pub struct CoordinatorError {
-    /// What was being done.
-    pub what: &'static str,
-    /// The cause.
-    pub cause: String,
 }
 
 /// Lets gates in several processes share requests and votes (a database

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::record::Actor;
+use approval_audit::Actor;
 
 /// The form identities and names compare in: surrounding white space
 /// removed and letters lowercased. Channel ids are case-insensitive as

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::record::{Actor, RejectReason, Vote};
 use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
+use approval_audit::{Actor, RejectReason, Vote};
 
 fn sink() -> Arc<MemorySink> {
     let secret = WriterSecret::from_hex(&"33".repeat(32)).unwrap();
@@ -140,7 +140,7 @@ async fn a_policy_may_allow_unknown_principals_and_says_so_in_its_digest() {
     assert_eq!(records[0]["event"], "requested");
     assert_eq!(
         records[0]["policy_digest"],
-        crate::chain::hex(&open.digest())
+        approval_audit::hex::encode(&open.digest())
     );
     let alice = gate
         .cast(Ballot::new(

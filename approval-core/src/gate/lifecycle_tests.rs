@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::record::{Actor, Vote};
+use crate::error::ApproverError;
 use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
+use approval_audit::{Actor, Vote};
 
 fn sink() -> Arc<MemorySink> {
     let secret = WriterSecret::from_hex(&"22".repeat(32)).unwrap();

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{GateInner, NO_ACTOR, lock};
 use crate::error::ApprovalError;
-use crate::record::Actor;
+use approval_audit::Actor;
 
 /// Open requests per actor id.
 pub(crate) type Counts = Arc<Mutex<HashMap<Arc<str>, u32>>>;

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::approver::{Approver, ApproverError, Ballots};
+use super::approver::{Approver, Ballots};
 use super::request::{ApprovalRequest, Ballot};
-use crate::record::Vote;
+use crate::error::ApproverError;
+use approval_audit::Vote;
 
 type Rule = dyn Fn(&ApprovalRequest) -> Option<(Vote, Option<String>)> + Send + Sync;
 

@@ -48,11 +48,11 @@ use tracing::Instrument;
 
 pub use actor::{current_actor, with_actor, with_actor_sync};
 pub use approval::{Approval, Confirmed};
-pub use approver::{Approver, ApproverError, Ballots};
+pub use approver::{Approver, Ballots};
 pub use ballot_box::RefusalCounts;
 pub use builder::{ConfigError, GateBuilder};
 pub use call::Call;
-pub use coordinator::{Coordinator, CoordinatorError, Forwarded, Settlement};
+pub use coordinator::{Coordinator, Forwarded, Settlement};
 pub use directory::{Directory, normal_identity};
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
@@ -65,10 +65,10 @@ pub use submit::Ticket;
 pub use table::{RequestView, VoteView};
 pub use terminal::TerminalApprover;
 
-use crate::canonical::CanonicalJson;
-use crate::clock::Clock;
 use crate::error::ApprovalError;
-use crate::sink::AuditSink;
+use approval_audit::AuditSink;
+use approval_audit::CanonicalJson;
+use approval_audit::Clock;
 use background::Background;
 use deadline::Deadlines;
 use outbox::Outbox;

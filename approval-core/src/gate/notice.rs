@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::recover::Recovery;
 use super::request::{ApprovalRequest, Decision};
-use crate::record::{Reviewer, Vote};
+use approval_audit::{Reviewer, Vote};
 
 /// Something an approver hears about after it happened, through
 /// [`Approver::notify`](super::Approver::notify): to update a message,

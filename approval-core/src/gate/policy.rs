@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::CanonicalJson;
+use approval_audit::CanonicalJson;
 
 /// A policy, in the JSON shape its digest is taken over (and that policy
 /// files load into). Members at their defaults are left out of that

@@ -8,10 +8,10 @@ use serde::Deserialize;
 
 use super::table::{Accepted, Pending};
 use super::{ApprovalRequest, Approver, Decision, Gate, GateInner, NO_ACTOR, Notice, lock};
-use crate::canonical::CanonicalJson;
 use crate::error::ApprovalError;
-use crate::record::{Actor, ActorKind, Reviewer, Task, Vote};
-use crate::record::{Event, Outcome};
+use approval_audit::CanonicalJson;
+use approval_audit::{Actor, ActorKind, Reviewer, Task, Vote};
+use approval_audit::{Event, Outcome};
 
 /// What [`Gate::recover`] found and closed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -309,14 +309,14 @@ impl GateInner {
             .get(&r.policy)
             .ok_or_else(|| format!("policy {} is no longer configured", r.policy))?
             .clone();
-        if crate::hex::decode32(&r.policy_digest) != Some(entry.digest) {
+        if approval_audit::hex::decode32(&r.policy_digest) != Some(entry.digest) {
             return Err(format!(
                 "policy {} changed since it was asked for",
                 r.policy
             ));
         }
         let policy = entry.policy.clone();
-        let asked_at = crate::clock::parse_ts(r.ts.as_bytes()).ok_or("unreadable ts")?;
+        let asked_at = approval_audit::clock::parse_ts(r.ts.as_bytes()).ok_or("unreadable ts")?;
         let expires_at = asked_at + policy.timeout();
         let Ok(time_left) = expires_at.duration_since(self.clock.now()) else {
             return Ok(Reopened::Expired {
@@ -334,7 +334,7 @@ impl GateInner {
         });
         let request = Arc::new(ApprovalRequest {
             id: r.request_id,
-            binding: crate::hex::decode32(&r.binding).ok_or("unreadable binding")?,
+            binding: approval_audit::hex::decode32(&r.binding).ok_or("unreadable binding")?,
             earlier: Vec::new(),
             action: r.action,
             policy: policy.clone(),

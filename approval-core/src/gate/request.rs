@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::policy::Policy;
-use crate::canonical::CanonicalJson;
-use crate::record::{Actor, RejectReason, Reviewer, Vote};
+use approval_audit::CanonicalJson;
+use approval_audit::{Actor, RejectReason, Reviewer, Vote};
 
 /// One call waiting for approval, as every approver sees it. Facts the gate
 /// derived (`action`, `policy`, `actor`, `binding`) are kept apart from text

@@ -9,9 +9,10 @@ use super::limits::ActorSlot;
 use super::policy::PolicyEntry;
 use super::request::{self, ApprovalRequest, Decision};
 use super::table::Pending;
-use super::{ApproverError, Call, Gate, GateInner, NO_ACTOR};
+use super::{Call, Gate, GateInner, NO_ACTOR};
 use crate::error::ApprovalError;
-use crate::record::Actor;
+use crate::error::ApproverError;
+use approval_audit::Actor;
 
 /// A request built and ready to record.
 pub(crate) struct Prepared {
@@ -193,7 +194,7 @@ impl Gate {
             static NOBODY: std::sync::LazyLock<Actor> =
                 std::sync::LazyLock::new(|| Actor::new(NO_ACTOR));
             let actor = request.actor.as_ref().unwrap_or(&NOBODY);
-            crate::record::PendingRecord::requested(&crate::record::Requested {
+            approval_audit::PendingRecord::requested(&approval_audit::Requested {
                 request_id: &request.id,
                 action: &request.action,
                 policy: &entry.policy.name,

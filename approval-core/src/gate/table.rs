@@ -16,8 +16,9 @@ use super::notice::Notice;
 use super::policy::PolicyEntry;
 use super::request::{ApprovalRequest, Decision};
 use super::{GateInner, lock};
-use crate::error::{ApprovalError, AuditError};
-use crate::record::{PendingRecord, Reviewer, Vote};
+use crate::error::ApprovalError;
+use approval_audit::AuditError;
+use approval_audit::{PendingRecord, Reviewer, Vote};
 
 /// A request the gate holds, open or lately settled.
 #[derive(Debug)]

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::approver::{Approver, ApproverError, Ballots};
+use super::approver::{Approver, Ballots};
 use super::request::{ApprovalRequest, Ballot};
-use crate::record::Vote;
+use crate::error::ApproverError;
+use approval_audit::Vote;
 
 /// Shows each request on the controlling terminal (`/dev/tty`, not stdin
 /// or stdout, so the program's own I/O and the agent's cannot answer) and
@@ -179,7 +180,7 @@ pub(crate) fn render(request: &ApprovalRequest) -> String {
     }
     lines.push(format!(
         "Binding:   {}",
-        crate::chain::hex(&request.binding)
+        approval_audit::hex::encode(&request.binding)
     ));
     for earlier in &request.earlier {
         let outcome = match &earlier.decision {
@@ -310,7 +311,7 @@ mod line_start_tests {
     use super::render;
     use crate::CanonicalJson;
     use crate::gate::{ApprovalRequest, Policy};
-    use crate::record::Actor;
+    use approval_audit::Actor;
 
     #[test]
     fn agent_text_never_starts_a_line_of_the_terminal_s_request() {

@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::record::{Actor, Event, RejectReason, Reviewer, Vote};
+use crate::error::ApproverError;
 use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
+use approval_audit::{Actor, Event, RejectReason, Reviewer, Vote};
 
 fn sink() -> Arc<MemorySink> {
     let secret = WriterSecret::from_hex(&"11".repeat(32)).unwrap();
@@ -103,7 +104,7 @@ async fn an_approved_call_runs_once_and_is_recorded_in_order() {
     assert_eq!(requested["resource"], "warehouse/users");
     assert_eq!(
         requested["policy_digest"],
-        crate::chain::hex(&policy().digest())
+        approval_audit::hex::encode(&policy().digest())
     );
     assert_eq!(records[1].1["channel"], "mock");
     assert_eq!(
@@ -118,7 +119,10 @@ async fn an_approved_call_runs_once_and_is_recorded_in_order() {
     // The request the approver saw is the one recorded.
     let seen = &mock.requests()[0];
     assert_eq!(requested["request_id"], seen.id.as_str());
-    assert_eq!(requested["binding"], crate::chain::hex(&seen.binding));
+    assert_eq!(
+        requested["binding"],
+        approval_audit::hex::encode(&seen.binding)
+    );
     // All records share the request id.
     assert!(
         records

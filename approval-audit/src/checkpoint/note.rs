@@ -129,12 +129,12 @@ fn parse_key(text: &str) -> Option<KeyParts<'_>> {
 /// `<name>+<8 hex id>+<base64 of 0x01 || Ed25519 public key>`.
 ///
 /// ```
-/// use approval_core::checkpoint::VerifierKey;
+/// use approval_audit::checkpoint::VerifierKey;
 ///
 /// let key: VerifierKey = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW".parse()?;
 /// assert_eq!(key.name(), "PeterNeumann");
 /// assert_eq!(key.to_string(), "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW");
-/// # Ok::<(), approval_core::checkpoint::NoteError>(())
+/// # Ok::<(), approval_audit::checkpoint::NoteError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifierKey {
@@ -349,14 +349,14 @@ pub struct NoteSignature {
 /// A signed note, parsed: its text and its signature lines.
 ///
 /// ```
-/// use approval_core::checkpoint::{SignedNote, SigningKey};
+/// use approval_audit::checkpoint::{SignedNote, SigningKey};
 ///
 /// let key = SigningKey::generate("example.com/log")?;
 /// let signed = key.sign("hello\n")?;
 /// let note = SignedNote::parse(signed.as_bytes())?;
 /// assert_eq!(note.text(), "hello\n");
 /// assert_eq!(note.verify(&[key.verifier()])?.name(), "example.com/log");
-/// # Ok::<(), approval_core::checkpoint::NoteError>(())
+/// # Ok::<(), approval_audit::checkpoint::NoteError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct SignedNote {

@@ -12,7 +12,7 @@ use crate::key::KeyId;
 /// Who asks: the agent, pipeline or person on whose call a request is made.
 ///
 /// ```
-/// use approval_core::{Actor, ActorKind};
+/// use approval_audit::{Actor, ActorKind};
 ///
 /// let actor = Actor::new("agent-7")
 ///     .kind(ActorKind::Agent)
@@ -120,7 +120,7 @@ impl ActorKind {
     /// The kind the audit log's word names, if one.
     ///
     /// ```
-    /// use approval_core::ActorKind;
+    /// use approval_audit::ActorKind;
     /// assert_eq!(ActorKind::from_word("agent"), Some(ActorKind::Agent));
     /// assert_eq!(ActorKind::from_word("robot"), None);
     /// ```
@@ -264,7 +264,7 @@ impl RejectReason {
     /// The reason named by its word in the audit log ([`as_str`](Self::as_str)).
     ///
     /// ```
-    /// use approval_core::RejectReason;
+    /// use approval_audit::RejectReason;
     ///
     /// assert_eq!(RejectReason::parse("settled"), Some(RejectReason::Settled));
     /// assert_eq!(RejectReason::parse("nonsense"), None);
@@ -564,22 +564,34 @@ impl Event {
 /// The members of a `requested` record, borrowed: the gate writes it from
 /// its request without copying anything.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Requested<'a> {
-    pub(crate) request_id: &'a str,
-    pub(crate) action: &'a str,
-    pub(crate) policy: &'a str,
-    pub(crate) policy_digest: &'a [u8; 32],
-    pub(crate) args: &'a CanonicalJson,
-    pub(crate) skipped: &'a [String],
-    pub(crate) binding: &'a [u8; 32],
-    pub(crate) actor: &'a Actor,
-    pub(crate) resource: Option<&'a str>,
-    pub(crate) reason: Option<&'a str>,
-    pub(crate) deferred: bool,
+pub struct Requested<'a> {
+    /// The request's id.
+    pub request_id: &'a str,
+    /// The gated function's path.
+    pub action: &'a str,
+    /// The policy's name.
+    pub policy: &'a str,
+    /// SHA-256 of the policy's canonical form.
+    pub policy_digest: &'a [u8; 32],
+    /// The recorded arguments (redacted ones as digests).
+    pub args: &'a CanonicalJson,
+    /// Arguments left out of the record and the binding.
+    pub skipped: &'a [String],
+    /// What an approval is bound to (see `ChainWriter::binding`).
+    pub binding: &'a [u8; 32],
+    /// Who asked, for whom.
+    pub actor: &'a Actor,
+    /// The system acted on, if named.
+    pub resource: Option<&'a str>,
+    /// The agent's stated reason, if any.
+    pub reason: Option<&'a str>,
+    /// Whether the caller comes back later rather than waiting.
+    pub deferred: bool,
 }
 
 /// An event's own members in canonical form, waiting for the chain to add
-/// its members and seal it. Only [`Event::to_pending`] makes one, so a sink
+/// its members and seal it. Only [`Event::to_pending`] and the typed
+/// constructors below make one (each for its own event), so a sink
 /// cannot inject members of its own.
 #[derive(Debug, Clone)]
 pub struct PendingRecord {
@@ -604,7 +616,7 @@ impl PendingRecord {
     }
 
     /// A `requested` record from borrowed members.
-    pub(crate) fn requested(e: &Requested<'_>) -> Result<Self, CanonicalError> {
+    pub fn requested(e: &Requested<'_>) -> Result<Self, CanonicalError> {
         if !e.args.is_object() {
             return Err(CanonicalError::NotCanonical);
         }
@@ -631,7 +643,7 @@ impl PendingRecord {
     }
 
     /// A `reviewed` record from borrowed members.
-    pub(crate) fn reviewed(
+    pub fn reviewed(
         request_id: &str,
         reviewer: &Reviewer,
         vote: Vote,
@@ -648,7 +660,7 @@ impl PendingRecord {
     }
 
     /// An `approved` or `denied` record (`event`) from borrowed members.
-    pub(crate) fn decided(
+    pub fn decided(
         event: &'static str,
         request_id: &str,
         policy: &str,
@@ -664,7 +676,7 @@ impl PendingRecord {
     }
 
     /// An `expired` record from borrowed members.
-    pub(crate) fn expired(
+    pub fn expired(
         request_id: &str,
         policy: &str,
         timeout_ms: u64,
@@ -677,7 +689,7 @@ impl PendingRecord {
     }
 
     /// A `cancelled` record from borrowed members.
-    pub(crate) fn cancelled(request_id: &str, why: &str) -> Self {
+    pub fn cancelled(request_id: &str, why: &str) -> Self {
         let mut r = Self::new("cancelled");
         r.str("request_id", request_id).str("why", why);
         r

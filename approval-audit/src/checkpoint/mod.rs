@@ -3,6 +3,8 @@
 //! signed as a C2SP `signed-note` with Ed25519. Anyone holding the public
 //! key can check that a log was neither cut off nor rewritten.
 
+#[cfg(feature = "http-publisher")]
+mod http;
 mod merkle;
 mod note;
 mod proof;
@@ -14,6 +16,8 @@ mod tests;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+#[cfg(feature = "http-publisher")]
+pub use http::HttpPublisher;
 pub use merkle::{
     Hash, MerkleFrontier, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash,
     root, verify_consistency, verify_inclusion,
@@ -22,15 +26,14 @@ pub use note::{NoteError, NoteSignature, SignedNote, SigningKey, VerifierKey};
 pub use proof::{InclusionRecord, ProofDocument, ProofError};
 pub(crate) use writer::{Cadence, Signer, resume};
 pub use writer::{
-    CheckpointPublisher, CheckpointStatus, Checkpointing, DirectoryPublisher, HttpPublisher,
-    checkpoint_path,
+    CheckpointPublisher, CheckpointStatus, Checkpointing, DirectoryPublisher, checkpoint_path,
 };
 
 /// What a checkpoint commits to: the first `size` records of the log named
 /// `origin` have the Merkle root `root`.
 ///
 /// ```
-/// use approval_core::checkpoint::{Checkpoint, SigningKey, empty_root};
+/// use approval_audit::checkpoint::{Checkpoint, SigningKey, empty_root};
 ///
 /// let key = SigningKey::generate("example.com/approvals")?;
 /// let checkpoint = Checkpoint::new("example.com/approvals", 0, empty_root());
@@ -224,7 +227,7 @@ pub enum Coverage {
 /// A sentence for people: `the signed checkpoint covers all 7 records`.
 ///
 /// ```
-/// use approval_core::checkpoint::Coverage;
+/// use approval_audit::checkpoint::Coverage;
 ///
 /// let seen = Coverage::Truncated { records: 5, signed: 7 };
 /// assert_eq!(seen.to_string(), "the log is cut off: it has 5 records, the checkpoint signs 7");
@@ -256,7 +259,7 @@ impl std::fmt::Display for Coverage {
 /// newline is not a record (the log is cut off inside it).
 ///
 /// ```
-/// use approval_core::checkpoint::{Checkpoint, Coverage, check_log, leaf_hash, node_hash};
+/// use approval_audit::checkpoint::{Checkpoint, Coverage, check_log, leaf_hash, node_hash};
 ///
 /// let root = node_hash(&leaf_hash(b"{\"a\":1}"), &leaf_hash(b"{\"b\":2}"));
 /// let checkpoint = Checkpoint::new("example.com/log", 2, root);

@@ -11,7 +11,7 @@ use super::write::{write_data_i64, write_data_u64, write_f64, write_str, write_v
 /// Appends the canonical form of `value`. NaN and infinities are refused
 /// (`serde_json` alone would write them as `null`); on error nothing is
 /// appended.
-pub(crate) fn write_serialize<T: Serialize + ?Sized>(
+pub fn write_serialize<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
 ) -> Result<(), CanonicalError> {

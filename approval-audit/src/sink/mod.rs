@@ -36,7 +36,7 @@ use crate::record::{Event, PendingRecord};
 ///
 /// ```
 /// use std::sync::Arc;
-/// use approval_core::{AuditSink, ChainWriter, Event, KeyId, MemorySink, WriterSecret};
+/// use approval_audit::{AuditSink, ChainWriter, Event, KeyId, MemorySink, WriterSecret};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

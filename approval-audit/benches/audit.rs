@@ -1,8 +1,8 @@
 //! Audit chain benchmarks, each beside its floor measured in the same run.
 //!
 //! ```text
-//! cargo bench -p approval-core --bench audit            # all
-//! cargo bench -p approval-core --bench audit -- verify  # one: verify | append | jsonl | tree | checkpoint
+//! cargo bench -p approval-audit --bench audit            # all
+//! cargo bench -p approval-audit --bench audit -- verify  # one: verify | append | jsonl | tree | checkpoint
 //! ```
 //!
 //! A plain bench binary rather than criterion: the figures asked for are
@@ -18,7 +18,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use approval_core::{
+use approval_audit::{
     Actor, ActorKind, AuditSink, CanonicalJson, ChainHead, ChainWriter, Event, JsonlFileSink,
     KeyId, Keyring, MemorySink, Outcome, Reviewer, Verifier, Vote, WriterSecret,
 };
@@ -157,7 +157,7 @@ fn bench_verify() {
 /// merges per record, against the record's HMAC (the chain's own cost per
 /// record), over the same lines.
 fn bench_tree() {
-    use approval_core::checkpoint::{MerkleFrontier, leaf_hash};
+    use approval_audit::checkpoint::{MerkleFrontier, leaf_hash};
     const RECORDS: u64 = 200_000;
     let log = make_log(RECORDS);
     let lines = lines_of(&log);
@@ -182,7 +182,7 @@ fn bench_tree() {
 /// Checking a 1,000,000-record log against a checkpoint of it, against raw
 /// SHA-256 over the same bytes (one thread), in the same run.
 fn bench_checkpoint() {
-    use approval_core::checkpoint::{Checkpoint, Coverage, check_log, leaf_hashes, root};
+    use approval_audit::checkpoint::{Checkpoint, Coverage, check_log, leaf_hashes, root};
     const RECORDS: u64 = 1_000_000;
     let log = make_log(RECORDS);
     let lines = lines_of(&log);

@@ -128,7 +128,7 @@ struct Keys {
 /// and the clock for `ts`.
 ///
 /// ```
-/// use approval_core::{ChainHead, ChainWriter, Event, KeyId, WriterSecret};
+/// use approval_audit::{ChainHead, ChainWriter, Event, KeyId, WriterSecret};
 ///
 /// let writer = ChainWriter::new(KeyId::new("k1")?, &WriterSecret::generate()?);
 /// let mut head = ChainHead::genesis();
@@ -204,7 +204,7 @@ impl ChainWriter {
     /// unredacted arguments. What a vote is bound to.
     ///
     /// ```
-    /// use approval_core::{CanonicalJson, ChainWriter, KeyId, WriterSecret};
+    /// use approval_audit::{CanonicalJson, ChainWriter, KeyId, WriterSecret};
     ///
     /// let writer = ChainWriter::new(KeyId::new("k1")?, &WriterSecret::generate()?);
     /// let args = CanonicalJson::from_serialize(&serde_json::json!({"table": "users"}))?;

@@ -10,7 +10,7 @@ pub type Hash = [u8; 32];
 /// The hash of a leaf: SHA-256(`0x00` || `data`).
 ///
 /// ```
-/// use approval_core::checkpoint::leaf_hash;
+/// use approval_audit::checkpoint::leaf_hash;
 ///
 /// // RFC 6962's empty leaf, as Certificate Transparency's tests know it.
 /// assert_eq!(
@@ -51,7 +51,7 @@ fn finish(context: Context) -> Hash {
 /// memory is O(log n).
 ///
 /// ```
-/// use approval_core::checkpoint::{MerkleFrontier, leaf_hash, node_hash};
+/// use approval_audit::checkpoint::{MerkleFrontier, leaf_hash, node_hash};
 ///
 /// let mut tree = MerkleFrontier::new();
 /// tree.push(leaf_hash(b"a"));

@@ -78,7 +78,7 @@ pub trait SyncHandle: Send + 'static {
 ///
 /// ```
 /// use std::path::Path;
-/// let mark = approval_core::durable_mark_path(Path::new("/var/log/audit.jsonl"));
+/// let mark = approval_audit::durable_mark_path(Path::new("/var/log/audit.jsonl"));
 /// assert_eq!(mark, Path::new("/var/log/audit.jsonl.durable"));
 /// ```
 pub fn durable_mark_path(log: &Path) -> PathBuf {

@@ -6,7 +6,7 @@
 /// `bytes` as lowercase hex.
 ///
 /// ```
-/// assert_eq!(approval_core::hex::encode(&[0x0f, 0xa0]), "0fa0");
+/// assert_eq!(approval_audit::hex::encode(&[0x0f, 0xa0]), "0fa0");
 /// ```
 pub fn encode(bytes: &[u8]) -> String {
     crate::chain::hex(bytes)
@@ -15,7 +15,7 @@ pub fn encode(bytes: &[u8]) -> String {
 /// Exactly 64 lowercase hex digits as 32 bytes; anything else is `None`.
 ///
 /// ```
-/// use approval_core::hex::{decode32, encode};
+/// use approval_audit::hex::{decode32, encode};
 ///
 /// let digest = [0xabu8; 32];
 /// assert_eq!(decode32(&encode(&digest)), Some(digest));

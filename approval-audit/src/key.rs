@@ -23,12 +23,12 @@ const DIGEST_KEY_LABEL: &[u8] = b"approval-audit/v1/digest";
 /// The name of a key in a keyring: 1 to 64 characters from `A-Z a-z 0-9 . _ -`.
 ///
 /// ```
-/// use approval_core::KeyId;
+/// use approval_audit::KeyId;
 ///
 /// let id: KeyId = "audit-2026".parse()?;
 /// assert_eq!(id.as_str(), "audit-2026");
 /// assert!("has space".parse::<KeyId>().is_err());
-/// # Ok::<(), approval_core::KeyError>(())
+/// # Ok::<(), approval_audit::KeyError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 // Shared: the chain head names its key on every record it seals.
@@ -193,11 +193,11 @@ fn hex_nibble(d: u8) -> Option<u8> {
 /// process holds.
 ///
 /// ```
-/// use approval_core::WriterSecret;
+/// use approval_audit::WriterSecret;
 ///
 /// let secret = WriterSecret::generate()?;
 /// assert_eq!(format!("{secret:?}"), "WriterSecret([REDACTED])");
-/// # Ok::<(), approval_core::KeyError>(())
+/// # Ok::<(), approval_audit::KeyError>(())
 /// ```
 pub struct WriterSecret(KeyBytes);
 
@@ -275,7 +275,7 @@ impl RecordKey {
     /// Reads a verification key file.
     ///
     /// ```
-    /// use approval_core::{KeyError, RecordKey};
+    /// use approval_audit::{KeyError, RecordKey};
     ///
     /// let dir = tempfile::tempdir()?;
     /// let path = dir.path().join("audit.key.verify");

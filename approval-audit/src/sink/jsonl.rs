@@ -67,7 +67,7 @@ const TAIL_CHUNK: usize = 64 * 1024;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use approval_core::{AuditSink, ChainWriter, Event, JsonlFileSink, KeyId, WriterSecret};
+/// use approval_audit::{AuditSink, ChainWriter, Event, JsonlFileSink, KeyId, WriterSecret};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -161,8 +161,8 @@ impl JsonlFileSink {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use approval_core::checkpoint::{Checkpoint, Checkpointing, SigningKey, checkpoint_path};
-    /// use approval_core::{AuditSink, ChainWriter, Event, JsonlFileSink, KeyId, WriterSecret};
+    /// use approval_audit::checkpoint::{Checkpoint, Checkpointing, SigningKey, checkpoint_path};
+    /// use approval_audit::{AuditSink, ChainWriter, Event, JsonlFileSink, KeyId, WriterSecret};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -783,7 +783,7 @@ fn broken_error(shared: &Shared) -> AuditError {
 ///
 /// ```
 /// use std::path::Path;
-/// let copy = approval_core::dropped_path(Path::new("audit.jsonl"), 7);
+/// let copy = approval_audit::dropped_path(Path::new("audit.jsonl"), 7);
 /// assert_eq!(copy, Path::new("audit.jsonl.dropped-7"));
 /// ```
 pub fn dropped_path(log: &Path, seq: u64) -> PathBuf {

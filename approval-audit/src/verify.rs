@@ -149,7 +149,7 @@ pub enum VerifyError {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use approval_core::{verify, AuditSink, ChainWriter, Event, KeyId, Keyring, MemorySink, WriterSecret};
+/// use approval_audit::{verify, AuditSink, ChainWriter, Event, KeyId, Keyring, MemorySink, WriterSecret};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -20,7 +20,7 @@ pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// JCS escapes `"` and `\`, writes U+0008, U+0009, U+000A, U+000C and U+000D
 /// as `\b \t \n \f \r`, every other control character below U+0020 as
 /// `\u00xx` with lowercase hex, and everything else as literal UTF-8.
-pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let mut rest = s.as_bytes();
     while let Some(i) = find_special(rest) {
@@ -49,7 +49,7 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends lowercase hex of `bytes`.
-pub(crate) fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     let start = out.len();
     out.resize(start + 2 * bytes.len(), 0);
     hex_into(&mut out[start..], bytes);
@@ -193,7 +193,7 @@ pub(crate) fn write_object(
 }
 
 /// Orders strings by their UTF-16 code units, as RFC 8785 sorts members.
-pub(crate) fn cmp_utf16(a: &str, b: &str) -> Ordering {
+pub fn cmp_utf16(a: &str, b: &str) -> Ordering {
     if a.is_ascii() && b.is_ascii() {
         return a.as_bytes().cmp(b.as_bytes());
     }

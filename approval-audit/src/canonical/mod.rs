@@ -23,11 +23,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub(crate) use check::{Fault, check_object, check_value, decode_str};
-pub(crate) use serialize::write_serialize;
+pub use serialize::write_serialize;
 pub(crate) use write::{
-    MAX_SAFE_INTEGER, Member, Members, cmp_utf16, hex_into, prefix, write_array, write_hex,
-    write_str, write_u64,
+    MAX_SAFE_INTEGER, Member, Members, hex_into, prefix, write_array, write_u64,
 };
+pub use write::{cmp_utf16, write_hex, write_str};
 
 /// Why a value has no canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,13 +57,13 @@ pub enum CanonicalError {
 /// AUDIT-FORMAT.md requires, since JCS would otherwise round them.
 ///
 /// ```
-/// use approval_core::CanonicalJson;
+/// use approval_audit::CanonicalJson;
 ///
 /// let json = CanonicalJson::from_serialize(&serde_json::json!({
 ///     "rows": 1e21, "table": "users", "id": 9007199254740993u64, "a": -0.0,
 /// }))?;
 /// assert_eq!(json.as_str(), r#"{"a":0,"id":"9007199254740993","rows":1e+21,"table":"users"}"#);
-/// # Ok::<(), approval_core::CanonicalError>(())
+/// # Ok::<(), approval_audit::CanonicalError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CanonicalJson(Box<str>);
@@ -89,7 +89,7 @@ impl CanonicalJson {
     /// Accepts `text` only if it is already canonical JSON.
     ///
     /// ```
-    /// use approval_core::CanonicalJson;
+    /// use approval_audit::CanonicalJson;
     ///
     /// assert!(CanonicalJson::parse(r#"{"a":1,"b":[true,null]}"#).is_ok());
     /// assert!(CanonicalJson::parse(r#"{"b":1,"a":2}"#).is_err());
@@ -108,6 +108,19 @@ impl CanonicalJson {
     /// Whether this is a JSON object.
     pub fn is_object(&self) -> bool {
         self.0.starts_with('{')
+    }
+
+    /// For `approval-core`, which assembles arguments from canonical pieces
+    /// ([`write_str`], [`write_hex`], [`write_serialize`]) in the hot path:
+    /// the caller guarantees `bytes` are canonical JSON. Debug builds (every
+    /// test) check it; anyone else should use [`parse`](Self::parse).
+    #[doc(hidden)]
+    pub fn from_trusted_bytes(bytes: Vec<u8>) -> Self {
+        debug_assert!(
+            check_value(&bytes).is_ok(),
+            "trusted canonical bytes are not canonical"
+        );
+        Self::from_canonical_bytes(bytes)
     }
 
     pub(crate) fn from_canonical_bytes(bytes: Vec<u8>) -> Self {

@@ -27,7 +27,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use approval_core::clock::from_unix_seconds;
+/// use approval_audit::clock::from_unix_seconds;
 ///
 /// assert_eq!(from_unix_seconds(60), Some(UNIX_EPOCH + Duration::from_secs(60)));
 /// assert_eq!(from_unix_seconds(u64::MAX), None);
@@ -42,7 +42,7 @@ pub fn from_unix_seconds(seconds: u64) -> Option<SystemTime> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use approval_core::clock::retry_after;
+/// use approval_audit::clock::retry_after;
 ///
 /// assert_eq!(retry_after(" 30 "), Some(Duration::from_secs(30)));
 /// assert_eq!(retry_after("18446744073709551615"), Some(Duration::from_secs(u64::MAX)));
@@ -57,7 +57,7 @@ pub fn retry_after(value: &str) -> Option<Duration> {
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use approval_core::{Clock, ManualClock};
+/// use approval_audit::{Clock, ManualClock};
 ///
 /// let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_764_000_000));
 /// clock.advance(Duration::from_millis(5));
@@ -131,7 +131,7 @@ pub(crate) fn format_ts(time: SystemTime) -> Result<[u8; 24], ClockOutOfRange> {
 }
 
 /// Reads a `ts` as [`format_ts`] writes it; `None` for anything else.
-pub(crate) fn parse_ts(text: &[u8]) -> Option<SystemTime> {
+pub fn parse_ts(text: &[u8]) -> Option<SystemTime> {
     let text: &[u8; 24] = text.try_into().ok()?;
     if &text[4..5] != b"-"
         || &text[7..8] != b"-"

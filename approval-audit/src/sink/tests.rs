@@ -1066,8 +1066,10 @@ mod checkpoints {
     /// A witness on 127.0.0.1 that answers 503 to its first `failures`
     /// requests and 200 after; it keeps (path, content type, body) of each.
     /// What the fake witness saw of each request: path, content type, body.
+    #[cfg(feature = "http-publisher")]
     type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
 
+    #[cfg(feature = "http-publisher")]
     fn fake_witness(failures: usize) -> (String, Seen) {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1115,6 +1117,7 @@ mod checkpoints {
         (url, seen)
     }
 
+    #[cfg(feature = "http-publisher")]
     #[test]
     fn the_http_publisher_posts_each_checkpoint_and_retries_a_witness_that_is_down() {
         use crate::checkpoint::HttpPublisher;
@@ -1149,6 +1152,7 @@ mod checkpoints {
         drop(sink);
     }
 
+    #[cfg(feature = "http-publisher")]
     #[test]
     fn a_witness_nobody_answers_is_reported_and_never_holds_up_appends() {
         use crate::checkpoint::HttpPublisher;

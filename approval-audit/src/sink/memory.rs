@@ -90,8 +90,8 @@ impl MemorySink {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use approval_core::checkpoint::{Coverage, check_log};
-    /// use approval_core::{AuditSink, ChainWriter, Event, KeyId, MemorySink, WriterSecret};
+    /// use approval_audit::checkpoint::{Coverage, check_log};
+    /// use approval_audit::{AuditSink, ChainWriter, Event, KeyId, MemorySink, WriterSecret};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
