@@ -130,7 +130,17 @@ pub(crate) fn format_ts(time: SystemTime) -> Result<[u8; 24], ClockOutOfRange> {
     Ok(out)
 }
 
-/// Reads a `ts` as [`format_ts`] writes it; `None` for anything else.
+/// Reads a `ts` as the records write it (`2026-01-01T00:00:00.000Z`);
+/// `None` for anything else.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use approval_audit::clock::parse_ts;
+///
+/// let t = parse_ts(b"1970-01-01T00:00:01.500Z").unwrap();
+/// assert_eq!(t, UNIX_EPOCH + Duration::from_millis(1500));
+/// assert!(parse_ts(b"1970-01-01 00:00:01").is_none());
+/// ```
 pub fn parse_ts(text: &[u8]) -> Option<SystemTime> {
     let text: &[u8; 24] = text.try_into().ok()?;
     if &text[4..5] != b"-"
