@@ -18,8 +18,8 @@ use crate::canonical::{self, CanonicalJson, Fault, Member, decode_str};
 use crate::clock::{Clock, SystemClock, format_ts};
 use crate::error::AuditError;
 use crate::key::{DigestKey, KeyId, RecordKey, WriterSecret};
+use crate::reason::Reason;
 use crate::record::PendingRecord;
-use crate::verify::Reason;
 
 /// Where the chain stands: the next record's `seq`, the `mac` it links to,
 /// and the key it is sealed with. Made only by [`ChainHead::genesis`] and

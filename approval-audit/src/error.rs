@@ -44,7 +44,7 @@ pub enum AuditError {
         /// Where the first failing line begins, in bytes.
         offset: u64,
         /// Why it fails.
-        reason: crate::verify::Reason,
+        reason: crate::reason::Reason,
     },
     /// Another writer holds the log.
     #[error("audit log {path} is locked by another writer; a log has exactly one writer process")]

@@ -67,6 +67,7 @@ mod error;
 mod finite;
 pub mod hex;
 mod key;
+mod reason;
 mod record;
 mod sink;
 mod verify;

@@ -432,7 +432,7 @@ pub enum Event {
         dropped_lines: u64,
         /// Why the first removed line failed (written as `fault`); `None`
         /// when only a torn last line was removed.
-        fault: Option<crate::verify::Reason>,
+        fault: Option<crate::reason::Reason>,
     },
 }
 
@@ -551,7 +551,7 @@ impl Event {
             } => {
                 r.int("dropped_bytes", *dropped_bytes)?
                     .hex("dropped_sha256", dropped_sha256)
-                    .opt_str("fault", fault.map(crate::verify::Reason::as_str));
+                    .opt_str("fault", fault.map(crate::reason::Reason::as_str));
                 if *dropped_lines > 0 {
                     r.int("dropped_lines", *dropped_lines)?;
                 }

@@ -2,7 +2,6 @@
 //! names and signatures change without notice.
 
 use std::future::Future;
-use std::sync::OnceLock;
 
 use serde::Serialize;
 use std::ops::Range;
@@ -17,37 +16,10 @@ pub use serde;
 
 pub use crate::registry::GatedFunction;
 
-static GLOBAL: OnceLock<Gate> = OnceLock::new();
-
-tokio::task_local! {
-    static SCOPED: Gate;
-}
-
-/// Installs the gate gated functions use when none is named or scoped.
-pub(crate) fn install_global(gate: Gate) -> Result<(), Gate> {
-    GLOBAL.set(gate)
-}
-
-// Not an `async fn`: its state machine would hold `future` twice (as the
-// argument and inside the awaited scope), doubling a waiting call's size.
-pub(crate) fn scope<F: Future>(gate: Gate, future: F) -> impl Future<Output = F::Output> {
-    SCOPED.scope(gate, future)
-}
-
-pub(crate) fn sync_scope<R>(gate: Gate, f: impl FnOnce() -> R) -> R {
-    SCOPED.sync_scope(gate, f)
-}
-
 /// The gate for a call: the one named in the attribute, else the scoped
 /// one, else the global one.
 pub fn resolve_gate(named: Option<&Gate>) -> Result<Gate, ApprovalError> {
-    if let Some(gate) = named {
-        return Ok(gate.clone());
-    }
-    if let Ok(gate) = SCOPED.try_with(Gate::clone) {
-        return Ok(gate);
-    }
-    GLOBAL.get().cloned().ok_or(ApprovalError::NoGate)
+    crate::gate::ambient_gate(named)
 }
 
 /// Proves at compile time that a parameter can be recorded.

@@ -219,18 +219,11 @@ fn error(status: StatusCode, error: &str) -> Response {
     )
 }
 
-/// The reviewer the request's bearer token names.
-pub(crate) fn bearer<'a>(approver: &'a ApiApprover, headers: &HeaderMap) -> Option<&'a str> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    approver.tokens.authenticate(authorization)
-}
-
 /// The reviewer a request comes from: by bearer token, or by the
 /// console's session cookie (with its CSRF token for a `change`).
 fn reviewer(approver: &ApiApprover, headers: &HeaderMap, change: bool) -> Option<String> {
-    bearer(approver, headers)
+    approver
+        .bearer(headers)
         .map(str::to_owned)
         .or_else(|| approver.sessions.reviewer(headers, change))
 }

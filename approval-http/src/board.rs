@@ -9,7 +9,10 @@ use approval_core::{
 };
 use async_trait::async_trait;
 
-use crate::console::{Audit, Sessions};
+use axum::http::{HeaderMap, header};
+
+use crate::chain_status::Audit;
+use crate::session::Sessions;
 use crate::tokens::ReviewerTokens;
 
 /// How many settled requests the API keeps for its history.
@@ -176,6 +179,14 @@ impl Approver for ApiApprover {
 }
 
 impl ApiApprover {
+    /// The reviewer the request's bearer token names.
+    pub(crate) fn bearer(&self, headers: &HeaderMap) -> Option<&str> {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.tokens.authenticate(authorization)
+    }
+
     fn settle(&self, request: &Arc<ApprovalRequest>, decision: &Decision) {
         let mut board = lock(&self.board);
         let mut entry = board.pending.remove(&request.id).unwrap_or_else(|| Entry {

@@ -15,8 +15,10 @@
 pub mod api;
 mod board;
 pub mod callback;
+mod chain_status;
 mod console;
 mod document;
+mod session;
 mod signature;
 mod tokens;
 mod vote;

@@ -15,10 +15,10 @@ use tokio::sync::oneshot;
 use crate::chain::{ChainHead, ChainWriter, LineFault, Receipt};
 use crate::checkpoint::{Cadence, Checkpoint, CheckpointStatus, Checkpointing, Signer};
 use crate::error::AuditError;
+use crate::reason::Reason;
 use crate::record::{Event, PendingRecord};
 use crate::sink::AuditSink;
 use crate::sink::file::{FsLogFile, LogFile, LogSource, SyncHandle};
-use crate::verify::Reason;
 
 /// How many callers' records one write and one `fdatasync` may carry.
 const MAX_GROUP: usize = 4096;

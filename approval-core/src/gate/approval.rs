@@ -6,11 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use subtle::ConstantTimeEq;
+
 use super::GateInner;
-use super::ballot_box::constant_time_eq;
 use super::policy::PolicyEntry;
 use super::request::ApprovalRequest;
-use super::table::Pending;
 use crate::error::ApprovalError;
 use approval_audit::CanonicalJson;
 use approval_audit::{Event, Outcome};
@@ -30,12 +30,17 @@ pub struct Approval {
 }
 
 impl Approval {
-    pub(crate) fn new(gate: Arc<GateInner>, pending: &Pending) -> Self {
+    pub(crate) fn new(
+        gate: Arc<GateInner>,
+        request: Arc<ApprovalRequest>,
+        entry: Arc<PolicyEntry>,
+        binds_recorded: bool,
+    ) -> Self {
         Self {
             gate,
-            request: pending.request.clone(),
-            entry: pending.entry.clone(),
-            binds_recorded: pending.binds_recorded,
+            request,
+            entry,
+            binds_recorded,
         }
     }
 
@@ -54,10 +59,8 @@ impl Approval {
             true
         } else {
             let writer = self.gate.sink.chain_writer();
-            constant_time_eq(
-                &writer.binding(&self.request.action, args),
-                &self.request.binding,
-            )
+            let binding = writer.binding(&self.request.action, args);
+            bool::from(binding.ct_eq(&self.request.binding))
         };
         if unchanged {
             return Ok(Confirmed { approval: self });

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use subtle::ConstantTimeEq;
+
 use super::directory::normal_identity;
 use super::notice::Notice;
 use super::policy::Policy;
@@ -141,7 +143,7 @@ impl GateInner {
         if lock(&pending.state).decision.is_some() {
             return Err(RejectReason::Settled);
         }
-        if !constant_time_eq(&ballot.binding, &request.binding) {
+        if !bool::from(ballot.binding.ct_eq(&request.binding)) {
             return Err(RejectReason::WrongBinding);
         }
         self.eligibility(
@@ -387,9 +389,4 @@ fn decide(
             reviewers: approvals().map(|v| v.reviewer.clone()).collect(),
         }
     })
-}
-
-pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.ct_eq(b).into()
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::background::Background;
-use super::deadline::{self, Deadlines};
+use super::deadline::Deadlines;
 use super::limits;
 use super::outbox::{Outbox, Retry};
 use super::policy::{Policies, PolicyEntry};
-use super::table::Table;
+use super::table::{self, Table};
 use super::{Approver, Coordinator, Directory, Gate, GateInner, Policy, PolicyFile};
 use approval_audit::AuditSink;
 use approval_audit::Clock;
@@ -281,7 +281,7 @@ impl GateBuilder {
         };
         gate.inner
             .background
-            .spawn(deadline::run(Arc::downgrade(&gate.inner), deadlines));
+            .spawn(table::expiry_timer(Arc::downgrade(&gate.inner), deadlines));
         for (route, approver) in &gate.inner.approvers {
             approver.attach(gate.ballots_for(route));
         }

@@ -2,46 +2,54 @@
 //! `expired` is recorded then, whether or not anyone waits for it.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::table::Pending;
-use super::{GateInner, lock};
-use crate::gate::request::Decision;
+use super::lock;
 
 /// A request's place in the timer.
 pub(crate) type Key = (Instant, u64);
 
-/// Open requests by deadline.
-#[derive(Debug, Default)]
-pub(crate) struct Deadlines {
-    queue: Mutex<Queue>,
+/// Open requests (`T`, held weakly) by deadline.
+#[derive(Debug)]
+pub(crate) struct Deadlines<T> {
+    queue: Mutex<Queue<T>>,
     seq: AtomicU64,
     /// Woken when an earlier deadline comes in, or the gate is dropped.
     wake: Notify,
     closed: AtomicBool,
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    by_deadline: BTreeMap<Key, Weak<Pending>>,
+#[derive(Debug)]
+struct Queue<T> {
+    by_deadline: BTreeMap<Key, Weak<T>>,
     /// When the timer task wakes next; `None` while it waits for work.
     /// A new deadline wakes it only when it is earlier than this, so a
     /// stream of requests with the same timeout costs no wake-ups.
     wakes_at: Option<Instant>,
 }
 
-/// How long to wait before trying again to record an expiry the sink
-/// refused.
-const RETRY: Duration = Duration::from_secs(1);
+impl<T> Default for Deadlines<T> {
+    fn default() -> Self {
+        Self {
+            queue: Mutex::new(Queue {
+                by_deadline: BTreeMap::new(),
+                wakes_at: None,
+            }),
+            seq: AtomicU64::new(0),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
 
-impl Deadlines {
+impl<T> Deadlines<T> {
     /// Schedules `pending` to expire at `at`.
-    pub(crate) fn add(&self, at: Instant, pending: &Arc<Pending>) -> Key {
+    pub(crate) fn add(&self, at: Instant, pending: &Arc<T>) -> Key {
         let key = (at, self.seq.fetch_add(1, Ordering::Relaxed));
         let mut queue = lock(&self.queue);
         let earliest = queue.wakes_at.is_none_or(|wakes_at| at < wakes_at);
@@ -69,7 +77,7 @@ impl Deadlines {
     }
 
     /// The requests due by `now`, taken off the timer.
-    fn due(&self, now: Instant) -> Vec<Arc<Pending>> {
+    fn due(&self, now: Instant) -> Vec<Arc<T>> {
         let mut queue = lock(&self.queue);
         let mut due = Vec::new();
         while let Some(entry) = queue.by_deadline.first_entry() {
@@ -92,8 +100,12 @@ impl Deadlines {
     }
 }
 
-/// The timer task: sleeps until the next deadline, expires what is due.
-pub(crate) async fn run(gate: Weak<GateInner>, deadlines: Arc<Deadlines>) {
+/// The timer task: sleeps until the next deadline and hands each request
+/// due to `expire`, until it breaks or the timer is closed.
+pub(crate) async fn run<T>(
+    deadlines: Arc<Deadlines<T>>,
+    mut expire: impl FnMut(Arc<T>) -> ControlFlow<()>,
+) {
     loop {
         if deadlines.closed.load(Ordering::Acquire) {
             return;
@@ -112,25 +124,10 @@ pub(crate) async fn run(gate: Weak<GateInner>, deadlines: Arc<Deadlines>) {
                 continue;
             }
         }
-        let Some(gate) = gate.upgrade() else {
-            return;
-        };
-        for pending in deadlines.due(Instant::now()) {
-            let expiring = gate.clone();
-            let deadlines = deadlines.clone();
-            // Each on its own: one slow write does not hold up the others.
-            gate.background.spawn(async move {
-                let gate = expiring;
-                if let Err(error) = gate.finish(&pending, Decision::Expired).await {
-                    tracing::error!(
-                        request_id = %pending.request.id,
-                        %error,
-                        "could not record the expiry; trying again"
-                    );
-                    let key = deadlines.add(Instant::now() + RETRY, &pending);
-                    pending.set_deadline_key(key);
-                }
-            });
+        for due in deadlines.due(Instant::now()) {
+            if expire(due).is_break() {
+                return;
+            }
         }
     }
 }

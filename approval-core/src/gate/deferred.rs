@@ -147,7 +147,7 @@ impl Gate {
                 Found::Open(request) => return Err(pending_error(&request)),
                 Found::Approved(pending) => {
                     tracing::info!(request_id = %pending.request.id, "deferred call came back approved");
-                    return Ok(Approval::new(inner.clone(), &pending));
+                    return Ok(pending.approval(inner.clone()));
                 }
                 Found::Refused(pending, decision) => {
                     return Err(inner.conclusion(&pending, &decision).err().unwrap_or(

@@ -9,6 +9,7 @@
 //! what happened ([`notice`]), off the caller's path.
 
 mod actor;
+mod ambient;
 mod approval;
 mod approver;
 mod background;
@@ -47,6 +48,7 @@ use std::sync::{Arc, Mutex};
 use tracing::Instrument;
 
 pub use actor::{current_actor, with_actor, with_actor_sync};
+pub(crate) use ambient::ambient_gate;
 pub use approval::{Approval, Confirmed};
 pub use approver::{Approver, Ballots};
 pub use ballot_box::RefusalCounts;
@@ -56,10 +58,9 @@ pub use coordinator::{Coordinator, Forwarded, Settlement};
 pub use directory::{Directory, normal_identity};
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
-pub use notice::Notice;
+pub use notice::{Notice, Recovery};
 pub use policy::{DEFAULT_MAX_PENDING_PER_ACTOR, Policy};
 pub use policy_file::PolicyFile;
-pub use recover::Recovery;
 pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision, EarlierDecision};
 pub use submit::Ticket;
 pub use table::{RequestView, VoteView};
@@ -73,7 +74,7 @@ use background::Background;
 use deadline::Deadlines;
 use outbox::Outbox;
 use policy::Policies;
-use table::Table;
+use table::{Pending, Table};
 
 /// Puts a human in front of each gated call.
 ///
@@ -138,7 +139,7 @@ pub(crate) struct GateInner {
     table: Table,
     deferred: deferred::Deferred,
     per_actor: limits::Counts,
-    deadlines: Arc<Deadlines>,
+    deadlines: Arc<Deadlines<Pending>>,
     /// Each route's notices, by route name.
     outboxes: HashMap<String, Outbox>,
     background: Background,
@@ -167,25 +168,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Gate {
-    /// Makes this the gate that gated functions use when they name none and
-    /// none is scoped. Set once per process; a second call returns the gate
-    /// back as the error.
-    pub fn install_global(self) -> Result<(), Gate> {
-        crate::private::install_global(self)
-    }
-
-    /// Runs `future` with this gate as the one its gated calls use (tests
-    /// use this to give each test its own gate). The future holds a clone
-    /// of the gate, not a borrow: it can be spawned.
-    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> + use<F> {
-        crate::private::scope(self.clone(), future)
-    }
-
-    /// Runs `f` with this gate scoped, for synchronous code.
-    pub fn sync_scope<R>(&self, f: impl FnOnce() -> R) -> R {
-        crate::private::sync_scope(self.clone(), f)
-    }
-
     /// HMAC-SHA256 of `data` under the audit writer's digest key.
     pub(crate) fn digest(&self, data: &[u8]) -> [u8; 32] {
         self.inner.sink.chain_writer().digest(data)

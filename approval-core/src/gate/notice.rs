@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use super::recover::Recovery;
 use super::request::{ApprovalRequest, Decision};
 use approval_audit::{Reviewer, Vote};
 
@@ -73,4 +72,21 @@ impl Notice {
             Self::Recovered(_) => "recovered",
         }
     }
+}
+
+/// What [`Gate::recover`](super::Gate::recover) found and closed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Requests that had no outcome, now `cancelled`.
+    pub cancelled: Vec<String>,
+    /// Approved requests whose body was not known to finish, now
+    /// `executed` with outcome `unknown`.
+    pub unknown: Vec<String>,
+    /// Deferred requests still within their deadline, open again (with
+    /// the votes recorded before the restart) and delivered anew.
+    pub reopened: Vec<String>,
+    /// Deferred requests whose deadline passed while the process was down,
+    /// now `expired`.
+    pub expired: Vec<String>,
 }

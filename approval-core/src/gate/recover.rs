@@ -6,29 +6,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::notice::Recovery;
 use super::table::{Accepted, Pending};
 use super::{ApprovalRequest, Approver, Decision, Gate, GateInner, NO_ACTOR, Notice, lock};
 use crate::error::ApprovalError;
 use approval_audit::CanonicalJson;
 use approval_audit::{Actor, ActorKind, Reviewer, Task, Vote};
 use approval_audit::{Event, Outcome};
-
-/// What [`Gate::recover`] found and closed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Recovery {
-    /// Requests that had no outcome, now `cancelled`.
-    pub cancelled: Vec<String>,
-    /// Approved requests whose body was not known to finish, now
-    /// `executed` with outcome `unknown`.
-    pub unknown: Vec<String>,
-    /// Deferred requests still within their deadline, open again (with
-    /// the votes recorded before the restart) and delivered anew.
-    pub reopened: Vec<String>,
-    /// Deferred requests whose deadline passed while the process was down,
-    /// now `expired`.
-    pub expired: Vec<String>,
-}
 
 /// The members recovery reads from each record.
 #[derive(Deserialize)]

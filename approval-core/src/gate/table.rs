@@ -2,14 +2,16 @@
 //! here, owned by the gate, not by the caller's future.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::approval::Approval;
-use super::deadline::Key;
+use super::deadline::{self, Deadlines, Key};
 use super::directory::normal_identity;
 use super::limits::ActorSlot;
 use super::notice::Notice;
@@ -94,6 +96,16 @@ impl Pending {
 
     pub(crate) fn decision(&self) -> Option<Arc<Decision>> {
         lock(&self.state).decision.clone()
+    }
+
+    /// The proof that runs the body, for an approved request.
+    pub(crate) fn approval(&self, gate: Arc<GateInner>) -> Approval {
+        Approval::new(
+            gate,
+            self.request.clone(),
+            self.entry.clone(),
+            self.binds_recorded,
+        )
     }
 
     pub(crate) fn set_deadline_key(&self, key: Key) {
@@ -534,7 +546,7 @@ impl GateInner {
     ) -> Result<Approval, ApprovalError> {
         let policy = &pending.entry.policy;
         match decision {
-            Decision::Approved { .. } => Ok(Approval::new(self.clone(), pending)),
+            Decision::Approved { .. } => Ok(pending.approval(self.clone())),
             Decision::Denied { reviewer, comment } => Err(ApprovalError::Denied {
                 reviewer: reviewer.clone(),
                 comment: comment.clone(),
@@ -546,6 +558,39 @@ impl GateInner {
             Decision::Cancelled { why } => Err(ApprovalError::Cancelled { why: why.clone() }),
         }
     }
+}
+
+/// How long to wait before trying again to record an expiry the sink
+/// refused.
+const EXPIRY_RETRY: Duration = Duration::from_secs(1);
+
+/// The gate's timer task: records `expired` for each request at its
+/// deadline, until the gate is dropped.
+pub(crate) fn expiry_timer(
+    gate: Weak<GateInner>,
+    deadlines: Arc<Deadlines<Pending>>,
+) -> impl Future<Output = ()> {
+    deadline::run(deadlines.clone(), move |pending| {
+        let Some(gate) = gate.upgrade() else {
+            return ControlFlow::Break(());
+        };
+        let deadlines = deadlines.clone();
+        let expiring = gate.clone();
+        // Each on its own: one slow write does not hold up the others.
+        gate.background.spawn(async move {
+            let gate = expiring;
+            if let Err(error) = gate.finish(&pending, Decision::Expired).await {
+                tracing::error!(
+                    request_id = %pending.request.id,
+                    %error,
+                    "could not record the expiry; trying again"
+                );
+                let key = deadlines.add(Instant::now() + EXPIRY_RETRY, &pending);
+                pending.set_deadline_key(key);
+            }
+        });
+        ControlFlow::Continue(())
+    })
 }
 
 /// The record of `decision` on `pending`.
