@@ -61,7 +61,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///   way (a replica waits 5 seconds for it, then fails the vote: the
 ///   reviewer's retry is absorbed if the first did count); a vote for a
 ///   request no process waits on is refused, and recorded, by the replica;
-/// - at `Gate::recover`, the previous run's open requests are cancelled.
+/// - a deferred request is leased to its deadline and outlives its
+///   process's run: at `Gate::recover` the next run holds the ones it
+///   reopened (votes replicas took for them while it was down are cast
+///   then: the replica that took one reported no answer in time), and the
+///   previous run's other open requests are cancelled.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -305,14 +309,28 @@ impl Coordinator for PostgresCoordinator {
         }
     }
 
-    async fn opened(&self, request: &ApprovalRequest) -> Result<(), CoordinatorError> {
+    async fn opened(
+        &self,
+        request: &ApprovalRequest,
+        deferred: bool,
+    ) -> Result<(), CoordinatorError> {
+        let (id, policy, binding) = (&request.id, &request.policy.name, &request.binding);
+        if deferred {
+            // Leased to its deadline, not renewed: it outlives this run.
+            // A lease more, so that a live owner's own timer (which records
+            // `expired` on its chain) ends it rather than another process.
+            let until = request
+                .expires_at
+                .checked_add(self.lease)
+                .unwrap_or(request.expires_at);
+            return self
+                .ledger
+                .open_deferred(id, policy, binding, until)
+                .await
+                .map_err(coordination("record the request"));
+        }
         self.ledger
-            .open(
-                &request.id,
-                &request.policy.name,
-                &request.binding,
-                self.lease,
-            )
+            .open(id, policy, binding, self.lease)
             .await
             .map_err(coordination("record the request"))?;
         lock(&self.open).insert(request.id.clone());
@@ -374,10 +392,14 @@ impl Coordinator for PostgresCoordinator {
         }
     }
 
-    async fn recovered(&self) -> Result<Vec<String>, CoordinatorError> {
+    async fn recovered(
+        &self,
+        reopened: &[Arc<ApprovalRequest>],
+    ) -> Result<Vec<String>, CoordinatorError> {
+        let kept: Vec<String> = reopened.iter().map(|r| r.id.clone()).collect();
         self.ledger
-            .cancel_own()
+            .recover(&kept)
             .await
-            .map_err(coordination("close the previous run's requests"))
+            .map_err(coordination("recover the previous run's requests"))
     }
 }

@@ -7,7 +7,9 @@
 //! that process is woken by `NOTIFY`.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::rand::{SecureRandom, SystemRandom};
 
 use tokio::sync::{Mutex, mpsc};
 use tokio_postgres::{AsyncMessage, Client};
@@ -158,6 +160,8 @@ fn store(what: &'static str) -> impl Fn(tokio_postgres::Error) -> LedgerError {
 pub struct Ledger {
     database: Database,
     process: String,
+    /// This run of the process (random): which of its requests it holds.
+    run: String,
     session: Mutex<Session>,
 }
 
@@ -167,6 +171,7 @@ impl fmt::Debug for Ledger {
         f.debug_struct("Ledger")
             .field("database", &self.database)
             .field("process", &self.process)
+            .field("run", &self.run)
             .finish_non_exhaustive()
     }
 }
@@ -297,9 +302,17 @@ impl Ledger {
                 locked => break locked?,
             }
         };
+        let mut run = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut run)
+            .map_err(|_| LedgerError::Store {
+                what: "draw a run id",
+                cause: "the system's random source failed".into(),
+            })?;
         Ok(Self {
             database: database.clone(),
             process: process.to_owned(),
+            run: run.iter().map(|b| format!("{b:02x}")).collect(),
             session: Mutex::new(Session {
                 current: Some((client, pid)),
                 abandoned: None,
@@ -357,14 +370,64 @@ impl Ledger {
         binding: &[u8; 32],
         lease: Duration,
     ) -> Result<(), LedgerError> {
-        let process = &self.process;
-        let seconds = lease.as_secs_f64();
+        self.insert_request(
+            id,
+            policy,
+            binding,
+            "now() + make_interval(secs => $5::float8)",
+            lease.as_secs_f64(),
+            false,
+        )
+        .await
+    }
+
+    /// Records that this process holds deferred request `id` until
+    /// `deadline`: nobody waits on it, so its lease is the deadline
+    /// (never renewed), a restart of this process keeps it
+    /// ([`recover`](Self::recover)), and it expires when that passes.
+    pub async fn open_deferred(
+        &self,
+        id: &str,
+        policy: &str,
+        binding: &[u8; 32],
+        deadline: SystemTime,
+    ) -> Result<(), LedgerError> {
+        // A deadline before 1970 is already past.
+        let at = deadline.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let sql = "to_timestamp($5::float8)";
+        self.insert_request(id, policy, binding, sql, at.as_secs_f64(), true)
+            .await
+    }
+
+    /// Inserts an open request with `lease_until` given by `until` (SQL
+    /// with `$5`, a number of seconds).
+    async fn insert_request(
+        &self,
+        id: &str,
+        policy: &str,
+        binding: &[u8; 32],
+        until: &str,
+        seconds: f64,
+        deferred: bool,
+    ) -> Result<(), LedgerError> {
+        let (process, run) = (&self.process, &self.run);
+        let sql = format!(
+            "INSERT INTO approval_requests (id, owner, policy, binding, lease_until, deferred, run)
+             VALUES ($1, $2, $3, $4, {until}, $6, $7)"
+        );
         self.with_client("open the request", async |client| {
             client
                 .execute(
-                    "INSERT INTO approval_requests (id, owner, policy, binding, lease_until)
-                     VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::float8))",
-                    &[&id, process, &policy, &binding.as_slice(), &seconds],
+                    &sql,
+                    &[
+                        &id,
+                        process,
+                        &policy,
+                        &binding.as_slice(),
+                        &seconds,
+                        &deferred,
+                        run,
+                    ],
                 )
                 .await
                 .map(drop)
@@ -437,49 +500,79 @@ impl Ledger {
         .await
     }
 
-    /// Cancels every open request whose lease has lapsed, whoever owns it
-    /// (their processes are gone); returns their ids.
+    /// Ends every open request whose lease has lapsed, whoever owns it:
+    /// cancelled (its process is gone), or expired for a deferred one
+    /// (its deadline passed); returns their ids.
     pub async fn cancel_lapsed(&self) -> Result<Vec<String>, LedgerError> {
-        self.cancel_open(
-            "lease_until < now()",
-            "the waiting process stopped renewing its lease",
-            "cancel lapsed requests",
-        )
+        let process = &self.process;
+        let what = "end lapsed requests";
+        self.with_client(what, async |client| {
+            let rows = client
+                .query(
+                    "UPDATE approval_requests
+                        SET state = CASE WHEN deferred THEN 'expired' ELSE 'cancelled' END,
+                            settled_by = $1, settled_at = now(),
+                            why = CASE WHEN deferred THEN 'its deadline passed'
+                                       ELSE 'the waiting process stopped renewing its lease' END
+                      WHERE state = 'open' AND lease_until < now()
+                  RETURNING id",
+                    &[process],
+                )
+                .await
+                .map_err(store(what))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
         .await
     }
 
     /// Cancels the open requests of this process's previous run (after a
     /// restart: nobody waits on them any more); never another process's.
     pub async fn cancel_own(&self) -> Result<Vec<String>, LedgerError> {
-        self.cancel_open(
-            "owner = $1",
-            "the waiting process restarted",
-            "cancel this process's requests",
-        )
-        .await
+        self.recover(&[]).await
     }
 
-    /// Cancels, as this process, the open requests matching `condition`
-    /// (SQL in which `$1` is this process), saying `why`.
-    async fn cancel_open(
-        &self,
-        condition: &str,
-        why: &str,
-        what: &'static str,
-    ) -> Result<Vec<String>, LedgerError> {
-        let process = &self.process;
-        let sql = format!(
-            "UPDATE approval_requests
-                SET state = 'cancelled', settled_by = $1, settled_at = now(), why = $2
-              WHERE state = 'open' AND {condition}
-          RETURNING id"
-        );
+    /// After a restart: this run holds the previous run's open requests
+    /// `kept` (deferred ones it reopened), and the votes forwarded for them
+    /// meanwhile are announced again for [`listen`](Self::listen) to take;
+    /// every other open request of this process is cancelled (nobody waits
+    /// on it any more), never another process's. Returns the cancelled
+    /// ids. One transaction: a vote forwarded meanwhile either is
+    /// announced here or finds the request held by this run.
+    pub async fn recover(&self, kept: &[String]) -> Result<Vec<String>, LedgerError> {
+        let (process, run) = (&self.process, &self.run);
+        let what = "recover this process's requests";
         self.with_client(what, async |client| {
-            let rows = client
-                .query(&sql, &[process, &why])
+            let transaction = client.transaction().await.map_err(store(what))?;
+            transaction
+                .execute(
+                    "UPDATE approval_requests SET run = $2
+                      WHERE owner = $1 AND state = 'open' AND id = ANY($3)",
+                    &[process, run, &kept],
+                )
                 .await
                 .map_err(store(what))?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
+            let cancelled = transaction
+                .query(
+                    "UPDATE approval_requests
+                        SET state = 'cancelled', settled_by = $1, settled_at = now(),
+                            why = 'the waiting process restarted'
+                      WHERE owner = $1 AND state = 'open' AND NOT (id = ANY($2))
+                  RETURNING id",
+                    &[process, &kept],
+                )
+                .await
+                .map_err(store(what))?;
+            transaction
+                .execute(
+                    "SELECT pg_notify($1, $2 || ' ' || v.id)
+                       FROM approval_votes v
+                      WHERE v.request_id = ANY($3) AND v.taken_at IS NULL",
+                    &[&VOTES_CHANNEL, process, &kept],
+                )
+                .await
+                .map_err(store(what))?;
+            transaction.commit().await.map_err(store(what))?;
+            Ok(cancelled.iter().map(|r| r.get(0)).collect())
         })
         .await
     }
@@ -654,6 +747,7 @@ impl Ledger {
         let take = "UPDATE approval_votes v SET taken_at = now()
                       FROM approval_requests r
                      WHERE r.id = v.request_id AND r.owner = $1 AND r.state = 'open'
+                       AND r.run = $3
                        AND v.taken_at IS NULL AND ($2::int8[] IS NULL OR v.id = ANY($2))
                  RETURNING v.id, v.request_id, v.ballot, v.received_by";
         let to_vote = |row: &tokio_postgres::Row| ForwardedVote {
@@ -666,7 +760,7 @@ impl Ledger {
         let all: Option<Vec<i64>> = None;
         let mut waiting = bounded(
             "read waiting votes",
-            client.query(take, &[&self.process, &all]),
+            client.query(take, &[&self.process, &all, &self.run]),
         )
         .await?
         .map_err(store("read waiting votes"))?
@@ -675,9 +769,14 @@ impl Ledger {
         .collect::<Vec<_>>();
         waiting.sort_by_key(|vote| vote.id);
         for vote in waiting {
-            let _ = votes.send(vote);
+            // Cannot fail: the receiver is still here, not yet returned.
+            if votes.send(vote).is_err() {
+                tracing::debug!(
+                    "a waiting forwarded vote was not handed over: the receiver is gone"
+                );
+            }
         }
-        let process = self.process.clone();
+        let (process, run) = (self.process.clone(), self.run.clone());
         tokio::spawn(async move {
             // Once nobody listens, no vote is taken.
             while let Some(payload) = next_while_wanted(&mut notifications, &votes).await {
@@ -702,7 +801,7 @@ impl Ledger {
                 // caller listens again; untaken votes are read first).
                 let ids = Some(ids);
                 let Ok(Ok(rows)) =
-                    bounded("take votes", client.query(take, &[&process, &ids])).await
+                    bounded("take votes", client.query(take, &[&process, &ids, &run])).await
                 else {
                     return;
                 };

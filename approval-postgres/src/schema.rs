@@ -105,6 +105,20 @@ CREATE INDEX approval_votes_untaken ON approval_votes (request_id) WHERE taken_a
 DROP INDEX approval_votes_unanswered;
 ",
     ),
+    (
+        4,
+        "deferred requests outlive their process's run",
+        r"
+-- A deferred request has no caller waiting: its lease runs to its deadline
+-- (never renewed), a restart of its process keeps it, and it expires, not
+-- cancels, when that passes.
+ALTER TABLE approval_requests ADD COLUMN deferred boolean NOT NULL DEFAULT false;
+-- The run of the owner process that holds the request (random per run):
+-- votes forwarded while the owner was down are taken only once the next
+-- run has reopened the request, never by a run that does not know it.
+ALTER TABLE approval_requests ADD COLUMN run text;
+",
+    ),
 ];
 
 /// Why the schema could not be brought up to date.

@@ -165,6 +165,40 @@ async fn a_restart_closes_its_own_open_requests_and_no_one_elses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_request_is_kept_at_restart_and_expires_not_cancels_when_due() {
+    let cluster = Cluster::start();
+    let a = ledger(&cluster, "host-a").await;
+    let now = std::time::SystemTime::now();
+    a.open_deferred("due", "p", &[1; 32], now - Duration::from_secs(1))
+        .await
+        .unwrap();
+    a.open_deferred("later", "p", &[2; 32], now + MINUTE)
+        .await
+        .unwrap();
+    a.open("blocking", "p", &[3; 32], MINUTE).await.unwrap();
+    // Past its deadline: expired by whichever process sweeps, not cancelled.
+    let b = ledger(&cluster, "host-b").await;
+    assert_eq!(b.cancel_lapsed().await.unwrap(), ["due"]);
+    match a.settle("due", Ending::Approved, None).await.unwrap() {
+        Settlement::Already { ending, by } => {
+            assert_eq!((ending, by.as_str()), (Ending::Expired, "host-b"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A restart keeps what it reopened and cancels the rest.
+    drop(a);
+    let again = ledger(&cluster, "host-a").await;
+    assert_eq!(
+        again.recover(&["later".to_owned()]).await.unwrap(),
+        ["blocking"]
+    );
+    assert_eq!(
+        again.settle("later", Ending::Approved, None).await.unwrap(),
+        Settlement::Settled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vote_taken_by_another_replica_wakes_the_waiting_process() {
     let cluster = Cluster::start();
     let (owner, replica) = (

@@ -3,6 +3,7 @@
 //! taken by a replica reaches the process that waits.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -66,8 +67,15 @@ pub trait Coordinator: Send + Sync + fmt::Debug {
     /// when the gate is built.
     fn attach(&self, ballots: Ballots);
 
-    /// This process waits on `request` from now on.
-    async fn opened(&self, request: &ApprovalRequest) -> Result<(), CoordinatorError>;
+    /// This process holds `request` from now on. A `deferred` one has no
+    /// caller waiting: it stays open across this process's restarts until
+    /// its [`expires_at`](ApprovalRequest::expires_at), and votes for it
+    /// taken while the process is down are kept for its next run.
+    async fn opened(
+        &self,
+        request: &ApprovalRequest,
+        deferred: bool,
+    ) -> Result<(), CoordinatorError>;
 
     /// This process reached `decision` on `request`: does it stand?
     async fn settle(
@@ -81,9 +89,15 @@ pub trait Coordinator: Send + Sync + fmt::Debug {
     /// none waits.
     async fn forward(&self, ballot: &Ballot) -> Result<Forwarded, CoordinatorError>;
 
-    /// After a restart: close the requests this process's previous run
-    /// waited on (nobody waits on them any more); returns their ids.
-    async fn recovered(&self) -> Result<Vec<String>, CoordinatorError>;
+    /// After a restart: the previous run's deferred requests this process
+    /// `reopened` are held by this run now (votes kept for them while it
+    /// was down come to its ballots); close every other request the
+    /// previous run held (nobody waits on them any more) and return their
+    /// ids.
+    async fn recovered(
+        &self,
+        reopened: &[Arc<ApprovalRequest>],
+    ) -> Result<Vec<String>, CoordinatorError>;
 }
 
 impl fmt::Display for Settlement {
@@ -139,7 +153,11 @@ mod tests {
             store.ballots.insert(self.process.clone(), ballots);
         }
 
-        async fn opened(&self, request: &ApprovalRequest) -> Result<(), CoordinatorError> {
+        async fn opened(
+            &self,
+            request: &ApprovalRequest,
+            _deferred: bool,
+        ) -> Result<(), CoordinatorError> {
             let mut store = self.store.lock().unwrap();
             if store.down {
                 return Err(down());
@@ -195,7 +213,10 @@ mod tests {
                 })
         }
 
-        async fn recovered(&self) -> Result<Vec<String>, CoordinatorError> {
+        async fn recovered(
+            &self,
+            _reopened: &[Arc<ApprovalRequest>],
+        ) -> Result<Vec<String>, CoordinatorError> {
             Ok(Vec::new())
         }
     }

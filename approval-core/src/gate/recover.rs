@@ -43,8 +43,10 @@ impl Gate {
     /// for is reopened instead, with the votes recorded before, and
     /// delivered again, if its policy is unchanged (same digest) and its
     /// deadline has not passed (else `expired`). With a
-    /// [`Coordinator`](super::Coordinator), deferred requests are closed
-    /// like the others: the shared store ends them at restart.
+    /// [`Coordinator`](super::Coordinator), the shared store is told which
+    /// were reopened: it closes the previous run's other requests, and
+    /// votes other processes took for a reopened one while this process
+    /// was down are counted now.
     ///
     /// Call it at start-up, before any gated call. It refuses to run on a
     /// log other processes may be writing ([`AuditSink::sole_writer`]):
@@ -147,12 +149,7 @@ impl Gate {
                 .await?;
                 recovery.unknown.push(id.clone());
             } else if !state.settled {
-                // Across processes the shared store closes the previous
-                // run's requests (below), so they cannot be reopened here.
-                let reopened = match &self.inner.coordinator {
-                    None => deferred.get(&id).map(|lines| self.inner.reopen(lines)),
-                    Some(_) => None,
-                };
+                let reopened = deferred.get(&id).map(|lines| self.inner.reopen(lines));
                 let why = match reopened {
                     Some(Ok(Reopened::Open(pending))) => {
                         recovery.reopened.push(id.clone());
@@ -184,11 +181,13 @@ impl Gate {
             }
             self.inner.table.closed_at_restart(&id);
         }
-        // The shared store closes the previous run's requests too, so no
-        // other process counts a vote on them.
+        // The shared store closes the previous run's other requests too, so
+        // no other process counts a vote on them, and hands this run the
+        // votes kept for the reopened ones (the table holds them by now).
         if let Some(coordinator) = &self.inner.coordinator {
+            let reopened: Vec<_> = to_deliver.iter().map(|p| p.request.clone()).collect();
             coordinator
-                .recovered()
+                .recovered(&reopened)
                 .await
                 .map_err(ApprovalError::Coordination)?;
         }

@@ -238,7 +238,7 @@ impl Gate {
         let request = &pending.request;
         // Other processes learn who waits before any reviewer sees it.
         if let Some(coordinator) = &inner.coordinator
-            && let Err(e) = coordinator.opened(request).await
+            && let Err(e) = coordinator.opened(request, pending.deferred).await
         {
             let why = format!("not shared with the other processes: {e}");
             let standing = Box::pin(inner.finish(pending, Decision::Cancelled { why })).await;
