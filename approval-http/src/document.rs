@@ -28,7 +28,7 @@ pub(crate) fn unix(time: SystemTime) -> u64 {
 /// # let gate = Gate::builder(Arc::new(MemorySink::new(writer))).approver("http", mock.clone())
 /// #     .policy(Policy::new("data-export", ["http"], Duration::from_secs(60))).build().unwrap();
 /// # let call = Call::new("crm::export", "data-export", CanonicalJson::from_serialize(&serde_json::json!({"table": "users"})).unwrap());
-/// # let waiting = tokio::spawn(async move { let _ = gate.approve(call).await; });
+/// # let waiting = tokio::spawn(async move { gate.approve(call).await });
 /// # while mock.requests().is_empty() { tokio::task::yield_now().await; }
 /// # let request = mock.requests()[0].clone();
 /// # waiting.abort();

@@ -225,9 +225,17 @@ async fn keep_leases(ledger: Arc<Ledger>, open: Arc<Mutex<HashSet<String>>>, lea
             // A failed renewal is retried next tick; a lease that lapses
             // meanwhile is cancelled, and this process's late decision is
             // refused by the ledger (fail closed).
-            let _ = ledger.renew(&ids, lease).await;
+            if let Err(error) = ledger.renew(&ids, lease).await {
+                tracing::warn!(%error, open = ids.len(), "could not renew the leases; trying again");
+            }
         }
-        let _ = ledger.cancel_lapsed().await;
+        match ledger.cancel_lapsed().await {
+            Ok(ended) if !ended.is_empty() => {
+                tracing::info!(requests = ?ended, "ended requests whose lease lapsed");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not end lapsed requests; trying again"),
+        }
     }
 }
 
@@ -241,8 +249,14 @@ async fn hear_answers(
     loop {
         if let Ok(mut answered) = listening {
             while let Some(id) = answered.recv().await {
-                if let Some(waiter) = lock(&waiting).remove(&id) {
-                    let _ = waiter.send(());
+                // A waiter that gave up (its wait ran out) hears nothing.
+                if let Some(waiter) = lock(&waiting).remove(&id)
+                    && waiter.send(()).is_err()
+                {
+                    tracing::debug!(
+                        vote = id,
+                        "an answer came after its replica stopped waiting"
+                    );
                 }
             }
         }
@@ -285,9 +299,12 @@ async fn cast_forwarded(
                     };
                     // Taken votes are answered; if this fails, the replica
                     // reports no answer after its wait.
-                    let _ = ledger
+                    if let Err(error) = ledger
                         .answer(vote.id, &seal_answer(&key, vote.id, &outcome))
-                        .await;
+                        .await
+                    {
+                        tracing::warn!(vote = vote.id, %error, "could not answer a forwarded vote");
+                    }
                 });
             }
         }

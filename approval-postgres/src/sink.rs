@@ -93,7 +93,9 @@ async fn connect(database: &Database) -> Result<Client, AuditError> {
     tokio::spawn(async move {
         // Ends when the client is dropped or the server goes away; the
         // next query then fails, and the writer reconnects.
-        let _ = connection.await;
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %cause(&e), "the audit sink's database connection failed");
+        }
     });
     Ok(client)
 }
@@ -256,7 +258,7 @@ async fn write_batches(
                     }
                     Err(e) => {
                         for batch in group {
-                            let _ = batch.reply.send(Err(clone_error(&e)));
+                            answer(batch.reply, Err(clone_error(&e)));
                         }
                         continue;
                     }
@@ -269,6 +271,16 @@ async fn write_batches(
         } else {
             abandoned = Some(current.pid);
         }
+    }
+}
+
+/// Answers a caller; one that stopped waiting needs no answer.
+fn answer(
+    reply: oneshot::Sender<Result<Vec<Receipt>, AuditError>>,
+    result: Result<Vec<Receipt>, AuditError>,
+) {
+    if reply.send(result).is_err() {
+        tracing::trace!("an audit append's caller stopped waiting before its answer");
     }
 }
 
@@ -316,9 +328,7 @@ async fn commit_group(
         match writer.seal(&mut head, &batch.records, &mut bytes) {
             Ok(receipts) => sealed.push((batch.reply, receipts, start..bytes.len())),
             // Not sealed: the others go on without it.
-            Err(e) => {
-                let _ = batch.reply.send(Err(e));
-            }
+            Err(e) => answer(batch.reply, Err(e)),
         }
     }
     if sealed.is_empty() {
@@ -345,10 +355,13 @@ async fn commit_group(
     // Never store a group that does not match its receipts.
     if lines.len() != receipts_total {
         for (reply, _, _) in sealed {
-            let _ = reply.send(Err(AuditError::Store {
-                what: "append",
-                cause: "sealed lines do not match their receipts".into(),
-            }));
+            answer(
+                reply,
+                Err(AuditError::Store {
+                    what: "append",
+                    cause: "sealed lines do not match their receipts".into(),
+                }),
+            );
         }
         return true;
     }
@@ -380,12 +393,12 @@ async fn commit_group(
             // After a confirmed reconnect the head is already the tail's.
             current.head = head;
             for (reply, receipts, _) in sealed {
-                let _ = reply.send(Ok(receipts));
+                answer(reply, Ok(receipts));
             }
         }
         Err(e) => {
             for (reply, _, _) in sealed {
-                let _ = reply.send(Err(clone_error(&e)));
+                answer(reply, Err(clone_error(&e)));
             }
         }
     }
@@ -488,7 +501,7 @@ impl ChainReader {
             {
                 Ok(runtime) => runtime,
                 Err(e) => {
-                    let _ = send.send(Err(e));
+                    pass(&send, Err(e));
                     return;
                 }
             };
@@ -518,7 +531,7 @@ async fn stream_lines(
     let client = match connect(&database).await {
         Ok(client) => client,
         Err(e) => {
-            let _ = send.send(Err(fail("connect", &e)));
+            pass(&send, Err(fail("connect", &e)));
             return;
         }
     };
@@ -529,14 +542,17 @@ async fn stream_lines(
     {
         Ok(Some(_)) => {}
         Ok(None) => {
-            let _ = send.send(Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no chain named {chain:?} in this database"),
-            )));
+            pass(
+                &send,
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no chain named {chain:?} in this database"),
+                )),
+            );
             return;
         }
         Err(e) => {
-            let _ = send.send(Err(fail("read the chain", &cause(&e))));
+            pass(&send, Err(fail("read the chain", &cause(&e))));
             return;
         }
     }
@@ -556,7 +572,7 @@ async fn stream_lines(
     let rows = match rows {
         Ok(rows) => rows,
         Err(e) => {
-            let _ = send.send(Err(fail("read the chain", &cause(&e))));
+            pass(&send, Err(fail("read the chain", &cause(&e))));
             return;
         }
     };
@@ -572,13 +588,21 @@ async fn stream_lines(
                 }
             }
             Err(e) => {
-                let _ = send.send(Err(fail("read the chain", &cause(&e))));
+                pass(&send, Err(fail("read the chain", &cause(&e))));
                 return;
             }
         }
     }
     if !chunk.is_empty() {
-        let _ = send.send(Ok(chunk));
+        pass(&send, Ok(chunk));
+    }
+}
+
+/// Hands the reader its next chunk, or the error it reads instead; a
+/// reader dropped before the end wants neither.
+fn pass(send: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>, chunk: io::Result<Vec<u8>>) {
+    if send.send(chunk).is_err() {
+        tracing::debug!("the chain's reader was dropped before the end");
     }
 }
 

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use approval_core::Clock;
 use approval_postgres::ledger::{Ending, Ledger, LedgerError, Settlement};
 
 mod cluster;
@@ -168,7 +169,7 @@ async fn a_restart_closes_its_own_open_requests_and_no_one_elses() {
 async fn a_deferred_request_is_kept_at_restart_and_expires_not_cancels_when_due() {
     let cluster = Cluster::start();
     let a = ledger(&cluster, "host-a").await;
-    let now = std::time::SystemTime::now();
+    let now = approval_core::SystemClock.now();
     a.open_deferred("due", "p", &[1; 32], now - Duration::from_secs(1))
         .await
         .unwrap();

@@ -54,7 +54,7 @@ fn cut(text: &str, max: usize) -> String {
 /// # let gate = Gate::builder(Arc::new(MemorySink::new(writer))).approver("slack", mock.clone())
 /// #     .policy(Policy::new("data-export", ["slack"], Duration::from_secs(60))).build().unwrap();
 /// # let call = Call::new("crm::export", "data-export", CanonicalJson::from_serialize(&serde_json::json!({})).unwrap());
-/// # let waiting = tokio::spawn(async move { let _ = gate.approve(call).await; });
+/// # let waiting = tokio::spawn(async move { gate.approve(call).await });
 /// # while mock.requests().is_empty() { tokio::task::yield_now().await; }
 /// # let request = mock.requests()[0].clone();
 /// # waiting.abort();
@@ -216,7 +216,7 @@ pub fn outcome_blocks(request: &ApprovalRequest, decision: &Decision) -> Value {
 /// # let gate = Gate::builder(Arc::new(MemorySink::new(writer))).approver("slack", mock.clone())
 /// #     .policy(Policy::new("data-export", ["slack"], Duration::from_secs(60)).required(2)).build().unwrap();
 /// # let call = Call::new("crm::export", "data-export", CanonicalJson::from_serialize(&serde_json::json!({})).unwrap());
-/// # let waiting = tokio::spawn(async move { let _ = gate.approve(call).await; });
+/// # let waiting = tokio::spawn(async move { gate.approve(call).await });
 /// # while mock.requests().is_empty() { tokio::task::yield_now().await; }
 /// # let request = mock.requests()[0].clone();
 /// # waiting.abort();

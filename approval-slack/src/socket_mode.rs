@@ -123,8 +123,11 @@ impl SocketMode {
             match event {
                 Event::Hello(id) if pending.as_ref().is_some_and(|p| p.0 == id) => {
                     // The new one is live: the old one may go.
-                    if let Some((_, close)) = current.replace(pending.take().expect("checked")) {
-                        let _ = close.send(());
+                    if let Some((_, close)) = current.replace(pending.take().expect("checked"))
+                        && close.send(()).is_err()
+                    {
+                        // It has ended already; its `Ended` is on the way.
+                        tracing::debug!("the old Socket Mode connection was gone before its close");
                     }
                     backoff = Duration::from_millis(500);
                 }
@@ -224,11 +227,11 @@ async fn connection(
     let url = match mode.api.open_connection(&mode.token).await {
         Ok(url) => url,
         Err(e) if is_credentials(&e) => {
-            let _ = events.send(Event::Credentials(e));
+            tell(&events, Event::Credentials(e));
             return;
         }
         Err(_) => {
-            let _ = events.send(ended(false));
+            tell(&events, ended(false));
             return;
         }
     };
@@ -238,7 +241,7 @@ async fn connection(
     )
     .await;
     let Ok(Ok((socket, _))) = connected else {
-        let _ = events.send(ended(false));
+        tell(&events, ended(false));
         return;
     };
     let (mut sink, mut stream) = socket.split();
@@ -249,9 +252,14 @@ async fn connection(
             _ = &mut close => {
                 // Acks still queued go out before the close.
                 while let Ok(ack) = to_send.try_recv() {
-                    let _ = sink.send(Message::text(ack.to_string())).await;
+                    if let Err(error) = sink.send(Message::text(ack.to_string())).await {
+                        // Slack redelivers it; the next connection acks it again.
+                        tracing::warn!(%error, "a Socket Mode acknowledgement was not sent before the close");
+                    }
                 }
-                let _ = sink.send(Message::Close(None)).await;
+                if let Err(error) = sink.send(Message::Close(None)).await {
+                    tracing::warn!(%error, "the Socket Mode close frame was not sent");
+                }
                 break;
             }
             Some(ack) = to_send.recv() => {
@@ -276,26 +284,41 @@ async fn connection(
                 match frame["type"].as_str() {
                     Some("hello") => {
                         greeted = true;
-                        let _ = events.send(Event::Hello(id));
+                        tell(&events, Event::Hello(id));
                     }
                     Some("disconnect") => match frame["reason"].as_str() {
                         Some("link_disabled") => {
-                            let _ = events.send(Event::LinkDisabled);
+                            tell(&events, Event::LinkDisabled);
                             break;
                         }
                         // Slack will cut this one: close first, then reopen.
                         Some("too_many_websockets") => break,
                         // Reopen first, keep reading until the new one is up.
-                        _ => {
-                            let _ = events.send(Event::Refresh(id));
-                        }
+                        _ => tell(&events, Event::Refresh(id)),
                     },
                     _ => envelope(&mode, &seen, frame, &acks),
                 }
             }
         }
     }
-    let _ = events.send(ended(greeted));
+    tell(&events, ended(greeted));
+}
+
+/// Tells the supervisor what happened; once it has returned (Socket Mode
+/// stopped) nobody needs to know.
+fn tell(events: &mpsc::UnboundedSender<Event>, event: Event) {
+    if events.send(event).is_err() {
+        tracing::debug!("a Socket Mode connection event was dropped: the supervisor is gone");
+    }
+}
+
+/// Queues an acknowledgement for the connection to send; once that has
+/// ended, Slack redelivers the envelope and the next connection acks it
+/// without handling it again.
+fn queue_ack(acks: &mpsc::UnboundedSender<Value>, ack: Value) {
+    if acks.send(ack).is_err() {
+        tracing::debug!("a Socket Mode acknowledgement was dropped: its connection has ended");
+    }
 }
 
 /// Handles one envelope on a task of its own (a vote waits on the audit
@@ -311,7 +334,7 @@ fn envelope(
     };
     if !lock(seen).insert(&envelope_id) {
         // Handled (or being handled) already: acknowledged, not redone.
-        let _ = acks.send(json!({"envelope_id": envelope_id}));
+        queue_ack(acks, json!({"envelope_id": envelope_id}));
         return;
     }
     let (mode, seen, acks) = (mode.clone(), seen.clone(), acks.clone());
@@ -332,6 +355,6 @@ fn envelope(
                 return;
             }
         };
-        let _ = acks.send(ack);
+        queue_ack(&acks, ack);
     });
 }

@@ -41,7 +41,12 @@ impl MessageStore {
     pub(crate) fn forget(&self, request_id: &str) {
         // Best effort: a file left behind only means its message is
         // marked ended at the next restart.
-        let _ = fs::remove_file(self.path(request_id));
+        match fs::remove_file(self.path(request_id)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(%request_id, %error, "forgetting a request's Slack message failed");
+            }
+            _ => {}
+        }
     }
 
     /// Every request remembered, with its message. Unreadable or partial

@@ -216,7 +216,16 @@ impl Drop for Signer {
         // covering the log's tail), within the grace period.
         self.publish.take();
         if let Some(published) = self.published.take() {
-            let _ = published.recv_timeout(self.close_grace + Duration::from_secs(1));
+            match published.recv_timeout(self.close_grace + Duration::from_secs(1)) {
+                Ok(()) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
+                    "the checkpoint publishing thread did not finish within the close grace period"
+                ),
+                // The thread ends by saying so, unless it panicked.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    tracing::error!("the checkpoint publishing thread panicked");
+                }
+            }
         }
     }
 }
@@ -235,15 +244,24 @@ impl Signer {
             let publishers = checkpointing.publishers.clone();
             let status = status.clone();
             let grace = checkpointing.close_grace;
-            // If the thread cannot start, the sender's sends fail and
-            // publishing is reported as failing; appends go on.
-            let _ = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("approval-checkpoint-publish".into())
                 .spawn(move || {
                     publish_loop(&publishers, &receive, &status, grace);
-                    let _ = done.send(());
+                    // The signer stops waiting after the close grace period.
+                    if done.send(()).is_err() {
+                        tracing::debug!("checkpoint publishing ended: the signer is gone");
+                    }
                 });
-            (Some(send), Some(published))
+            match spawned {
+                Ok(_detached) => (Some(send), Some(published)),
+                // The sender's sends fail and publishing is reported as
+                // failing; appends go on, and there is no thread to wait for.
+                Err(error) => {
+                    tracing::error!(%error, "the checkpoint publishing thread could not start");
+                    (Some(send), None)
+                }
+            }
         };
         lock(&status).publishers = vec![(None, None); checkpointing.publishers.len()];
         Self {

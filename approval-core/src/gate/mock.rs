@@ -169,7 +169,11 @@ impl Approver for MockApprover {
             Some(delay) => {
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    let _ = ballots.cast(ballot).await;
+                    let request_id = ballot.request_id.clone();
+                    // Nobody waits for a delayed vote: its failure is told here.
+                    if let Err(error) = ballots.cast(ballot).await {
+                        tracing::warn!(%request_id, %error, "the mock's delayed vote could not be cast");
+                    }
                 });
             }
         }
