@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use subtle::ConstantTimeEq;
 
-use super::directory::normal_identity;
+use super::directory::normal_form;
 use super::notice::Notice;
 use super::policy::Policy;
 use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
@@ -154,13 +154,13 @@ impl GateInner {
             person,
             who,
         )?;
-        let voter = normal_identity(&ballot.identity);
+        let voter = normal_form(&ballot.identity);
         let state = lock(&pending.state);
         match state.votes.iter().find(|v| v.who == who) {
             None => Ok(Admission::Count),
             // A person's first vote is final; the same vote again is a
             // channel's redelivery, absorbed without a record.
-            Some(v) if normal_identity(&v.reviewer.id) == voter && v.vote == ballot.vote => {
+            Some(v) if normal_form(&v.reviewer.id) == voter && v.vote == ballot.vote => {
                 Ok(Admission::Redelivered)
             }
             Some(_) => Err(RejectReason::AlreadyVoted),
@@ -189,7 +189,7 @@ impl GateInner {
         }
         // Compared in normal form, each side resolved to its person: an
         // agent acting for `Alice` or `ALICE@corp.com` is alice's request.
-        let voter = [normal_identity(identity), normal_identity(who)];
+        let voter = [normal_form(identity), normal_form(who)];
         let is_voter = |name: &str| voter.iter().any(|v| *v == name);
         if self
             .directory
@@ -202,7 +202,7 @@ impl GateInner {
         let eligible = policy
             .approvers
             .iter()
-            .any(|a| is_voter(&normal_identity(a)))
+            .any(|a| is_voter(&normal_form(a)))
             || person.is_some_and(|p| policy.groups.iter().any(|g| self.directory.in_group(p, g)));
         if eligible {
             Ok(())

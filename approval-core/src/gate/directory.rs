@@ -1,6 +1,7 @@
 //! The directory of reviewers: people, their channel identities, groups;
 //! and the normal form identities and names are compared in.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use approval_audit::Actor;
@@ -18,7 +19,20 @@ use approval_audit::Actor;
 /// assert_eq!(normal_identity("Alice"), normal_identity("alice"));
 /// ```
 pub fn normal_identity(identity: &str) -> String {
-    identity.trim().to_lowercase()
+    normal_form(identity).into_owned()
+}
+
+/// [`normal_identity`], borrowed when `identity` is already in normal form
+/// (as ids and names mostly are): the gate compares several per vote.
+pub(crate) fn normal_form(identity: &str) -> Cow<'_, str> {
+    let trimmed = identity.trim();
+    // ASCII only: outside it, lowercasing may change what is not uppercase
+    // (titlecase letters), so that takes the full conversion.
+    if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(trimmed.to_lowercase())
+    }
 }
 
 /// Maps each person to their identities in each channel, and names groups
@@ -98,7 +112,7 @@ impl Directory {
     /// The person a channel identity belongs to.
     pub fn person_of(&self, identity: &str) -> Option<&str> {
         self.person_of
-            .get(&normal_identity(identity))
+            .get(normal_form(identity).as_ref())
             .map(String::as_str)
     }
 
@@ -106,7 +120,7 @@ impl Directory {
     /// identities; `None` for someone the directory does not know.
     pub fn resolve(&self, who: &str) -> Option<&str> {
         self.people
-            .get(&normal_identity(who))
+            .get(normal_form(who).as_ref())
             .map(String::as_str)
             .or_else(|| self.person_of(who))
     }
@@ -120,14 +134,14 @@ impl Directory {
     /// The names a request's requester goes by, in normal form: the
     /// actor's id and the principal it acts for, each with the person it
     /// resolves to. None of them may vote on the request.
-    pub(crate) fn requesters(&self, actor: Option<&Actor>) -> Vec<String> {
-        let mut names: Vec<String> = actor
+    pub(crate) fn requesters<'a>(&'a self, actor: Option<&'a Actor>) -> Vec<Cow<'a, str>> {
+        let mut names: Vec<Cow<'a, str>> = actor
             .into_iter()
             .flat_map(|a| [Some(a.id.as_str()), a.on_behalf_of.as_deref()])
             .flatten()
             .flat_map(|r| [Some(r), self.resolve(r)])
             .flatten()
-            .map(normal_identity)
+            .map(normal_form)
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -136,10 +150,10 @@ impl Directory {
 
     /// Whether `person` is in `group`.
     pub fn in_group(&self, person: &str, group: &str) -> bool {
-        let person = normal_identity(person);
+        let person = normal_form(person);
         self.groups
-            .get(&normal_identity(group))
-            .is_some_and(|g| g.iter().any(|m| normal_identity(m) == person))
+            .get(normal_form(group).as_ref())
+            .is_some_and(|g| g.iter().any(|m| normal_form(m) == person))
     }
 
     /// Whether the directory has a group of that name (in normal form).
@@ -152,7 +166,7 @@ impl Directory {
     /// assert!(!directory.has_group("admins"));
     /// ```
     pub fn has_group(&self, group: &str) -> bool {
-        self.groups.contains_key(&normal_identity(group))
+        self.groups.contains_key(normal_form(group).as_ref())
     }
 
     /// The people in `group`, as the directory spells them (none if
@@ -167,7 +181,7 @@ impl Directory {
     /// ```
     pub fn members(&self, group: &str) -> impl Iterator<Item = &str> {
         self.groups
-            .get(&normal_identity(group))
+            .get(normal_form(group).as_ref())
             .into_iter()
             .flatten()
             .map(String::as_str)

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::approval::Approval;
 use super::deadline::{self, Deadlines, Key};
-use super::directory::normal_identity;
+use super::directory::normal_form;
 use super::limits::ActorSlot;
 use super::notice::Notice;
 use super::policy::PolicyEntry;
@@ -337,8 +337,7 @@ impl GateInner {
                 .chain(policy.groups.iter().flat_map(|g| self.directory.members(g)))
                 .filter(|w| {
                     let key = self.directory.voter_key(w);
-                    !requesters.contains(&key)
-                        && !requesters.contains(&normal_identity(w))
+                    !requesters.iter().any(|r| *r == key || *r == normal_form(w))
                         && !state.votes.iter().any(|v| v.who == key)
                 })
                 .map(str::to_owned)
