@@ -589,6 +589,9 @@ pub struct Requested<'a> {
     pub deferred: bool,
 }
 
+/// How many members a record has room for at first: `requested` has 11.
+const MEMBERS_INLINE: usize = 12;
+
 /// An event's own members in canonical form, waiting for the chain to add
 /// its members and seal it. Only [`Event::to_pending`] and the typed
 /// constructors below make one (each for its own event), so a sink
@@ -601,7 +604,7 @@ pub struct PendingRecord {
     /// Canonical member values, back to back.
     values: Vec<u8>,
     /// (name's first eight bytes as an integer, name, value's bytes), in
-    /// canonical order.
+    /// canonical order; inline up to the most members an event has.
     members: Vec<(u64, &'static str, Range<usize>)>,
 }
 
@@ -611,7 +614,7 @@ impl PendingRecord {
             event,
             next_key_id: None,
             values: Vec::with_capacity(256),
-            members: Vec::with_capacity(10),
+            members: Vec::with_capacity(MEMBERS_INLINE),
         }
     }
 

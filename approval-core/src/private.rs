@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 use std::ops::Range;
 
 use crate::error::ApprovalError;
@@ -61,7 +62,8 @@ pub struct Args {
     /// Canonical values back to back: as recorded, and redacted ones' clear
     /// forms (never shown: `Args` is not kept past the call).
     values: Vec<u8>,
-    entries: Vec<Entry>,
+    /// Inline for the usual few parameters: no allocation per call.
+    entries: SmallVec<[Entry; 4]>,
     skipped: Vec<String>,
     error: Option<ApprovalError>,
 }
@@ -90,7 +92,7 @@ impl Args {
         Self {
             gate: gate.clone(),
             values: Vec::with_capacity(128),
-            entries: Vec::new(),
+            entries: SmallVec::new(),
             skipped: Vec::new(),
             error: None,
         }
@@ -149,7 +151,7 @@ impl Args {
     /// The call, or the first argument that could not be recorded.
     pub fn call(
         mut self,
-        action: String,
+        action: &'static str,
         policy: &str,
         resource: Option<String>,
         reason: Option<String>,
@@ -159,13 +161,10 @@ impl Args {
         }
         self.sort()?;
         let recorded = self.object(false);
-        let bound = if self.entries.iter().any(|e| e.clear.is_some()) {
-            self.object(true)
-        } else {
-            recorded.clone()
-        };
         let mut call = Call::new(action, policy, recorded);
-        call.binding_args = bound;
+        if self.entries.iter().any(|e| e.clear.is_some()) {
+            call.binding_args = Some(self.object(true));
+        }
         call.skipped = self.skipped;
         call.resource = resource;
         call.reason = reason;
@@ -237,11 +236,6 @@ impl Args {
         out.push(b'}');
         CanonicalJson::from_trusted_bytes(out)
     }
-}
-
-/// `module_path!()` and the function's name, as the request's action.
-pub fn action(module: &str, function: &str) -> String {
-    format!("{module}::{function}")
 }
 
 /// Runs a future to completion from synchronous code.
@@ -338,7 +332,7 @@ mod tests {
             args.skip("scratch");
             args
         };
-        let call = collect().call("m::f".into(), "p", None, None).unwrap();
+        let call = collect().call("m::f", "p", None, None).unwrap();
         let digest = approval_audit::hex::encode(&gate.digest(b"\"s3cret\""));
         let recorded = json!({
             "zeta": 1, "(b, a)": {"b": "x\"y", "a": 2.5}, "token": {"redacted": digest},
@@ -350,17 +344,17 @@ mod tests {
         });
         assert_eq!(call.args, CanonicalJson::from_value(&recorded).unwrap());
         assert_eq!(
-            call.binding_args,
-            CanonicalJson::from_value(&clear).unwrap()
+            call.binding_args(),
+            &CanonicalJson::from_value(&clear).unwrap()
         );
         assert_eq!(call.skipped, ["scratch"]);
-        assert_eq!(collect().binding().unwrap(), call.binding_args);
+        assert_eq!(&collect().binding().unwrap(), call.binding_args());
         // Without redactions the two are the same text.
         let mut plain = Args::new(&gate);
         plain.arg_in(None, "n", &3u8);
-        let call = plain.call("m::f".into(), "p", None, None).unwrap();
+        let call = plain.call("m::f", "p", None, None).unwrap();
         assert_eq!(call.args.as_str(), r#"{"n":3}"#);
-        assert_eq!(call.binding_args, call.args);
+        assert_eq!(call.binding_args(), &call.args);
     }
 
     #[test]
@@ -369,7 +363,7 @@ mod tests {
         let mut args = Args::new(&gate);
         args.arg_in(None, "ok", &1u8);
         args.arg_in(None, "ratio", &f64::NAN);
-        let err = args.call("m::f".into(), "p", None, None).unwrap_err();
+        let err = args.call("m::f", "p", None, None).unwrap_err();
         assert!(
             matches!(
                 err,

@@ -186,7 +186,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             let mut __approval_args = #private::Args::new(&__approval_gate);
             #(#for_call)*
             __approval_args.call(
-                #private::action(::core::module_path!(), #fn_name),
+                ::core::concat!(::core::module_path!(), "::", #fn_name),
                 #policy,
                 #resource,
                 #reason,

@@ -199,10 +199,7 @@ impl GateInner {
         {
             return Err(RejectReason::SelfApproval);
         }
-        let eligible = policy
-            .approvers
-            .iter()
-            .any(|a| is_voter(&normal_form(a)))
+        let eligible = policy.approvers.iter().any(|a| is_voter(&normal_form(a)))
             || person.is_some_and(|p| policy.groups.iter().any(|g| self.directory.in_group(p, g)));
         if eligible {
             Ok(())

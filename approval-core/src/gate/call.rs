@@ -17,7 +17,7 @@ pub struct Call {
     pub skipped: Vec<String>,
     /// The unredacted arguments, for the binding digest: never shown, and
     /// set only by [`Call::new`] (the same as `args`) or the macro.
-    pub(crate) binding_args: CanonicalJson,
+    pub(crate) binding_args: Option<CanonicalJson>,
     /// The system acted on.
     pub resource: Option<String>,
     /// Why, in the caller's words.
@@ -45,12 +45,18 @@ impl Call {
         Self {
             action: action.into(),
             policy: policy.into(),
-            binding_args: args.clone(),
+            binding_args: None,
             args,
             skipped: Vec::new(),
             resource: None,
             reason: None,
         }
+    }
+
+    /// What the binding is computed over: the arguments with redacted
+    /// values in clear; the recorded arguments when nothing is redacted.
+    pub(crate) fn binding_args(&self) -> &CanonicalJson {
+        self.binding_args.as_ref().unwrap_or(&self.args)
     }
 
     /// Sets the resource.

@@ -28,7 +28,10 @@ pub(crate) fn normal_form(identity: &str) -> Cow<'_, str> {
     let trimmed = identity.trim();
     // ASCII only: outside it, lowercasing may change what is not uppercase
     // (titlecase letters), so that takes the full conversion.
-    if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+    if trimmed
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
         Cow::Borrowed(trimmed)
     } else {
         Cow::Owned(trimmed.to_lowercase())

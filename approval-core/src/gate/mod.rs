@@ -230,7 +230,7 @@ impl Gate {
     {
         // Owned arguments cannot change while waiting; `rebind` recomputes
         // those that can.
-        let unchanged = call.binding_args.clone();
+        let unchanged = call.binding_args().clone();
         let approval = self.approve(call).await?;
         let args = rebind()?.unwrap_or(unchanged);
         approval.confirm_args(&args).await?.execute(body).await
@@ -248,12 +248,17 @@ impl Gate {
         // Built outside the waiting future, so it holds neither the call nor
         // the actor while it waits (an `async fn` keeps its arguments for
         // its whole life); the rare error is boxed for the same reason.
-        // Opening happens inside the block, so its state and the wait's
-        // share their space.
+        // Opening (recording, delivering) runs boxed: its state is freed
+        // once the request is open, and what stays while it waits is only
+        // the wait's.
         let prepared = self.prepare(call, true).map_err(Box::new);
         let span = submit::Prepared::span(&prepared);
         let gate = self.clone();
-        async move { gate.open(prepared, false).await?.decision().await }.instrument(span)
+        async move {
+            let ticket = Box::pin(gate.open(prepared, false)).await?;
+            ticket.decision().await
+        }
+        .instrument(span)
     }
 
     /// Submits `call` for approval and returns once it is recorded

@@ -147,8 +147,8 @@ impl Gate {
         let binding = inner
             .sink
             .chain_writer()
-            .binding(&call.action, &call.binding_args);
-        let binds_recorded = call.binding_args.as_str() == call.args.as_str();
+            .binding(&call.action, call.binding_args());
+        let binds_recorded = call.binding_args().as_str() == call.args.as_str();
         let request = Arc::new(ApprovalRequest {
             id: request::new_request_id(now).map_err(|_| ApprovalError::Random)?,
             binding,

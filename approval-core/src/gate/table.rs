@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -116,10 +117,36 @@ impl Pending {
     }
 }
 
+/// A held request as a set member, keyed by its own id: the tables look it
+/// up by `&str` without keeping a copy of the id.
+#[derive(Debug, Clone)]
+struct ById(Arc<Pending>);
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.request.id
+    }
+}
+
+impl std::hash::Hash for ById {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: `Borrow` requires the two to agree.
+        self.0.request.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.request.id == other.0.request.id
+    }
+}
+
+impl Eq for ById {}
+
 /// Open requests, the lately settled ones, and how calls ended by binding.
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    open: Mutex<HashMap<String, Arc<Pending>>>,
+    open: Mutex<HashSet<ById>>,
     /// Requests settled lately, so a late vote is told `settled` and
     /// `status` still answers.
     recent: Mutex<Recent>,
@@ -129,22 +156,22 @@ pub(crate) struct Table {
 
 impl Table {
     pub(crate) fn open(&self, id: &str) -> Option<Arc<Pending>> {
-        lock(&self.open).get(id).cloned()
+        lock(&self.open).get(id).map(|held| held.0.clone())
     }
 
     pub(crate) fn all_open(&self) -> Vec<Arc<Pending>> {
-        lock(&self.open).values().cloned().collect()
+        lock(&self.open).iter().map(|held| held.0.clone()).collect()
     }
 
     /// An open or lately settled request.
     pub(crate) fn find(&self, id: &str) -> Option<Arc<Pending>> {
         self.open(id)
-            .or_else(|| lock(&self.recent).by_id.get(id).cloned())
+            .or_else(|| lock(&self.recent).by_id.get(id).map(|held| held.0.clone()))
     }
 
     pub(crate) fn settled_lately(&self, id: &str) -> bool {
         let recent = lock(&self.recent);
-        recent.by_id.contains_key(id) || recent.closed.contains(id)
+        recent.by_id.contains(id) || recent.closed.contains(id)
     }
 
     /// Marks an id the log shows closed (recovery), with no request held.
@@ -153,12 +180,12 @@ impl Table {
     }
 
     pub(crate) fn insert(&self, pending: &Arc<Pending>) {
-        lock(&self.open).insert(pending.request.id.clone(), pending.clone());
+        lock(&self.open).insert(ById(pending.clone()));
     }
 
     /// Moves a request from open to lately settled.
     fn retire(&self, pending: &Arc<Pending>) {
-        lock(&self.open).remove(&pending.request.id);
+        lock(&self.open).remove(pending.request.id.as_str());
         lock(&self.recent).insert(pending);
     }
 
@@ -183,7 +210,8 @@ impl Table {
 /// `BINDINGS` bindings, the oldest binding forgotten first.
 #[derive(Debug, Default)]
 struct History {
-    by_binding: HashMap<[u8; 32], Vec<Ended>, DigestHash>,
+    /// Most bindings are asked for once: their one decision stays inline.
+    by_binding: HashMap<[u8; 32], SmallVec<[Ended; 1]>, DigestHash>,
     order: VecDeque<[u8; 32]>,
 }
 
@@ -195,7 +223,7 @@ impl History {
         let earlier = (request_id.to_owned(), decision.clone());
         let list = self.by_binding.entry(binding).or_insert_with(|| {
             self.order.push_back(binding);
-            Vec::new()
+            SmallVec::new()
         });
         if list.len() == Self::PER_BINDING {
             list.remove(0);
@@ -237,34 +265,43 @@ impl std::hash::Hasher for DigestHasher {
 /// restart are kept without a request.
 #[derive(Debug, Default)]
 struct Recent {
-    by_id: HashMap<String, Arc<Pending>>,
+    by_id: HashSet<ById>,
     closed: HashSet<String>,
-    order: VecDeque<String>,
+    order: VecDeque<Retired>,
+}
+
+/// An entry of [`Recent`], in the order they came.
+#[derive(Debug)]
+enum Retired {
+    Settled(ById),
+    Closed(String),
 }
 
 impl Recent {
     const CAPACITY: usize = 10_000;
 
     fn insert(&mut self, pending: &Arc<Pending>) {
-        let id = &pending.request.id;
-        if self.by_id.insert(id.clone(), pending.clone()).is_none() {
-            self.push(id.clone());
+        let held = ById(pending.clone());
+        if self.by_id.insert(held.clone()) {
+            self.push(Retired::Settled(held));
         }
     }
 
     fn insert_closed(&mut self, id: &str) {
         if self.closed.insert(id.to_owned()) {
-            self.push(id.to_owned());
+            self.push(Retired::Closed(id.to_owned()));
         }
     }
 
-    fn push(&mut self, id: String) {
-        self.order.push_back(id);
+    fn push(&mut self, retired: Retired) {
+        self.order.push_back(retired);
         if self.order.len() > Self::CAPACITY
             && let Some(old) = self.order.pop_front()
         {
-            self.by_id.remove(&old);
-            self.closed.remove(&old);
+            match old {
+                Retired::Settled(held) => self.by_id.remove(&held),
+                Retired::Closed(id) => self.closed.remove(&id),
+            };
         }
     }
 }

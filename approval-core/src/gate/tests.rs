@@ -452,7 +452,7 @@ async fn a_redacted_argument_changed_while_waiting_stops_the_call() {
         CanonicalJson::from_serialize(&json!({"table": "users", "token": token})).unwrap()
     };
     let mut redacted_call = Call::new("crm::export", "export", recorded);
-    redacted_call.binding_args = clear("s3cret");
+    redacted_call.binding_args = Some(clear("s3cret"));
 
     let approve = || with_actor(agent(), gate.approve(redacted_call.clone()));
     let confirmed = approve()
@@ -854,7 +854,7 @@ async fn non_finite_arguments_are_refused_before_anything_is_asked() {
     let gate = gate(&sink, Arc::new(MockApprover::approve_all("ci")), policy());
     let mut args = crate::private::Args::new(&gate);
     args.arg_in(None, "ratio", &f64::NAN);
-    let err = args.call("a".into(), "export", None, None).unwrap_err();
+    let err = args.call("a", "export", None, None).unwrap_err();
     assert!(
         matches!(
             err,
