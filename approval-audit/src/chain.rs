@@ -238,8 +238,14 @@ impl ChainWriter {
         let mut next = head.clone();
         let mut receipts = Vec::with_capacity(records.len());
         let mut rotated_to = None;
+        // One clock reading and one key lookup for the batch (records
+        // written together bear one time), looked up again after a
+        // rotation.
+        let ts = format_ts(self.clock.now())?;
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         for record in records {
-            match self.seal_one(&mut next, record, out) {
+            let sealed = self.seal_one(&keys, &ts, &mut next, record, out);
+            match sealed {
                 Ok((receipt, rotation)) => {
                     receipts.push(receipt);
                     if rotation.is_some() {
@@ -252,6 +258,7 @@ impl ChainWriter {
                 }
             }
         }
+        drop(keys);
         *head = next;
         if let Some(key_id) = rotated_to {
             let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
@@ -266,19 +273,24 @@ impl ChainWriter {
 
     fn seal_one(
         &self,
+        keys: &Keys,
+        ts: &[u8; 24],
         head: &mut ChainHead,
         record: &PendingRecord,
         out: &mut Vec<u8>,
     ) -> Result<(Receipt, Option<KeyId>), AuditError> {
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let key_id = head.key_id.as_ref().unwrap_or(&keys.active_id);
-        let key = &keys
-            .all
-            .get(key_id)
-            .ok_or_else(|| AuditError::UnknownWriterKey {
-                key_id: key_id.clone(),
-            })?
-            .record;
+        // The active key, without a lookup, unless the chain is at another.
+        let pair = if *key_id == keys.active_id {
+            &keys.active
+        } else {
+            keys.all
+                .get(key_id)
+                .ok_or_else(|| AuditError::UnknownWriterKey {
+                    key_id: key_id.clone(),
+                })?
+        };
+        let key = &pair.record;
         if let Some(next) = record.next_key_id()
             && !keys.all.contains_key(next)
         {
@@ -289,10 +301,9 @@ impl ChainWriter {
         }
         let seq = head.next_seq;
         let next_seq = seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
-        let ts = format_ts(self.clock.now())?;
 
         let line_start = out.len();
-        let ts = std::str::from_utf8(&ts)
+        let ts = std::str::from_utf8(ts)
             .map_err(|_| AuditError::Canonical(canonical::CanonicalError::NotCanonical))?;
         // The chain's members, sorted by name.
         let chain = [
