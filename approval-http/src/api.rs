@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use approval_core::{Ballot, BallotOutcome, Clock, RejectReason, SystemClock, Vote};
+use approval_core::{ApprovalError, Ballot, BallotOutcome, Clock, RejectReason, SystemClock, Vote};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -89,18 +89,81 @@ pub struct VoteAnswer {
     pub decision: Option<DecisionDocument>,
 }
 
-/// An error's body.
+/// An error's body: a stable code for programs, words for people.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// What went wrong.
+    /// What went wrong, as a code.
+    pub code: ErrorCode,
+    /// What went wrong, in words.
     pub error: String,
+}
+
+/// Why a call to the API failed before any vote was cast (a refused vote
+/// answers a [`VoteAnswer`] with its reason instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: the body or query is not what the route takes.
+    Malformed,
+    /// 401: no token, or one no reviewer has.
+    Unauthorized,
+    /// 403: a console session without its CSRF token.
+    Forbidden,
+    /// 404: no such request for this reviewer.
+    NotFound,
+    /// 503: the gate is gone or the audit log could not record: try again.
+    Unavailable,
+    /// 500: a failure the API does not know (a bug); traced.
+    Internal,
+}
+
+/// The HTTP status of a refused vote: the requester's own and one that is
+/// not theirs to cast are 403, an unknown request 404, a request that has
+/// moved on (settled, voted already, shown with another binding) 409.
+fn refusal_status(why: RejectReason) -> StatusCode {
+    match why {
+        RejectReason::UnknownRequest => StatusCode::NOT_FOUND,
+        RejectReason::NotEligible
+        | RejectReason::SelfApproval
+        | RejectReason::WrongRoute
+        | RejectReason::BadSignature
+        | RejectReason::Replayed => StatusCode::FORBIDDEN,
+        RejectReason::Settled | RejectReason::AlreadyVoted | RejectReason::WrongBinding => {
+            StatusCode::CONFLICT
+        }
+        _ => StatusCode::CONFLICT,
+    }
+}
+
+/// The answer to a vote the gate could not take: 503 when something it
+/// needs is down (the log, the shared store, the gate itself), 500 else.
+fn cast_failed(error: &ApprovalError) -> Response {
+    match error {
+        ApprovalError::Audit(_) | ApprovalError::Coordination(_) | ApprovalError::GateClosed => {
+            tracing::warn!(%error, "a vote could not be taken; answered 503");
+            self::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "the vote could not be recorded now; try again",
+            )
+        }
+        _ => {
+            tracing::error!(%error, "a vote failed unexpectedly; answered 500");
+            self::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "the vote failed",
+            )
+        }
+    }
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "approval decision API", description = "Read approval requests and vote on them. Every route but this document needs `Authorization: Bearer <reviewer token>`."),
     paths(list_requests, get_request, cast_vote),
-    components(schemas(RequestView, RequestList, VoteBody, VoteAnswer, ErrorBody)),
+    components(schemas(RequestView, RequestList, VoteBody, VoteAnswer, ErrorBody, ErrorCode)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -210,10 +273,11 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
         .into_response()
 }
 
-fn error(status: StatusCode, error: &str) -> Response {
+fn error(status: StatusCode, code: ErrorCode, error: &str) -> Response {
     json(
         status,
         &ErrorBody {
+            code,
             error: error.into(),
         },
     )
@@ -232,6 +296,7 @@ fn reviewer(approver: &ApiApprover, headers: &HeaderMap, change: bool) -> Option
 fn unauthorized() -> Response {
     let mut response = error(
         StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
         "a reviewer's bearer token is required",
     );
     response
@@ -288,7 +353,13 @@ async fn list_requests(
     let entries = match query.state.as_deref() {
         None | Some("pending") => approver.pending(),
         Some("settled") => approver.settled(),
-        Some(_) => return error(StatusCode::BAD_REQUEST, "state is pending or settled"),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Malformed,
+                "state is pending or settled",
+            );
+        }
     };
     let identity = format!("{CHANNEL}:{name}");
     let shown = approver.shown_to(&identity);
@@ -319,7 +390,11 @@ async fn get_request(
         Some(entry) if approver.shown_to(&format!("{CHANNEL}:{name}"))(&entry) => {
             json(StatusCode::OK, &view(entry))
         }
-        _ => error(StatusCode::NOT_FOUND, "no such request"),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such request",
+        ),
     }
 }
 
@@ -328,10 +403,11 @@ async fn get_request(
     (status = 200, description = "Counted, or the same vote again", body = VoteAnswer),
     (status = 400, description = "Not a vote", body = ErrorBody),
     (status = 401, description = "No or unknown token", body = ErrorBody),
-    (status = 403, description = "Not allowed to decide this request (recorded)", body = VoteAnswer),
+    (status = 403, description = "Not allowed to decide this request (recorded), or a console session without its CSRF token", body = VoteAnswer),
     (status = 404, description = "No such request (recorded)", body = VoteAnswer),
     (status = 409, description = "Settled, or a different vote earlier (recorded)", body = VoteAnswer),
-    (status = 503, description = "The audit log could not record it", body = ErrorBody),
+    (status = 500, description = "An unexpected failure (traced)", body = ErrorBody),
+    (status = 503, description = "The gate is gone, or the audit log or shared store could not record it: try again", body = ErrorBody),
 ))]
 async fn cast_vote(
     State(approver): State<Arc<ApiApprover>>,
@@ -343,17 +419,23 @@ async fn cast_vote(
         if approver.sessions.reviewer(&headers, false).is_some() {
             return error(
                 StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
                 "the console's CSRF token is missing or wrong",
             );
         }
         return unauthorized();
     };
     let Ok(body) = serde_json::from_slice::<VoteBody>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the body is not a vote");
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::Malformed,
+            "the body is not a vote",
+        );
     };
     let Some(ballots) = approver.ballots() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
             "the approver is in no gate",
         );
     };
@@ -388,18 +470,10 @@ async fn cast_vote(
             &answer("refused", Some(RejectReason::UnknownRequest), None),
         ),
         Ok(BallotOutcome::Rejected(why)) => {
-            let status = match why {
-                RejectReason::UnknownRequest => StatusCode::NOT_FOUND,
-                RejectReason::NotEligible | RejectReason::SelfApproval => StatusCode::FORBIDDEN,
-                _ => StatusCode::CONFLICT,
-            };
-            json(status, &answer("refused", Some(why), None))
+            json(refusal_status(why), &answer("refused", Some(why), None))
         }
         Ok(_) => json(StatusCode::OK, &answer("absorbed", None, None)),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the audit log could not record the vote",
-        ),
+        Err(e) => cast_failed(&e),
     }
 }
 

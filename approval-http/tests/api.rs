@@ -2,12 +2,14 @@
 //! the full context, votes checked and recorded by the gate, the OpenAPI
 //! document.
 
+use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use approval_core::{
-    Actor, ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
-    Policy, WriterSecret, with_actor,
+    Actor, ApprovalError, AuditError, AuditSink, Call, CanonicalJson, ChainWriter, Directory, Gate,
+    KeyId, MemorySink, PendingRecord, Policy, Receipt, WriterSecret, with_actor,
 };
 use approval_http::{ApiApprover, ReviewerTokens, api};
 use serde_json::{Value, json};
@@ -16,9 +18,38 @@ const ALICE: &str = "alice-token-7f1c2d";
 const BOB: &str = "bob-token-93ab41";
 const CAROL: &str = "carol-token-0d9e77";
 
+/// The memory sink, which refuses appends while `down` is set (a disk or
+/// database gone away).
+#[derive(Debug)]
+struct Flaky {
+    log: MemorySink,
+    down: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl AuditSink for Flaky {
+    async fn append(&self, records: Vec<PendingRecord>) -> Result<Vec<Receipt>, AuditError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(AuditError::Store {
+                what: "append",
+                cause: "the test took the store away".into(),
+            });
+        }
+        self.log.append(records).await
+    }
+
+    fn read_back(&self) -> Result<Box<dyn Read + Send>, AuditError> {
+        self.log.read_back()
+    }
+
+    fn chain_writer(&self) -> &Arc<ChainWriter> {
+        self.log.chain_writer()
+    }
+}
+
 struct Setup {
     gate: Gate,
-    sink: Arc<MemorySink>,
+    sink: Arc<Flaky>,
     base: String,
     client: reqwest::Client,
 }
@@ -37,10 +68,13 @@ async fn setup_with(required: u32, configure: impl FnOnce(ApiApprover) -> ApiApp
         .unwrap();
     let approver = Arc::new(configure(ApiApprover::new(tokens)));
     let secret = WriterSecret::generate().unwrap();
-    let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
-        KeyId::new("k").unwrap(),
-        &secret,
-    ))));
+    let sink = Arc::new(Flaky {
+        log: MemorySink::new(Arc::new(ChainWriter::new(
+            KeyId::new("k").unwrap(),
+            &secret,
+        ))),
+        down: AtomicBool::new(false),
+    });
     let gate = Gate::builder(sink.clone())
         .approver("api", approver.clone())
         .policy(
@@ -134,7 +168,7 @@ impl Setup {
     }
 
     fn records(&self, event: &str) -> Vec<Value> {
-        String::from_utf8(self.sink.bytes())
+        String::from_utf8(self.sink.log.bytes())
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -357,4 +391,59 @@ async fn a_reviewer_sees_only_the_requests_they_may_vote_on() {
         (403, Some("not_eligible"))
     );
     waiting.abort();
+}
+
+#[tokio::test]
+async fn each_failure_has_its_status_and_a_typed_code() {
+    let s = setup(1).await;
+    let waiting = s.start("dave", "users");
+    let id = s.pending_id().await;
+    let code = |answer: &Value| answer["code"].as_str().map(str::to_owned);
+    // 401: no token, or one nobody has.
+    let (status, answer) = s.vote(&id, None, json!({"vote": "approve"})).await;
+    assert_eq!((status, code(&answer)), (401, Some("unauthorized".into())));
+    let (status, answer) = s.get("/requests", Some("nobody's-token")).await;
+    assert_eq!((status, code(&answer)), (401, Some("unauthorized".into())));
+    // 400: not a vote, or a query the route does not take.
+    let (status, answer) = s.vote(&id, Some(BOB), json!({"vote": 1})).await;
+    assert_eq!((status, code(&answer)), (400, Some("malformed".into())));
+    let (status, answer) = s.get("/requests?state=later", Some(BOB)).await;
+    assert_eq!((status, code(&answer)), (400, Some("malformed".into())));
+    // 404: no such request.
+    let (status, answer) = s.get("/requests/req_nobody", Some(BOB)).await;
+    assert_eq!((status, code(&answer)), (404, Some("not_found".into())));
+
+    // 503 while the log cannot record: nothing counted, the call waits,
+    // and the same vote counts once the log is back.
+    s.sink.down.store(true, Ordering::SeqCst);
+    let (status, answer) = s.vote(&id, Some(BOB), json!({"vote": "approve"})).await;
+    assert_eq!((status, code(&answer)), (503, Some("unavailable".into())));
+    assert!(!waiting.is_finished());
+    assert!(s.records("reviewed").is_empty());
+    s.sink.down.store(false, Ordering::SeqCst);
+    let (status, answer) = s.vote(&id, Some(BOB), json!({"vote": "approve"})).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("counted")));
+    waiting.await.unwrap().unwrap();
+
+    // 503 once the gate is gone: nothing can take a vote.
+    let waiting = s.start("dave", "orders");
+    let id = s.pending_id().await;
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    let Setup {
+        gate,
+        base,
+        client,
+        sink,
+    } = s;
+    drop(gate);
+    // (A new gate of its own only fills the struct; the API's is gone.)
+    let s = Setup {
+        gate: Gate::builder(sink.clone()).build().unwrap(),
+        sink,
+        base,
+        client,
+    };
+    let (status, answer) = s.vote(&id, Some(BOB), json!({"vote": "approve"})).await;
+    assert_eq!((status, code(&answer)), (503, Some("unavailable".into())));
 }
