@@ -102,6 +102,22 @@ pub struct PostedMessage {
     pub ts: String,
 }
 
+impl approval_channel::StoredMessage for PostedMessage {
+    fn fields(&self) -> Vec<&str> {
+        vec![&self.channel, &self.ts]
+    }
+
+    fn from_fields(fields: &[&str]) -> Option<Self> {
+        match fields {
+            [channel, ts] => Some(Self {
+                channel: (*channel).to_owned(),
+                ts: (*ts).to_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Who the token belongs to, from `auth.test`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

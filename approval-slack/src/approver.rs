@@ -16,7 +16,7 @@ use crate::api::{Identity, PostedMessage, SlackApi, SlackError};
 use crate::message::{
     approval_blocks, outcome_blocks, outcome_text, progress_blocks, refusal_text, restart_blocks,
 };
-use crate::store::MessageStore;
+use approval_channel::MessageStore;
 
 /// Posts approval requests to Slack (`chat.postMessage`) and keeps each
 /// message true: a line per vote while more are needed, then the outcome
@@ -49,7 +49,7 @@ pub struct SlackApprover {
     policy_channels: HashMap<String, String>,
     identity: Identity,
     open: Arc<Mutex<HashMap<String, Open>>>,
-    store: Option<Arc<MessageStore>>,
+    store: Option<Arc<MessageStore<PostedMessage>>>,
     ballots: Mutex<Option<Ballots>>,
     work: mpsc::UnboundedSender<Work>,
 }
@@ -235,7 +235,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn update_messages(
     api: SlackApi,
     open: Arc<Mutex<HashMap<String, Open>>>,
-    store: Option<Arc<MessageStore>>,
+    store: Option<Arc<MessageStore<PostedMessage>>>,
     mut queue: mpsc::UnboundedReceiver<Work>,
 ) {
     while let Some(work) = queue.recv().await {
@@ -273,7 +273,13 @@ async fn update_messages(
             }
             Work::Restarted(cancelled) => {
                 let Some(store) = &store else { continue };
-                let Ok(left) = store.all() else { continue };
+                let left = match store.all() {
+                    Ok(left) => left,
+                    Err(error) => {
+                        tracing::warn!(%error, "the message store cannot be read; messages a restart left keep their buttons");
+                        continue;
+                    }
+                };
                 for (id, message) in left {
                     // Requests of this run are not the restart's to close.
                     if lock(&open).contains_key(&id) {

@@ -15,7 +15,6 @@ pub mod message;
 pub mod mrkdwn;
 mod signature;
 pub mod socket_mode;
-mod store;
 
 pub use approver::{SlackApprover, SlackApproverBuilder};
 pub use signature::{MAX_SKEW, SignatureError, SigningSecret};

@@ -1,0 +1,216 @@
+//! What the message channels (Slack, Teams) share. A channel posts one
+//! message per request and keeps it true; when the process restarts, the
+//! messages of requests the restart closed must lose their buttons, so
+//! where each open request's message is must outlive the process:
+//! [`MessageStore`].
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+/// Where a channel's message is, as a few lines of text: what a
+/// [`MessageStore`] keeps for it.
+///
+/// ```
+/// use approval_channel::StoredMessage;
+///
+/// #[derive(Debug, PartialEq)]
+/// struct Posted { channel: String, ts: String }
+///
+/// impl StoredMessage for Posted {
+///     fn fields(&self) -> Vec<&str> {
+///         vec![&self.channel, &self.ts]
+///     }
+///     fn from_fields(fields: &[&str]) -> Option<Self> {
+///         match fields {
+///             [channel, ts] => Some(Self { channel: (*channel).into(), ts: (*ts).into() }),
+///             _ => None,
+///         }
+///     }
+/// }
+/// ```
+pub trait StoredMessage: Sized {
+    /// Its fields, none holding a line break.
+    fn fields(&self) -> Vec<&str>;
+    /// The message back from its fields; `None` if they are not one.
+    fn from_fields(fields: &[&str]) -> Option<Self>;
+}
+
+/// Where the messages of open requests are, on disk, so that after a
+/// restart their buttons can be taken down.
+///
+/// One small file per open request, named by the request id in hex (ids
+/// are the gate's, but a file name is no place to trust them), holding the
+/// message's fields one per line. Written to a temporary name and renamed,
+/// so a crash leaves either no file or a whole one. One directory per
+/// process and channel.
+///
+/// ```
+/// use approval_channel::{MessageStore, StoredMessage};
+/// # #[derive(Debug, PartialEq)]
+/// # struct Posted { channel: String, ts: String }
+/// # impl StoredMessage for Posted {
+/// #     fn fields(&self) -> Vec<&str> { vec![&self.channel, &self.ts] }
+/// #     fn from_fields(f: &[&str]) -> Option<Self> {
+/// #         match f { [c, t] => Some(Self { channel: (*c).into(), ts: (*t).into() }), _ => None }
+/// #     }
+/// # }
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = MessageStore::<Posted>::open(dir.path())?;
+/// let posted = Posted { channel: "C0APPROVALS".into(), ts: "1.1".into() };
+/// store.remember("01J8Y5", &posted)?;
+/// assert_eq!(store.all()?, [("01J8Y5".to_owned(), posted)]);
+/// store.forget("01J8Y5");
+/// assert!(store.all()?.is_empty());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct MessageStore<M> {
+    dir: PathBuf,
+    kind: PhantomData<fn() -> M>,
+}
+
+impl<M: StoredMessage> MessageStore<M> {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.into(),
+            kind: PhantomData,
+        })
+    }
+
+    fn path(&self, request_id: &str) -> PathBuf {
+        let name: String = request_id.bytes().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(name)
+    }
+
+    /// Keeps where `request_id`'s message is, durably enough to survive
+    /// the process (not a power cut: a lost entry only leaves buttons up,
+    /// which the gate refuses as settled).
+    pub fn remember(&self, request_id: &str, message: &M) -> io::Result<()> {
+        let fields = message.fields();
+        if fields.iter().any(|f| f.contains(['\n', '\r'])) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a message field holds a line break",
+            ));
+        }
+        let path = self.path(request_id);
+        let partial = path.with_extension("partial");
+        let mut text = fields.join("\n");
+        text.push('\n');
+        fs::write(&partial, text)?;
+        fs::rename(partial, path)
+    }
+
+    /// Forgets a request; one already forgotten is no error.
+    pub fn forget(&self, request_id: &str) {
+        // Best effort: a file left behind only means its message is
+        // marked ended at the next restart.
+        match fs::remove_file(self.path(request_id)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(%request_id, %error, "forgetting a request's message failed");
+            }
+            _ => {}
+        }
+    }
+
+    /// Every request remembered, with its message, by request id.
+    /// Unreadable or partial files are skipped (they name no message that
+    /// can be updated).
+    pub fn all(&self) -> io::Result<Vec<(String, M)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(unhex) else {
+                continue;
+            };
+            let Ok(text) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let fields: Vec<&str> = text.lines().collect();
+            if let Some(message) = M::from_fields(&fields) {
+                out.push((id, message));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+fn unhex(name: &str) -> Option<String> {
+    if !name.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..name.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(name.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Posted(String, String);
+
+    impl StoredMessage for Posted {
+        fn fields(&self) -> Vec<&str> {
+            vec![&self.0, &self.1]
+        }
+        fn from_fields(fields: &[&str]) -> Option<Self> {
+            match fields {
+                [a, b] => Some(Self((*a).into(), (*b).into())),
+                _ => None,
+            }
+        }
+    }
+
+    fn message(ts: &str) -> Posted {
+        Posted("C0APPROVALS".into(), ts.into())
+    }
+
+    #[test]
+    fn remembers_across_reopening_and_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = MessageStore::open(dir.path()).unwrap();
+            store.remember("req_01", &message("1.1")).unwrap();
+            store.remember("../etc/passwd", &message("1.2")).unwrap();
+            store.remember("req_02", &message("1.3")).unwrap();
+            store.forget("req_02");
+            store.forget("never-there");
+        }
+        // A crash mid-write leaves a partial file, which is skipped.
+        std::fs::write(dir.path().join("7265715f3033.partial"), "C0").unwrap();
+        let store = MessageStore::<Posted>::open(dir.path()).unwrap();
+        assert_eq!(
+            store.all().unwrap(),
+            [
+                ("../etc/passwd".to_owned(), message("1.2")),
+                ("req_01".to_owned(), message("1.1")),
+            ]
+        );
+        // Names are hex: nothing escaped the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_field_with_a_line_break_is_refused_and_nothing_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MessageStore::open(dir.path()).unwrap();
+        let forged = Posted("C0\nC1".into(), "1.1".into());
+        let error = store.remember("req_01", &forged).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(store.all().unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
