@@ -3,6 +3,7 @@
 //! outcome once the request ends (TEAMS.md §2).
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use approval_core::{
@@ -15,7 +16,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::card::{approval_card, attachment, outcome_card, progress_card};
+use approval_channel::{MessageStore, StoredMessage};
+
+use crate::card::{approval_card, attachment, outcome_card, progress_card, restart_card};
 use crate::connector::{Connector, TeamsError};
 
 /// How many ended requests' outcomes are kept to answer late clicks with.
@@ -108,6 +111,26 @@ pub struct PostedCard {
     pub activity_id: String,
 }
 
+impl StoredMessage for PostedCard {
+    fn fields(&self) -> Vec<&str> {
+        vec![&self.service_url, &self.conversation_id, &self.activity_id]
+    }
+
+    fn from_fields(fields: &[&str]) -> Option<Self> {
+        match fields {
+            [service_url, conversation_id, activity_id] => Some(Self {
+                service_url: (*service_url).to_owned(),
+                conversation_id: (*conversation_id).to_owned(),
+                activity_id: (*activity_id).to_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The card store, if the approver keeps one.
+type Store = Option<Arc<MessageStore<PostedCard>>>;
+
 /// One request this approver has a card for.
 #[derive(Debug)]
 struct Entry {
@@ -164,6 +187,9 @@ impl Requests {
 enum Work {
     /// Put the request's card as it stands now.
     Update(String),
+    /// Take down the actions of cards a previous run left: those in the
+    /// list were cancelled by this restart.
+    Restarted(Vec<String>),
     /// Say when everything asked before is done.
     Flush(oneshot::Sender<()>),
 }
@@ -200,6 +226,7 @@ pub struct TeamsApprover {
     target: Target,
     policy_targets: HashMap<String, Target>,
     requests: Arc<Mutex<Requests>>,
+    store: Store,
     chats: tokio::sync::Mutex<HashMap<String, String>>,
     ballots: Mutex<Option<Ballots>>,
     work: mpsc::UnboundedSender<Work>,
@@ -212,6 +239,7 @@ pub struct TeamsApproverBuilder {
     connector: Connector,
     target: Target,
     policy_targets: HashMap<String, Target>,
+    store: Option<PathBuf>,
 }
 
 impl TeamsApproverBuilder {
@@ -221,17 +249,37 @@ impl TeamsApproverBuilder {
         self
     }
 
+    /// Keeps where each open request's card is in `dir` (one small file
+    /// per request), so that after a restart
+    /// [`Gate::recover`](approval_core::Gate::recover) can have their
+    /// actions taken down. Without it, a card a restart orphaned keeps its
+    /// buttons (clicks on them are refused as `settled`). One directory
+    /// per process.
+    pub fn message_store(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.store = Some(dir.into());
+        self
+    }
+
     /// Fetches a bot token (failing loudly if the app id, secret or tenant
-    /// is wrong) and starts the task that updates cards, on the current
-    /// runtime.
+    /// is wrong), opens the card store, and starts the task that updates
+    /// cards, on the current runtime.
     pub async fn connect(self) -> Result<TeamsApprover, TeamsError> {
         self.connector.token().await?;
+        let store = match &self.store {
+            Some(dir) => Some(Arc::new(MessageStore::open(dir).map_err(|e| {
+                TeamsError::MessageStore {
+                    cause: e.to_string(),
+                }
+            })?)),
+            None => None,
+        };
         let connector = Arc::new(self.connector);
         let requests = Arc::default();
         let (work, queue) = mpsc::unbounded_channel();
         tokio::spawn(update_cards(
             Arc::clone(&connector),
             Arc::clone(&requests),
+            store.clone(),
             queue,
         ));
         Ok(TeamsApprover {
@@ -239,6 +287,7 @@ impl TeamsApproverBuilder {
             target: self.target,
             policy_targets: self.policy_targets,
             requests,
+            store,
             chats: tokio::sync::Mutex::default(),
             ballots: Mutex::new(None),
             work,
@@ -278,6 +327,7 @@ impl TeamsApprover {
             connector,
             target,
             policy_targets: HashMap::new(),
+            store: None,
         }
     }
 
@@ -463,10 +513,12 @@ impl TeamsApprover {
 }
 
 /// The updater task: one PUT at a time, in the order asked. A failed
-/// update leaves the old card (late clicks are refused by the gate).
+/// update leaves the old card (late clicks are refused by the gate), and
+/// its store entry, so the next restart still takes it down.
 async fn update_cards(
     connector: Arc<Connector>,
     requests: Arc<Mutex<Requests>>,
+    store: Store,
     mut queue: mpsc::UnboundedReceiver<Work>,
 ) {
     while let Some(work) = queue.recv().await {
@@ -484,18 +536,31 @@ async fn update_cards(
                 } else {
                     "Approval requested"
                 };
-                let mut activity = message(Value::clone(&card), summary);
-                activity["id"] = Value::String(posted.activity_id.clone());
-                let path = format!(
-                    "/v3/conversations/{}/activities/{}",
-                    segment(&posted.conversation_id),
-                    segment(&posted.activity_id)
-                );
-                if let Err(error) = connector
-                    .call(Method::PUT, &posted.service_url, &path, &activity)
-                    .await
+                if put_card(&connector, &posted, Value::clone(&card), summary, &id).await
+                    && ended
+                    && let Some(store) = &store
                 {
-                    tracing::warn!(request_id = %id, %error, "updating the Teams card failed");
+                    store.forget(&id);
+                }
+            }
+            Work::Restarted(cancelled) => {
+                let Some(store) = &store else { continue };
+                let left = match store.all() {
+                    Ok(left) => left,
+                    Err(error) => {
+                        tracing::warn!(%error, "the card store cannot be read; cards a restart left keep their buttons");
+                        continue;
+                    }
+                };
+                for (id, posted) in left {
+                    // Requests of this run are not the restart's to close.
+                    if lock(&requests).get(&id).is_some() {
+                        continue;
+                    }
+                    let card = restart_card(&id, cancelled.contains(&id));
+                    if put_card(&connector, &posted, card, "Approval request ended", &id).await {
+                        store.forget(&id);
+                    }
                 }
             }
             Work::Flush(done) => {
@@ -503,6 +568,34 @@ async fn update_cards(
                     tracing::trace!("a flush's caller stopped waiting");
                 }
             }
+        }
+    }
+}
+
+/// Replaces the card at `posted` with `card` for everyone; whether Teams
+/// took it (a failure is traced).
+async fn put_card(
+    connector: &Connector,
+    posted: &PostedCard,
+    card: Value,
+    summary: &str,
+    request_id: &str,
+) -> bool {
+    let mut activity = message(card, summary);
+    activity["id"] = Value::String(posted.activity_id.clone());
+    let path = format!(
+        "/v3/conversations/{}/activities/{}",
+        segment(&posted.conversation_id),
+        segment(&posted.activity_id)
+    );
+    match connector
+        .call(Method::PUT, &posted.service_url, &path, &activity)
+        .await
+    {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(request_id, %error, "updating the Teams card failed");
+            false
         }
     }
 }
@@ -536,6 +629,17 @@ impl Approver for TeamsApprover {
         let target = self.target_for(&request.policy.name);
         match self.post(target, approval_card(&request), &summary).await {
             Ok(posted) => {
+                if let Some(store) = &self.store
+                    && let Err(e) = store.remember(&id, &posted)
+                {
+                    // Posted but not remembered: the call fails closed, and
+                    // the cancellation the gate then announces replaces the
+                    // card (the entry below knows where it is).
+                    if let Some(entry) = lock(&self.requests).get_mut(&id) {
+                        entry.posted = Some(posted);
+                    }
+                    return Err(ApproverError::Refused(format!("card store: {e}")));
+                }
                 let changed = {
                     let mut requests = lock(&self.requests);
                     requests.get_mut(&id).is_some_and(|entry| {
@@ -577,6 +681,14 @@ impl Approver for TeamsApprover {
             }
             Notice::Settled { request, decision } => {
                 self.ended(&request.id, decision);
+            }
+            Notice::Recovered(recovery) => {
+                // The updater ends only with this approver.
+                self.work
+                    .send(Work::Restarted(recovery.cancelled.clone()))
+                    .map_err(|_| {
+                        ApproverError::Unreachable("the card updater has stopped".into())
+                    })?;
             }
             _ => {}
         }

@@ -341,6 +341,29 @@ pub fn outcome_card(request: &ApprovalRequest, decision: &Decision, at: SystemTi
     )
 }
 
+/// The card that replaces the card of a request a restart ended: the
+/// process that waited for it is gone, so its actions go too.
+///
+/// ```
+/// let card = approval_teams::card::restart_card("01J8Y5", true);
+/// assert!(card["actions"].is_null());
+/// assert!(card.to_string().contains("Cancelled"));
+/// ```
+pub fn restart_card(request_id: &str, cancelled: bool) -> Value {
+    let what = if cancelled {
+        "➖ **Cancelled**: the process waiting for this request restarted before anyone decided; it will not run."
+    } else {
+        "➖ **Ended** before the process restarted; the audit log holds its outcome."
+    };
+    card(
+        vec![
+            text(what),
+            text(format!("Request: {}", literal(request_id, 100))),
+        ],
+        Vec::new(),
+    )
+}
+
 /// What a reviewer whose vote was refused is told, in words.
 ///
 /// ```

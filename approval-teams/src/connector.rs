@@ -97,6 +97,13 @@ pub enum TeamsError {
         /// What is wrong.
         cause: String,
     },
+    /// The card store (`TeamsApproverBuilder::message_store`) cannot be
+    /// opened.
+    #[error("the card store cannot be opened: {cause}")]
+    MessageStore {
+        /// Why.
+        cause: String,
+    },
 }
 
 #[derive(Deserialize)]

@@ -41,7 +41,26 @@ struct Harness {
 /// 127.0.0.1. alice, bob and carol have Teams identities; bob also an API
 /// one.
 async fn harness_with(policy: Policy, target: Option<fn(&str) -> Target>) -> Harness {
-    let fake = fake_teams().await;
+    harness_on(fake_teams().await, memory_sink(), None, policy, target).await
+}
+
+fn memory_sink() -> Arc<MemorySink> {
+    let secret = WriterSecret::generate().unwrap();
+    Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
+        KeyId::new("k").unwrap(),
+        &secret,
+    ))))
+}
+
+/// The harness on an existing fake Teams and log, with the approver's card
+/// store in `store`: what a restart of the process finds.
+async fn harness_on(
+    fake: Fake,
+    sink: Arc<MemorySink>,
+    store: Option<&std::path::Path>,
+    policy: Policy,
+    target: Option<fn(&str) -> Target>,
+) -> Harness {
     let (base, service_url) = {
         let teams = fake.lock().unwrap();
         (teams.base.clone(), teams.service_url())
@@ -52,18 +71,12 @@ async fn harness_with(policy: Policy, target: Option<fn(&str) -> Target>) -> Har
         Some(make) => make(&service_url),
         None => Target::channel(&service_url, CHANNEL, TENANT),
     };
-    let teams = Arc::new(
-        TeamsApprover::builder(connector, target)
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut builder = TeamsApprover::builder(connector, target);
+    if let Some(dir) = store {
+        builder = builder.message_store(dir);
+    }
+    let teams = Arc::new(builder.connect().await.unwrap());
     let second = Arc::new(MockApprover::silent("second"));
-    let secret = WriterSecret::generate().unwrap();
-    let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
-        KeyId::new("k").unwrap(),
-        &secret,
-    ))));
     let gate = Gate::builder(sink.clone())
         .approver("teams", teams.clone())
         .approver("second", second.clone())
@@ -557,4 +570,88 @@ async fn refresh_shows_the_current_card_only_to_reviewers_who_may_vote_on_it() {
         .await;
     assert_eq!(answer["type"], "application/vnd.microsoft.activity.message");
     assert!(!answer.to_string().contains("warehouse/orders"), "{answer}");
+}
+
+#[tokio::test]
+async fn after_a_restart_the_cards_of_requests_it_ended_lose_their_actions() {
+    let fake = fake_teams().await;
+    let log = memory_sink();
+    let store = tempfile::tempdir().unwrap();
+    let open_id = {
+        let h = harness_on(
+            fake.clone(),
+            log.clone(),
+            Some(store.path()),
+            policy(),
+            None,
+        )
+        .await;
+        // Settled, but Teams refused the update: its entry stays.
+        let settled = h.start();
+        let posted = nth_card(&fake, 0).await;
+        fake.lock().unwrap().fail_next(
+            400,
+            None,
+            r#"{"error":{"code":"BadArgument","message":"refused by the test"}}"#,
+        );
+        let (status, _) = h.send(&click(&fake, &posted, "approve", ALICE, None)).await;
+        assert_eq!(status, 200);
+        settled.await.unwrap().unwrap();
+        assert!(h.teams.flush(Duration::from_secs(10)).await);
+        // Open when the process dies: its future is never dropped, as if
+        // the process had ended mid-wait.
+        let call = Call::new(
+            "crm::export_table",
+            "data-export",
+            CanonicalJson::from_serialize(&json!({"table": "admins"})).unwrap(),
+        );
+        let mut dying = Box::pin(with_actor(
+            Actor::new("agent-7").on_behalf_of("dave"),
+            h.gate.approve(call),
+        ));
+        tokio::select! {
+            _ = &mut dying => panic!("nobody voted"),
+            _ = nth_card(&fake, 1) => {}
+        }
+        std::mem::forget(dying);
+        let open = nth_card(&fake, 1).await;
+        content(&open.versions[0])["actions"][0]["data"]["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 2);
+
+    // The restart: a new approver on the same store, a new gate on the log.
+    let h = harness_on(fake.clone(), log, Some(store.path()), policy(), None).await;
+    let recovery = h.gate.recover().await.unwrap();
+    assert_eq!(recovery.cancelled, std::slice::from_ref(&open_id));
+    let ended = h.version(0, 2).await;
+    assert!(
+        ended
+            .to_string()
+            .contains("**Ended** before the process restarted"),
+        "{ended}"
+    );
+    let cancelled = h.version(1, 2).await;
+    assert!(
+        cancelled.to_string().contains("**Cancelled**"),
+        "{cancelled}"
+    );
+    assert!(cancelled.to_string().contains(&open_id), "{cancelled}");
+    for card in [&ended, &cancelled] {
+        assert!(card.get("actions").is_none(), "{card}");
+    }
+    // Done with: the store empties once Teams has taken the updates.
+    assert!(h.teams.flush(Duration::from_secs(10)).await);
+    assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 0);
+    // A late click on the old card is refused as settled, and recorded.
+    let old = nth_card(&fake, 1).await;
+    assert_eq!(
+        h.send(&click(&fake, &old, "approve", ALICE, None)).await.0,
+        200
+    );
+    let rejected = h.events("rejected_vote");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["why"], "settled");
 }
