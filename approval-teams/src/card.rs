@@ -247,10 +247,15 @@ fn open_card(request: &ApprovalRequest, votes: &[(Reviewer, Vote)], limits: Limi
         "label": "Reason, if you deny (optional; the agent gets it back)",
         "placeholder": "Why?"
     }));
-    let actions = vec![
-        json!({"type": "Action.Execute", "title": "Approve", "verb": APPROVE, "data": data.clone()}),
-        json!({"type": "Action.Execute", "title": "Deny", "verb": DENY, "data": data}),
-    ];
+    // Each with an `Action.Submit` fallback for clients without
+    // `Action.Execute` (TEAMS.md §3): the same data, the verb inside it.
+    let action = |title: &str, verb: &str| {
+        let mut submitted = data.clone();
+        submitted["verb"] = json!(verb);
+        json!({"type": "Action.Execute", "title": title, "verb": verb, "data": data,
+               "fallback": {"type": "Action.Submit", "title": title, "data": submitted}})
+    };
+    let actions = vec![action("Approve", APPROVE), action("Deny", DENY)];
     card(body, actions)
 }
 

@@ -132,6 +132,10 @@ impl IntoResponse for Answer {
 /// - Teams resends an invoke it did not hear back from in time: the same
 ///   activity from the same clicker gets the same answer, and its vote
 ///   counts once.
+/// - A click on the `Action.Submit` fallback (clients without
+///   `Action.Execute`) comes as a `message` whose `value` is the card's
+///   data with its verb: the same vote, the same checks, answered with an
+///   empty 200 (or 400 / 503 as above); the card is updated by a PUT.
 /// - Other activities (messages, installs) get 200 and are ignored.
 ///
 /// ```no_run
@@ -208,6 +212,15 @@ async fn receive(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap, body
     }
     match (kind, activity["name"].as_str()) {
         ("invoke", Some(CARD_ACTION)) => card_action(&endpoint, &activity).await,
+        // An `Action.Submit` fallback's click (TEAMS.md §4.2): the card's
+        // data, with its verb, as the message's `value`. Answered with an
+        // empty 200; the card is updated for everyone by a PUT.
+        ("message", _) if activity["value"]["verb"].is_string() => {
+            let value = &activity["value"];
+            let verb = value["verb"].as_str().unwrap_or_default();
+            let answer = vote(&endpoint, &activity, verb, value).await;
+            Answer::empty(answer.status)
+        }
         // botbuilder's answer to an invoke it does not handle.
         ("invoke", _) => Answer::empty(StatusCode::NOT_IMPLEMENTED),
         _ => Answer::empty(StatusCode::OK),
@@ -228,9 +241,16 @@ fn object_id(activity: &Value) -> Option<String> {
 
 async fn card_action(endpoint: &Endpoint, activity: &Value) -> Answer {
     let action = &activity["value"]["action"];
-    let data = &action["data"];
-    let (Some(verb), Some(request_id)) = (action["verb"].as_str(), data["request_id"].as_str())
-    else {
+    let Some(verb) = action["verb"].as_str() else {
+        return Answer::bad_request("a card action without a verb or request id");
+    };
+    vote(endpoint, activity, verb, &action["data"]).await
+}
+
+/// The click `verb` with the card's `data` (and its inputs), by the
+/// activity's sender: a vote the gate checks and records, or a refresh.
+async fn vote(endpoint: &Endpoint, activity: &Value, verb: &str, data: &Value) -> Answer {
+    let Some(request_id) = data["request_id"].as_str() else {
         return Answer::bad_request("a card action without a verb or request id");
     };
     let vote = match verb {

@@ -655,3 +655,63 @@ async fn after_a_restart_the_cards_of_requests_it_ended_lose_their_actions() {
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(rejected[0]["why"], "settled");
 }
+
+/// A click on the card's `Action.Submit` fallback, as an old client sends
+/// it (TEAMS.md §4.2): a `message` activity whose `value` is the fallback's
+/// data with the inputs merged in; otherwise the invoke's capture.
+fn submit(fake: &Fake, posted: &Posted, verb: &str, object_id: &str, comment: &str) -> Value {
+    let mut activity = click(fake, posted, verb, object_id, None);
+    let card = content(&posted.versions[0]);
+    let action = card["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["verb"] == verb)
+        .unwrap();
+    assert_eq!(action["fallback"]["type"], "Action.Submit");
+    let mut value = action["fallback"]["data"].clone();
+    value["comment"] = json!(comment);
+    activity["type"] = json!("message");
+    activity.as_object_mut().unwrap().remove("name");
+    activity["value"] = value;
+    activity["channelData"]["postBack"] = json!(true);
+    activity
+}
+
+#[tokio::test]
+async fn a_click_on_the_action_submit_fallback_is_the_same_vote_with_the_same_checks() {
+    let h = harness(policy()).await;
+    let waiting = h.start_for("alice");
+    let posted = nth_card(&h.fake, 0).await;
+    // The person the agent acts for is refused; nothing is counted.
+    let (status, answer) = h
+        .send(&submit(&h.fake, &posted, "approve", ALICE, ""))
+        .await;
+    assert_eq!((status, answer), (200, Value::Null));
+    assert!(h.events("reviewed").is_empty());
+    let rejected = h.events("rejected_vote");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["why"], "self_approval");
+    // Without a token: 401, as for an invoke.
+    let activity = submit(&h.fake, &posted, "deny", BOB, "not now");
+    assert_eq!(h.post(&activity, "Bearer forged").await.0, 401);
+    assert!(!waiting.is_finished());
+    // Bob's deny, with its reason: an empty 200, the call denied, and the
+    // card replaced for everyone.
+    let (status, answer) = h.send(&activity).await;
+    assert_eq!((status, answer), (200, Value::Null));
+    match waiting.await.unwrap() {
+        Err(ApprovalError::Denied { reviewer, comment }) => {
+            assert_eq!(reviewer.id, format!("teams:{BOB}"));
+            assert_eq!(comment.as_deref(), Some("not now"));
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    let outcome = h.version(0, 2).await;
+    assert!(
+        last_text(&outcome).starts_with("⛔ **Denied**"),
+        "{outcome}"
+    );
+    assert!(outcome.get("actions").is_none());
+    assert_eq!(h.events("reviewed")[0]["channel"], "teams");
+}
