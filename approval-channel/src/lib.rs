@@ -2,7 +2,8 @@
 //! message per request and keeps it true; when the process restarts, the
 //! messages of requests the restart closed must lose their buttons, so
 //! where each open request's message is must outlive the process:
-//! [`MessageStore`].
+//! [`MessageStore`]. Every channel shows reviewers the same facts,
+//! earlier decisions on the same arguments included: [`earlier_outcome`].
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,52 @@ use std::fs;
 use std::io;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+
+use approval_core::{Decision, Reviewer};
+
+/// How an earlier request for the same call ended, in the words every
+/// channel shows: `approved by …`, `denied by …: comment`, `expired`,
+/// `cancelled (why)`. `reviewer` shows a reviewer and `text` makes other
+/// text safe, each in the channel's own markup.
+///
+/// ```
+/// use approval_channel::earlier_outcome;
+/// use approval_core::{Decision, Reviewer};
+///
+/// let denied = Decision::Denied { reviewer: Reviewer::new("slack:U0BOB"), comment: Some("*no*".into()) };
+/// let shown = earlier_outcome(&denied, |r| r.id.clone(), |t| t.replace('*', "\\*"));
+/// assert_eq!(shown, "denied by slack:U0BOB: \\*no\\*");
+/// ```
+pub fn earlier_outcome(
+    decision: &Decision,
+    reviewer: impl Fn(&Reviewer) -> String,
+    text: impl Fn(&str) -> String,
+) -> String {
+    match decision {
+        Decision::Approved { reviewers } => format!(
+            "approved by {}",
+            reviewers
+                .iter()
+                .map(&reviewer)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Decision::Denied {
+            reviewer: who,
+            comment,
+        } => format!(
+            "denied by {}{}",
+            reviewer(who),
+            comment
+                .as_deref()
+                .map(|c| format!(": {}", text(c)))
+                .unwrap_or_default()
+        ),
+        Decision::Expired => "expired".to_owned(),
+        Decision::Cancelled { why } => format!("cancelled ({})", text(why)),
+        _ => "ended".to_owned(),
+    }
+}
 
 /// Where a channel's message is, as a few lines of text: what a
 /// [`MessageStore`] keeps for it.

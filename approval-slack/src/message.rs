@@ -105,6 +105,18 @@ pub fn approval_blocks(request: &ApprovalRequest) -> Value {
         rfc3339(request.expires_at),
         escape(&request.id),
     );
+    let mut facts = facts;
+    for earlier in &request.earlier {
+        let outcome = approval_channel::earlier_outcome(
+            &earlier.decision,
+            |r| reviewer(&r.id),
+            |t| literal(t, 300),
+        );
+        facts.push_str(&format!(
+            "\n*Earlier:* the same call was {outcome} (request `{}`)",
+            escape(&earlier.request_id)
+        ));
+    }
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": cut(&format!("Approval requested: {}", policy.name), HEADER_MAX)}}),
         json!({"type": "section", "block_id": format!("{}:facts", request.id),

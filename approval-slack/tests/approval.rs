@@ -172,6 +172,17 @@ async fn a_vote_that_does_not_settle_shows_on_the_message_and_a_double_click_cou
     // No more updates than those two: the double click changed nothing.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fake.lock().unwrap().bodies("chat.update").len(), 2);
+    // The same call again: its message says how the last one ended.
+    let again = h.start("users");
+    let posted = nth_call(&fake, "chat.postMessage", 1).await;
+    let blocks = posted["blocks"].to_string();
+    assert!(
+        blocks.contains(&format!(
+            "*Earlier:* the same call was approved by <@U0ALICE>, <@U0BOB> (request `{id}`)"
+        )),
+        "{blocks}"
+    );
+    again.abort();
 }
 
 #[tokio::test]

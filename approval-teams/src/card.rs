@@ -138,6 +138,17 @@ fn gate_facts(request: &ApprovalRequest) -> Value {
         None => facts.push(fact("Agent", "no actor in scope".into())),
     }
     facts.push(fact("Expires", when(request.expires_at)));
+    for earlier in &request.earlier {
+        let outcome =
+            approval_channel::earlier_outcome(&earlier.decision, reviewer, |t| literal(t, 300));
+        facts.push(fact(
+            "Earlier",
+            format!(
+                "the same call was {outcome} (request {})",
+                escape(&earlier.request_id)
+            ),
+        ));
+    }
     facts.push(fact("Request", escape(&request.id)));
     json!({"type": "FactSet", "facts": facts})
 }

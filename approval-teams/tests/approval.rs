@@ -714,4 +714,10 @@ async fn a_click_on_the_action_submit_fallback_is_the_same_vote_with_the_same_ch
     );
     assert!(outcome.get("actions").is_none());
     assert_eq!(h.events("reviewed")[0]["channel"], "teams");
+    // The same call again: its card says how the last one ended.
+    let again = h.start_for("alice");
+    let card = content(&nth_card(&h.fake, 1).await.versions[0]).to_string();
+    assert!(card.contains("the same call was denied by User "), "{card}");
+    assert!(card.contains(": not now (request "), "{card}");
+    again.abort();
 }
