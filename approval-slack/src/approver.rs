@@ -60,6 +60,8 @@ struct Open {
     request: Arc<ApprovalRequest>,
     message: PostedMessage,
     votes: Vec<(String, Vote)>,
+    /// Who may still vote, as the gate said at the last vote.
+    may_vote: Vec<String>,
 }
 
 /// What the updater task does, in the order asked.
@@ -246,7 +248,7 @@ async fn update_messages(
                     (
                         o.message.clone(),
                         text,
-                        progress_blocks(&o.request, &o.votes),
+                        progress_blocks(&o.request, &o.votes, &o.may_vote),
                     )
                 });
                 if let Some((message, text, blocks)) = progress
@@ -336,6 +338,7 @@ impl Approver for SlackApprover {
                 request,
                 message: posted.clone(),
                 votes: Vec::new(),
+                may_vote: Vec::new(),
             },
         );
         if let Some(store) = &self.store {
@@ -356,13 +359,22 @@ impl Approver for SlackApprover {
                 request,
                 reviewer,
                 vote,
-            } => match lock(&self.open).get_mut(&request.id) {
-                Some(open) => {
-                    open.votes.push((reviewer.id.clone(), *vote));
-                    Work::Progress(request.id.clone())
+            } => {
+                // Who may still vote, from the gate (not a copy of ours).
+                let ballots = lock(&self.ballots).clone();
+                let may_vote = ballots
+                    .and_then(|b| b.status(&request.id))
+                    .map(|view| view.may_vote)
+                    .unwrap_or_default();
+                match lock(&self.open).get_mut(&request.id) {
+                    Some(open) => {
+                        open.votes.push((reviewer.id.clone(), *vote));
+                        open.may_vote = may_vote;
+                        Work::Progress(request.id.clone())
+                    }
+                    None => return Ok(()),
                 }
-                None => return Ok(()),
-            },
+            }
             Notice::Settled { request, decision } => {
                 Work::Settled(request.clone(), Decision::clone(decision))
             }

@@ -235,17 +235,23 @@ pub fn outcome_blocks(request: &ApprovalRequest, decision: &Decision) -> Value {
 /// use approval_core::Vote;
 /// use approval_slack::message::progress_blocks;
 ///
-/// let blocks = progress_blocks(&request, &[("slack:U0ALICE".into(), Vote::Approve)]);
+/// let votes = [("slack:U0ALICE".into(), Vote::Approve)];
+/// let blocks = progress_blocks(&request, &votes, &["bob".into()]);
 /// assert!(blocks.to_string().contains("<@U0ALICE> approved (1 of 2)"));
+/// assert!(blocks.to_string().contains("Still to vote: bob"));
 /// # }
 /// ```
-pub fn progress_blocks(request: &ApprovalRequest, votes: &[(String, Vote)]) -> Value {
+pub fn progress_blocks(
+    request: &ApprovalRequest,
+    votes: &[(String, Vote)],
+    may_vote: &[String],
+) -> Value {
     let mut blocks = match approval_blocks(request) {
         Value::Array(blocks) => blocks,
         _ => Vec::new(),
     };
     let mut approvals = 0;
-    let lines: Vec<String> = votes
+    let mut lines: Vec<String> = votes
         .iter()
         .map(|(who, vote)| match vote {
             Vote::Approve => {
@@ -260,6 +266,13 @@ pub fn progress_blocks(request: &ApprovalRequest, votes: &[(String, Vote)]) -> V
             other => format!("{} voted {}", reviewer(who), other.as_str()),
         })
         .collect();
+    if !lines.is_empty() && !may_vote.is_empty() {
+        let who: Vec<String> = may_vote.iter().map(|w| escape(w)).collect();
+        lines.push(format!(
+            ":hourglass_flowing_sand: Still to vote: {}",
+            who.join(", ")
+        ));
+    }
     if !lines.is_empty() {
         // Just above the buttons, which stay last.
         let at = blocks.len().saturating_sub(1);
@@ -525,7 +538,7 @@ mod tests {
         .await;
         for blocks in [
             approval_blocks(&request),
-            progress_blocks(&request, &[("slack:U0ALICE".into(), Vote::Approve)]),
+            progress_blocks(&request, &[("slack:U0ALICE".into(), Vote::Approve)], &[]),
             outcome_blocks(&request, &Decision::Cancelled { why: fake("\n") }),
         ] {
             let lines = lines(&blocks);

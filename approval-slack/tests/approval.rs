@@ -145,6 +145,7 @@ async fn a_vote_that_does_not_settle_shows_on_the_message_and_a_double_click_cou
     let progress = nth_call(&fake, "chat.update", 0).await;
     let blocks = progress["blocks"].to_string();
     assert!(blocks.contains("<@U0ALICE> approved (1 of 2)"), "{blocks}");
+    assert!(blocks.contains("Still to vote: bob, carol"), "{blocks}");
     assert_eq!(
         progress["blocks"].as_array().unwrap().last().unwrap()["type"],
         "actions"

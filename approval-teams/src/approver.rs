@@ -137,6 +137,8 @@ struct Entry {
     request: Arc<ApprovalRequest>,
     posted: Option<PostedCard>,
     votes: Vec<(Reviewer, Vote)>,
+    /// Who may still vote, as the gate said at the last vote.
+    may_vote: Vec<String>,
     /// The outcome card, once the request ended: built once, for the
     /// clicker's answer, the update and any late click.
     outcome: Option<Arc<Value>>,
@@ -146,7 +148,7 @@ impl Entry {
     fn card(&self) -> Arc<Value> {
         match &self.outcome {
             Some(card) => card.clone(),
-            None => Arc::new(progress_card(&self.request, &self.votes)),
+            None => Arc::new(progress_card(&self.request, &self.votes, &self.may_vote)),
         }
     }
 
@@ -379,6 +381,7 @@ impl TeamsApprover {
             for vote in &view.votes {
                 entry.add_vote(&vote.reviewer, vote.vote);
             }
+            entry.may_vote.clone_from(&view.may_vote);
             entry.card()
         };
         self.update(&view.request.id);
@@ -622,6 +625,7 @@ impl Approver for TeamsApprover {
                 request: request.clone(),
                 posted: None,
                 votes: Vec::new(),
+                may_vote: Vec::new(),
                 outcome: None,
             },
         );
@@ -671,8 +675,18 @@ impl Approver for TeamsApprover {
                 reviewer,
                 vote,
             } => {
+                // Who may still vote, from the gate (not a copy of ours).
+                let may_vote = self
+                    .ballots()
+                    .and_then(|b| b.status(&request.id))
+                    .map(|view| view.may_vote)
+                    .unwrap_or_default();
                 let changed = match lock(&self.requests).get_mut(&request.id) {
-                    Some(entry) => entry.add_vote(reviewer, *vote),
+                    Some(entry) => {
+                        let changed = entry.add_vote(reviewer, *vote) || entry.may_vote != may_vote;
+                        entry.may_vote = may_vote;
+                        changed
+                    }
                     None => return Ok(()),
                 };
                 if changed {

@@ -204,12 +204,16 @@ fn agent_words(request: &ApprovalRequest, limits: Limits) -> Value {
 }
 
 /// A line per vote counted so far.
-fn vote_lines(request: &ApprovalRequest, votes: &[(Reviewer, Vote)]) -> Option<Value> {
+fn vote_lines(
+    request: &ApprovalRequest,
+    votes: &[(Reviewer, Vote)],
+    may_vote: &[String],
+) -> Option<Value> {
     if votes.is_empty() {
         return None;
     }
     let mut approvals = 0;
-    let lines: Vec<String> = votes
+    let mut lines: Vec<String> = votes
         .iter()
         .map(|(who, vote)| match vote {
             Vote::Approve => {
@@ -224,6 +228,10 @@ fn vote_lines(request: &ApprovalRequest, votes: &[(Reviewer, Vote)]) -> Option<V
             other => format!("{} voted {}", reviewer(who), other.as_str()),
         })
         .collect();
+    if !may_vote.is_empty() {
+        let who: Vec<String> = may_vote.iter().map(|w| escape(w)).collect();
+        lines.push(format!("⏳ Still to vote: {}", who.join(", ")));
+    }
     Some(text(lines.join("\n\n")))
 }
 
@@ -245,14 +253,19 @@ fn header(request: &ApprovalRequest) -> Value {
            "weight": "Bolder", "size": "Medium", "wrap": true})
 }
 
-fn open_card(request: &ApprovalRequest, votes: &[(Reviewer, Vote)], limits: Limits) -> Value {
+fn open_card(
+    request: &ApprovalRequest,
+    votes: &[(Reviewer, Vote)],
+    may_vote: &[String],
+    limits: Limits,
+) -> Value {
     let data = json!({"request_id": request.id, "binding": encode(&request.binding)});
     let mut body = vec![
         header(request),
         gate_facts(request),
         agent_words(request, limits),
     ];
-    body.extend(vote_lines(request, votes));
+    body.extend(vote_lines(request, votes, may_vote));
     body.push(json!({
         "type": "Input.Text", "id": COMMENT, "isMultiline": true, "maxLength": COMMENT_MAX,
         "label": "Reason, if you deny (optional; the agent gets it back)",
@@ -312,13 +325,18 @@ fn fitted(build: impl Fn(Limits) -> Value) -> Value {
 /// # }
 /// ```
 pub fn approval_card(request: &ApprovalRequest) -> Value {
-    progress_card(request, &[])
+    progress_card(request, &[], &[])
 }
 
 /// The card while votes come in: as posted, with a line per vote counted
-/// so far above the reason box; the actions stay.
-pub fn progress_card(request: &ApprovalRequest, votes: &[(Reviewer, Vote)]) -> Value {
-    fitted(|limits| open_card(request, votes, limits))
+/// so far and who may still vote (`may_vote`, as the gate says) above the
+/// reason box; the actions stay.
+pub fn progress_card(
+    request: &ApprovalRequest,
+    votes: &[(Reviewer, Vote)],
+    may_vote: &[String],
+) -> Value {
+    fitted(|limits| open_card(request, votes, may_vote, limits))
 }
 
 /// The card that replaces the request's once it has ended (`at`): the
@@ -603,7 +621,7 @@ mod tests {
         // Votes and the outcome fit as well.
         let reviewer = Reviewer::new(format!("teams:{long}"));
         let votes = vec![(reviewer.clone(), Vote::Approve)];
-        let progress = serde_json::to_vec(&progress_card(&request, &votes)).unwrap();
+        let progress = serde_json::to_vec(&progress_card(&request, &votes, &[])).unwrap();
         assert!(progress.len() <= MAX_BYTES);
         let denied = Decision::Denied {
             reviewer,
@@ -619,7 +637,7 @@ mod tests {
         let mut alice = Reviewer::new("teams:6f1c");
         alice.display = Some("Alice *Admin*".into());
         alice.person = Some("alice".into());
-        let card = progress_card(&request, &[(alice.clone(), Vote::Approve)]);
+        let card = progress_card(&request, &[(alice.clone(), Vote::Approve)], &[]);
         let shown = card.to_string();
         assert!(
             shown.contains(r"Alice \\*Admin\\* (alice) approved (1 of 2)"),

@@ -312,6 +312,7 @@ async fn two_approvals_one_in_teams_one_through_a_second_route() {
     // Not settled: the clicker sees their line, the actions stay.
     let card = &answer["value"];
     assert!(card.to_string().contains("approved (1 of 2)"), "{card}");
+    assert!(card.to_string().contains("Still to vote: bob"), "{card}");
     assert_eq!(card["actions"].as_array().unwrap().len(), 2);
     let progress = h.version(0, 2).await;
     assert!(progress.to_string().contains("approved (1 of 2)"));
