@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -188,6 +189,64 @@ impl<M: StoredMessage> MessageStore<M> {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// After a restart: hands `take_down` each message a previous run left
+    /// (requests `held` says this run does not hold), with whether the
+    /// restart `cancelled` its request, and forgets those it took down
+    /// (`true`); the others stay for the next restart.
+    ///
+    /// ```
+    /// # use approval_channel::{MessageStore, StoredMessage};
+    /// # #[derive(Debug, PartialEq)]
+    /// # struct Posted(String);
+    /// # impl StoredMessage for Posted {
+    /// #     fn fields(&self) -> Vec<&str> { vec![&self.0] }
+    /// #     fn from_fields(f: &[&str]) -> Option<Self> { f.first().map(|t| Self((*t).into())) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = MessageStore::open(dir.path())?;
+    /// store.remember("old", &Posted("1.1".into()))?;
+    /// store.remember("this-run", &Posted("1.2".into()))?;
+    /// let cancelled = ["old".to_owned()];
+    /// store
+    ///     .take_down_left(&cancelled, |id| id == "this-run", async |id, _message, was_cancelled| {
+    ///         assert_eq!((id.as_str(), was_cancelled), ("old", true));
+    ///         true // taken down: forgotten
+    ///     })
+    ///     .await;
+    /// assert_eq!(store.all()?, [("this-run".to_owned(), Posted("1.2".into()))]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn take_down_left<F, T>(
+        &self,
+        cancelled: &[String],
+        held: impl Fn(&str) -> bool,
+        mut take_down: F,
+    ) where
+        F: FnMut(String, M, bool) -> T,
+        T: Future<Output = bool>,
+    {
+        let left = match self.all() {
+            Ok(left) => left,
+            Err(error) => {
+                tracing::warn!(%error, "the message store cannot be read; messages a restart left keep their buttons");
+                return;
+            }
+        };
+        for (id, message) in left {
+            // Requests of this run are not the restart's to close.
+            if held(&id) {
+                continue;
+            }
+            let was_cancelled = cancelled.contains(&id);
+            if take_down(id.clone(), message, was_cancelled).await {
+                self.forget(&id);
+            }
+        }
     }
 }
 

@@ -275,29 +275,25 @@ async fn update_messages(
             }
             Work::Restarted(cancelled) => {
                 let Some(store) = &store else { continue };
-                let left = match store.all() {
-                    Ok(left) => left,
-                    Err(error) => {
-                        tracing::warn!(%error, "the message store cannot be read; messages a restart left keep their buttons");
-                        continue;
-                    }
-                };
-                for (id, message) in left {
-                    // Requests of this run are not the restart's to close.
-                    if lock(&open).contains_key(&id) {
-                        continue;
-                    }
-                    let was_cancelled = cancelled.contains(&id);
-                    let text = if was_cancelled {
-                        format!("Request {id} cancelled by a restart")
-                    } else {
-                        format!("Request {id} ended")
-                    };
-                    let blocks = restart_blocks(&id, was_cancelled);
-                    if api.update_message(&message, &text, &blocks).await.is_ok() {
-                        store.forget(&id);
-                    }
-                }
+                let held = |id: &str| lock(&open).contains_key(id);
+                let api = &api;
+                store
+                    .take_down_left(&cancelled, held, async |id, message, was_cancelled| {
+                        let text = if was_cancelled {
+                            format!("Request {id} cancelled by a restart")
+                        } else {
+                            format!("Request {id} ended")
+                        };
+                        let blocks = restart_blocks(&id, was_cancelled);
+                        match api.update_message(&message, &text, &blocks).await {
+                            Ok(_) => true,
+                            Err(error) => {
+                                tracing::warn!(request_id = %id, %error, "taking down a Slack message failed");
+                                false
+                            }
+                        }
+                    })
+                    .await;
             }
         }
     }

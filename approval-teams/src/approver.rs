@@ -548,23 +548,14 @@ async fn update_cards(
             }
             Work::Restarted(cancelled) => {
                 let Some(store) = &store else { continue };
-                let left = match store.all() {
-                    Ok(left) => left,
-                    Err(error) => {
-                        tracing::warn!(%error, "the card store cannot be read; cards a restart left keep their buttons");
-                        continue;
-                    }
-                };
-                for (id, posted) in left {
-                    // Requests of this run are not the restart's to close.
-                    if lock(&requests).get(&id).is_some() {
-                        continue;
-                    }
-                    let card = restart_card(&id, cancelled.contains(&id));
-                    if put_card(&connector, &posted, card, "Approval request ended", &id).await {
-                        store.forget(&id);
-                    }
-                }
+                let held = |id: &str| lock(&requests).get(id).is_some();
+                let connector = &connector;
+                store
+                    .take_down_left(&cancelled, held, async |id, posted, was_cancelled| {
+                        let card = restart_card(&id, was_cancelled);
+                        put_card(connector, &posted, card, "Approval request ended", &id).await
+                    })
+                    .await;
             }
             Work::Flush(done) => {
                 if done.send(()).is_err() {
