@@ -50,6 +50,13 @@ pub trait Approver: Send + Sync + fmt::Debug {
     async fn notify(&self, _notice: &Notice) -> Result<(), ApproverError> {
         Ok(())
     }
+
+    /// Whether [`notify`](Self::notify) is worth calling. An approver that
+    /// hears nothing says `false`, and the gate keeps no outbox for it
+    /// (no task, no queued notice per request). By default, `true`.
+    fn hears_notices(&self) -> bool {
+        true
+    }
 }
 
 /// Where an approver's channel reports votes.

@@ -256,6 +256,9 @@ impl GateBuilder {
         };
         let mut outboxes = HashMap::new();
         for (route, approver) in &self.approvers {
+            if !approver.hears_notices() {
+                continue;
+            }
             let outbox = Outbox::start(&background, route, approver.clone(), self.notice_retry);
             outboxes.insert(route.clone(), outbox);
         }

@@ -179,4 +179,10 @@ impl Approver for MockApprover {
         }
         Ok(())
     }
+
+    /// The mock records requests, not what happened after: it keeps no
+    /// outbox.
+    fn hears_notices(&self) -> bool {
+        false
+    }
 }
