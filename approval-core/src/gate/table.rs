@@ -172,7 +172,7 @@ impl Table {
 
     pub(crate) fn settled_lately(&self, id: &str) -> bool {
         let recent = lock(&self.recent);
-        recent.by_id.contains(id) || recent.closed.contains(id)
+        recent.by_id.contains(id) || recent.is_closed(id)
     }
 
     /// Marks an id the log shows closed (recovery), with no request held.
@@ -263,20 +263,24 @@ impl std::hash::Hasher for DigestHasher {
 }
 
 /// The most recent settled requests, oldest dropped first: the last
-/// [`HELD`](Self::HELD) whole (for `status`), the ids of the last
-/// [`KNOWN`](Self::KNOWN) (so a late vote is told `settled`), with the ids
-/// closed at restart.
+/// [`HELD`](Self::HELD) whole (for `status`), and beyond them a keyed
+/// 64-bit digest of the ids of the last [`KNOWN`](Self::KNOWN), with the
+/// ids closed at restart (so a late vote is told `settled`).
 ///
 /// Holding every request for longer would keep its memory until it is
-/// cold: freeing 10,000 requests later cost the gate 7% of a call.
+/// cold: freeing 10,000 requests later cost the gate 7% of a call. A
+/// digest collision (about one in 10^15 per lookup, and the key is secret)
+/// would only tell an unknown id's voter `settled` instead: refused alike.
 #[derive(Debug, Default)]
 struct Recent {
     by_id: HashSet<ById, FxBuildHasher>,
     held: VecDeque<ById>,
-    /// Ids of requests no longer held: settled earlier, or closed at
+    /// Digests of ids no longer held: settled earlier, or closed at
     /// restart.
-    closed: HashSet<Arc<str>, FxBuildHasher>,
-    closed_order: VecDeque<Arc<str>>,
+    closed: HashSet<u64, FxBuildHasher>,
+    closed_order: VecDeque<u64>,
+    /// The key of those digests, random per gate.
+    key: std::hash::RandomState,
 }
 
 impl Recent {
@@ -299,13 +303,20 @@ impl Recent {
         }
     }
 
+    fn digest(&self, id: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.key, id)
+    }
+
+    fn is_closed(&self, id: &str) -> bool {
+        self.closed.contains(&self.digest(id))
+    }
+
     fn insert_closed(&mut self, id: &str) {
-        if self.closed.contains(id) {
+        let digest = self.digest(id);
+        if !self.closed.insert(digest) {
             return;
         }
-        let id: Arc<str> = Arc::from(id);
-        self.closed.insert(id.clone());
-        self.closed_order.push_back(id);
+        self.closed_order.push_back(digest);
         if self.closed_order.len() > Self::KNOWN
             && let Some(old) = self.closed_order.pop_front()
         {
