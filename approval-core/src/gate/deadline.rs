@@ -22,6 +22,9 @@ pub(crate) struct Deadlines<T> {
     /// Woken when an earlier deadline comes in, or the gate is dropped.
     wake: Notify,
     closed: AtomicBool,
+    /// Whether the timer task lives: while it does, waiters leave their
+    /// deadline to it and keep no timer of their own.
+    running: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -43,6 +46,7 @@ impl<T> Default for Deadlines<T> {
             seq: AtomicU64::new(0),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            running: AtomicBool::new(true),
         }
     }
 }
@@ -68,6 +72,17 @@ impl<T> Deadlines<T> {
     pub(crate) fn remove(&self, key: Key) {
         // The timer may wake for nothing then: cheaper than waking it now.
         lock(&self.queue).by_deadline.remove(&key);
+    }
+
+    /// Whether the timer task still runs (it may have gone with its
+    /// runtime).
+    pub(crate) fn running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Says the timer task has ended.
+    pub(crate) fn stopped(&self) {
+        self.running.store(false, Ordering::Release);
     }
 
     /// Stops the timer task (the gate is being dropped).

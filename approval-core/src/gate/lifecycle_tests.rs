@@ -622,3 +622,45 @@ async fn a_deferred_request_whose_deadline_passed_while_down_is_expired_at_resta
     let again = pending_id(deferred_export(&gate, agent(), &runs).await);
     assert_ne!(again, id, "asked anew");
 }
+
+#[test]
+fn a_waiter_keeps_its_deadline_itself_once_the_gate_s_runtime_is_gone() {
+    // The gate's timer and outboxes run on a runtime of their own, which
+    // shuts down while a caller (on another runtime) waits.
+    let gate_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = sink();
+    let gate = Gate::builder(sink.clone())
+        .approver("mock", Arc::new(MockApprover::silent("ci")))
+        .policy(Policy::new("export", ["mock"], Duration::from_millis(300)).approvers(["alice"]))
+        .directory(directory())
+        .runtime(gate_runtime.handle().clone())
+        .build()
+        .unwrap();
+    let caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let outcome = caller.block_on(async {
+        let ticket = with_actor(agent(), gate.submit(call())).await.unwrap();
+        gate_runtime.shutdown_background();
+        ticket.decision().await
+    });
+    assert!(
+        matches!(outcome, Err(ApprovalError::Expired { .. })),
+        "{outcome:?}"
+    );
+    // At its deadline, not before, and not never.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert!(
+        events(&sink).contains(&"expired".to_owned()),
+        "{:?}",
+        events(&sink)
+    );
+}

@@ -583,10 +583,15 @@ impl GateInner {
             if let Some(decision) = pending.decision() {
                 return Ok(decision);
             }
-            if tokio::time::timeout_at(pending.deadline, woken)
-                .await
-                .is_err()
-            {
+            // The gate's timer keeps the deadline (no timer per waiter);
+            // it wakes this waiter should it end.
+            if self.deadlines.running() {
+                woken.await;
+                continue;
+            }
+            // Boxed: rare, and kept out of every waiting call's future.
+            let timed = Box::pin(tokio::time::timeout_at(pending.deadline, woken));
+            if timed.await.is_err() {
                 // A vote may settle it first: the decision that stands wins.
                 return Box::pin(self.finish(pending, Decision::Expired)).await;
             }
@@ -625,7 +630,13 @@ pub(crate) fn expiry_timer(
     gate: Weak<GateInner>,
     deadlines: Arc<Deadlines<Pending>>,
 ) -> impl Future<Output = ()> {
-    deadline::run(deadlines.clone(), move |pending| {
+    // Dropped with the task, however it ends (its runtime shut down): the
+    // waiters are told, and keep their deadlines themselves from then on.
+    let gone = TimerGone {
+        gate: gate.clone(),
+        deadlines: deadlines.clone(),
+    };
+    let run = deadline::run(deadlines.clone(), move |pending| {
         let Some(gate) = gate.upgrade() else {
             return ControlFlow::Break(());
         };
@@ -645,7 +656,28 @@ pub(crate) fn expiry_timer(
             }
         });
         ControlFlow::Continue(())
-    })
+    });
+    async move {
+        let _gone = gone;
+        run.await;
+    }
+}
+
+/// Tells the waiters when the timer task ends.
+struct TimerGone {
+    gate: Weak<GateInner>,
+    deadlines: Arc<Deadlines<Pending>>,
+}
+
+impl Drop for TimerGone {
+    fn drop(&mut self) {
+        self.deadlines.stopped();
+        if let Some(gate) = self.gate.upgrade() {
+            for pending in gate.table.all_open() {
+                pending.decided.notify_waiters();
+            }
+        }
+    }
 }
 
 /// The record of `decision` on `pending`.
