@@ -662,13 +662,7 @@ async fn after_a_restart_the_cards_of_requests_it_ended_lose_their_actions() {
 /// data with the inputs merged in; otherwise the invoke's capture.
 fn submit(fake: &Fake, posted: &Posted, verb: &str, object_id: &str, comment: &str) -> Value {
     let mut activity = click(fake, posted, verb, object_id, None);
-    let card = content(&posted.versions[0]);
-    let action = card["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["verb"] == verb)
-        .unwrap();
+    let action = action(posted, verb);
     assert_eq!(action["fallback"]["type"], "Action.Submit");
     let mut value = action["fallback"]["data"].clone();
     value["comment"] = json!(comment);

@@ -327,6 +327,16 @@ pub fn content(activity: &Value) -> &Value {
     &activity["attachments"][0]["content"]
 }
 
+/// The action `verb` on the card as first posted.
+pub fn action<'a>(posted: &'a Posted, verb: &str) -> &'a Value {
+    content(&posted.versions[0])["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["verb"] == verb)
+        .unwrap()
+}
+
 /// A click as Teams sends it (TEAMS.md §4.1's capture, with this fake's
 /// service URL and tenant): `verb` on the card `posted`, by the user whose
 /// Entra object id is `object_id`, with the card's action data and the
@@ -338,13 +348,7 @@ pub fn click(
     object_id: &str,
     comment: Option<&str>,
 ) -> Value {
-    let card = content(&posted.versions[0]);
-    let action = card["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["verb"] == verb)
-        .unwrap();
+    let action = action(posted, verb);
     let mut data = action["data"].clone();
     data["comment"] = Value::String(comment.unwrap_or_default().to_owned());
     let mut invoke: Value = serde_json::from_str(INVOKE).unwrap();
