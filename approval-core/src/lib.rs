@@ -78,9 +78,9 @@ pub use error::{ApprovalError, ApproverError, CoordinatorError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, Ballot, BallotOutcome, Ballots, Call, ConfigError,
     Confirmed, Coordinator, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory, EarlierDecision,
-    Forwarded, Gate, GateBuilder, NO_ACTOR, Notice, Policy, PolicyFile, Recovery, RefusalCounts,
-    RequestView, Settlement, TerminalApprover, Ticket, VoteView, current_actor, normal_identity,
-    with_actor, with_actor_sync,
+    Forwarded, Gate, GateBallots, GateBuilder, NO_ACTOR, Notice, Policy, PolicyFile, Recovery,
+    RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket, VoteView, current_actor,
+    normal_identity, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, AuditSink, Ballots, Decision, Keyring, Notice, Vote,
+    ApprovalRequest, Approver, ApproverError, AuditSink, Ballots, Decision, GateBallots, Keyring,
+    Notice, Vote,
 };
 use async_trait::async_trait;
 
@@ -40,7 +41,7 @@ pub struct ApiApprover {
     pub(crate) plain_http_cookies: bool,
     show_every_request: bool,
     board: Mutex<Board>,
-    ballots: Mutex<Option<Ballots>>,
+    ballots: GateBallots,
 }
 
 #[derive(Debug, Default)]
@@ -72,7 +73,7 @@ impl ApiApprover {
             plain_http_cookies: false,
             show_every_request: false,
             board: Mutex::default(),
-            ballots: Mutex::new(None),
+            ballots: GateBallots::default(),
         }
     }
 
@@ -116,7 +117,7 @@ impl ApiApprover {
     }
 
     pub(crate) fn ballots(&self) -> Option<Ballots> {
-        lock(&self.ballots).clone()
+        self.ballots.get()
     }
 
     /// Open requests, newest first (ids are time-sortable).
@@ -142,8 +143,9 @@ impl ApiApprover {
 
 #[async_trait]
 impl Approver for ApiApprover {
-    fn attach(&self, ballots: Ballots) {
-        lock(&self.ballots).get_or_insert(ballots);
+    fn attach(&self, ballots: Ballots) -> Result<(), ApproverError> {
+        // One gate per approver: another gate's ballots are refused.
+        self.ballots.attach(ballots)
     }
 
     async fn deliver(

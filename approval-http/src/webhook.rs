@@ -1,11 +1,10 @@
 //! The webhook approver: each request POSTed, signed, to the receiver.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, BallotOutcome, Ballots, Clock, RejectReason,
-    SystemClock,
+    ApprovalRequest, Approver, ApproverError, BallotOutcome, Ballots, Clock, GateBallots,
+    RejectReason, SystemClock,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -62,7 +61,7 @@ pub struct HttpApprover {
     outbound: WebhookSecret,
     pub(crate) inbound: WebhookSecret,
     client: reqwest::Client,
-    ballots: Mutex<Option<Ballots>>,
+    ballots: GateBallots,
     clock: Arc<dyn Clock>,
 }
 
@@ -121,7 +120,7 @@ impl HttpApprover {
                     .timeout(Duration::from_secs(10))
                     .build()
                     .unwrap_or_default(),
-                ballots: Mutex::new(None),
+                ballots: GateBallots::default(),
                 clock: Arc::new(SystemClock),
             },
         }
@@ -129,10 +128,7 @@ impl HttpApprover {
 
     /// Where votes go (`None` until the approver is in a built gate).
     pub fn ballots(&self) -> Option<Ballots> {
-        self.ballots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.ballots.get()
     }
 
     pub(crate) fn now(&self) -> std::time::SystemTime {
@@ -229,11 +225,9 @@ struct Answer {
 
 #[async_trait]
 impl Approver for HttpApprover {
-    fn attach(&self, ballots: Ballots) {
-        self.ballots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(ballots);
+    fn attach(&self, ballots: Ballots) -> Result<(), ApproverError> {
+        // One gate per approver: another gate's ballots are refused.
+        self.ballots.attach(ballots)
     }
 
     async fn deliver(

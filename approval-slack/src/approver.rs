@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, Ballots, Decision, Notice, RejectReason, Vote,
+    ApprovalRequest, Approver, ApproverError, Ballots, Decision, GateBallots, Notice, RejectReason,
+    Vote,
 };
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -50,7 +51,7 @@ pub struct SlackApprover {
     identity: Identity,
     open: Arc<Mutex<HashMap<String, Open>>>,
     store: Option<Arc<MessageStore<PostedMessage>>>,
-    ballots: Mutex<Option<Ballots>>,
+    ballots: GateBallots,
     work: mpsc::UnboundedSender<Work>,
 }
 
@@ -133,7 +134,7 @@ impl SlackApproverBuilder {
             identity,
             open,
             store,
-            ballots: Mutex::new(None),
+            ballots: GateBallots::default(),
             work,
         })
     }
@@ -169,7 +170,7 @@ impl SlackApprover {
     /// Where votes go: what the interactivity endpoint casts into (`None`
     /// until the approver is registered in a built gate).
     pub fn ballots(&self) -> Option<Ballots> {
-        lock(&self.ballots).clone()
+        self.ballots.get()
     }
 
     /// The message posted for a request still open.
@@ -301,9 +302,9 @@ async fn update_messages(
 
 #[async_trait]
 impl Approver for SlackApprover {
-    fn attach(&self, ballots: Ballots) {
-        // One gate per approver: the first one's ballots are kept.
-        lock(&self.ballots).get_or_insert(ballots);
+    fn attach(&self, ballots: Ballots) -> Result<(), ApproverError> {
+        // One gate per approver: another gate's ballots are refused.
+        self.ballots.attach(ballots)
     }
 
     async fn deliver(
@@ -311,7 +312,7 @@ impl Approver for SlackApprover {
         request: Arc<ApprovalRequest>,
         ballots: Ballots,
     ) -> Result<(), ApproverError> {
-        lock(&self.ballots).get_or_insert(ballots);
+        self.ballots.attach(ballots)?;
         let text = format!(
             "Approval requested: {} ({})",
             request.action, request.policy.name
@@ -357,7 +358,7 @@ impl Approver for SlackApprover {
                 vote,
             } => {
                 // Who may still vote, from the gate (not a copy of ours).
-                let ballots = lock(&self.ballots).clone();
+                let ballots = self.ballots.get();
                 let may_vote = ballots
                     .and_then(|b| b.status(&request.id))
                     .map(|view| view.may_vote)

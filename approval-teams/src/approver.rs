@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, Ballots, Clock, Decision, Notice, Reviewer,
-    SystemClock, Vote,
+    ApprovalRequest, Approver, ApproverError, Ballots, Clock, Decision, GateBallots, Notice,
+    Reviewer, SystemClock, Vote,
 };
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -230,7 +230,7 @@ pub struct TeamsApprover {
     requests: Arc<Mutex<Requests>>,
     store: Store,
     chats: tokio::sync::Mutex<HashMap<String, String>>,
-    ballots: Mutex<Option<Ballots>>,
+    ballots: GateBallots,
     work: mpsc::UnboundedSender<Work>,
 }
 
@@ -291,7 +291,7 @@ impl TeamsApproverBuilder {
             requests,
             store,
             chats: tokio::sync::Mutex::default(),
-            ballots: Mutex::new(None),
+            ballots: GateBallots::default(),
             work,
         })
     }
@@ -336,7 +336,7 @@ impl TeamsApprover {
     /// Where votes go: what the messaging endpoint casts into (`None`
     /// until the approver is registered in a built gate).
     pub fn ballots(&self) -> Option<Ballots> {
-        lock(&self.ballots).clone()
+        self.ballots.get()
     }
 
     /// The Bot Connector client it posts with.
@@ -596,9 +596,9 @@ async fn put_card(
 
 #[async_trait]
 impl Approver for TeamsApprover {
-    fn attach(&self, ballots: Ballots) {
-        // One gate per approver: the first one's ballots are kept.
-        lock(&self.ballots).get_or_insert(ballots);
+    fn attach(&self, ballots: Ballots) -> Result<(), ApproverError> {
+        // One gate per approver: another gate's ballots are refused.
+        self.ballots.attach(ballots)
     }
 
     async fn deliver(
@@ -606,7 +606,7 @@ impl Approver for TeamsApprover {
         request: Arc<ApprovalRequest>,
         ballots: Ballots,
     ) -> Result<(), ApproverError> {
-        lock(&self.ballots).get_or_insert(ballots);
+        self.ballots.attach(ballots)?;
         let id = request.id.clone();
         // Known before it is posted, so votes from other routes meanwhile
         // are kept and shown.

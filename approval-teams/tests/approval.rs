@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use approval_core::{
-    Actor, ApprovalError, Ballot, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId,
-    MemorySink, MockApprover, Policy, Vote, WriterSecret, with_actor,
+    Actor, ApprovalError, Ballot, Call, CanonicalJson, ChainWriter, ConfigError, Directory, Gate,
+    KeyId, MemorySink, MockApprover, Policy, Vote, WriterSecret, with_actor,
 };
 use approval_teams::auth::InboundAuth;
 use approval_teams::connector::{BotCredentials, Connector};
@@ -333,6 +333,17 @@ async fn two_approvals_one_in_teams_one_through_a_second_route() {
         .map(|r| r["channel"].clone())
         .collect();
     assert_eq!(channels, [json!("teams"), json!("api")]);
+    // The approver serves this gate: a second gate may not take it.
+    let second = Gate::builder(memory_sink())
+        .approver("teams", h.teams.clone())
+        .build();
+    match second {
+        Err(ConfigError::Approver { route, cause }) => {
+            assert_eq!(route, "teams");
+            assert!(cause.contains("another gate"), "{cause}");
+        }
+        other => panic!("expected the approver refused, got {other:?}"),
+    }
 }
 
 #[tokio::test]

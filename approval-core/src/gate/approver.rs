@@ -27,7 +27,14 @@ pub trait Approver: Send + Sync + fmt::Debug {
     /// a previous run left is then refused and recorded, not lost). The
     /// same `Ballots` come with every [`deliver`](Self::deliver). By
     /// default, nothing.
-    fn attach(&self, _ballots: Ballots) {}
+    ///
+    /// An approver serves one gate: one that keeps its ballots refuses
+    /// another gate's ([`GateBallots`] does both), and that gate's
+    /// [`build`](super::GateBuilder::build) then fails with
+    /// [`ConfigError::Approver`](super::ConfigError::Approver).
+    fn attach(&self, _ballots: Ballots) -> Result<(), ApproverError> {
+        Ok(())
+    }
 
     /// Shows `request` to reviewers. An error means it could not be
     /// delivered; the call then fails closed.
@@ -56,6 +63,54 @@ pub trait Approver: Send + Sync + fmt::Debug {
     /// (no task, no queued notice per request). By default, `true`.
     fn hears_notices(&self) -> bool {
         true
+    }
+}
+
+/// Where a channel keeps the ballots of the one gate it serves: the first
+/// gate's are kept, and another gate's are refused (its votes would be
+/// cast into the wrong gate).
+///
+/// ```
+/// use std::sync::Arc;
+/// use approval_core::{ChainWriter, Gate, GateBallots, KeyId, MemorySink, WriterSecret};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let gate = || -> Result<Gate, Box<dyn std::error::Error>> {
+///     let writer = Arc::new(ChainWriter::new(KeyId::new("k1")?, &WriterSecret::generate()?));
+///     Ok(Gate::builder(Arc::new(MemorySink::new(writer))).build()?)
+/// };
+/// let (first, second) = (gate()?, gate()?);
+/// let kept = GateBallots::default();
+/// assert!(kept.get().is_none());
+/// kept.attach(first.ballots())?;
+/// kept.attach(first.ballots())?; // the same gate again: kept
+/// assert!(kept.attach(second.ballots()).is_err());
+/// assert!(kept.get().is_some());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct GateBallots(std::sync::Mutex<Option<Ballots>>);
+
+impl GateBallots {
+    /// Keeps `ballots` unless another gate's are kept: then refused.
+    pub fn attach(&self, ballots: Ballots) -> Result<(), ApproverError> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*kept {
+            Some(held) if !Weak::ptr_eq(&held.gate, &ballots.gate) => Err(ApproverError::Refused(
+                "this approver already serves another gate; build one approver per gate".into(),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                *kept = Some(ballots);
+                Ok(())
+            }
+        }
+    }
+
+    /// The ballots kept, if a gate was attached.
+    pub fn get(&self) -> Option<Ballots> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

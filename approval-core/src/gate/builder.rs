@@ -90,6 +90,14 @@ pub enum ConfigError {
     /// outside any runtime) could not be started.
     #[error("could not start the gate's background thread: {0}")]
     Background(#[source] std::io::Error),
+    /// An approver refused to serve this gate (it serves another).
+    #[error("approver {route}: {cause}")]
+    Approver {
+        /// The route it is registered under.
+        route: String,
+        /// Why it refused.
+        cause: String,
+    },
     /// Gated functions in this program name policies the gate lacks.
     #[error("gated functions name policies this gate does not have: {}", missing.iter().map(|(action, policy)| format!("{action} needs {policy}")).collect::<Vec<_>>().join(", "))]
     MissingPolicies {
@@ -286,7 +294,12 @@ impl GateBuilder {
             .background
             .spawn(table::expiry_timer(Arc::downgrade(&gate.inner), deadlines));
         for (route, approver) in &gate.inner.approvers {
-            approver.attach(gate.ballots_for(route));
+            approver
+                .attach(gate.ballots_for(route))
+                .map_err(|e| ConfigError::Approver {
+                    route: route.clone(),
+                    cause: e.to_string(),
+                })?;
         }
         if let Some(coordinator) = &gate.inner.coordinator {
             coordinator.attach(gate.ballots());

@@ -50,7 +50,7 @@ use tracing::Instrument;
 pub use actor::{current_actor, with_actor, with_actor_sync};
 pub(crate) use ambient::ambient_gate;
 pub use approval::{Approval, Confirmed};
-pub use approver::{Approver, Ballots};
+pub use approver::{Approver, Ballots, GateBallots};
 pub use ballot_box::RefusalCounts;
 pub use builder::{ConfigError, GateBuilder};
 pub use call::Call;

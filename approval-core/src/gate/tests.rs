@@ -1365,8 +1365,9 @@ impl Approver for Attached {
         Ok(())
     }
 
-    fn attach(&self, ballots: Ballots) {
+    fn attach(&self, ballots: Ballots) -> Result<(), ApproverError> {
         lock(&self.0).push(ballots);
+        Ok(())
     }
 }
 
