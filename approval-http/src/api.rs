@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use approval_core::{ApprovalError, Ballot, BallotOutcome, Clock, RejectReason, SystemClock, Vote};
+use approval_core::{
+    ApprovalError, Ballot, BallotOutcome, Ballots, Clock, RejectReason, SystemClock, Vote,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -37,6 +39,8 @@ pub struct RequestView {
     pub decision: Option<DecisionDocument>,
     /// Seconds until it expires (0 once settled or past).
     pub seconds_left: u64,
+    /// Who may still vote, as the gate says (empty once settled).
+    pub may_vote: Vec<String>,
 }
 
 /// A vote counted.
@@ -305,7 +309,11 @@ fn unauthorized() -> Response {
     response
 }
 
-pub(crate) fn view(entry: Entry) -> RequestView {
+pub(crate) fn view(entry: Entry, ballots: Option<&Ballots>) -> RequestView {
+    let may_vote = ballots
+        .and_then(|b| b.status(&entry.request.id))
+        .map(|status| status.may_vote)
+        .unwrap_or_default();
     let now = unix(SystemClock.now());
     let seconds_left = match entry.decision {
         Some(_) => 0,
@@ -333,6 +341,7 @@ pub(crate) fn view(entry: Entry) -> RequestView {
             .collect(),
         decision: entry.decision.as_ref().map(DecisionDocument::of),
         seconds_left,
+        may_vote,
     }
 }
 
@@ -363,10 +372,11 @@ async fn list_requests(
     };
     let identity = format!("{CHANNEL}:{name}");
     let shown = approver.shown_to(&identity);
+    let ballots = approver.ballots();
     let requests = entries
         .into_iter()
         .filter(|entry| shown(entry))
-        .map(view)
+        .map(|entry| view(entry, ballots.as_ref()))
         .collect();
     json(StatusCode::OK, &RequestList { requests })
 }
@@ -388,7 +398,7 @@ async fn get_request(
     // A request the reviewer may not see is answered as if it did not exist.
     match approver.entry(&id) {
         Some(entry) if approver.shown_to(&format!("{CHANNEL}:{name}"))(&entry) => {
-            json(StatusCode::OK, &view(entry))
+            json(StatusCode::OK, &view(entry, approver.ballots().as_ref()))
         }
         _ => error(
             StatusCode::NOT_FOUND,

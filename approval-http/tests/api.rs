@@ -202,6 +202,8 @@ async fn every_route_wants_a_reviewer_token_and_reads_show_the_full_context() {
     assert_eq!(request["gate"]["actor"]["on_behalf_of"], "dave");
     assert_eq!(request["agent"]["args"]["table"], "users");
     assert!(request["seconds_left"].as_u64().unwrap() > 50);
+    // Who may still vote, as the gate says: not dave, whose call it is.
+    assert_eq!(request["may_vote"], json!(["alice", "bob"]));
     assert_eq!(s.get("/requests/req_nobody", Some(BOB)).await.0, 404);
     assert_eq!(s.get("/requests?state=whatever", Some(BOB)).await.0, 400);
 
@@ -228,6 +230,7 @@ async fn every_route_wants_a_reviewer_token_and_reads_show_the_full_context() {
         json!([{"reviewer": "api:bob", "vote": "approve", "comment": null}])
     );
     assert_eq!(settled["decision"]["outcome"], "approved");
+    assert_eq!(settled["may_vote"], json!([]));
     let (_, pending) = s.get("/requests", Some(ALICE)).await;
     assert_eq!(pending["requests"], json!([]));
 }

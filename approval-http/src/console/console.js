@@ -136,6 +136,7 @@
     const q = (selector) => item.querySelector(selector);
     text(q(".votes"), request.votes.map((v) => v.reviewer + " " + v.vote + (v.comment ? ": " + oneLine(v.comment) : "")).join("; ") || "none yet");
     text(q(".left"), request.state === "pending" ? left(request.seconds_left) : "settled");
+    text(q(".may-vote"), request.may_vote.join(", ") || (request.state === "pending" ? "nobody" : "settled"));
   }
 
   // A request that left the pending list keeps its place (its buttons
