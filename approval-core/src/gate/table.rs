@@ -587,6 +587,11 @@ impl GateInner {
             // it wakes this waiter should it end.
             if self.deadlines.running() {
                 woken.await;
+                // Past the deadline with no decision: the timer could not
+                // record the expiry; this waiter tries, and returns why not.
+                if pending.decision().is_none() && Instant::now() >= pending.deadline {
+                    return Box::pin(self.finish(pending, Decision::Expired)).await;
+                }
                 continue;
             }
             // Boxed: rare, and kept out of every waiting call's future.
@@ -653,6 +658,8 @@ pub(crate) fn expiry_timer(
                 );
                 let key = deadlines.add(Instant::now() + EXPIRY_RETRY, &pending);
                 pending.set_deadline_key(key);
+                // Its waiters try to record it themselves, and hear why not.
+                pending.decided.notify_waiters();
             }
         });
         ControlFlow::Continue(())

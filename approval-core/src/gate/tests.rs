@@ -1197,6 +1197,34 @@ impl AuditSink for Flaky {
 }
 
 #[tokio::test]
+async fn a_waiter_whose_expiry_cannot_be_recorded_hears_why_not_and_does_not_hang() {
+    let flaky = Arc::new(Flaky {
+        inner: sink(),
+        failing: AtomicBool::new(false),
+    });
+    let gate = Gate::builder(flaky.clone())
+        .approver("mock", Arc::new(MockApprover::silent("ci")))
+        .policy(Policy::new("export", ["mock"], Duration::from_millis(200)).approvers(["alice"]))
+        .directory(directory())
+        .build()
+        .unwrap();
+    let args = CanonicalJson::from_serialize(&json!({"table": "users"})).unwrap();
+    let ticket = gate
+        .submit(Call::new("crm::export", "export", args))
+        .await
+        .unwrap();
+    // The log goes away before the deadline: nobody can record the expiry.
+    flaky.failing.store(true, Ordering::SeqCst);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), ticket.decision())
+        .await
+        .expect("the waiter returned");
+    assert!(
+        matches!(outcome, Err(ApprovalError::Audit(_))),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_vote_that_cannot_be_recorded_is_not_counted() {
     let memory = sink();
     let flaky = Arc::new(Flaky {
