@@ -63,9 +63,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///   request no process waits on is refused, and recorded, by the replica;
 /// - a deferred request is leased to its deadline and outlives its
 ///   process's run: at `Gate::recover` the next run holds the ones it
-///   reopened (votes replicas took for them while it was down are cast
-///   then: the replica that took one reported no answer in time), and the
-///   previous run's other open requests are cancelled.
+///   reopened, and the previous run's other open requests are cancelled.
+///   A vote a replica forwards while the holder is down is withdrawn
+///   after the wait (the reviewer is told to vote again), never counted
+///   later behind their back.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -149,9 +150,20 @@ impl PostgresCoordinator {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
+                // Not taken by now (its process is down or slow): withdrawn,
+                // so the reviewer's "try again" is true and the vote never
+                // counts behind their back later.
+                let cause = match self.ledger.withdraw(id).await {
+                    Ok(true) => format!(
+                        "not taken within {} s, withdrawn: vote again",
+                        ANSWER_WAIT.as_secs()
+                    ),
+                    Ok(false) => format!("no answer within {} s", ANSWER_WAIT.as_secs()),
+                    Err(e) => format!("no answer within {} s ({e})", ANSWER_WAIT.as_secs()),
+                };
                 return Err(CoordinatorError {
                     what: "hear from the waiting process",
-                    cause: format!("no answer within {} s", ANSWER_WAIT.as_secs()),
+                    cause,
                 });
             }
             let wait = (deadline - now).min(ANSWER_RECHECK);

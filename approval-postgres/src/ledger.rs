@@ -557,8 +557,9 @@ impl Ledger {
                         SET state = 'cancelled', settled_by = $1, settled_at = now(),
                             why = 'the waiting process restarted'
                       WHERE owner = $1 AND state = 'open' AND NOT (id = ANY($2))
+                        AND run IS DISTINCT FROM $3
                   RETURNING id",
-                    &[process, &kept],
+                    &[process, &kept, run],
                 )
                 .await
                 .map_err(store(what))?;
@@ -650,6 +651,26 @@ impl Ledger {
                 .await
                 .map(drop)
                 .map_err(store("answer the vote"))
+        })
+        .await
+    }
+
+    /// Withdraws vote `vote_id` if the waiting process has not taken it:
+    /// it can then never be cast (a replica that gave up waiting tells its
+    /// reviewer so). Whether it was withdrawn; `false` if it was taken
+    /// already (its answer may still come).
+    pub async fn withdraw(&self, vote_id: i64) -> Result<bool, LedgerError> {
+        self.with_client("withdraw the vote", async |client| {
+            let withdrawn = client
+                .query_opt(
+                    "UPDATE approval_votes SET taken_at = now()
+                      WHERE id = $1 AND taken_at IS NULL
+                  RETURNING id",
+                    &[&vote_id],
+                )
+                .await
+                .map_err(store("withdraw the vote"))?;
+            Ok(withdrawn.is_some())
         })
         .await
     }

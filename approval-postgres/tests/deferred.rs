@@ -1,8 +1,10 @@
 //! A deferred request across processes on one database (a throwaway
-//! cluster): the gate process that holds it goes down, a reviewer votes on
-//! an endpoint replica meanwhile, and the holder's next run reopens the
-//! request from its PostgreSQL chain, counts the kept vote, and runs the
-//! call exactly once; the ledger agrees, and both chains verify.
+//! cluster): the gate process that holds it goes down; a reviewer's vote on
+//! an endpoint replica meanwhile is refused and withdrawn (never counted
+//! later behind their back); the holder's next run reopens the request
+//! from its PostgreSQL chain, the reviewer's vote on the replica then
+//! reaches it, and the call runs exactly once; the ledger agrees, and both
+//! chains verify.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -10,8 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use approval_core::{
-    Actor, ApprovalError, Ballot, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId,
-    Keyring, MockApprover, Policy, Vote, WriterSecret, verify, with_actor,
+    Actor, ApprovalError, Ballot, BallotOutcome, Call, CanonicalJson, ChainWriter, Directory, Gate,
+    KeyId, Keyring, MockApprover, Policy, Vote, WriterSecret, verify, with_actor,
 };
 use approval_postgres::{ChainReader, ForwardingKey, PostgresCoordinator, PostgresSink};
 
@@ -100,7 +102,8 @@ fn events_of(cluster: &Cluster, chain: &str, secret: &WriterSecret, id: &str) ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deferred_request_voted_on_a_replica_while_its_process_was_down_runs_once_after() {
+async fn a_deferred_request_survives_its_process_and_a_replica_s_vote_after_the_restart_runs_it_once()
+ {
     let cluster = Cluster::start();
     let (a_secret, b_secret) = (
         WriterSecret::generate().unwrap(),
@@ -127,34 +130,33 @@ async fn a_deferred_request_voted_on_a_replica_while_its_process_was_down_runs_o
         "a deferred request outlives its run"
     );
 
-    // Alice approves on the replica while host-a is down: the vote is kept,
-    // but nobody answers it in time.
-    let vote = Ballot::new(&request, "api:alice", "replicas", Vote::Approve);
-    match replica.cast(vote).await {
+    // Alice approves on the replica while host-a is down: nobody takes the
+    // vote in time, so it is withdrawn and she is told to vote again.
+    let vote = || Ballot::new(&request, "api:alice", "replicas", Vote::Approve);
+    match replica.cast(vote()).await {
         Err(ApprovalError::Coordination(e)) => {
             assert_eq!(e.what, "hear from the waiting process", "{e}");
+            assert!(e.cause.contains("withdrawn"), "{e}");
         }
         other => panic!("expected no answer from the stopped process, got {other:?}"),
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 
-    // host-a's next run reopens it from its chain; the kept vote counts.
+    // host-a's next run reopens it from its chain; the withdrawn vote does
+    // not count.
     let a = process(&cluster, "host-a", &a_secret).await;
     let recovery = a.recover().await.unwrap();
     assert_eq!(recovery.reopened, std::slice::from_ref(&id));
     assert!(recovery.cancelled.is_empty(), "{recovery:?}");
-    let mut approved = false;
-    for _ in 0..200 {
-        approved = a.status(&id).is_some_and(|view| !view.is_open());
-        if approved {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.status(&id).unwrap().is_open(), "a withdrawn vote counted");
+    // Her vote again, on the replica: it reaches host-a, which counts it.
+    let outcome = replica.cast(vote()).await.unwrap();
     assert!(
-        approved,
-        "the vote kept while host-a was down was never counted"
+        matches!(outcome, BallotOutcome::Counted { .. }),
+        "{outcome:?}"
     );
+    assert!(!a.status(&id).unwrap().is_open(), "counted, and it settled");
     assert_eq!(export(&a, &runs).await.unwrap(), 1);
     match export(&a, &runs).await {
         // The same call again is refused: that approval was used.

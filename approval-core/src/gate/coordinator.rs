@@ -69,8 +69,8 @@ pub trait Coordinator: Send + Sync + fmt::Debug {
 
     /// This process holds `request` from now on. A `deferred` one has no
     /// caller waiting: it stays open across this process's restarts until
-    /// its [`expires_at`](ApprovalRequest::expires_at), and votes for it
-    /// taken while the process is down are kept for its next run.
+    /// its [`expires_at`](ApprovalRequest::expires_at); votes for it reach
+    /// the process's next run once that run reopened it.
     async fn opened(
         &self,
         request: &ApprovalRequest,
@@ -90,8 +90,8 @@ pub trait Coordinator: Send + Sync + fmt::Debug {
     async fn forward(&self, ballot: &Ballot) -> Result<Forwarded, CoordinatorError>;
 
     /// After a restart: the previous run's deferred requests this process
-    /// `reopened` are held by this run now (votes kept for them while it
-    /// was down come to its ballots); close every other request the
+    /// `reopened` are held by this run now (votes for them come to its
+    /// ballots from here on); close every other request the
     /// previous run held (nobody waits on them any more) and return their
     /// ids.
     async fn recovered(

@@ -45,8 +45,7 @@ impl Gate {
     /// deadline has not passed (else `expired`). With a
     /// [`Coordinator`](super::Coordinator), the shared store is told which
     /// were reopened: it closes the previous run's other requests, and
-    /// votes other processes took for a reopened one while this process
-    /// was down are counted now.
+    /// votes other processes take for a reopened one reach this run.
     ///
     /// Call it at start-up, before any gated call. It refuses to run on a
     /// log other processes may be writing ([`AuditSink::sole_writer`]):
@@ -183,7 +182,7 @@ impl Gate {
         }
         // The shared store closes the previous run's other requests too, so
         // no other process counts a vote on them, and hands this run the
-        // votes kept for the reopened ones (the table holds them by now).
+        // votes for the reopened ones (the table holds them by now).
         if let Some(coordinator) = &self.inner.coordinator {
             let reopened: Vec<_> = to_deliver.iter().map(|p| p.request.clone()).collect();
             coordinator
