@@ -73,7 +73,7 @@ enum Work {
     Settled(Arc<ApprovalRequest>, Decision),
     /// Take down the buttons of requests a previous run left: those in the
     /// list were cancelled by this restart.
-    Restarted(Vec<String>),
+    Restarted(Arc<approval_core::Recovery>),
     /// Say when everything asked before is done.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -274,12 +274,15 @@ async fn update_messages(
                     tracing::trace!("a flush's caller stopped waiting");
                 }
             }
-            Work::Restarted(cancelled) => {
+            Work::Restarted(recovery) => {
                 let Some(store) = &store else { continue };
-                let held = |id: &str| lock(&open).contains_key(id);
+                // Reopened requests are delivered again: not the restart's to close.
+                let held = |id: &str| {
+                    lock(&open).contains_key(id) || recovery.reopened.iter().any(|r| r == id)
+                };
                 let api = &api;
                 store
-                    .take_down_left(&cancelled, held, async |id, message, was_cancelled| {
+                    .take_down_left(&recovery.cancelled, held, async |id, message, was_cancelled| {
                         let text = if was_cancelled {
                             format!("Request {id} cancelled by a restart")
                         } else {
@@ -375,7 +378,7 @@ impl Approver for SlackApprover {
             Notice::Settled { request, decision } => {
                 Work::Settled(request.clone(), Decision::clone(decision))
             }
-            Notice::Recovered(recovery) => Work::Restarted(recovery.cancelled.clone()),
+            Notice::Recovered(recovery) => Work::Restarted(recovery.clone()),
             _ => return Ok(()),
         };
         // The updater ends only with this approver.

@@ -191,7 +191,7 @@ enum Work {
     Update(String),
     /// Take down the actions of cards a previous run left: those in the
     /// list were cancelled by this restart.
-    Restarted(Vec<String>),
+    Restarted(Arc<approval_core::Recovery>),
     /// Say when everything asked before is done.
     Flush(oneshot::Sender<()>),
 }
@@ -546,15 +546,22 @@ async fn update_cards(
                     store.forget(&id);
                 }
             }
-            Work::Restarted(cancelled) => {
+            Work::Restarted(recovery) => {
                 let Some(store) = &store else { continue };
-                let held = |id: &str| lock(&requests).get(id).is_some();
+                // Reopened requests are delivered again: not the restart's to close.
+                let held = |id: &str| {
+                    lock(&requests).get(id).is_some() || recovery.reopened.iter().any(|r| r == id)
+                };
                 let connector = &connector;
                 store
-                    .take_down_left(&cancelled, held, async |id, posted, was_cancelled| {
-                        let card = restart_card(&id, was_cancelled);
-                        put_card(connector, &posted, card, "Approval request ended", &id).await
-                    })
+                    .take_down_left(
+                        &recovery.cancelled,
+                        held,
+                        async |id, posted, was_cancelled| {
+                            let card = restart_card(&id, was_cancelled);
+                            put_card(connector, &posted, card, "Approval request ended", &id).await
+                        },
+                    )
                     .await;
             }
             Work::Flush(done) => {
@@ -690,7 +697,7 @@ impl Approver for TeamsApprover {
             Notice::Recovered(recovery) => {
                 // The updater ends only with this approver.
                 self.work
-                    .send(Work::Restarted(recovery.cancelled.clone()))
+                    .send(Work::Restarted(recovery.clone()))
                     .map_err(|_| {
                         ApproverError::Unreachable("the card updater has stopped".into())
                     })?;

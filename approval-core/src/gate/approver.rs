@@ -97,8 +97,19 @@ impl GateBallots {
     pub fn attach(&self, ballots: Ballots) -> Result<(), ApproverError> {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match &*kept {
+            // A gate that is gone (its build failed, or it was dropped)
+            // holds nothing: the new one takes its place.
+            Some(held) if held.gate.strong_count() == 0 => {
+                *kept = Some(ballots);
+                Ok(())
+            }
             Some(held) if !Weak::ptr_eq(&held.gate, &ballots.gate) => Err(ApproverError::Refused(
                 "this approver already serves another gate; build one approver per gate".into(),
+            )),
+            // One route per approver: its ballots are stamped with it, so a
+            // second route's votes would be refused as `wrong_route`.
+            Some(held) if held.route != ballots.route => Err(ApproverError::Refused(
+                "this approver already serves another route of this gate; register one approver per route".into(),
             )),
             Some(_) => Ok(()),
             None => {
