@@ -104,6 +104,12 @@ pub struct ErrorBody {
 
 /// Why a call to the API failed before any vote was cast (a refused vote
 /// answers a [`VoteAnswer`] with its reason instead).
+///
+/// ```
+/// use approval_http::api::ErrorCode;
+///
+/// assert_eq!(serde_json::to_string(&ErrorCode::NotFound).unwrap(), r#""not_found""#);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -257,6 +257,19 @@ impl TeamsApproverBuilder {
     /// actions taken down. Without it, a card a restart orphaned keeps its
     /// buttons (clicks on them are refused as `settled`). One directory
     /// per process.
+    ///
+    /// ```no_run
+    /// # use approval_teams::{Target, TeamsApprover, connector::{BotCredentials, Connector}};
+    /// # async fn run() -> Result<(), approval_teams::connector::TeamsError> {
+    /// # let connector = Connector::new(BotCredentials::new("app", "secret", "tenant"));
+    /// # let target = Target::conversation("https://smba.trafficmanager.net/teams/", "19:…");
+    /// let teams = TeamsApprover::builder(connector, target)
+    ///     .message_store("/var/lib/agent/teams-cards")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn message_store(mut self, dir: impl Into<PathBuf>) -> Self {
         self.store = Some(dir.into());
         self

@@ -61,6 +61,26 @@ pub trait Approver: Send + Sync + fmt::Debug {
     /// Whether [`notify`](Self::notify) is worth calling. An approver that
     /// hears nothing says `false`, and the gate keeps no outbox for it
     /// (no task, no queued notice per request). By default, `true`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use approval_core::{ApprovalRequest, Approver, ApproverError, Ballots};
+    ///
+    /// /// Hands requests to a queue; hears nothing after.
+    /// #[derive(Debug)]
+    /// struct Queue;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Approver for Queue {
+    ///     async fn deliver(&self, _: Arc<ApprovalRequest>, _: Ballots) -> Result<(), ApproverError> {
+    ///         Ok(())
+    ///     }
+    ///     fn hears_notices(&self) -> bool {
+    ///         false
+    ///     }
+    /// }
+    /// assert!(!Queue.hears_notices());
+    /// ```
     fn hears_notices(&self) -> bool {
         true
     }
