@@ -13,7 +13,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use approval_core::{Decision, Reviewer};
+use approval_core::{Decision, Recovery, Reviewer};
 
 /// How an earlier request for the same call ended, in the words every
 /// channel shows: `approved by …`, `denied by …: comment`, `expired`,
@@ -22,7 +22,7 @@ use approval_core::{Decision, Reviewer};
 ///
 /// ```
 /// use approval_channel::earlier_outcome;
-/// use approval_core::{Decision, Reviewer};
+/// use approval_core::{Decision, Recovery, Reviewer};
 ///
 /// let denied = Decision::Denied { reviewer: Reviewer::new("slack:U0BOB"), comment: Some("*no*".into()) };
 /// let shown = earlier_outcome(&denied, |r| r.id.clone(), |t| t.replace('*', "\\*"));
@@ -191,10 +191,12 @@ impl<M: StoredMessage> MessageStore<M> {
         Ok(out)
     }
 
-    /// After a restart: hands `take_down` each message a previous run left
-    /// (requests `held` says this run does not hold), with whether the
-    /// restart `cancelled` its request, and forgets those it took down
-    /// (`true`); the others stay for the next restart.
+    /// After a restart (`recovery`, from the gate's `Recovered` notice):
+    /// hands `take_down` each message a previous run left, with whether the
+    /// restart cancelled its request, and forgets those it took down
+    /// (`true`); the others stay for the next restart. Requests this run
+    /// holds (`held`) and those the restart reopened (delivered again) are
+    /// not the restart's to close.
     ///
     /// ```
     /// # use approval_channel::{MessageStore, StoredMessage};
@@ -210,9 +212,10 @@ impl<M: StoredMessage> MessageStore<M> {
     /// let store = MessageStore::open(dir.path())?;
     /// store.remember("old", &Posted("1.1".into()))?;
     /// store.remember("this-run", &Posted("1.2".into()))?;
-    /// let cancelled = ["old".to_owned()];
+    /// let mut recovery = approval_core::Recovery::default();
+    /// recovery.cancelled.push("old".to_owned());
     /// store
-    ///     .take_down_left(&cancelled, |id| id == "this-run", async |id, _message, was_cancelled| {
+    ///     .take_down_left(&recovery, |id| id == "this-run", async |id, _message, was_cancelled| {
     ///         assert_eq!((id.as_str(), was_cancelled), ("old", true));
     ///         true // taken down: forgotten
     ///     })
@@ -223,7 +226,7 @@ impl<M: StoredMessage> MessageStore<M> {
     /// ```
     pub async fn take_down_left<F, T>(
         &self,
-        cancelled: &[String],
+        recovery: &Recovery,
         held: impl Fn(&str) -> bool,
         mut take_down: F,
     ) where
@@ -238,11 +241,10 @@ impl<M: StoredMessage> MessageStore<M> {
             }
         };
         for (id, message) in left {
-            // Requests of this run are not the restart's to close.
-            if held(&id) {
+            if held(&id) || recovery.reopened.contains(&id) {
                 continue;
             }
-            let was_cancelled = cancelled.contains(&id);
+            let was_cancelled = recovery.cancelled.contains(&id);
             if take_down(id.clone(), message, was_cancelled).await {
                 self.forget(&id);
             }

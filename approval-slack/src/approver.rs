@@ -276,13 +276,10 @@ async fn update_messages(
             }
             Work::Restarted(recovery) => {
                 let Some(store) = &store else { continue };
-                // Reopened requests are delivered again: not the restart's to close.
-                let held = |id: &str| {
-                    lock(&open).contains_key(id) || recovery.reopened.iter().any(|r| r == id)
-                };
+                let held = |id: &str| lock(&open).contains_key(id);
                 let api = &api;
                 store
-                    .take_down_left(&recovery.cancelled, held, async |id, message, was_cancelled| {
+                    .take_down_left(&recovery, held, async |id, message, was_cancelled| {
                         let text = if was_cancelled {
                             format!("Request {id} cancelled by a restart")
                         } else {

@@ -561,20 +561,13 @@ async fn update_cards(
             }
             Work::Restarted(recovery) => {
                 let Some(store) = &store else { continue };
-                // Reopened requests are delivered again: not the restart's to close.
-                let held = |id: &str| {
-                    lock(&requests).get(id).is_some() || recovery.reopened.iter().any(|r| r == id)
-                };
+                let held = |id: &str| lock(&requests).get(id).is_some();
                 let connector = &connector;
                 store
-                    .take_down_left(
-                        &recovery.cancelled,
-                        held,
-                        async |id, posted, was_cancelled| {
-                            let card = restart_card(&id, was_cancelled);
-                            put_card(connector, &posted, card, "Approval request ended", &id).await
-                        },
-                    )
+                    .take_down_left(&recovery, held, async |id, posted, was_cancelled| {
+                        let card = restart_card(&id, was_cancelled);
+                        put_card(connector, &posted, card, "Approval request ended", &id).await
+                    })
                     .await;
             }
             Work::Flush(done) => {

@@ -648,7 +648,9 @@ fn a_waiter_keeps_its_deadline_itself_once_the_gate_s_runtime_is_gone() {
     let outcome = caller.block_on(async {
         let ticket = with_actor(agent(), gate.submit(call())).await.unwrap();
         gate_runtime.shutdown_background();
-        ticket.decision().await
+        tokio::time::timeout(Duration::from_secs(10), ticket.decision())
+            .await
+            .expect("the waiter returned")
     });
     assert!(
         matches!(outcome, Err(ApprovalError::Expired { .. })),
