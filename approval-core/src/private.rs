@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 use std::ops::Range;
 
 use crate::error::ApprovalError;
-use crate::gate::{Call, Confirmed, Gate};
+use crate::gate::{Approval, Call, Confirmed, Gate};
 use crate::redact::Redact;
 use approval_audit::CanonicalJson;
 
@@ -89,8 +89,18 @@ impl Entry {
 impl Args {
     /// Starts collecting for `gate`.
     pub fn new(gate: &Gate) -> Self {
+        Self::owning(gate.clone())
+    }
+
+    /// Starts collecting the arguments that `approval` is checked against
+    /// (for the gate that approved it).
+    pub fn for_approval(approval: &Approval) -> Self {
+        Self::owning(approval.gate())
+    }
+
+    fn owning(gate: Gate) -> Self {
         Self {
-            gate: gate.clone(),
+            gate,
             values: Vec::with_capacity(128),
             entries: SmallVec::new(),
             skipped: Vec::new(),

@@ -190,7 +190,7 @@ impl RequestDocument {
                 action: request.action.clone(),
                 policy: PolicyFacts {
                     name: policy.name.clone(),
-                    digest: encode(&request.policy_digest),
+                    digest: encode(&policy.digest()),
                     required: policy.required,
                     approvers: policy.approvers.clone(),
                     groups: policy.groups.clone(),

@@ -179,29 +179,44 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             #private::GatedFunction::new(::core::module_path!(), #fn_name, #policy)
         }
     };
+    // The gate and the call live in a block of their own, so the waiting
+    // future holds neither across its awaits.
     let call = quote! {
-        let __approval_gate = #private::resolve_gate(#gate)?;
-        let __approval_call = {
-            #[allow(unused_mut)]
-            let mut __approval_args = #private::Args::new(&__approval_gate);
-            #(#for_call)*
-            __approval_args.call(
-                ::core::concat!(::core::module_path!(), "::", #fn_name),
-                #policy,
-                #resource,
-                #reason,
-            )?
+        let __approval_waiting = {
+            let __approval_gate = #private::resolve_gate(#gate)?;
+            let __approval_call = {
+                #[allow(unused_mut)]
+                let mut __approval_args = #private::Args::new(&__approval_gate);
+                #(#for_call)*
+                __approval_args.call(
+                    ::core::concat!(::core::module_path!(), "::", #fn_name),
+                    #policy,
+                    #resource,
+                    #reason,
+                )?
+            };
+            __approval_gate.#approve(__approval_call)
         };
     };
     let binding = quote! {
         {
             #[allow(unused_mut)]
-            let mut __approval_args = #private::Args::new(&__approval_gate);
+            let mut __approval_args = #private::Args::for_approval(&__approval);
             #(#for_binding)*
             __approval_args.binding()?
         }
     };
 
+    // The approval and its re-checked arguments live in a block of their
+    // own: a borrowed local stays in the future until its scope ends, and
+    // the body's wait should not carry them.
+    let confirm = quote! {
+        {
+            let __approval = __approval_waiting.await?;
+            let __approval_binding = #binding;
+            __approval.confirm_args(&__approval_binding).await?
+        }
+    };
     let attrs = &item.attrs;
     let vis = &item.vis;
     let sig = &item.sig;
@@ -217,9 +232,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
                 #register
                 #return_check
                 #call
-                let __approval = __approval_gate.#approve(__approval_call).await?;
-                let __approval = __approval.confirm_args(&#binding).await?;
-                __approval.execute(async move #inner_block).await
+                #confirm.execute(async move #inner_block).await
             })
         }
     } else if sig.asyncness.is_some() {
@@ -227,9 +240,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             #register
             #return_check
             #call
-            let __approval = __approval_gate.#approve(__approval_call).await?;
-            let __approval = __approval.confirm_args(&#binding).await?;
-            __approval.execute(async move #block).await
+            #confirm.execute(async move #block).await
         }
     } else {
         quote! {
@@ -237,8 +248,9 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             #return_check
             #call
             let __approval_blocking = #private::Blocking::new()?;
-            let __approval = __approval_blocking.block_on(__approval_gate.#approve(__approval_call))?;
-            let __approval = __approval_blocking.block_on(__approval.confirm_args(&#binding))?;
+            let __approval = __approval_blocking.block_on(__approval_waiting)?;
+            let __approval_binding = #binding;
+            let __approval = __approval_blocking.block_on(__approval.confirm_args(&__approval_binding))?;
             __approval_blocking.execute(__approval, move || -> #ret #block)
         }
     };

@@ -1,11 +1,13 @@
 //! The actor in scope: who makes the gated calls.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use approval_audit::Actor;
 
 tokio::task_local! {
-    static ACTOR: Actor;
+    // Shared: every request made in the scope holds the one actor.
+    static ACTOR: Arc<Actor>;
 }
 
 /// Runs `future` with `actor` in scope for every gated call it makes,
@@ -21,7 +23,7 @@ tokio::task_local! {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let id = with_actor(Actor::new("agent-7"), async {
-///     current_actor().map(|a| a.id)
+///     current_actor().map(|a| a.id.clone())
 /// })
 /// .await;
 /// assert_eq!(id.as_deref(), Some("agent-7"));
@@ -30,15 +32,15 @@ tokio::task_local! {
 /// ```
 pub fn with_actor<F: Future>(actor: Actor, future: F) -> impl Future<Output = F::Output> {
     // Not an `async fn`, which would hold `future` twice.
-    ACTOR.scope(actor, future)
+    ACTOR.scope(Arc::new(actor), future)
 }
 
 /// Runs `f` with `actor` in scope, for synchronous code.
 pub fn with_actor_sync<R>(actor: Actor, f: impl FnOnce() -> R) -> R {
-    ACTOR.sync_scope(actor, f)
+    ACTOR.sync_scope(Arc::new(actor), f)
 }
 
 /// The actor in scope, if any.
-pub fn current_actor() -> Option<Actor> {
+pub fn current_actor() -> Option<Arc<Actor>> {
     ACTOR.try_with(Clone::clone).ok()
 }

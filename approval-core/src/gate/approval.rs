@@ -6,10 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::FutureExt;
 use subtle::ConstantTimeEq;
 
 use super::GateInner;
-use super::policy::PolicyEntry;
+use super::pending::Pending;
 use super::request::ApprovalRequest;
 use crate::error::ApprovalError;
 use approval_audit::CanonicalJson;
@@ -24,29 +25,26 @@ use approval_audit::{Event, Outcome};
 #[must_use = "an approval does nothing until its body is executed"]
 pub struct Approval {
     gate: Arc<GateInner>,
-    request: Arc<ApprovalRequest>,
-    entry: Arc<PolicyEntry>,
-    binds_recorded: bool,
+    /// The settled request (its arguments, policy and binding): two
+    /// pointers, as small as the waiting call's future can hold.
+    pending: Arc<Pending>,
 }
 
 impl Approval {
-    pub(crate) fn new(
-        gate: Arc<GateInner>,
-        request: Arc<ApprovalRequest>,
-        entry: Arc<PolicyEntry>,
-        binds_recorded: bool,
-    ) -> Self {
-        Self {
-            gate,
-            request,
-            entry,
-            binds_recorded,
-        }
+    pub(crate) fn new(gate: Arc<GateInner>, pending: Arc<Pending>) -> Self {
+        Self { gate, pending }
     }
 
     /// The approved request.
     pub fn request(&self) -> &ApprovalRequest {
-        &self.request
+        &self.pending.request
+    }
+
+    /// The gate that approved it.
+    pub(crate) fn gate(&self) -> super::Gate {
+        super::Gate {
+            inner: self.gate.clone(),
+        }
     }
 
     /// Checks that `args` (unredacted, as when the call was made) still bind
@@ -55,21 +53,22 @@ impl Approval {
     pub async fn confirm_args(self, args: &CanonicalJson) -> Result<Confirmed, ApprovalError> {
         // Without redactions the binding is a MAC of the recorded arguments:
         // the same bytes bind the same, with no second MAC to compute.
-        let unchanged = if self.binds_recorded && args.as_str() == self.request.args.as_str() {
+        let request = self.request();
+        let unchanged = if self.pending.binds_recorded && args.as_str() == request.args.as_str() {
             true
         } else {
             let writer = self.gate.sink.chain_writer();
-            let binding = writer.binding(&self.request.action, args);
-            bool::from(binding.ct_eq(&self.request.binding))
+            let binding = writer.binding(&request.action, args);
+            bool::from(binding.ct_eq(&request.binding))
         };
         if unchanged {
             return Ok(Confirmed { approval: self });
         }
-        tracing::warn!(request_id = %self.request.id, "arguments changed while waiting; not run");
+        tracing::warn!(request_id = %request.id, "arguments changed while waiting; not run");
         self.gate
             .sink
             .append_event(Event::Cancelled {
-                request_id: self.request.id.clone(),
+                request_id: request.id.clone(),
                 why: "arguments changed while waiting".into(),
             })
             .await?;
@@ -112,24 +111,30 @@ pub struct Confirmed {
 impl Confirmed {
     /// The approved request.
     pub fn request(&self) -> &ApprovalRequest {
-        &self.approval.request
+        self.approval.request()
     }
 
     /// Runs the approved body and records how it ended (`executed`: `ok`,
     /// `error`, or `panicked`, after which the panic goes on).
-    pub async fn execute<T, E, F>(self, body: F) -> Result<T, E>
+    pub fn execute<T, E, F>(self, body: F) -> impl Future<Output = Result<T, E>>
     where
         F: Future<Output = Result<T, E>>,
         E: From<ApprovalError> + std::fmt::Display,
     {
-        let result = CatchUnwind(Box::pin(body)).await;
-        // Decided before the write: the future must not hold the panic
-        // payload (which is not `Sync`) across an await.
-        let (outcome, error) = self.outcome_of(&result);
-        self.record(outcome, error).await?;
-        match result {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
+        // Not an `async fn`, which would keep `self` twice and a slot for
+        // the body beside its box: the waiting call's future reserves room
+        // for this one.
+        let body = CatchUnwind(Box::pin(body));
+        async move {
+            let result = body.await;
+            // Decided before the write: the future must not hold the panic
+            // payload (which is not `Sync`) across an await.
+            let (outcome, error) = self.outcome_of(&result);
+            self.record(outcome, error).await?;
+            match result {
+                Ok(value) => value,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         }
     }
 
@@ -143,6 +148,7 @@ impl Confirmed {
             Ok(Err(e)) => (
                 Outcome::Error,
                 self.approval
+                    .pending
                     .entry
                     .policy
                     .record_error_text
@@ -153,23 +159,24 @@ impl Confirmed {
     }
 
     /// Records `executed`.
-    pub(crate) async fn record(
+    pub(crate) fn record(
         &self,
         outcome: Outcome,
         error: Option<String>,
-    ) -> Result<(), ApprovalError> {
-        let approval = &self.approval;
-        tracing::info!(request_id = %approval.request.id, outcome = outcome.as_str(), "body ran");
-        approval
+    ) -> impl Future<Output = Result<(), ApprovalError>> + Send + '_ {
+        let request = self.request();
+        tracing::info!(request_id = %request.id, outcome = outcome.as_str(), "body ran");
+        // The sink's future is boxed already: holding it alone, not an
+        // `async` block's copies of it, keeps the waiting call small.
+        self.approval
             .gate
             .sink
             .append_event(Event::Executed {
-                request_id: approval.request.id.clone(),
+                request_id: request.id.clone(),
                 outcome,
                 error,
             })
-            .await?;
-        Ok(())
+            .map(|written| written.map(drop).map_err(ApprovalError::from))
     }
 }
 

@@ -9,9 +9,9 @@ use subtle::ConstantTimeEq;
 
 use super::directory::normal_form;
 use super::notice::Notice;
+use super::pending::{Accepted, Pending};
 use super::policy::Policy;
 use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
-use super::table::{Accepted, Pending};
 use super::{Forwarded, GateInner, lock};
 use crate::error::ApprovalError;
 use approval_audit::AuditError;
@@ -193,7 +193,7 @@ impl GateInner {
         let is_voter = |name: &str| voter.iter().any(|v| *v == name);
         if self
             .directory
-            .requesters(request.actor.as_ref())
+            .requesters(request.actor.as_deref())
             .iter()
             .any(|r| is_voter(r))
         {
@@ -268,7 +268,7 @@ impl GateInner {
             };
             return Box::pin(self.reject(&ballot, Some(reviewer), why)).await;
         };
-        let _votes = pending.votes_lock.lock().await;
+        let _votes = pending.votes_lock().lock().await;
         let request = &pending.request;
         let policy = &pending.entry.policy;
         // People, not identities: the requester may not approve in any

@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::approval::Approval;
+use super::pending::Pending;
 use super::request::{ApprovalRequest, Decision};
-use super::table::Pending;
 use super::{Call, Gate, GateInner, lock};
 use crate::error::ApprovalError;
 
@@ -133,7 +133,7 @@ impl Gate {
     pub fn approve_deferred(
         &self,
         call: Call,
-    ) -> impl Future<Output = Result<Approval, ApprovalError>> {
+    ) -> impl Future<Output = Result<Approval, ApprovalError>> + use<> {
         // The actor's slot is taken only if a new request is made.
         let prepared = self.prepare(call, false).map_err(Box::new);
         let span = super::submit::Prepared::span(&prepared);
@@ -147,7 +147,7 @@ impl Gate {
                 Found::Open(request) => return Err(pending_error(&request)),
                 Found::Approved(pending) => {
                     tracing::info!(request_id = %pending.request.id, "deferred call came back approved");
-                    return Ok(pending.approval(inner.clone()));
+                    return Ok(Approval::new(inner.clone(), pending.clone()));
                 }
                 Found::Refused(pending, decision) => {
                     return Err(inner.conclusion(&pending, &decision).err().unwrap_or(

@@ -25,6 +25,7 @@ mod limits;
 mod mock;
 mod notice;
 mod outbox;
+mod pending;
 mod policy;
 mod policy_file;
 mod recover;
@@ -73,8 +74,9 @@ use approval_audit::Clock;
 use background::Background;
 use deadline::Deadlines;
 use outbox::Outbox;
+use pending::Pending;
 use policy::Policies;
-use table::{Pending, Table};
+use table::Table;
 
 /// Puts a human in front of each gated call.
 ///
@@ -244,7 +246,10 @@ impl Gate {
     /// nothing is recorded or delivered until the future is polled.
     ///
     /// [`submit`]: Gate::submit
-    pub fn approve(&self, call: Call) -> impl Future<Output = Result<Approval, ApprovalError>> {
+    pub fn approve(
+        &self,
+        call: Call,
+    ) -> impl Future<Output = Result<Approval, ApprovalError>> + use<> {
         // Built outside the waiting future, so it holds neither the call nor
         // the actor while it waits (an `async fn` keeps its arguments for
         // its whole life); the rare error is boxed for the same reason.
@@ -254,8 +259,9 @@ impl Gate {
         let prepared = self.prepare(call, true).map_err(Box::new);
         let span = submit::Prepared::span(&prepared);
         let gate = self.clone();
+        let opening = Box::pin(async move { gate.open(prepared, false).await });
         async move {
-            let ticket = Box::pin(gate.open(prepared, false)).await?;
+            let ticket = opening.await?;
             ticket.decision().await
         }
         .instrument(span)

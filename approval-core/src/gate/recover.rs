@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::notice::Recovery;
-use super::table::{Accepted, Pending};
+use super::pending::{Accepted, Pending};
 use super::{ApprovalRequest, Approver, Decision, Gate, GateInner, NO_ACTOR, Notice, lock};
 use crate::error::ApprovalError;
 use approval_audit::CanonicalJson;
@@ -320,10 +320,9 @@ impl GateInner {
             earlier: Vec::new(),
             action: r.action,
             policy: policy.clone(),
-            policy_digest: entry.digest,
             args: CanonicalJson::from_value(&r.args).map_err(|e| e.to_string())?,
             skipped: r.skipped,
-            actor,
+            actor: actor.map(Arc::new),
             resource: r.resource,
             reason: r.reason,
             expires_at,

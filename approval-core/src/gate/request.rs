@@ -20,8 +20,6 @@ pub struct ApprovalRequest {
     pub action: String,
     /// The policy in force.
     pub policy: Arc<Policy>,
-    /// SHA-256 of the policy's canonical JSON.
-    pub policy_digest: [u8; 32],
     /// The arguments, skipped ones absent and redacted ones as digests.
     pub args: CanonicalJson,
     /// Names of parameters left out of `args`.
@@ -29,7 +27,7 @@ pub struct ApprovalRequest {
     /// The keyed binding digest a vote must name.
     pub binding: [u8; 32],
     /// Who asks; `None` when no actor was in scope.
-    pub actor: Option<Actor>,
+    pub actor: Option<Arc<Actor>>,
     /// The system acted on (agent text).
     pub resource: Option<String>,
     /// Why (agent text).

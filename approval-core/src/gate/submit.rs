@@ -1,14 +1,15 @@
 //! Submitting a request: checked, recorded, put on the gate's table and
 //! timer, delivered to every route at once; and the ticket that waits.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use super::actor::current_actor;
 use super::approval::Approval;
 use super::limits::ActorSlot;
+use super::pending::Pending;
 use super::policy::PolicyEntry;
 use super::request::{self, ApprovalRequest, Decision};
-use super::table::Pending;
 use super::{Call, Gate, GateInner, NO_ACTOR};
 use crate::error::ApprovalError;
 use crate::error::ApproverError;
@@ -53,10 +54,16 @@ impl Ticket {
 
     /// Waits for the decision: the [`Approval`] that runs the body once, or
     /// the refusal (denied, expired, cancelled) as an [`ApprovalError`].
-    pub async fn decision(mut self) -> Result<Approval, ApprovalError> {
-        let decision = self.gate.decided(&self.pending).await?;
-        self.armed = false;
-        self.gate.conclusion(&self.pending, &decision)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would keep the ticket twice in every waiting call"
+    )]
+    pub fn decision(mut self) -> impl Future<Output = Result<Approval, ApprovalError>> {
+        async move {
+            let decision = self.gate.decided(&self.pending).await?;
+            self.armed = false;
+            self.gate.conclusion(&self.pending, &decision)
+        }
     }
 
     pub(crate) fn pending(&self) -> &Arc<Pending> {
@@ -97,7 +104,7 @@ impl Prepared {
     pub(crate) fn take_slot(&mut self, gate: &Arc<GateInner>) -> Result<(), ApprovalError> {
         if self.slot.is_none() {
             let limit = self.entry.policy.max_pending_per_actor;
-            self.slot = Some(ActorSlot::take(gate, self.request.actor.as_ref(), limit)?);
+            self.slot = Some(ActorSlot::take(gate, self.request.actor.as_deref(), limit)?);
         }
         Ok(())
     }
@@ -137,7 +144,7 @@ impl Gate {
         let slot = if with_slot {
             Some(ActorSlot::take(
                 inner,
-                actor.as_ref(),
+                actor.as_deref(),
                 policy.max_pending_per_actor,
             )?)
         } else {
@@ -155,7 +162,6 @@ impl Gate {
             earlier: inner.table.earlier(&binding),
             action: call.action,
             policy: policy.clone(),
-            policy_digest: entry.digest,
             args: call.args,
             skipped: call.skipped,
             actor,
@@ -193,7 +199,7 @@ impl Gate {
         let record = {
             static NOBODY: std::sync::LazyLock<Actor> =
                 std::sync::LazyLock::new(|| Actor::new(NO_ACTOR));
-            let actor = request.actor.as_ref().unwrap_or(&NOBODY);
+            let actor = request.actor.as_deref().unwrap_or(&NOBODY);
             approval_audit::PendingRecord::requested(&approval_audit::Requested {
                 request_id: &request.id,
                 action: &request.action,

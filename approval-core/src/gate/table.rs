@@ -9,114 +9,18 @@ use std::time::{Duration, SystemTime};
 
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::approval::Approval;
-use super::deadline::{self, Deadlines, Key};
+use super::deadline::{self, Deadlines};
 use super::directory::normal_form;
-use super::limits::ActorSlot;
 use super::notice::Notice;
-use super::policy::PolicyEntry;
+use super::pending::Pending;
 use super::request::{ApprovalRequest, Decision};
 use super::{GateInner, lock};
 use crate::error::ApprovalError;
 use approval_audit::AuditError;
 use approval_audit::{PendingRecord, Reviewer, Vote};
-
-/// A request the gate holds, open or lately settled.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) request: Arc<ApprovalRequest>,
-    pub(crate) entry: Arc<PolicyEntry>,
-    /// When the gate's timer expires it.
-    pub(crate) deadline: Instant,
-    /// Whether the binding covers exactly the recorded arguments (nothing
-    /// was redacted).
-    pub(crate) binds_recorded: bool,
-    /// Whether nobody waits: a deferred call comes back for it, so it stays
-    /// open across a shutdown and a restart.
-    pub(crate) deferred: bool,
-    /// Serialises the votes of this request, across their audit writes.
-    pub(crate) votes_lock: tokio::sync::Mutex<()>,
-    pub(crate) state: Mutex<VoteState>,
-    /// Woken when the decision is set.
-    pub(crate) decided: Notify,
-    /// Refused votes recorded against it (bounded).
-    pub(crate) refusals_recorded: std::sync::atomic::AtomicU32,
-}
-
-/// A vote the gate accepted.
-#[derive(Debug)]
-pub(crate) struct Accepted {
-    /// The person, or the identity when the directory does not know it.
-    pub(crate) who: String,
-    pub(crate) channel: String,
-    pub(crate) vote: Vote,
-    pub(crate) comment: Option<String>,
-    /// As recorded; `id` is the channel identity.
-    pub(crate) reviewer: Reviewer,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct VoteState {
-    pub(crate) votes: Vec<Accepted>,
-    /// Shared: the waiting call, later voters and the approvers' notices
-    /// all read the one decision.
-    pub(crate) decision: Option<Arc<Decision>>,
-    /// The actor's place in its quota, given back when the request ends.
-    pub(crate) slot: Option<ActorSlot>,
-    /// Its place on the gate's timer, while open.
-    pub(crate) timer: Option<Key>,
-}
-
-impl Pending {
-    pub(crate) fn new(
-        request: Arc<ApprovalRequest>,
-        entry: Arc<PolicyEntry>,
-        binds_recorded: bool,
-        deferred: bool,
-        slot: Option<ActorSlot>,
-        time_left: std::time::Duration,
-    ) -> Self {
-        let deadline = Instant::now() + time_left.min(entry.policy.timeout());
-        Self {
-            request,
-            entry,
-            deadline,
-            binds_recorded,
-            deferred,
-            votes_lock: tokio::sync::Mutex::new(()),
-            state: Mutex::new(VoteState {
-                slot,
-                ..VoteState::default()
-            }),
-            decided: Notify::new(),
-            refusals_recorded: std::sync::atomic::AtomicU32::new(0),
-        }
-    }
-
-    pub(crate) fn decision(&self) -> Option<Arc<Decision>> {
-        lock(&self.state).decision.clone()
-    }
-
-    /// The proof that runs the body, for an approved request.
-    pub(crate) fn approval(&self, gate: Arc<GateInner>) -> Approval {
-        Approval::new(
-            gate,
-            self.request.clone(),
-            self.entry.clone(),
-            self.binds_recorded,
-        )
-    }
-
-    pub(crate) fn set_deadline_key(&self, key: Key) {
-        let mut state = lock(&self.state);
-        if state.decision.is_none() {
-            state.timer = Some(key);
-        }
-    }
-}
 
 /// A held request as a set member, keyed by its own id: the tables look it
 /// up by `&str` without keeping a copy of the id.
@@ -385,7 +289,7 @@ impl GateInner {
         let may_vote = if state.decision.is_some() {
             Vec::new()
         } else {
-            let requesters = self.directory.requesters(request.actor.as_ref());
+            let requesters = self.directory.requesters(request.actor.as_deref());
             let mut who: Vec<String> = policy
                 .approvers
                 .iter()
@@ -425,7 +329,7 @@ impl GateInner {
         pending: &Arc<Pending>,
         decision: Decision,
     ) -> Result<Arc<Decision>, ApprovalError> {
-        let _votes = pending.votes_lock.lock().await;
+        let _votes = pending.votes_lock().lock().await;
         self.settle(pending, decision, None).await
     }
 
@@ -544,7 +448,7 @@ impl GateInner {
     fn announce(&self, pending: &Arc<Pending>, decision: &Arc<Decision>) {
         let request = &pending.request;
         lock(&self.table.history).add(request.binding, &request.id, decision);
-        pending.decided.notify_waiters();
+        pending.wake_waiter();
         tracing::info!(
             request_id = %request.id,
             action = %request.action,
@@ -572,33 +476,37 @@ impl GateInner {
 
     /// Waits for `pending`'s decision; the gate's timer ends it at its
     /// deadline (and, should that timer's runtime be gone, so does this).
-    pub(crate) async fn decided(
-        &self,
-        pending: &Arc<Pending>,
-    ) -> Result<Arc<Decision>, ApprovalError> {
-        loop {
-            let woken = pending.decided.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if let Some(decision) = pending.decision() {
-                return Ok(decision);
-            }
-            // The gate's timer keeps the deadline (no timer per waiter);
-            // it wakes this waiter should it end.
-            if self.deadlines.running() {
-                woken.await;
-                // Past the deadline with no decision: the timer could not
-                // record the expiry; this waiter tries, and returns why not.
-                if pending.decision().is_none() && Instant::now() >= pending.deadline {
-                    return Box::pin(self.finish(pending, Decision::Expired)).await;
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would keep its arguments twice in every waiting call"
+    )]
+    pub(crate) fn decided<'a>(
+        &'a self,
+        pending: &'a Arc<Pending>,
+    ) -> impl Future<Output = Result<Arc<Decision>, ApprovalError>> + 'a {
+        async move {
+            loop {
+                // The gate's timer keeps the deadline (no timer per waiter);
+                // it wakes this waiter should it end.
+                if self.deadlines.running() {
+                    if let Some(decision) = pending.woken(&self.deadlines, true).await {
+                        return Ok(decision);
+                    }
+                    // Past the deadline with no decision: the timer could not
+                    // record the expiry; this waiter tries, and returns why not.
+                    if pending.decision().is_none() && Instant::now() >= pending.deadline {
+                        return Box::pin(self.finish(pending, Decision::Expired)).await;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            // Boxed: rare, and kept out of every waiting call's future.
-            let timed = Box::pin(tokio::time::timeout_at(pending.deadline, woken));
-            if timed.await.is_err() {
-                // A vote may settle it first: the decision that stands wins.
-                return Box::pin(self.finish(pending, Decision::Expired)).await;
+                // Boxed: rare, and kept out of every waiting call's future.
+                let woken = pending.woken(&self.deadlines, false);
+                match Box::pin(tokio::time::timeout_at(pending.deadline, woken)).await {
+                    Ok(Some(decision)) => return Ok(decision),
+                    Ok(None) => {}
+                    // A vote may settle it first: the decision that stands wins.
+                    Err(_) => return Box::pin(self.finish(pending, Decision::Expired)).await,
+                }
             }
         }
     }
@@ -611,7 +519,7 @@ impl GateInner {
     ) -> Result<Approval, ApprovalError> {
         let policy = &pending.entry.policy;
         match decision {
-            Decision::Approved { .. } => Ok(pending.approval(self.clone())),
+            Decision::Approved { .. } => Ok(Approval::new(self.clone(), pending.clone())),
             Decision::Denied { reviewer, comment } => Err(ApprovalError::Denied {
                 reviewer: reviewer.clone(),
                 comment: comment.clone(),
@@ -658,8 +566,8 @@ pub(crate) fn expiry_timer(
                 );
                 let key = deadlines.add(Instant::now() + EXPIRY_RETRY, &pending);
                 pending.set_deadline_key(key);
-                // Its waiters try to record it themselves, and hear why not.
-                pending.decided.notify_waiters();
+                // Its waiter tries to record it itself, and hears why not.
+                pending.wake_waiter();
             }
         });
         ControlFlow::Continue(())
@@ -681,7 +589,7 @@ impl Drop for TimerGone {
         self.deadlines.stopped();
         if let Some(gate) = self.gate.upgrade() {
             for pending in gate.table.all_open() {
-                pending.decided.notify_waiters();
+                pending.wake_waiter();
             }
         }
     }

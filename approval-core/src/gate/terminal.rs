@@ -324,15 +324,14 @@ mod line_start_tests {
                 ["terminal"],
                 Duration::from_secs(60),
             )),
-            policy_digest: [0; 32],
             args: CanonicalJson::from_serialize(&serde_json::json!({"table": fake("\n")})).unwrap(),
             skipped: Vec::new(),
             binding: [0; 32],
-            actor: Some(
+            actor: Some(Arc::new(
                 Actor::new(fake("\u{2028}"))
                     .model(fake("\r\n"))
                     .on_behalf_of(fake("\u{85}")),
-            ),
+            )),
             resource: Some(fake("\u{2029}")),
             reason: Some(fake("\r")),
             expires_at: SystemTime::UNIX_EPOCH,
