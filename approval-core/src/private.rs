@@ -162,7 +162,7 @@ impl Args {
     pub fn call(
         mut self,
         action: &'static str,
-        policy: &str,
+        policy: &'static str,
         resource: Option<String>,
         reason: Option<String>,
     ) -> Result<Call, ApprovalError> {

@@ -187,7 +187,7 @@ impl RequestDocument {
             request_id: request.id.clone(),
             binding: encode(&request.binding),
             gate: GateFacts {
-                action: request.action.clone(),
+                action: request.action.to_string(),
                 policy: PolicyFacts {
                     name: policy.name.clone(),
                     digest: encode(&policy.digest()),

@@ -1,15 +1,18 @@
 //! One gated call, as the macro (or a caller by hand) describes it.
 
+use std::borrow::Cow;
+
 use approval_audit::CanonicalJson;
 
 /// One gated call, as the macro (or a caller by hand) describes it.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Call {
-    /// The function's full path.
-    pub action: String,
+    /// The function's full path (a `&'static str` from the macro: no copy
+    /// per call).
+    pub action: Cow<'static, str>,
     /// The policy's name.
-    pub policy: String,
+    pub policy: Cow<'static, str>,
     /// The arguments as recorded: skipped ones absent, redacted ones as
     /// `{"redacted":"<digest>"}`.
     pub args: CanonicalJson,
@@ -41,7 +44,11 @@ impl std::fmt::Debug for Call {
 impl Call {
     /// A call of `action` under `policy` with arguments that need no
     /// redaction.
-    pub fn new(action: impl Into<String>, policy: impl Into<String>, args: CanonicalJson) -> Self {
+    pub fn new(
+        action: impl Into<Cow<'static, str>>,
+        policy: impl Into<Cow<'static, str>>,
+        args: CanonicalJson,
+    ) -> Self {
         Self {
             action: action.into(),
             policy: policy.into(),

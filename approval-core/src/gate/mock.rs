@@ -132,7 +132,7 @@ impl ScriptedMock {
     pub fn build(self) -> MockApprover {
         let script = self.script;
         MockApprover::with(self.name, move |request| {
-            script.get(&request.action).cloned()
+            script.get(request.action.as_ref()).cloned()
         })
     }
 }

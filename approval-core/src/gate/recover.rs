@@ -318,7 +318,7 @@ impl GateInner {
             id: r.request_id,
             binding: approval_audit::hex::decode32(&r.binding).ok_or("unreadable binding")?,
             earlier: Vec::new(),
-            action: r.action,
+            action: r.action.into(),
             policy: policy.clone(),
             args: CanonicalJson::from_value(&r.args).map_err(|e| e.to_string())?,
             skipped: r.skipped,

@@ -1,5 +1,6 @@
 //! What a reviewer is asked, what they answer, and how a request ends.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,7 +18,7 @@ pub struct ApprovalRequest {
     /// Unique, time-sortable request id.
     pub id: String,
     /// The gated function's full path.
-    pub action: String,
+    pub action: Cow<'static, str>,
     /// The policy in force.
     pub policy: Arc<Policy>,
     /// The arguments, skipped ones absent and redacted ones as digests.

@@ -115,11 +115,13 @@ impl Gate {
     /// builds the request.
     pub(crate) fn prepare(&self, call: Call, with_slot: bool) -> Result<Prepared, ApprovalError> {
         let inner = &self.inner;
-        let entry = inner.policies.get(&call.policy).cloned().ok_or_else(|| {
-            ApprovalError::UnknownPolicy {
-                policy: call.policy.clone(),
-            }
-        })?;
+        let entry = inner
+            .policies
+            .get(call.policy.as_ref())
+            .cloned()
+            .ok_or_else(|| ApprovalError::UnknownPolicy {
+                policy: call.policy.to_string(),
+            })?;
         let policy = &entry.policy;
         let actor = current_actor();
         if actor.is_none() && policy.require_actor {
