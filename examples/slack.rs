@@ -33,7 +33,7 @@ use approval_core::{
 };
 use approval_slack::api::{AppToken, BotToken, SlackApi};
 use approval_slack::socket_mode::SocketMode;
-use approval_slack::{SigningSecret, SlackApprover, interactivity};
+use approval_slack::{SigningSecret, SlackChannel, interactivity};
 
 /// Exports a table from the warehouse: a person approves every call.
 #[requires_approval(
@@ -92,14 +92,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     // Fails here, loudly, if the token is wrong.
-    let slack = SlackApprover::builder(api, channel)
+    let slack = SlackChannel::builder(api, channel)
         .message_store(dir.join("slack-messages"))
         .connect()
         .await?;
     let slack = Arc::new(slack);
     println!(
         "Connected to Slack as bot user {}.",
-        slack.identity().user_id
+        slack.channel().identity().user_id
     );
     let gate = Gate::builder(Arc::new(sink))
         .approver("slack", slack.clone())
@@ -156,9 +156,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(rows) => println!("export_table ran: {rows} rows exported."),
         Err(e) => println!("export_table did not run: {e}"),
     }
-    // The outcome's message update runs on the approver's own task: let it
+    // The outcome's update runs on the gate's notice outbox: let it
     // reach Slack before the program ends.
-    slack.flush(Duration::from_secs(10)).await;
+    gate.shutdown().await?;
     println!("The decision is in {}.", dir.join("audit.jsonl").display());
     Ok(())
 }

@@ -22,7 +22,7 @@ use approval_core::{
     MemorySink, Policy, SystemClock, WriterSecret,
 };
 use approval_slack::api::{BotToken, SlackApi};
-use approval_slack::{SigningSecret, SlackApprover, interactivity};
+use approval_slack::{SigningSecret, SlackChannel, interactivity};
 use axum::extract::{Path, State};
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -112,7 +112,7 @@ impl Bench {
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         let slack = Arc::new(
-            SlackApprover::connect(
+            SlackChannel::connect(
                 SlackApi::new(BotToken::new("xoxb-bench")).base_url(base),
                 "C0APPROVALS",
             )

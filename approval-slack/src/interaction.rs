@@ -2,7 +2,7 @@
 //! same whether it came over HTTP or Socket Mode: a click becomes a ballot
 //! the gate checks and records before Slack hears back.
 
-use approval_core::{Ballot, BallotOutcome, Vote};
+use approval_core::{Ballot, BallotOutcome, RejectReason, Vote};
 use serde_json::{Value, json};
 
 use crate::SlackApprover;
@@ -72,7 +72,7 @@ async fn block_actions(approver: &SlackApprover, payload: &Value) -> Reply {
                     .as_str()
                     .or(payload["channel"]["id"].as_str());
                 let request_id = value.split(':').next().unwrap_or_default();
-                approver.refused(request_id, channel, user, why);
+                refused(approver, request_id, channel, user, why);
                 Reply::Ack(None)
             }
             Ok(_) => Reply::Ack(None),
@@ -84,6 +84,7 @@ async fn block_actions(approver: &SlackApprover, payload: &Value) -> Reply {
             };
             // The trigger lasts three seconds: opened before the ack.
             let opened = approver
+                .channel()
                 .api()
                 .call(
                     "views.open",
@@ -99,6 +100,33 @@ async fn block_actions(approver: &SlackApprover, payload: &Value) -> Reply {
         }
         _ => Reply::Ack(None),
     }
+}
+
+/// Tells `user`, privately, why their vote was refused: in the request's
+/// channel, or `fallback` when this approver has no message for it. Runs
+/// on its own task, after Slack's acknowledgement.
+fn refused(
+    approver: &SlackApprover,
+    request_id: &str,
+    fallback: Option<&str>,
+    user: &str,
+    why: RejectReason,
+) {
+    let channel = approver
+        .message_of(request_id)
+        .map(|m| m.channel)
+        .or_else(|| fallback.map(str::to_owned));
+    let Some(channel) = channel else { return };
+    let (api, user) = (approver.channel().api().clone(), user.to_owned());
+    tokio::spawn(async move {
+        // If it cannot be shown, the refusal is still in the audit log.
+        if let Err(error) = api
+            .post_ephemeral(&channel, &user, &refusal_text(why))
+            .await
+        {
+            tracing::warn!(%error, "telling a reviewer why their vote was refused failed");
+        }
+    });
 }
 
 /// The modal that asks a denier for an optional reason.

@@ -16,5 +16,5 @@ pub mod mrkdwn;
 mod signature;
 pub mod socket_mode;
 
-pub use approver::{SlackApprover, SlackApproverBuilder};
+pub use approver::{SlackApprover, SlackApproverBuilder, SlackChannel};
 pub use signature::{MAX_SKEW, SignatureError, SigningSecret};

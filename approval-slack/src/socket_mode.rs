@@ -82,7 +82,7 @@ impl SocketMode {
     /// Connects with `token` to the Slack the approver's client talks to.
     pub fn new(token: AppToken, approver: Arc<SlackApprover>) -> Self {
         Self {
-            api: approver.api().clone(),
+            api: approver.channel().api().clone(),
             token,
             approver,
             idle: Duration::from_secs(30),

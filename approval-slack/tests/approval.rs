@@ -9,7 +9,7 @@ use approval_core::{
     Actor, ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
     Policy, WriterSecret, with_actor,
 };
-use approval_slack::SlackApprover;
+use approval_slack::SlackChannel;
 use approval_slack::api::{BotToken, SlackApi};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -41,7 +41,7 @@ async fn harness(
     base: String,
     store: Option<&std::path::Path>,
 ) -> Harness {
-    let mut builder = SlackApprover::builder(
+    let mut builder = SlackChannel::builder(
         SlackApi::new(BotToken::new(TOKEN)).base_url(base),
         "C0APPROVALS",
     );
@@ -326,7 +326,7 @@ async fn after_a_restart_the_messages_of_requests_it_cancelled_lose_their_button
 async fn a_policy_can_have_its_own_channel_and_a_dead_trigger_fails_the_click_visibly() {
     let (base, fake) = fake_slack();
     let slack = Arc::new(
-        SlackApprover::builder(
+        SlackChannel::builder(
             SlackApi::new(BotToken::new(TOKEN)).base_url(base),
             "C0APPROVALS",
         )
@@ -335,8 +335,8 @@ async fn a_policy_can_have_its_own_channel_and_a_dead_trigger_fails_the_click_vi
         .await
         .unwrap(),
     );
-    assert_eq!(slack.channel_for("prod-deploy"), "C0RELEASES");
-    assert_eq!(slack.channel_for("data-export"), "C0APPROVALS");
+    assert_eq!(slack.channel().channel_for("prod-deploy"), "C0RELEASES");
+    assert_eq!(slack.channel().channel_for("data-export"), "C0APPROVALS");
     let gate = Gate::builder(sink())
         .approver("slack", slack.clone())
         .policy(policy())

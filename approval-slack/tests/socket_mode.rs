@@ -9,9 +9,9 @@ use approval_core::{
     ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink, Policy,
     WriterSecret,
 };
-use approval_slack::SlackApprover;
 use approval_slack::api::{AppToken, BotToken, SlackApi, SlackError};
 use approval_slack::socket_mode::{SocketMode, SocketModeError};
+use approval_slack::{SlackApprover, SlackChannel};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -106,7 +106,7 @@ async fn setup() -> Setup {
     let (socket_base, connections) = socket_server().await;
     fake.lock().unwrap().socket = Some(socket_base);
     let slack = Arc::new(
-        SlackApprover::connect(
+        SlackChannel::connect(
             SlackApi::new(BotToken::new(TOKEN)).base_url(base),
             "C0APPROVALS",
         )

@@ -171,11 +171,11 @@ async fn the_approver_posts_each_request_and_replaces_it_with_who_decided() {
         Ballot, Call, CanonicalJson, ChainWriter, Decision, Directory, Gate, KeyId, MemorySink,
         Policy, Vote, WriterSecret,
     };
-    use approval_slack::SlackApprover;
+    use approval_slack::SlackChannel;
 
     let (base, fake) = fake_slack();
     // Wrong credentials fail at start-up, loudly.
-    let err = SlackApprover::connect(api(&base, "xoxb-wrong"), "C0APPROVALS")
+    let err = SlackChannel::connect(api(&base, "xoxb-wrong"), "C0APPROVALS")
         .await
         .unwrap_err();
     assert!(
@@ -184,11 +184,11 @@ async fn the_approver_posts_each_request_and_replaces_it_with_who_decided() {
     );
 
     let slack = Arc::new(
-        SlackApprover::connect(api(&base, TOKEN), "C0APPROVALS")
+        SlackChannel::connect(api(&base, TOKEN), "C0APPROVALS")
             .await
             .unwrap(),
     );
-    assert_eq!(slack.identity().user_id, "U0BOTUSER");
+    assert_eq!(slack.channel().identity().user_id, "U0BOTUSER");
     let writer = Arc::new(ChainWriter::new(
         KeyId::new("k").unwrap(),
         &WriterSecret::generate().unwrap(),
@@ -279,11 +279,11 @@ async fn clicks_reach_the_gate_only_when_slack_signed_them_and_deny_asks_for_a_r
         ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
         Policy, WriterSecret,
     };
-    use approval_slack::SlackApprover;
+    use approval_slack::SlackChannel;
 
     let (base, fake) = fake_slack();
     let slack = Arc::new(
-        SlackApprover::connect(api(&base, TOKEN), "C0APPROVALS")
+        SlackChannel::connect(api(&base, TOKEN), "C0APPROVALS")
             .await
             .unwrap(),
     );
