@@ -35,7 +35,7 @@ use approval_core::{
 use approval_teams::auth::InboundAuth;
 use approval_teams::connector::{BotCredentials, Connector};
 use approval_teams::keys::{BOT_FRAMEWORK_METADATA, KeyCache};
-use approval_teams::{Target, TeamsApprover, endpoint};
+use approval_teams::{Target, TeamsChannel, endpoint};
 
 /// Exports a table from the warehouse: a person approves every call.
 #[requires_approval(
@@ -95,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let connector =
         Connector::new(BotCredentials::new(&app_id, secret, &tenant)).login_url(login_url);
     let target = Target::channel(&service_url, &channel, &tenant);
-    let teams = Arc::new(TeamsApprover::builder(connector, target).connect().await?);
+    let teams = Arc::new(TeamsChannel::builder(connector, target).connect().await?);
     println!("Got a bot token for app {app_id}.");
     let gate = Gate::builder(Arc::new(sink))
         .approver("teams", teams.clone())
@@ -139,9 +139,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(rows) => println!("export_table ran: {rows} rows exported."),
         Err(e) => println!("export_table did not run: {e}"),
     }
-    // The card's update runs on the approver's own task: let it reach
+    // The card's update runs on the gate's notice outbox: let it reach
     // Teams before the program ends.
-    teams.flush(Duration::from_secs(10)).await;
+    gate.shutdown().await?;
     println!("The decision is in {}.", dir.join("audit.jsonl").display());
     Ok(())
 }

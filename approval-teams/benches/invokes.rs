@@ -30,7 +30,7 @@ use approval_core::{
 use approval_teams::auth::InboundAuth;
 use approval_teams::connector::{BotCredentials, Connector};
 use approval_teams::keys::KeyCache;
-use approval_teams::{Target, TeamsApprover, endpoint};
+use approval_teams::{Target, TeamsChannel, endpoint};
 use axum::extract::State;
 use axum::routing::{get, post, put};
 use base64::Engine;
@@ -133,7 +133,7 @@ impl Bench {
         let connector =
             Connector::new(BotCredentials::new(APP_ID, "secret", TENANT)).login_url(base.clone());
         let teams = Arc::new(
-            TeamsApprover::builder(connector, Target::conversation(&service_url, "a:bench"))
+            TeamsChannel::builder(connector, Target::conversation(&service_url, "a:bench"))
                 .connect()
                 .await
                 .expect("connect"),

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::TeamsApprover;
+use crate::approver::card_of;
 use crate::auth::{ActivityFacts, AuthError, InboundAuth};
 use crate::card::{self, APPROVE, COMMENT, COMMENT_MAX, DENY, refusal_text};
 use crate::keys::KeyCache;
@@ -262,7 +263,7 @@ async fn vote(endpoint: &Endpoint, activity: &Value, verb: &str, data: &Value) -
             let card = object_id(activity).and_then(|clicker| {
                 endpoint
                     .approver
-                    .card_for(request_id, &format!("teams:{clicker}"))
+                    .render_for(request_id, &format!("teams:{clicker}"), card_of)?
             });
             return match card {
                 Some(card) => Answer::card(&card),
@@ -317,25 +318,20 @@ async fn vote(endpoint: &Endpoint, activity: &Value, verb: &str, data: &Value) -
             );
         }
         Ok(BallotOutcome::Rejected(RejectReason::Settled)) => {
-            match endpoint.approver.card_for(request_id, &identity) {
+            match endpoint
+                .approver
+                .render_for(request_id, &identity, card_of)
+                .flatten()
+            {
                 Some(card) => Answer::card(&card),
                 None => Answer::message(refusal_text(RejectReason::Settled)),
             }
         }
         Ok(BallotOutcome::Rejected(why)) => Answer::message(refusal_text(why)),
-        // This vote settled it: the clicker sees the outcome at once, and
-        // the card is replaced for everyone after this answer.
-        Ok(BallotOutcome::Counted {
-            decision: Some(decision),
-        }) => match endpoint.approver.ended(request_id, &decision) {
-            Some(card) => Answer::card(&card),
-            None => Answer::message("Your vote was recorded."),
-        },
-        // Counted, not settled: the clicker sees their line at once.
-        Ok(_) => match ballots
-            .status(request_id)
-            .and_then(|view| endpoint.approver.show_votes(&view))
-        {
+        // Counted: the clicker sees the card as it now stands (their line,
+        // or the outcome if this vote settled it) at once; the gate's
+        // notice has it put for everyone after this answer.
+        Ok(_) => match endpoint.approver.render(request_id, card_of).flatten() {
             Some(card) => Answer::card(&card),
             None => Answer::message("Your vote was recorded."),
         },

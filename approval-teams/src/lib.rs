@@ -14,4 +14,4 @@ pub mod endpoint;
 pub mod keys;
 pub mod markdown;
 
-pub use approver::{PostedCard, Target, TeamsApprover, TeamsApproverBuilder};
+pub use approver::{PostedCard, Target, TeamsApprover, TeamsApproverBuilder, TeamsChannel};

@@ -13,7 +13,7 @@ use approval_core::{
 use approval_teams::auth::InboundAuth;
 use approval_teams::connector::{BotCredentials, Connector};
 use approval_teams::keys::KeyCache;
-use approval_teams::{Target, TeamsApprover, endpoint};
+use approval_teams::{Target, TeamsApprover, TeamsChannel, endpoint};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -71,7 +71,7 @@ async fn harness_on(
         Some(make) => make(&service_url),
         None => Target::channel(&service_url, CHANNEL, TENANT),
     };
-    let mut builder = TeamsApprover::builder(connector, target);
+    let mut builder = TeamsChannel::builder(connector, target);
     if let Some(dir) = store {
         builder = builder.message_store(dir);
     }
@@ -80,6 +80,8 @@ async fn harness_on(
     let gate = Gate::builder(sink.clone())
         .approver("teams", teams.clone())
         .approver("second", second.clone())
+        // A refused card update is tried three times, quickly.
+        .notice_retry(3, Duration::from_millis(5), Duration::from_millis(20))
         .policy(policy)
         .directory(
             Directory::new()
@@ -531,7 +533,7 @@ async fn throttled_posts_wait_for_retry_after_and_refusals_fail_the_call_closed(
         other => panic!("expected the call to fail closed, got {other:?}"),
     }
     assert_eq!(h.fake.lock().unwrap().conversations_created(), 1);
-    assert!(h.teams.card_of("nothing").is_none());
+    assert!(h.teams.message_of("nothing").is_none());
 }
 
 #[tokio::test]
@@ -598,18 +600,21 @@ async fn after_a_restart_the_cards_of_requests_it_ended_lose_their_actions() {
             None,
         )
         .await;
-        // Settled, but Teams refused the update: its entry stays.
+        // Settled, but Teams refused the update every time the gate's
+        // outbox tried: its entry stays.
         let settled = h.start();
         let posted = nth_card(&fake, 0).await;
-        fake.lock().unwrap().fail_next(
-            400,
-            None,
-            r#"{"error":{"code":"BadArgument","message":"refused by the test"}}"#,
-        );
+        for _ in 0..3 {
+            fake.lock().unwrap().fail_next(
+                400,
+                None,
+                r#"{"error":{"code":"BadArgument","message":"refused by the test"}}"#,
+            );
+        }
         let (status, _) = h.send(&click(&fake, &posted, "approve", ALICE, None)).await;
         assert_eq!(status, 200);
         settled.await.unwrap().unwrap();
-        assert!(h.teams.flush(Duration::from_secs(10)).await);
+        h.gate.drain_notices().await;
         // Open when the process dies: its future is never dropped, as if
         // the process had ended mid-wait.
         let call = Call::new(
@@ -655,7 +660,7 @@ async fn after_a_restart_the_cards_of_requests_it_ended_lose_their_actions() {
         assert!(card.get("actions").is_none(), "{card}");
     }
     // Done with: the store empties once Teams has taken the updates.
-    assert!(h.teams.flush(Duration::from_secs(10)).await);
+    h.gate.drain_notices().await;
     assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 0);
     // A late click on the old card is refused as settled, and recorded.
     let old = nth_card(&fake, 1).await;
