@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -210,6 +211,16 @@ impl<C: MessageChannel> MessageApprover<C> {
             messages: Mutex::default(),
             ballots: GateBallots::default(),
         }
+    }
+
+    /// The approver of `channel`, with its message store in `dir` if one
+    /// is given (see [`message_store`](Self::message_store)).
+    pub fn open(channel: C, dir: Option<&Path>) -> std::io::Result<Self> {
+        let approver = Self::new(channel);
+        Ok(match dir {
+            Some(dir) => approver.message_store(MessageStore::open(dir)?),
+            None => approver,
+        })
     }
 
     /// Keeps where each open request's message is in `store`, so that

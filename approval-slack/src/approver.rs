@@ -12,7 +12,7 @@ use crate::api::{Identity, PostedMessage, SlackApi, SlackError};
 use crate::message::{
     approval_blocks, outcome_blocks, outcome_text, progress_blocks, restart_blocks,
 };
-use approval_channel::{MessageApprover, MessageChannel, MessageStore, MessageView};
+use approval_channel::{MessageApprover, MessageChannel, MessageView};
 
 /// Posts approval requests to Slack (`chat.postMessage`) and keeps each
 /// message true (`chat.update`): the shared [`MessageApprover`] over a
@@ -91,14 +91,10 @@ impl SlackApproverBuilder {
             policy_channels: self.policy_channels,
             identity,
         };
-        let approver = MessageApprover::new(channel);
-        Ok(match &self.store {
-            Some(dir) => approver.message_store(MessageStore::open(dir).map_err(|e| {
-                SlackError::MessageStore {
-                    cause: e.to_string(),
-                }
-            })?),
-            None => approver,
+        MessageApprover::open(channel, self.store.as_deref()).map_err(|e| {
+            SlackError::MessageStore {
+                cause: e.to_string(),
+            }
         })
     }
 }

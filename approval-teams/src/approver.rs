@@ -12,7 +12,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use approval_channel::{MessageApprover, MessageChannel, MessageStore, MessageView, StoredMessage};
+use approval_channel::{MessageApprover, MessageChannel, MessageView, StoredMessage};
 
 use crate::card::{approval_card, attachment, outcome_card, progress_card, restart_card};
 use crate::connector::{Connector, TeamsError};
@@ -211,14 +211,10 @@ impl TeamsApproverBuilder {
             policy_targets: self.policy_targets,
             chats: tokio::sync::Mutex::default(),
         };
-        let approver = MessageApprover::new(channel);
-        Ok(match &self.store {
-            Some(dir) => approver.message_store(MessageStore::open(dir).map_err(|e| {
-                TeamsError::MessageStore {
-                    cause: e.to_string(),
-                }
-            })?),
-            None => approver,
+        MessageApprover::open(channel, self.store.as_deref()).map_err(|e| {
+            TeamsError::MessageStore {
+                cause: e.to_string(),
+            }
         })
     }
 }
