@@ -9,9 +9,9 @@ use approval_core::{
 use async_trait::async_trait;
 use std::sync::Arc;
 
-use crate::document::RequestDocument;
 use crate::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSecret};
 use crate::vote::{CHANNEL, VoteMessage};
+use approval_http::RequestDocument;
 
 /// How many attempts a delivery gets (the first and the retries).
 const ATTEMPTS: u32 = 4;
@@ -24,7 +24,7 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Delivers each request to a receiver you run, as a signed JSON `POST`
-/// (the [`RequestDocument`](crate::RequestDocument), with `callback`: the
+/// (the [`RequestDocument`](approval_http::RequestDocument), with `callback`: the
 /// URL votes go to, if configured).
 ///
 /// The receiver answers:
@@ -40,7 +40,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use approval_http::{HttpApprover, WebhookSecret};
+/// use approval_webhook::{HttpApprover, WebhookSecret};
 ///
 /// # fn setup(builder: approval_core::GateBuilder) -> Result<(), Box<dyn std::error::Error>> {
 /// let approver = HttpApprover::builder(

@@ -24,7 +24,7 @@ pub const MAX_SKEW: Duration = Duration::from_secs(300);
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use approval_http::WebhookSecret;
+/// use approval_webhook::WebhookSecret;
 ///
 /// // The README's worked example (checked with `openssl dgst -sha256 -hmac`).
 /// let secret = WebhookSecret::new("whsec_example_do_not_use");

@@ -10,7 +10,7 @@ use approval_core::{
     ApprovalError, Call, CanonicalJson, ChainWriter, Clock, Directory, Gate, KeyId, MemorySink,
     Policy, SystemClock, WriterSecret,
 };
-use approval_http::{HttpApprover, WebhookSecret, callback};
+use approval_webhook::{HttpApprover, WebhookSecret, callback};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -407,7 +407,7 @@ async fn delivery_retries_outages_with_backoff_and_then_fails_closed() {
         .script
         .lock()
         .unwrap()
-        .push_back(Behaviour::Huge(approval_http::MAX_ANSWER_BYTES + 1));
+        .push_back(Behaviour::Huge(approval_webhook::MAX_ANSWER_BYTES + 1));
     let err = s.start("payroll").await.unwrap().unwrap_err();
     assert!(
         format!("{err:?}").contains("answer is over 65536 bytes"),

@@ -4,7 +4,7 @@
 //! callback, and the decision API with a bearer token.
 //!
 //! ```text
-//! cargo bench -p approval-http --bench votes
+//! cargo bench -p approval-webhook --bench votes
 //! ```
 //!
 //! The load generator (and, for the webhook, the receiver answering 202)
@@ -20,7 +20,8 @@ use approval_core::{
     Call, CanonicalJson, ChainWriter, Clock, Directory, Gate, KeyId, MemorySink, Policy,
     SystemClock, WriterSecret,
 };
-use approval_http::{ApiApprover, HttpApprover, ReviewerTokens, WebhookSecret, api, callback};
+use approval_http::{ApiApprover, ReviewerTokens, api};
+use approval_webhook::{HttpApprover, WebhookSecret, callback};
 use axum::extract::State;
 use serde_json::{Value, json};
 

@@ -12,9 +12,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::HttpApprover;
-use crate::document::DecisionDocument;
 use crate::signature::{SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER};
 use crate::vote::{CHANNEL, VoteMessage};
+use approval_http::DecisionDocument;
 
 /// An axum `Router` serving `POST /votes`, where the receiver sends votes
 /// (a [`VoteMessage`] as JSON), signed with the inbound secret. Mount it
@@ -33,7 +33,7 @@ use crate::vote::{CHANNEL, VoteMessage};
 ///
 /// ```no_run
 /// # async fn serve(approver: std::sync::Arc<approval_http::HttpApprover>) -> std::io::Result<()> {
-/// let app = axum::Router::new().nest("/approval", approval_http::callback::router(approver));
+/// let app = axum::Router::new().nest("/approval", approval_webhook::callback::router(approver));
 /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 /// // Served with a header read timeout and a connection limit.
 /// approval_listener::Server::new()
