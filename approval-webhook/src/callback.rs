@@ -32,7 +32,7 @@ use approval_http::DecisionDocument;
 /// | 503 | the audit log cannot record it | nothing: retry |
 ///
 /// ```no_run
-/// # async fn serve(approver: std::sync::Arc<approval_http::HttpApprover>) -> std::io::Result<()> {
+/// # async fn serve(approver: std::sync::Arc<approval_webhook::HttpApprover>) -> std::io::Result<()> {
 /// let app = axum::Router::new().nest("/approval", approval_webhook::callback::router(approver));
 /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 /// // Served with a header read timeout and a connection limit.
