@@ -64,6 +64,7 @@ mod gate;
 mod private;
 mod redact;
 mod registry;
+pub mod signed;
 
 pub use agent_text::{LINE_BREAK_MARK, LINE_BREAKS, one_line};
 pub use approval_audit::{

@@ -414,19 +414,11 @@ mod tests {
             .kind(ActorKind::Agent)
             .model("gpt-5")
             .on_behalf_of("dave@example.com");
-        let waiting = tokio::spawn(with_actor(actor, async move { gate.approve(call).await }));
-        loop {
-            if let Some(request) = mock.requests().first() {
-                waiting.abort();
-                return request.clone();
-            }
-            assert!(
-                !waiting.is_finished(),
-                "the gate decided without asking: {:?}",
-                waiting.await
-            );
-            tokio::task::yield_now().await;
-        }
+        // Submitted and left open: the request as every approver got it.
+        let ticket = with_actor(actor, gate.submit(call)).await.unwrap();
+        let request = ticket.request().clone();
+        ticket.detach();
+        request
     }
 
     /// Every text in the blocks, with the limit that applies to it.

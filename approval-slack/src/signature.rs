@@ -2,14 +2,10 @@
 //! `v0:<timestamp>:<raw body>` with the app's signing secret (SLACK.md §4).
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use ring::hmac;
-use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
-
-/// How far a request's timestamp may be from now, either way.
-pub const MAX_SKEW: Duration = Duration::from_secs(300);
+pub use approval_core::signed::{MAX_SKEW, SignatureError};
+use approval_core::signed::{SharedSecret, read_headers};
 
 /// The app's signing secret (Basic Information → App Credentials). It can
 /// forge any click, so it never appears in `Debug` output or errors.
@@ -20,22 +16,13 @@ pub const MAX_SKEW: Duration = Duration::from_secs(300);
 /// let secret = SigningSecret::new("8f742231b10e8888abcd99yyyzzz85a5");
 /// assert_eq!(format!("{secret:?}"), "SigningSecret([REDACTED])");
 /// ```
-pub struct SigningSecret {
-    key: hmac::Key,
-    // Kept only so the bytes are wiped on drop; ring's key holds its own
-    // derived state.
-    _bytes: Zeroizing<Vec<u8>>,
-}
+pub struct SigningSecret(SharedSecret);
 
 impl SigningSecret {
     /// The secret as Slack shows it (its UTF-8 bytes are the key; it is
     /// not hex-decoded).
     pub fn new(secret: impl Into<String>) -> Self {
-        let bytes = Zeroizing::new(secret.into().into_bytes());
-        Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
-            _bytes: bytes,
-        }
+        Self(SharedSecret::new(secret))
     }
 
     /// Checks a request: the two headers' values as received and the raw
@@ -63,38 +50,9 @@ impl SigningSecret {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), SignatureError> {
-        let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
-            return Err(SignatureError::Missing);
-        };
-        let seconds: u64 = timestamp
-            .parse()
-            .ok()
-            .filter(|_| !timestamp.is_empty() && timestamp.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or(SignatureError::Malformed)?;
-        // Checked: the number is the sender's, and unauthenticated yet.
-        let sent = approval_core::clock::from_unix_seconds(seconds).ok_or(SignatureError::Stale)?;
-        let skew = now
-            .duration_since(sent)
-            .or_else(|e| Ok::<_, ()>(e.duration()))
-            .unwrap_or(Duration::MAX);
-        if skew > MAX_SKEW {
-            return Err(SignatureError::Stale);
-        }
-        let hex = signature
-            .strip_prefix("v0=")
-            .ok_or(SignatureError::Malformed)?;
-        let claimed = decode_hex(hex).ok_or(SignatureError::Malformed)?;
-        let mut context = hmac::Context::with_key(&self.key);
-        context.update(b"v0:");
-        context.update(timestamp.as_bytes());
-        context.update(b":");
-        context.update(body);
-        let expected = context.sign();
-        if bool::from(expected.as_ref().ct_eq(&claimed[..])) {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        let (timestamp, claimed) = read_headers(timestamp, signature, "v0=", now)?;
+        self.0
+            .matches(&[b"v0:", timestamp.as_bytes(), b":", body], &claimed)
     }
 }
 
@@ -104,46 +62,9 @@ impl fmt::Debug for SigningSecret {
     }
 }
 
-/// 64 lowercase hex digits as 32 bytes.
-fn decode_hex(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        let pair = hex.get(2 * i..2 * i + 2)?;
-        if !pair.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
-        *byte = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Why a request was not accepted as Slack's. Each is answered 401 and
-/// nothing else happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SignatureError {
-    /// `X-Slack-Request-Timestamp` or `X-Slack-Signature` is missing.
-    #[error("the request is not signed")]
-    Missing,
-    /// A header is not in Slack's form (`v0=` and 64 hex digits; a Unix
-    /// time in seconds).
-    #[error("the signature headers are malformed")]
-    Malformed,
-    /// The timestamp is more than five minutes from now: a replay, or a
-    /// clock far off.
-    #[error("the request's timestamp is more than five minutes from now")]
-    Stale,
-    /// The signature does not match the body.
-    #[error("the signature does not match")]
-    Mismatch,
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::UNIX_EPOCH;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
 

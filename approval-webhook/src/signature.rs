@@ -4,20 +4,15 @@
 //! timestamp + "." + body)>`, where `body` is the exact bytes sent.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use approval_core::hex::decode32;
-use ring::hmac;
-use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+pub use approval_core::signed::{MAX_SKEW, SignatureError};
+use approval_core::signed::{SharedSecret, read_headers};
 
 /// The header holding the signing time, in Unix seconds.
 pub const TIMESTAMP_HEADER: &str = "x-approval-timestamp";
 /// The header holding `sha256=` and the signature in hex.
 pub const SIGNATURE_HEADER: &str = "x-approval-signature";
-/// How far a signing time may be from now, either way.
-pub const MAX_SKEW: Duration = Duration::from_secs(300);
-
 /// A shared secret for one direction of the webhook. Whoever holds the
 /// inbound one can vote as any reviewer the receiver names, so it never
 /// appears in `Debug` output or errors.
@@ -35,35 +30,18 @@ pub const MAX_SKEW: Duration = Duration::from_secs(300);
 /// assert_eq!(secret.verify(Some("1700000000"), Some(&signature), body, now), Ok(()));
 /// assert_eq!(format!("{secret:?}"), "WebhookSecret([REDACTED])");
 /// ```
-pub struct WebhookSecret {
-    key: hmac::Key,
-    // Kept only so the bytes are wiped on drop.
-    _bytes: Zeroizing<Vec<u8>>,
-}
+pub struct WebhookSecret(SharedSecret);
 
 impl WebhookSecret {
     /// The secret; its UTF-8 bytes are the HMAC key.
     pub fn new(secret: impl Into<String>) -> Self {
-        let bytes = Zeroizing::new(secret.into().into_bytes());
-        Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
-            _bytes: bytes,
-        }
-    }
-
-    fn tag(&self, timestamp: &str, body: &[u8]) -> hmac::Tag {
-        let mut context = hmac::Context::with_key(&self.key);
-        context.update(timestamp.as_bytes());
-        context.update(b".");
-        context.update(body);
-        context.sign()
+        Self(SharedSecret::new(secret))
     }
 
     /// The signature header's value for `body` signed at `timestamp`.
     pub fn sign(&self, timestamp: u64, body: &[u8]) -> String {
-        let tag = self.tag(&timestamp.to_string(), body);
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("sha256={hex}")
+        let tag = self.0.tag(&[timestamp.to_string().as_bytes(), b".", body]);
+        format!("sha256={}", approval_core::hex::encode(&tag))
     }
 
     /// Checks the two headers' values as received against the raw body, at
@@ -75,31 +53,9 @@ impl WebhookSecret {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), SignatureError> {
-        let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
-            return Err(SignatureError::Missing);
-        };
-        if timestamp.is_empty() || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(SignatureError::Malformed);
-        }
-        let seconds: u64 = timestamp.parse().map_err(|_| SignatureError::Malformed)?;
-        // Checked: the number is the sender's, and unauthenticated yet.
-        let sent = approval_core::clock::from_unix_seconds(seconds).ok_or(SignatureError::Stale)?;
-        let skew = match now.duration_since(sent) {
-            Ok(age) => age,
-            Err(ahead) => ahead.duration(),
-        };
-        if skew > MAX_SKEW {
-            return Err(SignatureError::Stale);
-        }
-        let claimed = signature
-            .strip_prefix("sha256=")
-            .and_then(decode32)
-            .ok_or(SignatureError::Malformed)?;
-        if bool::from(self.tag(timestamp, body).as_ref().ct_eq(&claimed[..])) {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        let (timestamp, claimed) = read_headers(timestamp, signature, "sha256=", now)?;
+        self.0
+            .matches(&[timestamp.as_bytes(), b".", body], &claimed)
     }
 }
 
@@ -109,27 +65,9 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
-/// Why a signed message was not accepted. Each is answered 401.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SignatureError {
-    /// A signature header is missing.
-    #[error("the message is not signed")]
-    Missing,
-    /// A header is not in the scheme's form.
-    #[error("the signature headers are malformed")]
-    Malformed,
-    /// The timestamp is more than five minutes from now.
-    #[error("the message's timestamp is more than five minutes from now")]
-    Stale,
-    /// The signature does not match the body.
-    #[error("the signature does not match")]
-    Mismatch,
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::UNIX_EPOCH;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
 
