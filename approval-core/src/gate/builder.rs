@@ -222,6 +222,11 @@ impl GateBuilder {
             if policy.timeout() > MAX_TIMEOUT {
                 return Err(invalid("has a timeout longer than 366 days"));
             }
+            if let Some(after) = policy.reminder()
+                && (after.is_zero() || after >= policy.timeout())
+            {
+                return Err(invalid("reminds at once or only after its timeout"));
+            }
             if !self.directory.is_empty()
                 && let Some(approver) = policy
                     .approvers
@@ -271,6 +276,7 @@ impl GateBuilder {
             outboxes.insert(route.clone(), outbox);
         }
         let deadlines = Arc::new(Deadlines::default());
+        let reminders = Arc::new(Deadlines::default());
         let gate = Gate {
             inner: Arc::new(GateInner {
                 sink: self.sink,
@@ -284,6 +290,7 @@ impl GateBuilder {
                 deferred: super::deferred::Deferred::default(),
                 per_actor: limits::Counts::default(),
                 deadlines: deadlines.clone(),
+                reminders: reminders.clone(),
                 outboxes,
                 background,
                 closing: AtomicBool::new(false),
@@ -293,6 +300,9 @@ impl GateBuilder {
         gate.inner
             .background
             .spawn(table::expiry_timer(Arc::downgrade(&gate.inner), deadlines));
+        gate.inner
+            .background
+            .spawn(table::reminder_timer(Arc::downgrade(&gate.inner), reminders));
         for (route, approver) in &gate.inner.approvers {
             approver
                 .attach(gate.ballots_for(route))

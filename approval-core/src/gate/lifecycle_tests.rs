@@ -276,6 +276,64 @@ impl Approver for Flaky {
     }
 }
 
+/// Shows nothing, hears every notice (with its request's id).
+#[derive(Debug, Default)]
+struct Listener {
+    heard: Mutex<Vec<(String, Option<String>)>>,
+}
+
+#[async_trait::async_trait]
+impl Approver for Listener {
+    async fn deliver(&self, _: Arc<ApprovalRequest>, _: Ballots) -> Result<(), ApproverError> {
+        Ok(())
+    }
+
+    async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
+        let heard = (notice.kind().to_owned(), notice.request_id().map(str::to_owned));
+        lock(&self.heard).push(heard);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_request_s_reviewers_are_reminded_once_at_its_policy_s_time() {
+    let listener = Arc::new(Listener::default());
+    let gate = Gate::builder(sink())
+        .approver("mock", listener.clone())
+        .policy(
+            Policy::new("export", ["mock"], Duration::from_secs(600))
+                .approvers(["alice"])
+                .remind_after(Duration::from_secs(60)),
+        )
+        .directory(directory())
+        .build()
+        .unwrap();
+    let open = gate.submit(call()).await.unwrap();
+    let settled = gate.submit(call().reason("another")).await.unwrap();
+    let (open_id, settled_id) = (open.detach(), settled.request_id().to_owned());
+    gate.cancel(&settled_id, "decided before the reminder").await.unwrap();
+    assert!(settled.decision().await.is_err());
+
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    gate.drain_notices().await;
+    let reminders = |listener: &Listener| {
+        lock(&listener.heard)
+            .iter()
+            .filter(|(kind, _)| kind == "reminder")
+            .map(|(_, id)| id.clone().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(reminders(&listener).is_empty(), "reminded early");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    gate.drain_notices().await;
+    // Only the open one, once: the settled one is skipped.
+    assert_eq!(reminders(&listener), [open_id.clone()]);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    gate.drain_notices().await;
+    assert_eq!(reminders(&listener), [open_id.clone()]);
+    assert!(gate.status(&open_id).unwrap().is_open(), "a reminder decides nothing");
+}
+
 /// Collects what `tracing` writes while it is in scope.
 #[derive(Clone, Default)]
 struct Traces(Arc<Mutex<Vec<u8>>>);

@@ -142,6 +142,8 @@ pub(crate) struct GateInner {
     deferred: deferred::Deferred,
     per_actor: limits::Counts,
     deadlines: Arc<Deadlines<Pending>>,
+    /// When open requests' reviewers are reminded (policies that say so).
+    reminders: Arc<Deadlines<Pending>>,
     /// Each route's notices, by route name.
     outboxes: HashMap<String, Outbox>,
     background: Background,
@@ -160,6 +162,7 @@ impl GateInner {
 impl Drop for GateInner {
     fn drop(&mut self) {
         self.deadlines.close();
+        self.reminders.close();
     }
 }
 

@@ -53,23 +53,34 @@ pub enum Notice {
     /// requests a previous run left open, now `cancelled`, whose messages
     /// may still show live buttons. Every approver hears it once.
     Recovered(Arc<Recovery>),
+    /// A request still open when its policy's reminder time came
+    /// ([`Policy::remind_after`](super::Policy::remind_after)): every route
+    /// of the request hears it once, to nudge who may still vote. Not a
+    /// record: nothing about the request changed.
+    Reminder {
+        /// The request.
+        request: Arc<ApprovalRequest>,
+    },
 }
 
 impl Notice {
     /// The request it is about, if one.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            Self::Voted { request, .. } | Self::Settled { request, .. } => Some(&request.id),
+            Self::Voted { request, .. }
+            | Self::Settled { request, .. }
+            | Self::Reminder { request } => Some(&request.id),
             Self::Recovered(_) => None,
         }
     }
 
-    /// A short name for logs: `voted`, `settled`, `recovered`.
+    /// A short name for logs: `voted`, `settled`, `recovered`, `reminder`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Voted { .. } => "voted",
             Self::Settled { .. } => "settled",
             Self::Recovered(_) => "recovered",
+            Self::Reminder { .. } => "reminder",
         }
     }
 }

@@ -67,6 +67,11 @@ pub struct Policy {
     /// Part of the policy digest when set, so the opt-out is on record.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_unknown_principal: bool,
+    /// How long after a request opens its reviewers are reminded, once,
+    /// while it is still open ([`Notice::Reminder`](crate::Notice::Reminder)),
+    /// in milliseconds; no reminder when absent. Shorter than the timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remind_after_ms: Option<u64>,
 }
 
 /// How many requests one actor may have waiting at once unless its
@@ -113,6 +118,7 @@ impl Policy {
             require_actor: false,
             max_pending_per_actor: DEFAULT_MAX_PENDING_PER_ACTOR,
             allow_unknown_principal: false,
+            remind_after_ms: None,
         }
     }
 
@@ -172,6 +178,29 @@ impl Policy {
     pub fn allow_unknown_principal(mut self) -> Self {
         self.allow_unknown_principal = true;
         self
+    }
+
+    /// Reminds the reviewers of a request still open `after` it opened
+    /// (once; see [`Notice::Reminder`](crate::Notice::Reminder)). Part of
+    /// the policy digest when set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use approval_core::Policy;
+    ///
+    /// let policy = Policy::new("data-export", ["slack"], Duration::from_secs(3600))
+    ///     .remind_after(Duration::from_secs(600));
+    /// assert_eq!(policy.reminder(), Some(Duration::from_secs(600)));
+    /// ```
+    #[must_use]
+    pub fn remind_after(mut self, after: Duration) -> Self {
+        self.remind_after_ms = Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// When reviewers are reminded, if they are.
+    pub fn reminder(&self) -> Option<Duration> {
+        self.remind_after_ms.map(Duration::from_millis)
     }
 
     /// The timeout.

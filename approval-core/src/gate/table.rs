@@ -320,6 +320,14 @@ impl GateInner {
         self.table.insert(pending);
         let key = self.deadlines.add(pending.deadline, pending);
         pending.set_deadline_key(key);
+        if let Some(after) = pending.entry.policy.reminder() {
+            let at = Instant::now() + after;
+            // Left on the reminder timer when it settles first (it is then
+            // skipped): a settled request costs that timer only its entry.
+            if at < pending.deadline {
+                self.reminders.add(at, pending);
+            }
+        }
     }
 
     /// Settles `pending` with `decision` unless it is settled already;
@@ -576,6 +584,30 @@ pub(crate) fn expiry_timer(
         let _gone = gone;
         run.await;
     }
+}
+
+/// The gate's reminder task: tells the routes of each request still open
+/// at its policy's reminder time, once, until the gate is dropped.
+pub(crate) fn reminder_timer(
+    gate: Weak<GateInner>,
+    reminders: Arc<Deadlines<Pending>>,
+) -> impl Future<Output = ()> {
+    deadline::run(reminders, move |pending| {
+        let Some(gate) = gate.upgrade() else {
+            return ControlFlow::Break(());
+        };
+        if pending.decision().is_none() {
+            let request = &pending.request;
+            tracing::info!(request_id = %request.id, policy = %request.policy.name, "reminding the reviewers");
+            gate.post_to_routes(
+                request,
+                &Notice::Reminder {
+                    request: request.clone(),
+                },
+            );
+        }
+        ControlFlow::Continue(())
+    })
 }
 
 /// Tells the waiters when the timer task ends.

@@ -695,6 +695,17 @@ fn setup_mistakes_are_found_at_build_time() {
         build(Policy::new("p", ["mock"], Duration::MAX).approvers(["alice"])),
         "policy p has a timeout longer than 366 days"
     );
+    for after in [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(5)] {
+        assert_eq!(
+            build(
+                Policy::new("p", ["mock"], Duration::from_secs(1))
+                    .approvers(["alice"])
+                    .remind_after(after)
+            ),
+            "policy p reminds at once or only after its timeout",
+            "{after:?}"
+        );
+    }
     let twice = Gate::builder(sink())
         .approver("mock", Arc::new(MockApprover::silent("ci")))
         .policy(policy())
@@ -1719,5 +1730,13 @@ fn a_policy_s_digest_leaves_out_members_at_their_defaults() {
     assert_eq!(explicit.digest(), expected);
     // A member away from its default is in it.
     assert_ne!(built.clone().require_actor().digest(), expected);
-    assert_ne!(built.max_pending_per_actor(17).digest(), expected);
+    assert_ne!(built.clone().max_pending_per_actor(17).digest(), expected);
+    // The reminder (added in 0.2) is absent unless set, and in it then.
+    assert_eq!(
+        serde_json::to_string(&built).unwrap(),
+        r#"{"name":"p","routes":["mock"],"timeout_ms":1000}"#
+    );
+    let reminding = built.remind_after(Duration::from_millis(500));
+    assert_ne!(reminding.digest(), expected);
+    assert!(serde_json::to_string(&reminding).unwrap().contains(r#""remind_after_ms":500"#));
 }
