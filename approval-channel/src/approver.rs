@@ -100,6 +100,18 @@ pub trait MessageChannel: fmt::Debug + Send + Sync + 'static {
         message: &Self::Message,
         view: &MessageView<'_>,
     ) -> Result<(), ApproverError>;
+
+    /// Nudges who may still vote on an open request, once, at its
+    /// policy's reminder time (`view` is [`MessageView::Open`]). By
+    /// default the message is put again (it shows who may still vote); a
+    /// medium that notifies people of new messages posts one instead.
+    async fn remind(
+        &self,
+        message: &Self::Message,
+        view: &MessageView<'_>,
+    ) -> Result<(), ApproverError> {
+        self.update(message, view).await
+    }
 }
 
 /// The approver of a [`MessageChannel`]: posts one message per request,
@@ -349,6 +361,20 @@ impl<C: MessageChannel> MessageApprover<C> {
         Ok(())
     }
 
+    /// Reminds who may still vote on `request_id`, if it is still open.
+    async fn remind(&self, request_id: &str) -> Result<(), ApproverError> {
+        let (Some(message), Some(shown @ Shown::Open(_))) =
+            (self.message_of(request_id), self.current(request_id))
+        else {
+            return Ok(());
+        };
+        if let Err(error) = self.channel.remind(&message, &shown.view()).await {
+            tracing::warn!(request_id, channel = self.channel.name(), %error, "reminding the reviewers failed");
+            return Err(error);
+        }
+        Ok(())
+    }
+
     /// Marks `request_id` ended by `decision`, unless it is already.
     fn end(&self, request_id: &str, decision: &Arc<Decision>) {
         let mut messages = lock(&self.messages);
@@ -473,6 +499,7 @@ impl<C: MessageChannel> Approver for MessageApprover<C> {
                 self.take_down_left(recovery).await;
                 Ok(())
             }
+            Notice::Reminder { request } => self.remind(&request.id).await,
             _ => Ok(()),
         }
     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::api::{Identity, PostedMessage, SlackApi, SlackError};
 use crate::message::{
-    approval_blocks, outcome_blocks, outcome_text, progress_blocks, restart_blocks,
+    approval_blocks, outcome_blocks, outcome_text, progress_blocks, reminder, restart_blocks,
 };
 use approval_channel::{MessageApprover, MessageChannel, MessageView};
 
@@ -206,6 +206,24 @@ impl MessageChannel for SlackChannel {
         self.api
             .update_message(message, &text, &blocks)
             .await
+            .map_err(approver_error)
+    }
+
+    /// A new message in the request's channel: Slack notifies whom it
+    /// mentions, which an edit would not.
+    async fn remind(
+        &self,
+        message: &PostedMessage,
+        view: &MessageView<'_>,
+    ) -> Result<(), ApproverError> {
+        let MessageView::Open(status) = view else {
+            return Ok(());
+        };
+        let (text, blocks) = reminder(status);
+        self.api
+            .post_message(&message.channel, &text, &blocks)
+            .await
+            .map(drop)
             .map_err(approver_error)
     }
 }

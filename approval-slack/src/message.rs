@@ -160,17 +160,18 @@ pub fn approval_blocks(request: &ApprovalRequest) -> Value {
 /// (`slack:U123` → `<@U123>`, only for a well-formed user id), else the
 /// identity as a literal.
 fn reviewer(id: &str) -> String {
-    match id.strip_prefix("slack:") {
-        Some(user)
-            if !user.is_empty()
-                && user
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
-        {
-            format!("<@{user}>")
-        }
-        _ => literal(id, 200),
-    }
+    mention(id).unwrap_or_else(|| literal(id, 200))
+}
+
+/// A mention of a Slack identity (`slack:U123` → `<@U123>`), only for a
+/// well-formed user id.
+fn mention(id: &str) -> Option<String> {
+    let user = id.strip_prefix("slack:")?;
+    (!user.is_empty()
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+    .then(|| format!("<@{user}>"))
 }
 
 /// The blocks that replace the message once the request has ended: the
@@ -361,6 +362,60 @@ fn argument_fields(request: &ApprovalRequest) -> Vec<Value> {
         .into_iter()
         .map(|text| json!({"type": "mrkdwn", "text": text}))
         .collect()
+}
+
+/// The reminder posted in a request's channel when its policy's time
+/// comes and it is still open: what it is, how many approvals it still
+/// needs, and who may still give them (with a mention where they are a
+/// Slack user), as a new message so that Slack notifies them.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use std::time::Duration;
+/// # use approval_core::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let writer = Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &WriterSecret::generate().unwrap()));
+/// # let gate = Gate::builder(Arc::new(MemorySink::new(writer)))
+/// #     .approver("slack", Arc::new(MockApprover::silent("ci")))
+/// #     .policy(Policy::new("data-export", ["slack"], Duration::from_secs(600)).approvers(["slack:U0ALICE"]))
+/// #     .build().unwrap();
+/// # let args = CanonicalJson::from_serialize(&serde_json::json!({})).unwrap();
+/// # let ticket = gate.submit(Call::new("crm::export_table", "data-export", args)).await.unwrap();
+/// let view = gate.status(ticket.request_id()).unwrap();
+/// let (text, blocks) = approval_slack::message::reminder(&view);
+/// assert_eq!(text, "Reminder: crm::export_table still needs your vote");
+/// assert!(blocks.to_string().contains("Still to vote: <@U0ALICE>"), "{blocks}");
+/// # }
+/// ```
+pub fn reminder(view: &approval_core::RequestView) -> (String, Value) {
+    let request = &view.request;
+    let approvals = view
+        .votes
+        .iter()
+        .filter(|v| v.vote == Vote::Approve)
+        .count();
+    let needed = usize::try_from(request.policy.required)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(approvals);
+    let who = if view.may_vote.is_empty() {
+        "nobody left".to_owned()
+    } else {
+        view.may_vote
+            .iter()
+            .map(|w| mention(w).unwrap_or_else(|| escape(w)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let line = format!(
+        ":bell: *Reminder:* {} (request `{}`) still needs {needed} approval{}. Still to vote: {who}",
+        literal(&request.action, 400),
+        escape(&request.id),
+        if needed == 1 { "" } else { "s" },
+    );
+    let text = format!("Reminder: {} still needs your vote", request.action);
+    let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": cut(&line, 3000)}}]);
+    (text, blocks)
 }
 
 /// RFC 3339 in UTC, seconds: the fallback text of Slack's date token.

@@ -187,6 +187,35 @@ async fn a_vote_that_does_not_settle_shows_on_the_message_and_a_double_click_cou
 }
 
 #[tokio::test]
+async fn a_request_still_open_at_its_reminder_time_is_posted_again_naming_who_may_vote() {
+    let (base, fake) = fake_slack();
+    let policy = policy()
+        .required(2)
+        .remind_after(Duration::from_millis(300));
+    let h = harness(policy, sink(), base, None).await;
+    let waiting = h.start("users");
+    let value = button_value(&fake, 0).await;
+    assert_eq!(h.send(&click("U0ALICE", "approve", &value)).await.0, 200);
+
+    // A new message in the request's channel (an edit notifies nobody).
+    let reminder = nth_call(&fake, "chat.postMessage", 1).await;
+    assert_eq!(reminder["channel"], "C0APPROVALS");
+    assert_eq!(
+        reminder["text"],
+        "Reminder: crm::export_table still needs your vote"
+    );
+    let blocks = reminder["blocks"].to_string();
+    assert!(blocks.contains("still needs 1 approval."), "{blocks}");
+    assert!(blocks.contains("Still to vote: bob, carol"), "{blocks}");
+    assert!(!blocks.contains("\"actions\""), "{blocks}");
+    // Once: nothing more is posted, and the request is still open.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fake.lock().unwrap().bodies("chat.postMessage").len(), 2);
+    assert!(!waiting.is_finished());
+    waiting.abort();
+}
+
+#[tokio::test]
 async fn an_ineligible_clicker_and_the_requester_are_refused_privately_with_the_reason() {
     let (base, fake) = fake_slack();
     let policy =

@@ -300,9 +300,10 @@ impl GateBuilder {
         gate.inner
             .background
             .spawn(table::expiry_timer(Arc::downgrade(&gate.inner), deadlines));
-        gate.inner
-            .background
-            .spawn(table::reminder_timer(Arc::downgrade(&gate.inner), reminders));
+        gate.inner.background.spawn(table::reminder_timer(
+            Arc::downgrade(&gate.inner),
+            reminders,
+        ));
         for (route, approver) in &gate.inner.approvers {
             approver
                 .attach(gate.ballots_for(route))

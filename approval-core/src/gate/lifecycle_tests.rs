@@ -289,7 +289,10 @@ impl Approver for Listener {
     }
 
     async fn notify(&self, notice: &Notice) -> Result<(), ApproverError> {
-        let heard = (notice.kind().to_owned(), notice.request_id().map(str::to_owned));
+        let heard = (
+            notice.kind().to_owned(),
+            notice.request_id().map(str::to_owned),
+        );
         lock(&self.heard).push(heard);
         Ok(())
     }
@@ -311,7 +314,9 @@ async fn an_open_request_s_reviewers_are_reminded_once_at_its_policy_s_time() {
     let open = gate.submit(call()).await.unwrap();
     let settled = gate.submit(call().reason("another")).await.unwrap();
     let (open_id, settled_id) = (open.detach(), settled.request_id().to_owned());
-    gate.cancel(&settled_id, "decided before the reminder").await.unwrap();
+    gate.cancel(&settled_id, "decided before the reminder")
+        .await
+        .unwrap();
     assert!(settled.decision().await.is_err());
 
     tokio::time::sleep(Duration::from_secs(59)).await;
@@ -327,11 +332,14 @@ async fn an_open_request_s_reviewers_are_reminded_once_at_its_policy_s_time() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     gate.drain_notices().await;
     // Only the open one, once: the settled one is skipped.
-    assert_eq!(reminders(&listener), [open_id.clone()]);
+    assert_eq!(reminders(&listener), std::slice::from_ref(&open_id));
     tokio::time::sleep(Duration::from_secs(300)).await;
     gate.drain_notices().await;
-    assert_eq!(reminders(&listener), [open_id.clone()]);
-    assert!(gate.status(&open_id).unwrap().is_open(), "a reminder decides nothing");
+    assert_eq!(reminders(&listener), std::slice::from_ref(&open_id));
+    assert!(
+        gate.status(&open_id).unwrap().is_open(),
+        "a reminder decides nothing"
+    );
 }
 
 /// Collects what `tracing` writes while it is in scope.

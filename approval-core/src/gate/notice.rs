@@ -11,7 +11,7 @@ use approval_audit::{Reviewer, Vote};
 ///
 /// Each approver's notices run on an outbox task of its own, in the order
 /// they happened, never on the caller's path; a failed `notify` is retried
-/// with backoff. Later versions add kinds (reminders, escalations), so a
+/// with backoff. Later versions add kinds (escalations), so a
 /// `match` needs a `_` arm.
 ///
 /// ```

@@ -695,7 +695,11 @@ fn setup_mistakes_are_found_at_build_time() {
         build(Policy::new("p", ["mock"], Duration::MAX).approvers(["alice"])),
         "policy p has a timeout longer than 366 days"
     );
-    for after in [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(5)] {
+    for after in [
+        Duration::ZERO,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    ] {
         assert_eq!(
             build(
                 Policy::new("p", ["mock"], Duration::from_secs(1))
@@ -1738,5 +1742,9 @@ fn a_policy_s_digest_leaves_out_members_at_their_defaults() {
     );
     let reminding = built.remind_after(Duration::from_millis(500));
     assert_ne!(reminding.digest(), expected);
-    assert!(serde_json::to_string(&reminding).unwrap().contains(r#""remind_after_ms":500"#));
+    assert!(
+        serde_json::to_string(&reminding)
+            .unwrap()
+            .contains(r#""remind_after_ms":500"#)
+    );
 }
