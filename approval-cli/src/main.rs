@@ -8,6 +8,7 @@
 //! approval prove LOG --request ID [--checkpoint FILE]
 //! approval check-proof FILE --trust KEYLINE
 //! approval consistency LOG --old FILE --new FILE --trust KEYLINE
+//! approval feed LOG --out FEED [--follow [--poll-ms N]]
 //! ```
 //!
 //! Exit status: 0 when the command succeeded (for `verify`: the log is
@@ -20,6 +21,7 @@
     reason = "a command-line tool prints its results"
 )]
 
+mod feed;
 mod proofs;
 
 use std::path::{Path, PathBuf};
@@ -131,6 +133,24 @@ enum Command {
         #[arg(long, value_name = "KEYLINE", required = true)]
         trust: Vec<String>,
     },
+    /// Copy the log's records, as JSON lines, to FEED for a SIEM to read:
+    /// each record once, in order, across restarts (the feed's last line
+    /// says where it stopped). Refuses (exit 1) a log that does not
+    /// continue the feed. Order and links are checked, not MACs: run
+    /// `verify` for those.
+    Feed {
+        /// The JSON Lines log.
+        log: PathBuf,
+        /// The feed file (created if missing; appended to).
+        #[arg(long, value_name = "FEED")]
+        out: PathBuf,
+        /// Keep copying records as the log grows.
+        #[arg(long)]
+        follow: bool,
+        /// How often to look for new records when following.
+        #[arg(long, value_name = "MS", default_value_t = 1000, requires = "follow")]
+        poll_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -181,6 +201,17 @@ fn main() -> ExitCode {
             new,
             trust,
         } => proofs::consistency(&log, &old, &new, &trust),
+        Command::Feed {
+            log,
+            out,
+            follow,
+            poll_ms,
+        } => feed::feed(
+            &log,
+            &out,
+            follow,
+            std::time::Duration::from_millis(poll_ms),
+        ),
     };
     match result {
         Ok(code) => code,

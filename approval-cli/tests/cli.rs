@@ -560,3 +560,147 @@ fn consistency_shows_an_older_checkpoint_is_a_prefix_of_a_newer_one() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn feed_copies_each_record_once_across_runs_a_torn_line_and_a_record_still_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = keyed_log(dir.path(), 3);
+    let feed = dir.path().join("siem.jsonl");
+    let run = || {
+        approval(&[
+            "feed",
+            log.to_str().unwrap(),
+            "--out",
+            feed.to_str().unwrap(),
+        ])
+    };
+    let out = run();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&feed).unwrap(), std::fs::read(&log).unwrap());
+    assert_eq!(std::fs::read_to_string(&feed).unwrap().lines().count(), 6);
+
+    // Nothing new: nothing copied again.
+    assert!(run().status.success());
+    assert_eq!(std::fs::read(&feed).unwrap(), std::fs::read(&log).unwrap());
+
+    // The log grows; a crash had left half a line in the feed; the writer
+    // is mid-way through one more record.
+    write_log(&log, &dir.path().join("ops.key"), 3);
+    let mut torn = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&feed)
+        .unwrap();
+    std::io::Write::write_all(&mut torn, br#"{"v":1,"seq":6,"ts":"#).unwrap();
+    let whole = std::fs::read(&log).unwrap();
+    let mut writing = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut writing, br#"{"v":1,"seq":12"#).unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Each whole record once, in order; the unfinished one not yet.
+    assert_eq!(std::fs::read(&feed).unwrap(), whole);
+    assert_eq!(std::fs::read_to_string(&feed).unwrap().lines().count(), 12);
+}
+
+#[test]
+fn feed_refuses_a_log_that_does_not_continue_it_and_leaves_the_feed_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = keyed_log(dir.path(), 3);
+    let feed = dir.path().join("siem.jsonl");
+    let feed_arg = feed.to_str().unwrap();
+    assert!(
+        approval(&["feed", log.to_str().unwrap(), "--out", feed_arg])
+            .status
+            .success()
+    );
+    let before = std::fs::read(&feed).unwrap();
+
+    // Another log, with another key: its records differ from the feed's.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other, _) = keyed_log(other_dir.path(), 3);
+    let out = approval(&["feed", other.to_str().unwrap(), "--out", feed_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is not the feed's last line: not the log this feed follows"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A log cut short (records removed at its end).
+    let short = dir.path().join("short.jsonl");
+    let lines: Vec<&str> = std::str::from_utf8(&before).unwrap().lines().collect();
+    std::fs::write(&short, format!("{}\n", lines[..4].join("\n"))).unwrap();
+    let out = approval(&["feed", short.to_str().unwrap(), "--out", feed_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ends before the feed's last record"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A record dropped from the middle of what is new.
+    let gapped = dir.path().join("gapped.jsonl");
+    let mut grown = String::from_utf8(before.clone()).unwrap();
+    write_log(&log, &dir.path().join("ops.key"), 3);
+    let all = std::fs::read_to_string(&log).unwrap();
+    let new: Vec<&str> = all.lines().skip(6).collect();
+    grown.push_str(&format!("{}\n{}\n", new[0], new[2]));
+    std::fs::write(&gapped, grown).unwrap();
+    let out = approval(&["feed", gapped.to_str().unwrap(), "--out", feed_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("record 8 does not follow record 6"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The refused logs wrote nothing, but for the record before the gap,
+    // which does follow the feed: copied, once.
+    let after = std::fs::read_to_string(&feed).unwrap();
+    assert_eq!(after.lines().count(), 7);
+    assert!(after.starts_with(std::str::from_utf8(&before).unwrap()));
+}
+
+#[test]
+fn a_following_feed_copies_records_as_they_come_and_a_restart_repeats_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = keyed_log(dir.path(), 3);
+    let feed = dir.path().join("siem.jsonl");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_approval"))
+            .args([
+                "feed",
+                log.to_str().unwrap(),
+                "--out",
+                feed.to_str().unwrap(),
+                "--follow",
+                "--poll-ms",
+                "20",
+            ])
+            .spawn()
+            .unwrap()
+    };
+    let lines = || {
+        std::fs::read_to_string(&feed)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let wait_for = |n: usize| {
+        for _ in 0..500 {
+            if lines() >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the feed has {} lines, not {n}", lines());
+    };
+    let mut follower = spawn();
+    wait_for(6);
+    write_log(&log, &dir.path().join("ops.key"), 3);
+    wait_for(12);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    write_log(&log, &dir.path().join("ops.key"), 3);
+    let mut follower = spawn();
+    wait_for(18);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert_eq!(std::fs::read(&feed).unwrap(), std::fs::read(&log).unwrap());
+}
