@@ -399,6 +399,16 @@ pub enum Event {
         /// The timeout, in milliseconds.
         timeout_ms: u64,
     },
+    /// The request went to more reviewers, its policy's escalation
+    /// (routes and groups added; who may vote widens).
+    Escalated {
+        /// The request.
+        request_id: String,
+        /// Routes it was delivered to as well.
+        routes: Vec<String>,
+        /// Directory groups whose members may vote as well.
+        groups: Vec<String>,
+    },
     /// The caller gave up, or a restart found the request open.
     Cancelled {
         /// The request.
@@ -447,6 +457,7 @@ impl Event {
             Self::Denied { .. } => "denied",
             Self::Expired { .. } => "expired",
             Self::Cancelled { .. } => "cancelled",
+            Self::Escalated { .. } => "escalated",
             Self::Executed { .. } => "executed",
             Self::KeyRotated { .. } => "key_rotated",
             Self::Recovered { .. } => "recovered",
@@ -530,6 +541,11 @@ impl Event {
             Self::Cancelled { request_id, why } => {
                 return Ok(PendingRecord::cancelled(request_id, why));
             }
+            Self::Escalated {
+                request_id,
+                routes,
+                groups,
+            } => return PendingRecord::escalated(request_id, routes, groups),
             Self::Executed {
                 request_id,
                 outcome,
@@ -688,6 +704,25 @@ impl PendingRecord {
         r.str("request_id", request_id)
             .str("policy", policy)
             .int("timeout_ms", timeout_ms)?;
+        Ok(r)
+    }
+
+    /// An `escalated` record from borrowed members.
+    pub fn escalated(
+        request_id: &str,
+        routes: &[String],
+        groups: &[String],
+    ) -> Result<Self, CanonicalError> {
+        let mut r = Self::new("escalated");
+        r.str("request_id", request_id);
+        for (key, names) in [("routes", routes), ("groups", groups)] {
+            r.with(key, |out| {
+                write_array(out, names, |out, name| {
+                    write_str(out, name);
+                    Ok(())
+                })
+            })?;
+        }
         Ok(r)
     }
 

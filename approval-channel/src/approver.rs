@@ -500,6 +500,8 @@ impl<C: MessageChannel> Approver for MessageApprover<C> {
                 Ok(())
             }
             Notice::Reminder { request } => self.remind(&request.id).await,
+            // More may vote now: the message says who.
+            Notice::Escalated { request, .. } => self.show(&request.id).await,
             _ => Ok(()),
         }
     }

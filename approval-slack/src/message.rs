@@ -267,7 +267,7 @@ pub fn progress_blocks(
             other => format!("{} voted {}", reviewer(who), other.as_str()),
         })
         .collect();
-    if !lines.is_empty() && !may_vote.is_empty() {
+    if !may_vote.is_empty() {
         let who: Vec<String> = may_vote.iter().map(|w| escape(w)).collect();
         lines.push(format!(
             ":hourglass_flowing_sand: Still to vote: {}",

@@ -57,7 +57,9 @@ async fn harness(
                 .person("alice", ["slack:U0ALICE"])
                 .person("bob", ["slack:U0BOB"])
                 .person("carol", ["slack:U0CAROL"])
-                .person("dave", ["email:dave@example.com"]),
+                .person("dave", ["email:dave@example.com"])
+                .person("erin", ["slack:U0ERIN"])
+                .group("on-call", ["erin"]),
         )
         .build()
         .unwrap();
@@ -213,6 +215,38 @@ async fn a_request_still_open_at_its_reminder_time_is_posted_again_naming_who_ma
     assert_eq!(fake.lock().unwrap().bodies("chat.postMessage").len(), 2);
     assert!(!waiting.is_finished());
     waiting.abort();
+}
+
+#[tokio::test]
+async fn an_escalated_request_shows_its_new_voters_and_takes_their_clicks() {
+    let (base, fake) = fake_slack();
+    let policy = Policy::new("data-export", ["slack"], Duration::from_secs(60))
+        .approvers(["alice"])
+        .escalate_after(
+            Duration::from_millis(300),
+            Vec::<String>::new(),
+            ["on-call"],
+        );
+    let h = harness(policy, sink(), base, None).await;
+    let waiting = h.start("users");
+    let value = button_value(&fake, 0).await;
+    // Erin is on call, not an approver: refused until the escalation.
+    assert_eq!(h.send(&click("U0ERIN", "approve", &value)).await.0, 200);
+    assert_eq!(h.events("rejected_vote")[0]["why"], "not_eligible");
+
+    // Escalated: recorded, and the message now names her.
+    let update = nth_call(&fake, "chat.update", 0).await;
+    assert_eq!(h.events("escalated")[0]["groups"], json!(["on-call"]));
+    let blocks = update["blocks"].to_string();
+    assert!(blocks.contains("Still to vote: alice, erin"), "{blocks}");
+    assert_eq!(
+        update["blocks"].as_array().unwrap().last().unwrap()["type"],
+        "actions"
+    );
+    assert_eq!(h.send(&click("U0ERIN", "approve", &value)).await.0, 200);
+    waiting.await.unwrap().unwrap();
+    let reviewed = h.events("reviewed");
+    assert_eq!(reviewed[0]["reviewer"]["id"], "slack:U0ERIN");
 }
 
 #[tokio::test]

@@ -149,6 +149,7 @@ impl GateInner {
         self.eligibility(
             request,
             policy,
+            pending.escalated(),
             ballot.route.as_deref(),
             &ballot.identity,
             person,
@@ -170,11 +171,14 @@ impl GateInner {
     /// Whether `identity` (whose person is `person`, voter key `who`) may
     /// vote on `request` through `route` by who they are, whatever the
     /// request's state: the route is one of the policy's, they are not the
-    /// requester, and the policy names them or a group of theirs.
+    /// requester, and the policy names them or a group of theirs (once
+    /// `escalated`, its escalation routes and groups count too).
+    #[allow(clippy::too_many_arguments, reason = "the facts of one vote")]
     pub(crate) fn eligibility(
         &self,
         request: &ApprovalRequest,
         policy: &Policy,
+        escalated: bool,
         route: Option<&str>,
         identity: &str,
         person: Option<&str>,
@@ -182,8 +186,10 @@ impl GateInner {
     ) -> Result<(), RejectReason> {
         // A channel votes only on what was routed to it: a webhook's
         // shared secret does not reach a Teams-only request.
+        let escalation = |names: &'_ [String]| if escalated { names.len() } else { 0 };
+        let routes = policy.escalate_routes[..escalation(&policy.escalate_routes)].iter();
         if let Some(route) = route
-            && !policy.routes.iter().any(|r| **r == *route)
+            && !policy.routes.iter().chain(routes).any(|r| **r == *route)
         {
             return Err(RejectReason::WrongRoute);
         }
@@ -199,8 +205,12 @@ impl GateInner {
         {
             return Err(RejectReason::SelfApproval);
         }
+        let mut groups = policy
+            .groups
+            .iter()
+            .chain(&policy.escalate_groups[..escalation(&policy.escalate_groups)]);
         let eligible = policy.approvers.iter().any(|a| is_voter(&normal_form(a)))
-            || person.is_some_and(|p| policy.groups.iter().any(|g| self.directory.in_group(p, g)));
+            || person.is_some_and(|p| groups.any(|g| self.directory.in_group(p, g)));
         if eligible {
             Ok(())
         } else {
@@ -218,8 +228,20 @@ impl GateInner {
     ) -> bool {
         let person = self.directory.person_of(identity);
         let who = self.directory.voter_key(identity);
-        self.eligibility(request, &request.policy, route, identity, person, &who)
-            .is_ok()
+        let escalated = self
+            .table
+            .find(&request.id)
+            .is_some_and(|pending| pending.escalated());
+        self.eligibility(
+            request,
+            &request.policy,
+            escalated,
+            route,
+            identity,
+            person,
+            &who,
+        )
+        .is_ok()
     }
 
     /// Records a vote refused before it could be read as one (a forged or
@@ -347,7 +369,7 @@ impl GateInner {
             "vote counted"
         );
         self.post_to_routes(
-            &pending.request,
+            pending,
             &Notice::Voted {
                 request: pending.request.clone(),
                 reviewer,

@@ -227,6 +227,18 @@ impl GateBuilder {
             {
                 return Err(invalid("reminds at once or only after its timeout"));
             }
+            if let Some(after) = policy.escalation() {
+                if after.is_zero() || after >= policy.timeout() {
+                    return Err(invalid("escalates at once or only after its timeout"));
+                }
+                if policy.escalate_routes.is_empty() && policy.escalate_groups.is_empty() {
+                    return Err(invalid("escalates to no route and no group"));
+                }
+            } else if !policy.escalate_routes.is_empty() || !policy.escalate_groups.is_empty() {
+                return Err(invalid(
+                    "names escalation routes or groups but no escalation time",
+                ));
+            }
             if !self.directory.is_empty()
                 && let Some(approver) = policy
                     .approvers
@@ -238,7 +250,12 @@ impl GateBuilder {
                     approver: approver.clone(),
                 });
             }
-            if let Some(group) = policy.groups.iter().find(|g| !self.directory.has_group(g)) {
+            if let Some(group) = policy
+                .groups
+                .iter()
+                .chain(&policy.escalate_groups)
+                .find(|g| !self.directory.has_group(g))
+            {
                 return Err(ConfigError::UnknownGroup {
                     policy: policy.name.clone(),
                     group: group.clone(),
@@ -247,6 +264,7 @@ impl GateBuilder {
             if let Some(route) = policy
                 .routes
                 .iter()
+                .chain(&policy.escalate_routes)
                 .find(|r| !self.approvers.contains_key(*r))
             {
                 return Err(ConfigError::UnknownRoute {
@@ -277,6 +295,7 @@ impl GateBuilder {
         }
         let deadlines = Arc::new(Deadlines::default());
         let reminders = Arc::new(Deadlines::default());
+        let escalations = Arc::new(Deadlines::default());
         let gate = Gate {
             inner: Arc::new(GateInner {
                 sink: self.sink,
@@ -291,6 +310,7 @@ impl GateBuilder {
                 per_actor: limits::Counts::default(),
                 deadlines: deadlines.clone(),
                 reminders: reminders.clone(),
+                escalations: escalations.clone(),
                 outboxes,
                 background,
                 closing: AtomicBool::new(false),
@@ -300,9 +320,19 @@ impl GateBuilder {
         gate.inner
             .background
             .spawn(table::expiry_timer(Arc::downgrade(&gate.inner), deadlines));
-        gate.inner.background.spawn(table::reminder_timer(
+        gate.inner.background.spawn(table::milestone_timer(
             Arc::downgrade(&gate.inner),
             reminders,
+            GateInner::remind,
+        ));
+        gate.inner.background.spawn(table::milestone_timer(
+            Arc::downgrade(&gate.inner),
+            escalations,
+            |gate, pending| {
+                let escalating = gate.clone();
+                gate.background
+                    .spawn(async move { escalating.escalate(&pending).await });
+            },
         ));
         for (route, approver) in &gate.inner.approvers {
             approver

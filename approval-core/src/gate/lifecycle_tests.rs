@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::error::ApproverError;
 use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
-use approval_audit::{Actor, Vote};
+use approval_audit::{Actor, RejectReason, Vote};
 
 fn sink() -> Arc<MemorySink> {
     let secret = WriterSecret::from_hex(&"22".repeat(32)).unwrap();
@@ -276,15 +276,22 @@ impl Approver for Flaky {
     }
 }
 
-/// Shows nothing, hears every notice (with its request's id).
+/// Shows nothing, hears every notice (with its request's id), and keeps
+/// the ballots it was handed.
 #[derive(Debug, Default)]
 struct Listener {
     heard: Mutex<Vec<(String, Option<String>)>>,
+    delivered: Mutex<Vec<(Arc<ApprovalRequest>, Ballots)>>,
 }
 
 #[async_trait::async_trait]
 impl Approver for Listener {
-    async fn deliver(&self, _: Arc<ApprovalRequest>, _: Ballots) -> Result<(), ApproverError> {
+    async fn deliver(
+        &self,
+        request: Arc<ApprovalRequest>,
+        ballots: Ballots,
+    ) -> Result<(), ApproverError> {
+        lock(&self.delivered).push((request, ballots));
         Ok(())
     }
 
@@ -340,6 +347,107 @@ async fn an_open_request_s_reviewers_are_reminded_once_at_its_policy_s_time() {
         gate.status(&open_id).unwrap().is_open(),
         "a reminder decides nothing"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_request_is_escalated_on_record_to_more_routes_and_groups_at_its_time() {
+    let (desk, pager) = (Arc::new(Listener::default()), Arc::new(Listener::default()));
+    let sink = sink();
+    let gate = Gate::builder(sink.clone())
+        .approver("mock", desk.clone())
+        .approver("pager", pager.clone())
+        .policy(
+            Policy::new("export", ["mock"], Duration::from_secs(600))
+                .approvers(["alice"])
+                .required(2)
+                .escalate_after(Duration::from_secs(60), ["pager"], ["security"]),
+        )
+        .directory(directory())
+        .build()
+        .unwrap();
+    let ticket = gate.submit(call()).await.unwrap();
+    let (request, desk_ballots) = lock(&desk.delivered)[0].clone();
+    let vote = |who: &str| Ballot::new(&request, format!("mock:{who}"), "mock", Vote::Approve);
+    // Before: bob (security) may not vote, and the pager has nothing.
+    assert!(matches!(
+        desk_ballots.cast(vote("bob")).await.unwrap(),
+        BallotOutcome::Rejected(RejectReason::NotEligible)
+    ));
+    assert!(lock(&pager.delivered).is_empty());
+    assert!(
+        !gate
+            .status(&request.id)
+            .unwrap()
+            .may_vote
+            .contains(&"bob".to_owned())
+    );
+
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    gate.drain_notices().await;
+    // Recorded, delivered to the pager, told to both routes.
+    assert_eq!(events(&sink), ["requested", "rejected_vote", "escalated"]);
+    let escalated = &records(&sink)[2];
+    assert_eq!(escalated["routes"], json!(["pager"]));
+    assert_eq!(escalated["groups"], json!(["security"]));
+    let pager_ballots = lock(&pager.delivered)[0].1.clone();
+    for listener in [&desk, &pager] {
+        assert!(
+            lock(&listener.heard)
+                .iter()
+                .any(|(kind, _)| kind == "escalated")
+        );
+    }
+    let may_vote = gate.status(&request.id).unwrap().may_vote;
+    assert!(may_vote.contains(&"dave".to_owned()), "{may_vote:?}");
+    // Now dave votes through the pager, bob through the desk: approved.
+    let through_pager = Ballot::new(&request, "mock:dave", "pager", Vote::Approve);
+    assert!(matches!(
+        pager_ballots.cast(through_pager).await.unwrap(),
+        BallotOutcome::Counted { decision: None }
+    ));
+    assert!(matches!(
+        desk_ballots.cast(vote("bob")).await.unwrap(),
+        BallotOutcome::Counted { decision: Some(_) }
+    ));
+    assert!(ticket.decision().await.is_ok());
+    assert_eq!(
+        events(&sink),
+        [
+            "requested",
+            "rejected_vote",
+            "escalated",
+            "reviewed",
+            "reviewed",
+            "approved"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_escalation_needs_a_time_shorter_than_the_timeout_and_somewhere_to_go() {
+    let build = |policy: Policy| {
+        Gate::builder(sink())
+            .approver("mock", Arc::new(Listener::default()))
+            .policy(policy.approvers(["alice"]))
+            .directory(directory())
+            .build()
+            .unwrap_err()
+            .to_string()
+    };
+    let base = || Policy::new("p", ["mock"], Duration::from_secs(60));
+    let none: [&str; 0] = [];
+    assert_eq!(
+        build(base().escalate_after(Duration::from_secs(60), ["mock"], none)),
+        "policy p escalates at once or only after its timeout"
+    );
+    assert_eq!(
+        build(base().escalate_after(Duration::from_secs(1), none, none)),
+        "policy p escalates to no route and no group"
+    );
+    let unknown_route = build(base().escalate_after(Duration::from_secs(1), ["pager"], none));
+    assert!(unknown_route.contains("pager"), "{unknown_route}");
+    let unknown_group = build(base().escalate_after(Duration::from_secs(1), none, ["nobody"]));
+    assert!(unknown_group.contains("nobody"), "{unknown_group}");
 }
 
 /// Collects what `tracing` writes while it is in scope.

@@ -144,6 +144,8 @@ pub(crate) struct GateInner {
     deadlines: Arc<Deadlines<Pending>>,
     /// When open requests' reviewers are reminded (policies that say so).
     reminders: Arc<Deadlines<Pending>>,
+    /// When open requests are escalated (policies that say so).
+    escalations: Arc<Deadlines<Pending>>,
     /// Each route's notices, by route name.
     outboxes: HashMap<String, Outbox>,
     background: Background,
@@ -163,6 +165,7 @@ impl Drop for GateInner {
     fn drop(&mut self) {
         self.deadlines.close();
         self.reminders.close();
+        self.escalations.close();
     }
 }
 

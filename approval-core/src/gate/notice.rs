@@ -11,7 +11,7 @@ use approval_audit::{Reviewer, Vote};
 ///
 /// Each approver's notices run on an outbox task of its own, in the order
 /// they happened, never on the caller's path; a failed `notify` is retried
-/// with backoff. Later versions add kinds (escalations), so a
+/// with backoff. Later versions add kinds, so a
 /// `match` needs a `_` arm.
 ///
 /// ```
@@ -61,6 +61,19 @@ pub enum Notice {
         /// The request.
         request: Arc<ApprovalRequest>,
     },
+    /// A request still open at its policy's escalation time
+    /// ([`Policy::escalate_after`](super::Policy::escalate_after)), after its
+    /// `escalated` record: delivered to `routes` as well, and `groups`'
+    /// members may vote too. Every route of the request, old and new,
+    /// hears it once.
+    Escalated {
+        /// The request.
+        request: Arc<ApprovalRequest>,
+        /// The routes it went to as well.
+        routes: Vec<String>,
+        /// The groups whose members may vote as well.
+        groups: Vec<String>,
+    },
 }
 
 impl Notice {
@@ -69,18 +82,20 @@ impl Notice {
         match self {
             Self::Voted { request, .. }
             | Self::Settled { request, .. }
-            | Self::Reminder { request } => Some(&request.id),
+            | Self::Reminder { request }
+            | Self::Escalated { request, .. } => Some(&request.id),
             Self::Recovered(_) => None,
         }
     }
 
-    /// A short name for logs: `voted`, `settled`, `recovered`, `reminder`.
+    /// A short name for logs: `voted`, `settled`, `recovered`, `reminder`, `escalated`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Voted { .. } => "voted",
             Self::Settled { .. } => "settled",
             Self::Recovered(_) => "recovered",
             Self::Reminder { .. } => "reminder",
+            Self::Escalated { .. } => "escalated",
         }
     }
 }

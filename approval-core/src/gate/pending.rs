@@ -2,6 +2,7 @@
 //! waiter.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 
@@ -33,6 +34,9 @@ pub(crate) struct Pending {
     pub(crate) state: Mutex<VoteState>,
     /// Refused votes recorded against it (bounded).
     pub(crate) refusals_recorded: std::sync::atomic::AtomicU32,
+    /// Whether its policy's escalation happened (recorded `escalated`):
+    /// its escalation routes and groups count from then on.
+    escalated: AtomicBool,
 }
 
 /// A vote the gate accepted.
@@ -86,12 +90,46 @@ impl Pending {
                 ..VoteState::default()
             }),
             refusals_recorded: std::sync::atomic::AtomicU32::new(0),
+            escalated: AtomicBool::new(false),
         }
     }
 
     /// Serialises the votes of this request, across their audit writes.
     pub(crate) fn votes_lock(&self) -> &tokio::sync::Mutex<()> {
         self.votes_lock.get_or_init(Box::default)
+    }
+
+    /// Whether it was escalated.
+    pub(crate) fn escalated(&self) -> bool {
+        self.escalated.load(Ordering::Acquire)
+    }
+
+    /// Marks it escalated (once its record is written).
+    pub(crate) fn set_escalated(&self) {
+        self.escalated.store(true, Ordering::Release);
+    }
+
+    /// The routes it has been delivered to.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &String> {
+        let policy = &self.entry.policy;
+        let escalated = if self.escalated() {
+            policy.escalate_routes.as_slice()
+        } else {
+            &[]
+        };
+        policy.routes.iter().chain(escalated)
+    }
+
+    /// The groups whose members may vote: its policy's, and once
+    /// escalated, its escalation groups.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = &String> {
+        let policy = &self.entry.policy;
+        let escalated = if self.escalated() {
+            policy.escalate_groups.as_slice()
+        } else {
+            &[]
+        };
+        policy.groups.iter().chain(escalated)
     }
 
     pub(crate) fn decision(&self) -> Option<Arc<Decision>> {

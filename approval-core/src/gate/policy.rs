@@ -72,6 +72,18 @@ pub struct Policy {
     /// in milliseconds; no reminder when absent. Shorter than the timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remind_after_ms: Option<u64>,
+    /// How long after a request opens it is escalated while still open,
+    /// in milliseconds: delivered to [`escalate_routes`](Self::escalate_routes)
+    /// as well, and [`escalate_groups`](Self::escalate_groups)' members may
+    /// vote too. No escalation when absent. Shorter than the timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_after_ms: Option<u64>,
+    /// The routes an escalated request goes to as well.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate_routes: Vec<String>,
+    /// The directory groups whose members may vote once it is escalated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate_groups: Vec<String>,
 }
 
 /// How many requests one actor may have waiting at once unless its
@@ -119,6 +131,9 @@ impl Policy {
             max_pending_per_actor: DEFAULT_MAX_PENDING_PER_ACTOR,
             allow_unknown_principal: false,
             remind_after_ms: None,
+            escalate_after_ms: None,
+            escalate_routes: Vec::new(),
+            escalate_groups: Vec::new(),
         }
     }
 
@@ -196,6 +211,38 @@ impl Policy {
     pub fn remind_after(mut self, after: Duration) -> Self {
         self.remind_after_ms = Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
         self
+    }
+
+    /// Escalates a request still open `after` it opened: it goes to
+    /// `routes` as well, and the members of `groups` may vote too (the
+    /// `escalated` record says so first). Part of the policy digest when
+    /// set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use approval_core::Policy;
+    ///
+    /// let policy = Policy::new("data-export", ["slack"], Duration::from_secs(3600))
+    ///     .groups(["data-owners"])
+    ///     .escalate_after(Duration::from_secs(1800), ["pager"], ["security-leads"]);
+    /// assert_eq!(policy.escalation(), Some(Duration::from_secs(1800)));
+    /// ```
+    #[must_use]
+    pub fn escalate_after<R: Into<String>, G: Into<String>>(
+        mut self,
+        after: Duration,
+        routes: impl IntoIterator<Item = R>,
+        groups: impl IntoIterator<Item = G>,
+    ) -> Self {
+        self.escalate_after_ms = Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        self.escalate_routes = routes.into_iter().map(Into::into).collect();
+        self.escalate_groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// When a request still open is escalated, if it is.
+    pub fn escalation(&self) -> Option<Duration> {
+        self.escalate_after_ms.map(Duration::from_millis)
     }
 
     /// When reviewers are reminded, if they are.

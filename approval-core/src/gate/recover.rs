@@ -82,7 +82,7 @@ impl Gate {
         // Requests still open or approved-but-not-run; settled ones leave.
         let mut open: HashMap<String, State> = HashMap::new();
         // Deferred requests' own records, to reopen them: `requested`, then
-        // their `reviewed` votes.
+        // their `reviewed` votes and `escalated`.
         let mut deferred: HashMap<String, Vec<String>> = HashMap::new();
         for line in BufReader::new(reader).lines() {
             let line = line.map_err(|e| ApprovalError::Recovery(e.to_string()))?;
@@ -93,7 +93,7 @@ impl Gate {
             };
             if record.event == "requested" && record.deferred {
                 deferred.insert(id.clone(), vec![line]);
-            } else if record.event == "reviewed"
+            } else if matches!(record.event.as_str(), "reviewed" | "escalated")
                 && let Some(lines) = deferred.get_mut(&id)
             {
                 lines.push(line);
@@ -263,6 +263,12 @@ struct TaskLine {
     description: Option<String>,
 }
 
+/// Only a record's `event`.
+#[derive(Deserialize)]
+struct EventLine {
+    event: String,
+}
+
 #[derive(Deserialize)]
 struct ReviewedLine {
     reviewer: ReviewerLine,
@@ -333,6 +339,12 @@ impl GateInner {
         {
             let mut state = lock(&pending.state);
             for line in &lines[1..] {
+                let kind: EventLine = serde_json::from_str(line).map_err(unreadable)?;
+                if kind.event == "escalated" {
+                    // Its escalation stands: those it added still count.
+                    pending.set_escalated();
+                    continue;
+                }
                 let v: ReviewedLine = serde_json::from_str(line).map_err(unreadable)?;
                 let vote = match v.vote.as_str() {
                     "approve" => Vote::Approve,

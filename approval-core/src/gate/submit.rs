@@ -285,19 +285,21 @@ impl GateInner {
         self: &Arc<Self>,
         pending: &Arc<Pending>,
     ) -> Option<(String, ApproverError)> {
-        let routes = &pending.entry.policy.routes;
-        if let [route] = routes.as_slice() {
+        let mut routes = pending.routes();
+        if let (Some(route), None) = (routes.next(), routes.next()) {
             self.deliver(route, pending).await.err()
         } else {
-            futures_util::future::join_all(routes.iter().map(|route| self.deliver(route, pending)))
-                .await
-                .into_iter()
-                .find_map(Result::err)
+            futures_util::future::join_all(
+                pending.routes().map(|route| self.deliver(route, pending)),
+            )
+            .await
+            .into_iter()
+            .find_map(Result::err)
         }
     }
 
     /// Delivers `pending` through `route`, within its deadline.
-    async fn deliver(
+    pub(crate) async fn deliver(
         self: &Arc<Self>,
         route: &str,
         pending: &Arc<Pending>,

@@ -294,7 +294,7 @@ impl GateInner {
                 .approvers
                 .iter()
                 .map(String::as_str)
-                .chain(policy.groups.iter().flat_map(|g| self.directory.members(g)))
+                .chain(pending.groups().flat_map(|g| self.directory.members(g)))
                 .filter(|w| {
                     let key = self.directory.voter_key(w);
                     !requesters.iter().any(|r| *r == key || *r == normal_form(w))
@@ -326,6 +326,14 @@ impl GateInner {
             // skipped): a settled request costs that timer only its entry.
             if at < pending.deadline {
                 self.reminders.add(at, pending);
+            }
+        }
+        if let Some(after) = pending.entry.policy.escalation()
+            && !pending.escalated()
+        {
+            let at = Instant::now() + after;
+            if at < pending.deadline {
+                self.escalations.add(at, pending);
             }
         }
     }
@@ -465,7 +473,7 @@ impl GateInner {
             "request settled"
         );
         self.post_to_routes(
-            request,
+            pending,
             &Notice::Settled {
                 request: request.clone(),
                 decision: decision.clone(),
@@ -473,9 +481,9 @@ impl GateInner {
         );
     }
 
-    /// Queues `notice` for every route of `request`.
-    pub(crate) fn post_to_routes(&self, request: &ApprovalRequest, notice: &Notice) {
-        for route in &request.policy.routes {
+    /// Queues `notice` for every route `pending` went to.
+    pub(crate) fn post_to_routes(&self, pending: &Pending, notice: &Notice) {
+        for route in pending.routes() {
             if let Some(outbox) = self.outboxes.get(route) {
                 outbox.post(notice.clone());
             }
@@ -586,28 +594,81 @@ pub(crate) fn expiry_timer(
     }
 }
 
-/// The gate's reminder task: tells the routes of each request still open
-/// at its policy's reminder time, once, until the gate is dropped.
-pub(crate) fn reminder_timer(
+/// A task that hands `due` each request of `queue` at its time, until the
+/// gate is dropped: reminders, escalations.
+pub(crate) fn milestone_timer(
     gate: Weak<GateInner>,
-    reminders: Arc<Deadlines<Pending>>,
+    queue: Arc<Deadlines<Pending>>,
+    due: impl Fn(&Arc<GateInner>, Arc<Pending>) + Send + 'static,
 ) -> impl Future<Output = ()> {
-    deadline::run(reminders, move |pending| {
+    deadline::run(queue, move |pending| {
         let Some(gate) = gate.upgrade() else {
             return ControlFlow::Break(());
         };
         if pending.decision().is_none() {
-            let request = &pending.request;
-            tracing::info!(request_id = %request.id, policy = %request.policy.name, "reminding the reviewers");
-            gate.post_to_routes(
-                request,
-                &Notice::Reminder {
-                    request: request.clone(),
-                },
-            );
+            due(&gate, pending);
         }
         ControlFlow::Continue(())
     })
+}
+
+impl GateInner {
+    /// Tells every route of `pending` (still open) to remind its reviewers.
+    pub(crate) fn remind(self: &Arc<Self>, pending: Arc<Pending>) {
+        let request = &pending.request;
+        tracing::info!(request_id = %request.id, policy = %request.policy.name, "reminding the reviewers");
+        self.post_to_routes(
+            &pending,
+            &Notice::Reminder {
+                request: request.clone(),
+            },
+        );
+    }
+
+    /// Escalates `pending` if still open: records `escalated` first (a
+    /// wider set of voters is evidence), then delivers it to its policy's
+    /// escalation routes and tells every route. A log that cannot take the
+    /// record leaves it as it was, and it is tried again shortly.
+    pub(crate) async fn escalate(self: &Arc<Self>, pending: &Arc<Pending>) {
+        let request = &pending.request;
+        let policy = &pending.entry.policy;
+        {
+            // No vote is counted against the old rule while this is written.
+            let _votes = pending.votes_lock().lock().await;
+            if pending.decision().is_some() || pending.escalated() {
+                return;
+            }
+            let event = approval_audit::Event::Escalated {
+                request_id: request.id.clone(),
+                routes: policy.escalate_routes.clone(),
+                groups: policy.escalate_groups.clone(),
+            };
+            if let Err(error) = self.sink.append_event(event).await {
+                tracing::error!(request_id = %request.id, %error, "could not record the escalation; trying again");
+                let again = Instant::now() + EXPIRY_RETRY;
+                if again < pending.deadline {
+                    self.escalations.add(again, pending);
+                }
+                return;
+            }
+            pending.set_escalated();
+        }
+        tracing::info!(request_id = %request.id, policy = %policy.name, "request escalated");
+        for route in &policy.escalate_routes {
+            // A route that cannot be reached is traced; the others stand.
+            if self.deliver(route, pending).await.is_err() {
+                continue;
+            }
+        }
+        self.post_to_routes(
+            pending,
+            &Notice::Escalated {
+                request: request.clone(),
+                routes: policy.escalate_routes.clone(),
+                groups: policy.escalate_groups.clone(),
+            },
+        );
+    }
 }
 
 /// Tells the waiters when the timer task ends.
