@@ -424,6 +424,73 @@ async fn an_open_request_is_escalated_on_record_to_more_routes_and_groups_at_its
 }
 
 #[tokio::test]
+async fn a_deferred_request_keeps_its_escalation_across_a_restart() {
+    use crate::JsonlFileSink;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let secret = WriterSecret::from_hex(&"25".repeat(32)).unwrap();
+    let writer = || Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &secret));
+    let runs = Arc::new(AtomicU32::new(0));
+    let start = |sink: Arc<JsonlFileSink>| {
+        Gate::builder(sink)
+            .approver("mock", Arc::new(MockApprover::silent("ci")))
+            .policy(
+                Policy::new("export", ["mock"], Duration::from_secs(600))
+                    .approvers(["alice"])
+                    .escalate_after(
+                        Duration::from_millis(100),
+                        Vec::<String>::new(),
+                        ["security"],
+                    ),
+            )
+            .directory(directory())
+            .build()
+            .unwrap()
+    };
+    let id = {
+        let gate = start(Arc::new(JsonlFileSink::open(&path, writer()).unwrap()));
+        let id = pending_id(deferred_export(&gate, agent(), &runs).await);
+        while !file_events(&path).contains(&"escalated".to_owned()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        id
+    };
+
+    // The restart: reopened, still escalated, and not escalated twice.
+    let gate = start(Arc::new(JsonlFileSink::open(&path, writer()).unwrap()));
+    assert_eq!(gate.recover().await.unwrap().reopened, [id.clone()]);
+    let request = gate.status(&id).unwrap().request;
+    // Bob is in security, which only the escalation lets vote.
+    let counted = gate
+        .cast(Ballot::new(&request, "mock:bob", "mock", Vote::Approve))
+        .await
+        .unwrap();
+    assert!(
+        matches!(counted, BallotOutcome::Counted { decision: Some(_) }),
+        "{counted:?}"
+    );
+    assert_eq!(deferred_export(&gate, agent(), &runs).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let escalations = file_events(&path)
+        .iter()
+        .filter(|e| *e == "escalated")
+        .count();
+    assert_eq!(escalations, 1);
+}
+
+/// The `event` of each record in the log file at `path`.
+fn file_events(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            record["event"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
 async fn an_escalation_needs_a_time_shorter_than_the_timeout_and_somewhere_to_go() {
     let build = |policy: Policy| {
         Gate::builder(sink())
