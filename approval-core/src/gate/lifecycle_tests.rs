@@ -458,7 +458,7 @@ async fn a_deferred_request_keeps_its_escalation_across_a_restart() {
 
     // The restart: reopened, still escalated, and not escalated twice.
     let gate = start(Arc::new(JsonlFileSink::open(&path, writer()).unwrap()));
-    assert_eq!(gate.recover().await.unwrap().reopened, [id.clone()]);
+    assert_eq!(gate.recover().await.unwrap().reopened, std::slice::from_ref(&id));
     let request = gate.status(&id).unwrap().request;
     // Bob is in security, which only the escalation lets vote.
     let counted = gate
