@@ -636,10 +636,21 @@ impl PendingRecord {
 
     /// A `requested` record from borrowed members.
     pub fn requested(e: &Requested<'_>) -> Result<Self, CanonicalError> {
+        Self::asked("requested", e)
+    }
+
+    /// A `would_require` record: a call under a policy in shadow mode, run
+    /// without being held, with the members a `requested` record would
+    /// have had (never `deferred`).
+    pub fn would_require(e: &Requested<'_>) -> Result<Self, CanonicalError> {
+        Self::asked("would_require", e)
+    }
+
+    fn asked(event: &'static str, e: &Requested<'_>) -> Result<Self, CanonicalError> {
         if !e.args.is_object() {
             return Err(CanonicalError::NotCanonical);
         }
-        let mut r = Self::new("requested");
+        let mut r = Self::new(event);
         r.str("request_id", e.request_id)
             .str("action", e.action)
             .str("policy", e.policy)
@@ -648,7 +659,7 @@ impl PendingRecord {
             .hex("binding", e.binding)
             .opt_str("resource", e.resource)
             .opt_str("reason", e.reason);
-        if e.deferred {
+        if e.deferred && event == "requested" {
             r.raw("deferred", "true");
         }
         r.with("skipped", |out| {

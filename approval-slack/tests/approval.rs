@@ -250,6 +250,20 @@ async fn an_escalated_request_shows_its_new_voters_and_takes_their_clicks() {
 }
 
 #[tokio::test]
+async fn a_policy_in_shadow_mode_posts_nothing_and_the_call_runs_on_record() {
+    let (base, fake) = fake_slack();
+    let h = harness(policy().in_shadow(), sink(), base, None).await;
+    let id = h.start("users").await.unwrap().unwrap();
+    h.gate.drain_notices().await;
+    assert!(fake.lock().unwrap().bodies("chat.postMessage").is_empty());
+    let would = h.events("would_require");
+    assert_eq!(would.len(), 1);
+    assert_eq!(would[0]["request_id"], id.as_str());
+    assert_eq!(would[0]["args"], json!({"table": "users"}));
+    assert!(h.events("requested").is_empty());
+}
+
+#[tokio::test]
 async fn an_ineligible_clicker_and_the_requester_are_refused_privately_with_the_reason() {
     let (base, fake) = fake_slack();
     let policy =

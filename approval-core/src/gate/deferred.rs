@@ -140,6 +140,16 @@ impl Gate {
         let gate = self.clone();
         let deferred = async move {
             let mut prepared = prepared.map_err(|e| *e)?;
+            // In shadow mode nothing is held, so there is nothing to come
+            // back for: it runs now.
+            if prepared.request.policy.shadow {
+                return gate
+                    .clone()
+                    .open(Ok(prepared), false)
+                    .await?
+                    .decision()
+                    .await;
+            }
             let key = CallKey::of(&prepared.request);
             let inner = &gate.inner;
             match inner.deferred.take(&key) {

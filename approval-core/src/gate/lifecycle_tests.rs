@@ -458,7 +458,10 @@ async fn a_deferred_request_keeps_its_escalation_across_a_restart() {
 
     // The restart: reopened, still escalated, and not escalated twice.
     let gate = start(Arc::new(JsonlFileSink::open(&path, writer()).unwrap()));
-    assert_eq!(gate.recover().await.unwrap().reopened, std::slice::from_ref(&id));
+    assert_eq!(
+        gate.recover().await.unwrap().reopened,
+        std::slice::from_ref(&id)
+    );
     let request = gate.status(&id).unwrap().request;
     // Bob is in security, which only the escalation lets vote.
     let counted = gate
@@ -488,6 +491,59 @@ fn file_events(path: &std::path::Path) -> Vec<String> {
             record["event"].as_str().unwrap().to_owned()
         })
         .collect()
+}
+
+#[tokio::test]
+async fn in_shadow_mode_a_call_runs_at_once_recorded_as_what_it_would_have_required() {
+    let listener = Arc::new(Listener::default());
+    let sink = sink();
+    let trial = Policy::new("export", ["mock"], Duration::from_secs(600))
+        .approvers(["alice"])
+        .in_shadow();
+    let digest = trial.digest();
+    let gate = Gate::builder(sink.clone())
+        .approver("mock", listener.clone())
+        .policy(trial)
+        .directory(directory())
+        .build()
+        .unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    // Blocking and deferred alike: not held, run once each.
+    let approval = with_actor(agent(), async { gate.approve(call()).await })
+        .await
+        .unwrap();
+    let ran = approval
+        .confirm_args(&call().args)
+        .await
+        .unwrap()
+        .execute(async { Ok::<_, ApprovalError>(7) })
+        .await
+        .unwrap();
+    assert_eq!(ran, 7);
+    assert_eq!(deferred_export(&gate, agent(), &runs).await.unwrap(), 1);
+    gate.drain_notices().await;
+    // Nobody was asked, nothing is left open.
+    assert!(lock(&listener.delivered).is_empty());
+    assert!(lock(&listener.heard).is_empty());
+    assert_eq!(
+        events(&sink),
+        ["would_require", "executed", "would_require", "executed"]
+    );
+    let record = &records(&sink)[0];
+    assert_eq!(record["policy"], "export");
+    assert_eq!(
+        record["policy_digest"],
+        approval_audit::hex::encode(&digest)
+    );
+    assert_eq!(record["actor"]["on_behalf_of"], "dave");
+    assert!(record.get("deferred").is_none());
+    assert!(
+        gate.status(record["request_id"].as_str().unwrap())
+            .is_none()
+    );
+    // The mode is part of the policy, and of its digest.
+    let held = Policy::new("export", ["mock"], Duration::from_secs(600)).approvers(["alice"]);
+    assert_ne!(held.digest(), digest);
 }
 
 #[tokio::test]

@@ -72,6 +72,11 @@ pub struct Policy {
     /// in milliseconds; no reminder when absent. Shorter than the timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remind_after_ms: Option<u64>,
+    /// Shadow mode: a call is not held. The gate records `would_require`
+    /// (what would have been asked, under this policy) and the body runs at
+    /// once, so a team can see what a policy would stop before it does.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shadow: bool,
     /// How long after a request opens it is escalated while still open,
     /// in milliseconds: delivered to [`escalate_routes`](Self::escalate_routes)
     /// as well, and [`escalate_groups`](Self::escalate_groups)' members may
@@ -131,6 +136,7 @@ impl Policy {
             max_pending_per_actor: DEFAULT_MAX_PENDING_PER_ACTOR,
             allow_unknown_principal: false,
             remind_after_ms: None,
+            shadow: false,
             escalate_after_ms: None,
             escalate_routes: Vec::new(),
             escalate_groups: Vec::new(),
@@ -243,6 +249,23 @@ impl Policy {
     /// When a request still open is escalated, if it is.
     pub fn escalation(&self) -> Option<Duration> {
         self.escalate_after_ms.map(Duration::from_millis)
+    }
+
+    /// Shadow mode: calls run at once, each recorded as `would_require`
+    /// (see [`shadow`](Self::shadow)); for rolling a policy out. Part of
+    /// the policy digest.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use approval_core::Policy;
+    ///
+    /// let trial = Policy::new("data-export", ["slack"], Duration::from_secs(600)).in_shadow();
+    /// assert!(trial.shadow);
+    /// ```
+    #[must_use]
+    pub fn in_shadow(mut self) -> Self {
+        self.shadow = true;
+        self
     }
 
     /// When reviewers are reminded, if they are.

@@ -70,6 +70,32 @@ impl Ticket {
         &self.pending
     }
 
+    /// A call under a policy in shadow mode: settled as approved by nobody
+    /// and on no table, so its decision is the proof that runs the body.
+    fn shadow(
+        gate: Arc<GateInner>,
+        request: Arc<ApprovalRequest>,
+        entry: Arc<PolicyEntry>,
+        binds_recorded: bool,
+    ) -> Self {
+        let pending = Arc::new(Pending::new(
+            request,
+            entry,
+            binds_recorded,
+            false,
+            None,
+            std::time::Duration::ZERO,
+        ));
+        super::lock(&pending.state).decision = Some(Arc::new(Decision::Approved {
+            reviewers: Vec::new(),
+        }));
+        Self {
+            gate,
+            pending,
+            armed: false,
+        }
+    }
+
     /// Leaves the request open without waiting; returns its id.
     pub fn detach(mut self) -> String {
         self.armed = false;
@@ -202,7 +228,7 @@ impl Gate {
             static NOBODY: std::sync::LazyLock<Actor> =
                 std::sync::LazyLock::new(|| Actor::new(NO_ACTOR));
             let actor = request.actor.as_deref().unwrap_or(&NOBODY);
-            approval_audit::PendingRecord::requested(&approval_audit::Requested {
+            let asked = &approval_audit::Requested {
                 request_id: &request.id,
                 action: &request.action,
                 policy: &entry.policy.name,
@@ -214,10 +240,24 @@ impl Gate {
                 resource: request.resource.as_deref(),
                 reason: request.reason.as_deref(),
                 deferred,
-            })
+            };
+            if entry.policy.shadow {
+                approval_audit::PendingRecord::would_require(asked)
+            } else {
+                approval_audit::PendingRecord::requested(asked)
+            }
             .map_err(ApprovalError::InvalidArguments)?
         };
         inner.sink.append(vec![record]).await?;
+        if entry.policy.shadow {
+            tracing::info!(request_id = %request.id, action = %request.action, policy = %entry.policy.name, "shadow mode: would require approval; runs now");
+            return Ok(Ticket::shadow(
+                inner.clone(),
+                request,
+                entry,
+                binds_recorded,
+            ));
+        }
         tracing::info!(
             request_id = %request.id,
             action = %request.action,
