@@ -80,8 +80,8 @@ pub use gate::{
     Approval, ApprovalRequest, Approver, Ballot, BallotOutcome, Ballots, Call, ConfigError,
     Confirmed, Coordinator, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory, EarlierDecision,
     Forwarded, Gate, GateBallots, GateBuilder, NO_ACTOR, Notice, Policy, PolicyFile, Recovery,
-    RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket, VoteView, current_actor,
-    normal_identity, with_actor, with_actor_sync,
+    RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket, Unreachable, VoteView,
+    current_actor, normal_identity, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};

@@ -546,6 +546,69 @@ async fn in_shadow_mode_a_call_runs_at_once_recorded_as_what_it_would_have_requi
     assert_ne!(held.digest(), digest);
 }
 
+/// A channel that is down.
+#[derive(Debug)]
+struct Down;
+
+#[async_trait::async_trait]
+impl Approver for Down {
+    async fn deliver(&self, _: Arc<ApprovalRequest>, _: Ballots) -> Result<(), ApproverError> {
+        Err(ApproverError::Unreachable("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_route_denies_unless_the_policy_says_wait_and_never_allows() {
+    let gate_with = |unreachable| {
+        let (desk, sink) = (Arc::new(Listener::default()), sink());
+        let gate = Gate::builder(sink.clone())
+            .approver("mock", desk.clone())
+            .approver("down", Arc::new(Down))
+            .policy(
+                Policy::new("export", ["mock", "down"], Duration::from_secs(600))
+                    .approvers(["alice"])
+                    .when_unreachable(unreachable),
+            )
+            .directory(directory())
+            .build()
+            .unwrap();
+        (gate, sink, desk)
+    };
+    // The default: refused at once, on record.
+    let (gate, sink, _) = gate_with(Unreachable::Deny);
+    let refused = gate.submit(call()).await.err().unwrap();
+    assert!(
+        matches!(&refused, ApprovalError::ApproverUnavailable { route, .. } if route == "down"),
+        "{refused:?}"
+    );
+    assert_eq!(events(&sink), ["requested", "cancelled"]);
+    assert_eq!(records(&sink)[1]["why"], "approver down unavailable");
+
+    // `wait`: open for the route that got it; nothing runs until it decides.
+    let (gate, sink, desk) = gate_with(Unreachable::Wait);
+    let ticket = gate.submit(call()).await.unwrap();
+    assert!(gate.status(ticket.request_id()).unwrap().is_open());
+    assert_eq!(events(&sink), ["requested"]);
+    let (request, ballots) = lock(&desk.delivered)[0].clone();
+    ballots
+        .cast(Ballot::new(&request, "mock:alice", "mock", Vote::Deny))
+        .await
+        .unwrap();
+    assert!(matches!(
+        ticket.decision().await,
+        Err(ApprovalError::Denied { .. })
+    ));
+    assert_eq!(events(&sink), ["requested", "reviewed", "denied"]);
+    // The mode is in the policy's JSON, and so in its digest.
+    let policy =
+        Policy::new("p", ["mock"], Duration::from_secs(1)).when_unreachable(Unreachable::Wait);
+    assert!(
+        serde_json::to_string(&policy)
+            .unwrap()
+            .contains(r#""unreachable":"wait""#)
+    );
+}
+
 #[tokio::test]
 async fn an_escalation_needs_a_time_shorter_than_the_timeout_and_somewhere_to_go() {
     let build = |policy: Policy| {

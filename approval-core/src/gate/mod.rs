@@ -60,7 +60,7 @@ pub use directory::{Directory, normal_identity};
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
 pub use notice::{Notice, Recovery};
-pub use policy::{DEFAULT_MAX_PENDING_PER_ACTOR, Policy};
+pub use policy::{DEFAULT_MAX_PENDING_PER_ACTOR, Policy, Unreachable};
 pub use policy_file::PolicyFile;
 pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision, EarlierDecision};
 pub use submit::Ticket;

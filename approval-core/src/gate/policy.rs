@@ -77,6 +77,10 @@ pub struct Policy {
     /// once, so a team can see what a policy would stop before it does.
     #[serde(default, skip_serializing_if = "is_false")]
     pub shadow: bool,
+    /// What a request does when a route cannot be delivered to (the
+    /// channel is down): [`Unreachable::Deny`] unless set. Never allows.
+    #[serde(default, skip_serializing_if = "Unreachable::is_deny")]
+    pub unreachable: Unreachable,
     /// How long after a request opens it is escalated while still open,
     /// in milliseconds: delivered to [`escalate_routes`](Self::escalate_routes)
     /// as well, and [`escalate_groups`](Self::escalate_groups)' members may
@@ -89,6 +93,40 @@ pub struct Policy {
     /// The directory groups whose members may vote once it is escalated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalate_groups: Vec<String>,
+}
+
+/// What a request does when one of its routes cannot be delivered to
+/// (`unreachable` in a policy file: `"deny"` or `"wait"`). Neither ever
+/// lets the call run unapproved.
+///
+/// ```
+/// use std::time::Duration;
+/// use approval_core::{Policy, Unreachable};
+///
+/// let policy = Policy::new("data-export", ["slack", "api"], Duration::from_secs(600))
+///     .when_unreachable(Unreachable::Wait);
+/// assert_eq!(policy.unreachable, Unreachable::Wait);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Unreachable {
+    /// The request is cancelled (`approver X unavailable`) and the call
+    /// refused with [`ApproverUnavailable`](crate::ApprovalError::ApproverUnavailable):
+    /// fail closed at once.
+    #[default]
+    Deny,
+    /// The failure is traced and the request stays open for the routes that
+    /// did get it (and the decision API, the console); it expires at its
+    /// deadline if nobody decides.
+    Wait,
+}
+
+impl Unreachable {
+    #[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
+    fn is_deny(&self) -> bool {
+        *self == Self::Deny
+    }
 }
 
 /// How many requests one actor may have waiting at once unless its
@@ -137,6 +175,7 @@ impl Policy {
             allow_unknown_principal: false,
             remind_after_ms: None,
             shadow: false,
+            unreachable: Unreachable::Deny,
             escalate_after_ms: None,
             escalate_routes: Vec::new(),
             escalate_groups: Vec::new(),
@@ -265,6 +304,13 @@ impl Policy {
     #[must_use]
     pub fn in_shadow(mut self) -> Self {
         self.shadow = true;
+        self
+    }
+
+    /// What a request does when a route cannot be delivered to.
+    #[must_use]
+    pub fn when_unreachable(mut self, unreachable: Unreachable) -> Self {
+        self.unreachable = unreachable;
         self
     }
 

@@ -295,7 +295,16 @@ impl Gate {
             return Err(ApprovalError::Coordination(e));
         }
 
-        if let Some((route, source)) = inner.deliver_all(pending).await {
+        let mut undelivered = inner.deliver_all(pending).await;
+        if let Some((route, _)) = &undelivered
+            && pending.entry.policy.unreachable == super::Unreachable::Wait
+            && tokio::time::Instant::now() < pending.deadline
+        {
+            // The other routes (and the decision API) may still decide.
+            tracing::warn!(request_id = %request.id, route, "a route is unreachable; the request waits (its policy says so)");
+            undelivered = None;
+        }
+        if let Some((route, source)) = undelivered {
             // A delivery still running at the deadline: the request has
             // expired (the timer says the same).
             let ending = if tokio::time::Instant::now() >= pending.deadline {
