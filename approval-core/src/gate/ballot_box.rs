@@ -186,10 +186,8 @@ impl GateInner {
     ) -> Result<(), RejectReason> {
         // A channel votes only on what was routed to it: a webhook's
         // shared secret does not reach a Teams-only request.
-        let escalation = |names: &'_ [String]| if escalated { names.len() } else { 0 };
-        let routes = policy.escalate_routes[..escalation(&policy.escalate_routes)].iter();
         if let Some(route) = route
-            && !policy.routes.iter().chain(routes).any(|r| **r == *route)
+            && !policy.routes_with(escalated).any(|r| **r == *route)
         {
             return Err(RejectReason::WrongRoute);
         }
@@ -205,10 +203,7 @@ impl GateInner {
         {
             return Err(RejectReason::SelfApproval);
         }
-        let mut groups = policy
-            .groups
-            .iter()
-            .chain(&policy.escalate_groups[..escalation(&policy.escalate_groups)]);
+        let mut groups = policy.groups_with(escalated);
         let eligible = policy.approvers.iter().any(|a| is_voter(&normal_form(a)))
             || person.is_some_and(|p| groups.any(|g| self.directory.in_group(p, g)));
         if eligible {

@@ -111,25 +111,12 @@ impl Pending {
 
     /// The routes it has been delivered to.
     pub(crate) fn routes(&self) -> impl Iterator<Item = &String> {
-        let policy = &self.entry.policy;
-        let escalated = if self.escalated() {
-            policy.escalate_routes.as_slice()
-        } else {
-            &[]
-        };
-        policy.routes.iter().chain(escalated)
+        self.entry.policy.routes_with(self.escalated())
     }
 
-    /// The groups whose members may vote: its policy's, and once
-    /// escalated, its escalation groups.
+    /// The groups whose members may vote on it.
     pub(crate) fn groups(&self) -> impl Iterator<Item = &String> {
-        let policy = &self.entry.policy;
-        let escalated = if self.escalated() {
-            policy.escalate_groups.as_slice()
-        } else {
-            &[]
-        };
-        policy.groups.iter().chain(escalated)
+        self.entry.policy.groups_with(self.escalated())
     }
 
     pub(crate) fn decision(&self) -> Option<Arc<Decision>> {

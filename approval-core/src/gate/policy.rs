@@ -129,6 +129,14 @@ impl Unreachable {
     }
 }
 
+fn widened<'a>(
+    own: &'a [String],
+    added: &'a [String],
+    escalated: bool,
+) -> impl Iterator<Item = &'a String> {
+    own.iter().chain(if escalated { added } else { &[] })
+}
+
 /// How many requests one actor may have waiting at once unless its
 /// policy says otherwise ([`Policy::max_pending_per_actor`]).
 pub const DEFAULT_MAX_PENDING_PER_ACTOR: u32 = 16;
@@ -283,6 +291,18 @@ impl Policy {
         self.escalate_routes = routes.into_iter().map(Into::into).collect();
         self.escalate_groups = groups.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// The routes a request goes to: its own, and once `escalated`, its
+    /// escalation routes.
+    pub(crate) fn routes_with(&self, escalated: bool) -> impl Iterator<Item = &String> {
+        widened(&self.routes, &self.escalate_routes, escalated)
+    }
+
+    /// The groups whose members may vote: its own, and once `escalated`,
+    /// its escalation groups.
+    pub(crate) fn groups_with(&self, escalated: bool) -> impl Iterator<Item = &String> {
+        widened(&self.groups, &self.escalate_groups, escalated)
     }
 
     /// When a request still open is escalated, if it is.
