@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 use approval_channel::{MessageApprover, MessageChannel, MessageView, StoredMessage};
 
-use crate::card::{approval_card, attachment, outcome_card, progress_card, restart_card};
+use crate::card::{
+    approval_card, attachment, outcome_card, progress_card, reminder_card, restart_card,
+};
 use crate::connector::{Connector, TeamsError};
 
 /// Where a request's card goes: a conversation on a Bot Connector service
@@ -390,6 +392,29 @@ impl MessageChannel for TeamsChannel {
         };
         put_card(&self.connector, posted, card, summary)
             .await
+            .map_err(approver_error)
+    }
+
+    /// A reply to the request's card (TEAMS.md §2, reply in thread): Teams
+    /// notifies of a new message, not of an edit.
+    async fn remind(
+        &self,
+        posted: &PostedCard,
+        view: &MessageView<'_>,
+    ) -> Result<(), ApproverError> {
+        let MessageView::Open(status) = view else {
+            return Ok(());
+        };
+        let path = format!(
+            "/v3/conversations/{}/activities/{}",
+            segment(&posted.conversation_id),
+            segment(&posted.activity_id)
+        );
+        let activity = message(reminder_card(status), "Approval still needed");
+        self.connector
+            .call(Method::POST, &posted.service_url, &path, &activity)
+            .await
+            .map(drop)
             .map_err(approver_error)
     }
 }

@@ -398,6 +398,42 @@ pub fn restart_card(request_id: &str, cancelled: bool) -> Value {
     )
 }
 
+/// The reminder posted in reply to a request's card when its policy's time
+/// comes and it is still open: how many approvals it still needs, and who
+/// may still give them. No actions: the card above has them.
+pub fn reminder_card(view: &approval_core::RequestView) -> Value {
+    let request = &view.request;
+    let approvals = view
+        .votes
+        .iter()
+        .filter(|v| v.vote == Vote::Approve)
+        .count();
+    let needed = usize::try_from(request.policy.required)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(approvals);
+    let who = if view.may_vote.is_empty() {
+        "nobody left".to_owned()
+    } else {
+        view.may_vote
+            .iter()
+            .map(|w| escape(w))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    card(
+        vec![
+            text(format!(
+                "🔔 **Reminder**: {} still needs {needed} approval{}.",
+                literal(&request.action, 300),
+                if needed == 1 { "" } else { "s" }
+            )),
+            text(format!("Still to vote: {who}")),
+            text(format!("Request: {}", literal(&request.id, 100))),
+        ],
+        Vec::new(),
+    )
+}
+
 /// What a reviewer whose vote was refused is told, in words.
 ///
 /// ```

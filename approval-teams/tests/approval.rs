@@ -198,6 +198,34 @@ fn last_text(card: &Value) -> String {
 }
 
 #[tokio::test]
+async fn a_request_still_open_at_its_reminder_time_gets_a_reply_naming_who_may_vote() {
+    let h = harness(
+        policy()
+            .required(2)
+            .remind_after(Duration::from_millis(300)),
+    )
+    .await;
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+    let (conversation, replied_to, reply) = wait_for(&h.fake, |t| t.replies.first().cloned()).await;
+    // In the card's own thread, under the card.
+    assert_eq!(
+        (conversation, replied_to),
+        (posted.conversation.clone(), posted.activity_id.clone())
+    );
+    let card = content(&reply).to_string();
+    assert!(card.contains("**Reminder**"), "{card}");
+    assert!(card.contains("still needs 2 approvals"), "{card}");
+    assert!(card.contains("Still to vote: alice, bob, carol"), "{card}");
+    assert!(content(&reply).get("actions").is_none(), "{card}");
+    // Once.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(h.fake.lock().unwrap().replies.len(), 1);
+    assert!(!waiting.is_finished());
+    waiting.abort();
+}
+
+#[tokio::test]
 async fn a_gated_call_posts_its_card_a_signed_click_approves_it_and_the_card_shows_the_outcome() {
     let h = harness(policy()).await;
     let waiting = h.start();

@@ -59,6 +59,9 @@ pub struct Teams {
     chats: HashMap<String, String>,
     conversations_created: u32,
     pub cards: Vec<Posted>,
+    /// Replies to a posted card: (conversation, the card's activity id,
+    /// the reply).
+    pub replies: Vec<(String, String, Value)>,
     /// Answers the connector gives before its usual one.
     script: VecDeque<(u16, Option<&'static str>, String)>,
     next_id: u64,
@@ -238,6 +241,33 @@ async fn send(
     (StatusCode::OK, json!({"id": activity_id}).to_string()).into_response()
 }
 
+/// TEAMS.md §2, reply in thread: to an activity the conversation holds.
+async fn reply(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Path((conversation, activity_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = gatekeeper(&fake, &headers) {
+        return refused;
+    }
+    let activity: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let mut teams = fake.lock().unwrap();
+    if !teams
+        .cards
+        .iter()
+        .any(|c| c.conversation == conversation && c.activity_id == activity_id)
+    {
+        return error(StatusCode::NOT_FOUND, "ActivityNotFoundInConversation");
+    }
+    if !card_message(&activity) {
+        return error(StatusCode::BAD_REQUEST, "Bad Argument");
+    }
+    let id = teams.id();
+    teams.replies.push((conversation, activity_id, activity));
+    (StatusCode::OK, json!({"id": id}).to_string()).into_response()
+}
+
 async fn update(
     State(fake): State<Fake>,
     headers: HeaderMap,
@@ -290,7 +320,7 @@ pub async fn fake_teams() -> Fake {
         )
         .route(
             "/amer/v3/conversations/{conversation}/activities/{activity}",
-            axum::routing::put(update),
+            axum::routing::put(update).post(reply),
         )
         .route("/v1/.well-known/openidconfiguration", get(metadata))
         .route("/v1/.well-known/openid-configuration", get(metadata))
