@@ -10,7 +10,8 @@ use async_trait::async_trait;
 
 use crate::api::{Identity, PostedMessage, SlackApi, SlackError};
 use crate::message::{
-    approval_blocks, outcome_blocks, outcome_text, progress_blocks, reminder, restart_blocks,
+    approval_blocks, escalation_block, outcome_blocks, outcome_text, progress_blocks, reminder,
+    restart_blocks,
 };
 use approval_channel::{MessageApprover, MessageChannel, MessageView};
 
@@ -178,9 +179,17 @@ impl MessageChannel for SlackChannel {
                     .iter()
                     .map(|v| (v.reviewer.id.clone(), v.vote))
                     .collect();
+                let mut blocks = progress_blocks(&status.request, &votes, &status.may_vote);
+                if status.escalated
+                    && let Some(list) = blocks.as_array_mut()
+                {
+                    // Above the buttons, which stay last.
+                    let at = list.len().saturating_sub(1);
+                    list.insert(at, escalation_block(&status.request));
+                }
                 (
                     format!("Approval requested: {}", status.request.action),
-                    progress_blocks(&status.request, &votes, &status.may_vote),
+                    blocks,
                 )
             }
             MessageView::Ended {

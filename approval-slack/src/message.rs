@@ -364,6 +364,21 @@ fn argument_fields(request: &ApprovalRequest) -> Vec<Value> {
         .collect()
 }
 
+/// The line an escalated request's message carries: whom it went to as
+/// well.
+pub fn escalation_block(request: &ApprovalRequest) -> Value {
+    let policy = &request.policy;
+    let added: Vec<String> = policy
+        .escalate_groups
+        .iter()
+        .chain(&policy.escalate_routes)
+        .map(|name| escape(name))
+        .collect();
+    let line = format!(":arrow_double_up: Escalated: also {}", added.join(", "));
+    json!({"type": "context", "block_id": format!("{}:escalated", request.id),
+           "elements": [{"type": "mrkdwn", "text": cut(&line, TEXT_MAX)}]})
+}
+
 /// The reminder posted in a request's channel when its policy's time
 /// comes and it is still open: what it is, how many approvals it still
 /// needs, and who may still give them (with a mention where they are a

@@ -239,6 +239,7 @@ async fn an_escalated_request_shows_its_new_voters_and_takes_their_clicks() {
     assert_eq!(h.events("escalated")[0]["groups"], json!(["on-call"]));
     let blocks = update["blocks"].to_string();
     assert!(blocks.contains("Still to vote: alice, erin"), "{blocks}");
+    assert!(blocks.contains("Escalated: also on-call"), "{blocks}");
     assert_eq!(
         update["blocks"].as_array().unwrap().last().unwrap()["type"],
         "actions"

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use approval_channel::{MessageApprover, MessageChannel, MessageView, StoredMessage};
 
 use crate::card::{
-    approval_card, attachment, outcome_card, progress_card, reminder_card, restart_card,
+    approval_card, attachment, escalation_line, outcome_card, progress_card, reminder_card,
+    restart_card,
 };
 use crate::connector::{Connector, TeamsError};
 
@@ -230,7 +231,13 @@ pub(crate) fn card_of(view: &MessageView<'_>) -> Option<Value> {
                 .iter()
                 .map(|v| (v.reviewer.clone(), v.vote))
                 .collect();
-            progress_card(&status.request, &votes, &status.may_vote)
+            let mut card = progress_card(&status.request, &votes, &status.may_vote);
+            if status.escalated
+                && let Some(body) = card["body"].as_array_mut()
+            {
+                body.push(escalation_line(&status.request));
+            }
+            card
         }
         MessageView::Ended {
             request,

@@ -203,13 +203,13 @@ fn agent_words(request: &ApprovalRequest, limits: Limits) -> Value {
     json!({"type": "Container", "style": "emphasis", "items": items})
 }
 
-/// A line per vote counted so far.
+/// A line per vote counted so far, and who may still vote.
 fn vote_lines(
     request: &ApprovalRequest,
     votes: &[(Reviewer, Vote)],
     may_vote: &[String],
 ) -> Option<Value> {
-    if votes.is_empty() {
+    if votes.is_empty() && may_vote.is_empty() {
         return None;
     }
     let mut approvals = 0;
@@ -396,6 +396,18 @@ pub fn restart_card(request_id: &str, cancelled: bool) -> Value {
         ],
         Vec::new(),
     )
+}
+
+/// The line an escalated request's card carries: whom it went to as well.
+pub fn escalation_line(request: &ApprovalRequest) -> Value {
+    let policy = &request.policy;
+    let added: Vec<String> = policy
+        .escalate_groups
+        .iter()
+        .chain(&policy.escalate_routes)
+        .map(|name| escape(name))
+        .collect();
+    text(format!("⏫ Escalated: also {}", added.join(", ")))
 }
 
 /// The reminder posted in reply to a request's card when its policy's time

@@ -88,7 +88,8 @@ async fn harness_on(
                 .person("alice", [format!("teams:{ALICE}")])
                 .person("bob", [format!("teams:{BOB}"), "api:bob".into()])
                 .person("carol", [format!("teams:{CAROL}")])
-                .person("dave", ["email:dave@example.com".to_string()]),
+                .person("dave", ["email:dave@example.com".to_string()])
+                .group("on-call", ["carol"]),
         )
         .build()
         .unwrap();
@@ -222,6 +223,33 @@ async fn a_request_still_open_at_its_reminder_time_gets_a_reply_naming_who_may_v
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(h.fake.lock().unwrap().replies.len(), 1);
     assert!(!waiting.is_finished());
+    waiting.abort();
+}
+
+#[tokio::test]
+async fn an_escalated_request_s_card_says_so_and_names_its_new_voters() {
+    let policy = Policy::new("data-export", ["teams"], Duration::from_secs(60))
+        .approvers(["alice"])
+        .escalate_after(
+            Duration::from_millis(300),
+            Vec::<String>::new(),
+            ["on-call"],
+        );
+    let h = harness(policy).await;
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+    let updated = wait_for(&h.fake, |t| t.cards[0].versions.get(1).cloned()).await;
+    let card = content(&updated).to_string();
+    assert!(card.contains(r"Escalated: also on\\-call"), "{card}");
+    assert!(card.contains("Still to vote: alice, carol"), "{card}");
+    assert!(
+        content(&updated)["actions"].is_array(),
+        "still open: {card}"
+    );
+    assert_eq!(
+        h.events("escalated")[0]["request_id"],
+        content(&posted.versions[0])["actions"][0]["data"]["request_id"]
+    );
     waiting.abort();
 }
 

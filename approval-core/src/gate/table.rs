@@ -234,6 +234,10 @@ impl Recent {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RequestView {
+    /// Whether its policy's escalation happened: its escalation routes
+    /// and groups count too (`request.policy.escalate_routes`,
+    /// `escalate_groups`).
+    pub escalated: bool,
     /// The request.
     pub request: Arc<ApprovalRequest>,
     /// How it ended; `None` while open.
@@ -312,6 +316,7 @@ impl GateInner {
             votes,
             expires_at: request.expires_at,
             may_vote,
+            escalated: pending.escalated(),
         }
     }
 
