@@ -409,6 +409,14 @@ pub enum Event {
         /// Directory groups whose members may vote as well.
         groups: Vec<String>,
     },
+    /// A route could not be delivered to and the policy queues: the
+    /// request stays open, deferred (nobody waits; it outlives a restart).
+    Queued {
+        /// The request.
+        request_id: String,
+        /// The route that could not be reached.
+        route: String,
+    },
     /// The caller gave up, or a restart found the request open.
     Cancelled {
         /// The request.
@@ -458,6 +466,7 @@ impl Event {
             Self::Expired { .. } => "expired",
             Self::Cancelled { .. } => "cancelled",
             Self::Escalated { .. } => "escalated",
+            Self::Queued { .. } => "queued",
             Self::Executed { .. } => "executed",
             Self::KeyRotated { .. } => "key_rotated",
             Self::Recovered { .. } => "recovered",
@@ -546,6 +555,9 @@ impl Event {
                 routes,
                 groups,
             } => return PendingRecord::escalated(request_id, routes, groups),
+            Self::Queued { request_id, route } => {
+                r.str("request_id", request_id).str("route", route);
+            }
             Self::Executed {
                 request_id,
                 outcome,

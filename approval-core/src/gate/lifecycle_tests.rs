@@ -610,6 +610,67 @@ async fn an_unreachable_route_denies_unless_the_policy_says_wait_and_never_allow
 }
 
 #[tokio::test]
+async fn a_queued_request_answers_pending_outlives_a_restart_and_runs_once_when_approved() {
+    use crate::JsonlFileSink;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.jsonl");
+    let secret = WriterSecret::from_hex(&"26".repeat(32)).unwrap();
+    let writer = || Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &secret));
+    let start = |sink: Arc<JsonlFileSink>, desk: Arc<Listener>| {
+        Gate::builder(sink)
+            .approver("mock", desk)
+            .approver("down", Arc::new(Down))
+            .policy(
+                Policy::new("export", ["mock", "down"], Duration::from_secs(600))
+                    .approvers(["alice"])
+                    .when_unreachable(Unreachable::Queue),
+            )
+            .directory(directory())
+            .build()
+            .unwrap()
+    };
+    // A blocking call: the pager is down, so it is queued, not refused.
+    let id = {
+        let gate = start(
+            Arc::new(JsonlFileSink::open(&path, writer()).unwrap()),
+            Arc::default(),
+        );
+        let queued = with_actor(agent(), gate.submit(call()))
+            .await
+            .err()
+            .unwrap();
+        let ApprovalError::Pending { request_id, .. } = queued else {
+            panic!("not queued: {queued:?}");
+        };
+        assert!(gate.status(&request_id).unwrap().is_open());
+        request_id
+    };
+    assert_eq!(file_events(&path), ["requested", "queued"]);
+
+    // The restart keeps it (deferred by its `queued` record); Alice approves.
+    let desk = Arc::new(Listener::default());
+    let gate = start(
+        Arc::new(JsonlFileSink::open(&path, writer()).unwrap()),
+        desk.clone(),
+    );
+    let recovery = gate.recover().await.unwrap();
+    assert_eq!(recovery.reopened, std::slice::from_ref(&id));
+    let (request, ballots) = lock(&desk.delivered)[0].clone();
+    ballots
+        .cast(Ballot::new(&request, "mock:alice", "mock", Vote::Approve))
+        .await
+        .unwrap();
+    // The same call, come back for: runs once, then is used up.
+    let runs = Arc::new(AtomicU32::new(0));
+    assert_eq!(deferred_export(&gate, agent(), &runs).await.unwrap(), 1);
+    assert!(matches!(
+        deferred_export(&gate, agent(), &runs).await,
+        Err(ApprovalError::AlreadyUsed { .. })
+    ));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn an_escalation_needs_a_time_shorter_than_the_timeout_and_somewhere_to_go() {
     let build = |policy: Policy| {
         Gate::builder(sink())

@@ -409,7 +409,7 @@ impl Gate {
         for pending in inner.table.all_open() {
             // A deferred call's request outlives the process (reopened by
             // `recover`); a blocking caller's does not.
-            if pending.deferred {
+            if pending.is_deferred() {
                 continue;
             }
             let why = Decision::Cancelled {

@@ -27,7 +27,7 @@ pub(crate) struct Pending {
     pub(crate) binds_recorded: bool,
     /// Whether nobody waits: a deferred call comes back for it, so it stays
     /// open across a shutdown and a restart.
-    pub(crate) deferred: bool,
+    deferred: AtomicBool,
     /// Made by the first vote: most requests never see two at once, and
     /// an open request costs its 40 bytes only once someone votes.
     votes_lock: OnceLock<Box<tokio::sync::Mutex<()>>>,
@@ -83,7 +83,7 @@ impl Pending {
             entry,
             deadline,
             binds_recorded,
-            deferred,
+            deferred: AtomicBool::new(deferred),
             votes_lock: OnceLock::new(),
             state: Mutex::new(VoteState {
                 slot,
@@ -97,6 +97,17 @@ impl Pending {
     /// Serialises the votes of this request, across their audit writes.
     pub(crate) fn votes_lock(&self) -> &tokio::sync::Mutex<()> {
         self.votes_lock.get_or_init(Box::default)
+    }
+
+    /// Whether nobody waits for it (a deferred call, or one its policy
+    /// queued when a route was down).
+    pub(crate) fn is_deferred(&self) -> bool {
+        self.deferred.load(Ordering::Acquire)
+    }
+
+    /// Makes it deferred (queued, once that is recorded).
+    pub(crate) fn set_deferred(&self) {
+        self.deferred.store(true, Ordering::Release);
     }
 
     /// Whether it was escalated.

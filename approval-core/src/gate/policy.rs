@@ -96,7 +96,7 @@ pub struct Policy {
 }
 
 /// What a request does when one of its routes cannot be delivered to
-/// (`unreachable` in a policy file: `"deny"` or `"wait"`). Neither ever
+/// (`unreachable` in a policy file: `"deny"`, `"wait"` or `"queue"`). None ever
 /// lets the call run unapproved.
 ///
 /// ```
@@ -120,6 +120,12 @@ pub enum Unreachable {
     /// did get it (and the decision API, the console); it expires at its
     /// deadline if nobody decides.
     Wait,
+    /// As `Wait`, and the caller does not wait: it gets
+    /// [`Pending`](crate::ApprovalError::Pending) at once, as a deferred
+    /// call does, and the request (recorded `queued`) stays open across a
+    /// restart until its deadline. The same call made deferred
+    /// (`#[requires_approval(defer)]`) later runs once if it was approved.
+    Queue,
 }
 
 impl Unreachable {

@@ -1,6 +1,6 @@
 //! After a restart: close the requests the log shows still open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
@@ -81,9 +81,11 @@ impl Gate {
         let reader = sink.read_recent(window)?;
         // Requests still open or approved-but-not-run; settled ones leave.
         let mut open: HashMap<String, State> = HashMap::new();
-        // Deferred requests' own records, to reopen them: `requested`, then
-        // their `reviewed` votes and `escalated`.
-        let mut deferred: HashMap<String, Vec<String>> = HashMap::new();
+        // Each open request's own records, to reopen the deferred ones:
+        // `requested`, then its `reviewed` votes and `escalated`. A request
+        // is deferred by its `requested` record, or by a later `queued`.
+        let mut lines_of: HashMap<String, Vec<String>> = HashMap::new();
+        let mut deferred: HashSet<String> = HashSet::new();
         for line in BufReader::new(reader).lines() {
             let line = line.map_err(|e| ApprovalError::Recovery(e.to_string()))?;
             let record: Line = serde_json::from_str(&line)
@@ -91,12 +93,22 @@ impl Gate {
             let Some(id) = record.request_id else {
                 continue;
             };
-            if record.event == "requested" && record.deferred {
-                deferred.insert(id.clone(), vec![line]);
-            } else if matches!(record.event.as_str(), "reviewed" | "escalated")
-                && let Some(lines) = deferred.get_mut(&id)
-            {
-                lines.push(line);
+            match record.event.as_str() {
+                "requested" => {
+                    if record.deferred {
+                        deferred.insert(id.clone());
+                    }
+                    lines_of.insert(id.clone(), vec![line]);
+                }
+                "queued" => {
+                    deferred.insert(id.clone());
+                }
+                "reviewed" | "escalated" => {
+                    if let Some(lines) = lines_of.get_mut(&id) {
+                        lines.push(line);
+                    }
+                }
+                _ => {}
             }
             // Only `requested` opens a request (a late vote for one that
             // settled earlier must not reopen it), or an approval whose
@@ -132,6 +144,8 @@ impl Gate {
             }
             if state.settled && (!state.approved || state.ended) {
                 open.remove(&id);
+                lines_of.remove(&id);
+                deferred.remove(&id);
             }
         }
         let mut recovery = Recovery::default();
@@ -148,7 +162,11 @@ impl Gate {
                 .await?;
                 recovery.unknown.push(id.clone());
             } else if !state.settled {
-                let reopened = deferred.get(&id).map(|lines| self.inner.reopen(lines));
+                let reopened = deferred
+                    .contains(&id)
+                    .then(|| lines_of.get(&id))
+                    .flatten()
+                    .map(|lines| self.inner.reopen(lines));
                 let why = match reopened {
                     Some(Ok(Reopened::Open(pending))) => {
                         recovery.reopened.push(id.clone());
@@ -210,6 +228,10 @@ impl Gate {
             let inner = self.inner.clone();
             if let Some((route, error)) = inner.deliver_all(&pending).await {
                 tracing::warn!(request_id = %pending.request.id, route, %error, "a reopened request could not be delivered");
+                if pending.entry.policy.unreachable != super::Unreachable::Deny {
+                    // Its policy keeps it open for the routes that got it.
+                    continue;
+                }
                 let why = format!("approver {route} unavailable");
                 inner.finish(&pending, Decision::Cancelled { why }).await?;
             }

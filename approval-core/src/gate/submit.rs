@@ -286,7 +286,7 @@ impl Gate {
         let request = &pending.request;
         // Other processes learn who waits before any reviewer sees it.
         if let Some(coordinator) = &inner.coordinator
-            && let Err(e) = coordinator.opened(request, pending.deferred).await
+            && let Err(e) = coordinator.opened(request, pending.is_deferred()).await
         {
             let why = format!("not shared with the other processes: {e}");
             let standing = Box::pin(inner.finish(pending, Decision::Cancelled { why })).await;
@@ -296,12 +296,30 @@ impl Gate {
         }
 
         let mut undelivered = inner.deliver_all(pending).await;
+        let unreachable = pending.entry.policy.unreachable;
         if let Some((route, _)) = &undelivered
-            && pending.entry.policy.unreachable == super::Unreachable::Wait
+            && unreachable != super::Unreachable::Deny
             && tokio::time::Instant::now() < pending.deadline
         {
             // The other routes (and the decision API) may still decide.
-            tracing::warn!(request_id = %request.id, route, "a route is unreachable; the request waits (its policy says so)");
+            tracing::warn!(request_id = %request.id, route, "a route is unreachable; the request stays open (its policy says so)");
+            if unreachable == super::Unreachable::Queue && !pending.is_deferred() {
+                // On record first: the restart must find it deferred.
+                inner
+                    .sink
+                    .append_event(approval_audit::Event::Queued {
+                        request_id: request.id.clone(),
+                        route: route.clone(),
+                    })
+                    .await?;
+                pending.set_deferred();
+                inner.remember_deferred(pending);
+                ticket.armed = false;
+                return Err(ApprovalError::Pending {
+                    request_id: request.id.clone(),
+                    expires_at: request.expires_at,
+                });
+            }
             undelivered = None;
         }
         if let Some((route, source)) = undelivered {
