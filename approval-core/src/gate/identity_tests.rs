@@ -269,6 +269,38 @@ fn build_refuses_a_group_the_directory_does_not_have() {
 }
 
 #[test]
+fn a_policy_file_escalating_to_an_unknown_group_fails_at_its_line() {
+    let text = r#"
+[[policy]]
+name = "export"
+routes = ["slack"]
+approvers = ["alice"]
+timeout_ms = 60000
+escalate_after_ms = 30000
+escalate_groups = ["leads"]
+
+[people]
+alice = ["slack:UALICE"]
+"#;
+    let err = PolicyFile::parse(text, "policies.toml").unwrap_err();
+    let ConfigError::PolicyFile { line, cause, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*line, 8, "{cause}");
+    assert!(
+        cause.contains("names group leads, which is not in [groups]"),
+        "{cause}"
+    );
+    let known = format!("{text}\n[groups]\nleads = [\"alice\"]\n");
+    let file = PolicyFile::parse(&known, "policies.toml").unwrap();
+    assert_eq!(file.policies()[0].escalate_groups, ["leads"]);
+    assert_eq!(
+        file.policies()[0].escalation(),
+        Some(std::time::Duration::from_secs(30))
+    );
+}
+
+#[test]
 fn a_policy_file_naming_an_unmapped_approver_fails_at_its_line() {
     let text = r#"
 [[policy]]

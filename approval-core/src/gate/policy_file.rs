@@ -52,6 +52,8 @@ struct PolicyApproverSpans {
     approvers: Vec<toml::Spanned<String>>,
     #[serde(default)]
     groups: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    escalate_groups: Vec<toml::Spanned<String>>,
 }
 
 impl PolicyFile {
@@ -129,6 +131,7 @@ impl PolicyFile {
             if let Some(group) = spans
                 .groups
                 .iter()
+                .chain(&spans.escalate_groups)
                 .find(|g| !directory.has_group(g.get_ref()))
             {
                 return Err(error(
