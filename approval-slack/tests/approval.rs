@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approval_core::{
-    Actor, ApprovalError, Call, CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink,
-    Policy, WriterSecret, with_actor,
+    Actor, ApprovalError, ApprovalRequest, Approver, ApproverError, Ballots, Call, CanonicalJson,
+    ChainWriter, Directory, Gate, KeyId, MemorySink, Policy, Unreachable, WriterSecret, with_actor,
 };
 use approval_slack::SlackChannel;
 use approval_slack::api::{BotToken, SlackApi};
@@ -51,6 +51,8 @@ async fn harness(
     let slack = Arc::new(builder.connect().await.unwrap());
     let gate = Gate::builder(sink.clone())
         .approver("slack", slack.clone())
+        // A second channel, down, for policies that name it.
+        .approver("pager", Arc::new(Down))
         .policy(policy)
         .directory(
             Directory::new()
@@ -69,6 +71,17 @@ async fn harness(
         sink,
         url,
         client: reqwest::Client::new(),
+    }
+}
+
+/// A channel that is down.
+#[derive(Debug)]
+struct Down;
+
+#[async_trait::async_trait]
+impl Approver for Down {
+    async fn deliver(&self, _: Arc<ApprovalRequest>, _: Ballots) -> Result<(), ApproverError> {
+        Err(ApproverError::Unreachable("connection refused".into()))
     }
 }
 
@@ -262,6 +275,60 @@ async fn a_policy_in_shadow_mode_posts_nothing_and_the_call_runs_on_record() {
     assert_eq!(would[0]["request_id"], id.as_str());
     assert_eq!(would[0]["args"], json!({"table": "users"}));
     assert!(h.events("requested").is_empty());
+}
+
+#[tokio::test]
+async fn with_the_pager_down_a_waiting_policy_is_decided_in_slack_and_a_queueing_one_answers_pending()
+ {
+    let both = || {
+        Policy::new("data-export", ["slack", "pager"], Duration::from_secs(60)).approvers(["alice"])
+    };
+    // `wait`: the caller waits; Slack got it, and Alice's click decides.
+    let (base, fake) = fake_slack();
+    let h = harness(
+        both().when_unreachable(Unreachable::Wait),
+        sink(),
+        base,
+        None,
+    )
+    .await;
+    let waiting = h.start("users");
+    let value = button_value(&fake, 0).await;
+    assert_eq!(h.send(&click("U0ALICE", "approve", &value)).await.0, 200);
+    assert!(waiting.await.unwrap().is_ok());
+    assert!(h.events("cancelled").is_empty());
+
+    // `queue`: the caller is answered at once; the request waits in Slack.
+    let (base, fake) = fake_slack();
+    let h = harness(
+        both().when_unreachable(Unreachable::Queue),
+        sink(),
+        base,
+        None,
+    )
+    .await;
+    let queued = h.start("users").await.unwrap();
+    let Err(ApprovalError::Pending { request_id, .. }) = queued else {
+        panic!("not queued: {queued:?}");
+    };
+    assert_eq!(h.events("queued")[0]["route"], "pager");
+    let value = button_value(&fake, 0).await;
+    assert!(value.starts_with(&request_id));
+    assert_eq!(h.send(&click("U0ALICE", "approve", &value)).await.0, 200);
+    assert_eq!(h.events("approved")[0]["request_id"], request_id.as_str());
+
+    // The default, `deny`: refused, on record, never run.
+    let (base, _fake) = fake_slack();
+    let h = harness(both(), sink(), base, None).await;
+    let refused = h.start("users").await.unwrap();
+    assert!(
+        matches!(&refused, Err(ApprovalError::ApproverUnavailable { route, .. }) if route == "pager"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        h.events("cancelled")[0]["why"],
+        "approver pager unavailable"
+    );
 }
 
 #[tokio::test]
