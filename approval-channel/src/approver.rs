@@ -301,25 +301,10 @@ impl<C: MessageChannel> MessageApprover<C> {
     fn current(&self, request_id: &str) -> Option<Shown> {
         let status = self.ballots().and_then(|b| b.status(request_id));
         let mut messages = lock(&self.messages);
-        let entry = messages.entries.get_mut(request_id)?;
-        if entry.ended.is_none()
-            && let Some(decision) = status.as_ref().and_then(|s| s.decision.clone())
-        {
-            entry.ended = Some(Ended {
-                decision: Arc::new(decision),
-                at: SystemClock.now(),
-                shown: false,
-            });
-            let id = request_id.to_owned();
-            keep_ended(&mut messages, id);
-            let entry = messages.entries.get(request_id)?;
-            let ended = entry.ended.as_ref()?;
-            return Some(Shown::Ended(
-                entry.request.clone(),
-                ended.decision.clone(),
-                ended.at,
-            ));
+        if let Some(decision) = status.as_ref().and_then(|s| s.decision.clone()) {
+            mark_ended(&mut messages, request_id, || Arc::new(decision));
         }
+        let entry = messages.entries.get(request_id)?;
         match (&entry.ended, status) {
             (Some(ended), _) => Some(Shown::Ended(
                 entry.request.clone(),
@@ -375,23 +360,6 @@ impl<C: MessageChannel> MessageApprover<C> {
         Ok(())
     }
 
-    /// Marks `request_id` ended by `decision`, unless it is already.
-    fn end(&self, request_id: &str, decision: &Arc<Decision>) {
-        let mut messages = lock(&self.messages);
-        let Some(entry) = messages.entries.get_mut(request_id) else {
-            return;
-        };
-        if entry.ended.is_some() {
-            return;
-        }
-        entry.ended = Some(Ended {
-            decision: decision.clone(),
-            at: SystemClock.now(),
-            shown: false,
-        });
-        keep_ended(&mut messages, request_id.to_owned());
-    }
-
     /// Whether `request_id`'s message already shows its outcome.
     fn shows_outcome(&self, request_id: &str) -> bool {
         lock(&self.messages)
@@ -421,10 +389,27 @@ impl<C: MessageChannel> MessageApprover<C> {
     }
 }
 
-/// Keeps `id` among the ended; the oldest beyond [`ENDED_KEPT`] go (their
-/// store entries stay if their outcome never got through).
-fn keep_ended<M>(messages: &mut Messages<M>, id: String) {
-    messages.ended.push_back(id);
+/// Marks `request_id` ended (by `decision`, made only if it is not ended
+/// yet) as this process first heard, and keeps it among the ended; the
+/// oldest beyond [`ENDED_KEPT`] go (their store entries stay if their
+/// outcome never got through).
+fn mark_ended<M>(
+    messages: &mut Messages<M>,
+    request_id: &str,
+    decision: impl FnOnce() -> Arc<Decision>,
+) {
+    let Some(entry) = messages.entries.get_mut(request_id) else {
+        return;
+    };
+    if entry.ended.is_some() {
+        return;
+    }
+    entry.ended = Some(Ended {
+        decision: decision(),
+        at: SystemClock.now(),
+        shown: false,
+    });
+    messages.ended.push_back(request_id.to_owned());
     while messages.ended.len() > ENDED_KEPT {
         if let Some(oldest) = messages.ended.pop_front() {
             messages.entries.remove(&oldest);
@@ -489,7 +474,7 @@ impl<C: MessageChannel> Approver for MessageApprover<C> {
             // A vote that does not settle it yet, from any channel.
             Notice::Voted { request, .. } => self.show(&request.id).await,
             Notice::Settled { request, decision } => {
-                self.end(&request.id, decision);
+                mark_ended(&mut lock(&self.messages), &request.id, || decision.clone());
                 if self.shows_outcome(&request.id) {
                     return Ok(());
                 }

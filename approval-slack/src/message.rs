@@ -367,11 +367,9 @@ fn argument_fields(request: &ApprovalRequest) -> Vec<Value> {
 /// The line an escalated request's message carries: whom it went to as
 /// well.
 pub fn escalation_block(request: &ApprovalRequest) -> Value {
-    let policy = &request.policy;
-    let added: Vec<String> = policy
-        .escalate_groups
-        .iter()
-        .chain(&policy.escalate_routes)
+    let added: Vec<String> = request
+        .policy
+        .escalation_targets()
         .map(|name| escape(name))
         .collect();
     let line = format!(":arrow_double_up: Escalated: also {}", added.join(", "));
@@ -405,14 +403,7 @@ pub fn escalation_block(request: &ApprovalRequest) -> Value {
 /// ```
 pub fn reminder(view: &approval_core::RequestView) -> (String, Value) {
     let request = &view.request;
-    let approvals = view
-        .votes
-        .iter()
-        .filter(|v| v.vote == Vote::Approve)
-        .count();
-    let needed = usize::try_from(request.policy.required)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(approvals);
+    let needed = view.approvals_needed();
     let who = if view.may_vote.is_empty() {
         "nobody left".to_owned()
     } else {

@@ -400,11 +400,9 @@ pub fn restart_card(request_id: &str, cancelled: bool) -> Value {
 
 /// The line an escalated request's card carries: whom it went to as well.
 pub fn escalation_line(request: &ApprovalRequest) -> Value {
-    let policy = &request.policy;
-    let added: Vec<String> = policy
-        .escalate_groups
-        .iter()
-        .chain(&policy.escalate_routes)
+    let added: Vec<String> = request
+        .policy
+        .escalation_targets()
         .map(|name| escape(name))
         .collect();
     text(format!("⏫ Escalated: also {}", added.join(", ")))
@@ -415,14 +413,7 @@ pub fn escalation_line(request: &ApprovalRequest) -> Value {
 /// may still give them. No actions: the card above has them.
 pub fn reminder_card(view: &approval_core::RequestView) -> Value {
     let request = &view.request;
-    let approvals = view
-        .votes
-        .iter()
-        .filter(|v| v.vote == Vote::Approve)
-        .count();
-    let needed = usize::try_from(request.policy.required)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(approvals);
+    let needed = view.approvals_needed();
     let who = if view.may_vote.is_empty() {
         "nobody left".to_owned()
     } else {

@@ -266,6 +266,37 @@ mod tests {
         (task, mock.requests()[0].clone())
     }
 
+    #[test]
+    fn queueing_when_unreachable_is_refused_with_a_shared_coordinator() {
+        let store = Arc::new(Mutex::new(Store::default()));
+        let secret = WriterSecret::from_hex(&"11".repeat(32)).unwrap();
+        let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
+            KeyId::new("k").unwrap(),
+            &secret,
+        ))));
+        let built = Gate::builder(sink)
+            .approver("mock", Arc::new(MockApprover::silent("ci")))
+            .policy(
+                Policy::new("export", ["mock"], Duration::from_secs(60))
+                    .approvers(["alice"])
+                    .when_unreachable(crate::Unreachable::Queue),
+            )
+            .directory(Directory::new().person("alice", ["slack:UALICE"]))
+            .coordinator(Arc::new(Shared {
+                process: "a".into(),
+                store,
+            }))
+            .build();
+        let Err(error) = built else {
+            panic!("a queueing policy was accepted with a coordinator");
+        };
+        let error = error.to_string();
+        assert_eq!(
+            error,
+            "policy export queues when unreachable, which a shared coordinator does not support yet"
+        );
+    }
+
     #[tokio::test]
     async fn a_vote_taken_by_another_process_reaches_the_one_that_waits() {
         let store = Arc::default();

@@ -311,6 +311,12 @@ impl Policy {
         widened(&self.groups, &self.escalate_groups, escalated)
     }
 
+    /// What an escalation adds, groups first, then routes (as channels
+    /// name them on an escalated request's message).
+    pub fn escalation_targets(&self) -> impl Iterator<Item = &String> {
+        self.escalate_groups.iter().chain(&self.escalate_routes)
+    }
+
     /// When a request still open is escalated, if it is.
     pub fn escalation(&self) -> Option<Duration> {
         self.escalate_after_ms.map(Duration::from_millis)

@@ -258,6 +258,36 @@ impl RequestView {
     pub fn is_open(&self) -> bool {
         self.decision.is_none()
     }
+
+    /// How many more approvals its policy needs, from the votes so far.
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use approval_core::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let writer = Arc::new(ChainWriter::new(KeyId::new("k1")?, &WriterSecret::generate()?));
+    /// # let gate = Gate::builder(Arc::new(MemorySink::new(writer)))
+    /// #     .approver("mock", Arc::new(MockApprover::silent("ci")))
+    /// #     .policy(Policy::new("export", ["mock"], Duration::from_secs(60)).approvers(["mock:a", "mock:b"]).required(2))
+    /// #     .build()?;
+    /// # let args = CanonicalJson::from_serialize(&serde_json::json!({}))?;
+    /// let ticket = gate.submit(Call::new("crm::export", "export", args)).await?;
+    /// assert_eq!(gate.status(ticket.request_id()).unwrap().approvals_needed(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn approvals_needed(&self) -> u32 {
+        let approvals = self
+            .votes
+            .iter()
+            .filter(|v| v.vote == Vote::Approve)
+            .count();
+        self.request
+            .policy
+            .required
+            .saturating_sub(u32::try_from(approvals).unwrap_or(u32::MAX))
+    }
 }
 
 /// One counted vote.
