@@ -96,8 +96,16 @@ impl Clock for ManualClock {
 pub struct ClockOutOfRange;
 
 /// Formats `time` as RFC 3339 in UTC with milliseconds and `Z`:
-/// `2026-11-24T09:41:07.123Z` (24 bytes).
-pub(crate) fn format_ts(time: SystemTime) -> Result<[u8; 24], ClockOutOfRange> {
+/// `2026-11-24T09:41:07.123Z` (24 bytes), as a record's `ts` is written.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use approval_audit::clock::format_ts;
+///
+/// let t = UNIX_EPOCH + Duration::from_millis(1_500);
+/// assert_eq!(&format_ts(t).unwrap(), b"1970-01-01T00:00:01.500Z");
+/// ```
+pub fn format_ts(time: SystemTime) -> Result<[u8; 24], ClockOutOfRange> {
     let since = time
         .duration_since(UNIX_EPOCH)
         .map_err(|_| ClockOutOfRange)?;

@@ -417,6 +417,34 @@ pub enum Event {
         /// The route that could not be reached.
         route: String,
     },
+    /// A credential broker minted a credential scoped to an approved call,
+    /// for its body (never the secret: what it may do and until when).
+    CredentialMinted {
+        /// The approved request.
+        request_id: String,
+        /// The broker's name in the gate.
+        broker: String,
+        /// What the credential is known by to the system it opens (a role
+        /// name, a session name): how it is revoked.
+        credential_id: String,
+        /// What it may do, as the broker derived it from the approved
+        /// arguments (a canonical JSON object).
+        scope: CanonicalJson,
+        /// When it stops working by itself.
+        expires_at: std::time::SystemTime,
+    },
+    /// A minted credential was revoked: its body ended, or a restart found
+    /// it still live.
+    CredentialRevoked {
+        /// The approved request.
+        request_id: String,
+        /// The broker's name in the gate.
+        broker: String,
+        /// The credential, as in its `credential_minted` record.
+        credential_id: String,
+        /// Why now.
+        why: String,
+    },
     /// The caller gave up, or a restart found the request open.
     Cancelled {
         /// The request.
@@ -467,6 +495,8 @@ impl Event {
             Self::Cancelled { .. } => "cancelled",
             Self::Escalated { .. } => "escalated",
             Self::Queued { .. } => "queued",
+            Self::CredentialMinted { .. } => "credential_minted",
+            Self::CredentialRevoked { .. } => "credential_revoked",
             Self::Executed { .. } => "executed",
             Self::KeyRotated { .. } => "key_rotated",
             Self::Recovered { .. } => "recovered",
@@ -557,6 +587,39 @@ impl Event {
             } => return PendingRecord::escalated(request_id, routes, groups),
             Self::Queued { request_id, route } => {
                 r.str("request_id", request_id).str("route", route);
+            }
+            Self::CredentialMinted {
+                request_id,
+                broker,
+                credential_id,
+                scope,
+                expires_at,
+            } => {
+                if !scope.is_object() {
+                    return Err(CanonicalError::NotCanonical);
+                }
+                let expires_at = crate::clock::format_ts(*expires_at)
+                    .map_err(|_| CanonicalError::NotCanonical)?;
+                r.str("request_id", request_id)
+                    .str("broker", broker)
+                    .str("credential_id", credential_id)
+                    .raw("scope", scope.as_str())
+                    // ASCII digits and separators: a string as it stands.
+                    .str(
+                        "expires_at",
+                        std::str::from_utf8(&expires_at).unwrap_or_default(),
+                    );
+            }
+            Self::CredentialRevoked {
+                request_id,
+                broker,
+                credential_id,
+                why,
+            } => {
+                r.str("request_id", request_id)
+                    .str("broker", broker)
+                    .str("credential_id", credential_id)
+                    .str("why", why);
             }
             Self::Executed {
                 request_id,

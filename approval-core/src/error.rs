@@ -75,6 +75,26 @@ pub enum ApprovalError {
     /// The arguments changed between approval and execution.
     #[error("the arguments changed while waiting for approval")]
     ArgumentsChanged,
+    /// The policy mints a credential for each approved call and the gated
+    /// function takes none (`policy_mints`), or the function takes one and
+    /// the policy mints none: refused before anyone is asked.
+    #[error("policy {policy} {}", if *policy_mints { "mints a credential for each approved call, and this call does not take one" } else { "mints no credential, and this call takes one" })]
+    CredentialMismatch {
+        /// The policy.
+        policy: String,
+        /// Whether the policy names a credential.
+        policy_mints: bool,
+    },
+    /// The policy's broker could not mint the approved call's credential:
+    /// the body did not run (recorded `cancelled`).
+    #[error("credential broker {broker} could not mint the call's credential")]
+    Credential {
+        /// The broker's name in the gate.
+        broker: String,
+        /// What went wrong.
+        #[source]
+        source: crate::broker::BrokerError,
+    },
     /// The arguments have no canonical JSON form (a NaN, say).
     #[error("the arguments cannot be recorded: {0}")]
     InvalidArguments(#[source] CanonicalError),

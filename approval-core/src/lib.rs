@@ -59,6 +59,7 @@
 #![forbid(unsafe_code)]
 
 mod agent_text;
+mod broker;
 mod error;
 mod gate;
 mod private;
@@ -75,13 +76,16 @@ pub use approval_audit::{
     VerifyError, Vote, WriterSecret, checkpoint, clock, dropped_path, durable_mark_path, hex,
     verify,
 };
+#[cfg(any(test, feature = "mock"))]
+pub use broker::MockBroker;
+pub use broker::{BrokerError, Credential, CredentialBroker, CredentialHandle, MintRequest};
 pub use error::{ApprovalError, ApproverError, CoordinatorError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, Ballot, BallotOutcome, Ballots, Call, ConfigError,
-    Confirmed, Coordinator, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory, EarlierDecision,
-    Forwarded, Gate, GateBallots, GateBuilder, NO_ACTOR, Notice, Policy, PolicyFile, Recovery,
-    RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket, Unreachable, VoteView,
-    current_actor, normal_identity, with_actor, with_actor_sync,
+    Confirmed, Coordinator, CredentialPolicy, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory,
+    EarlierDecision, Forwarded, Gate, GateBallots, GateBuilder, NO_ACTOR, Notice, Policy,
+    PolicyFile, Recovery, RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket,
+    Unreachable, VoteView, current_actor, normal_identity, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, ScriptedMock};

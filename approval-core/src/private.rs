@@ -66,6 +66,7 @@ pub struct Args {
     entries: SmallVec<[Entry; 4]>,
     skipped: Vec<String>,
     error: Option<ApprovalError>,
+    takes_credential: bool,
 }
 
 /// One argument: where its values are in `Args::values`.
@@ -105,6 +106,7 @@ impl Args {
             entries: SmallVec::new(),
             skipped: Vec::new(),
             error: None,
+            takes_credential: false,
         }
     }
 
@@ -158,6 +160,11 @@ impl Args {
         self.skipped.push(name.to_owned());
     }
 
+    /// The body takes the credential its policy mints.
+    pub fn takes_credential(&mut self) {
+        self.takes_credential = true;
+    }
+
     /// The call, or the first argument that could not be recorded.
     pub fn call(
         mut self,
@@ -178,6 +185,7 @@ impl Args {
         call.skipped = self.skipped;
         call.resource = resource;
         call.reason = reason;
+        call.takes_credential = self.takes_credential;
         Ok(call)
     }
 
@@ -301,7 +309,36 @@ impl Blocking {
     where
         E: From<ApprovalError> + std::fmt::Display,
     {
+        self.block_on(approval.refuse_without_credential())?;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+        self.finish(approval, result)
+    }
+
+    /// Runs a confirmed synchronous body with the credential its policy
+    /// mints (revoked however the body ends) and records how it ended.
+    pub fn execute_with_credential<T, E>(
+        &self,
+        approval: Confirmed,
+        body: impl FnOnce(crate::Credential) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<ApprovalError> + std::fmt::Display,
+    {
+        let (credential, minted) = self.block_on(approval.mint())?;
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || body(credential)));
+        self.block_on(minted.revoke("the body ended"));
+        self.finish(approval, result)
+    }
+
+    fn finish<T, E>(
+        &self,
+        approval: Confirmed,
+        result: std::thread::Result<Result<T, E>>,
+    ) -> Result<T, E>
+    where
+        E: From<ApprovalError> + std::fmt::Display,
+    {
         let (outcome, error) = approval.outcome_of(&result);
         self.block_on(approval.record(outcome, error))?;
         match result {

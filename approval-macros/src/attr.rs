@@ -16,9 +16,12 @@ pub(crate) struct Options {
     pub(crate) krate: Option<Path>,
     /// `defer`: answer `Pending` at once instead of waiting.
     pub(crate) defer: bool,
+    /// `credential = name`: the parameter the policy's minted credential is
+    /// given to (not the caller's to pass).
+    pub(crate) credential: Option<Ident>,
 }
 
-const VALID: &str = "policy, resource, reason, skip, redact, gate, crate, defer";
+const VALID: &str = "policy, resource, reason, skip, redact, gate, crate, defer, credential";
 
 /// Sets an option once; a second time is an error at the repeat.
 fn set_once<T>(slot: &mut Option<T>, value: T, name: &Ident) -> syn::Result<()> {
@@ -40,6 +43,7 @@ impl Parse for Options {
         let mut gate = None;
         let mut krate = None;
         let mut defer = None;
+        let mut credential = None;
         let mut skip: Option<Vec<Ident>> = None;
         let mut redact: Option<Vec<Ident>> = None;
         let mut errors: Option<syn::Error> = None;
@@ -64,6 +68,9 @@ impl Parse for Options {
                 "skip" => list(input).and_then(|v| set_once(&mut skip, v, &name)),
                 "redact" => list(input).and_then(|v| set_once(&mut redact, v, &name)),
                 "defer" => set_once(&mut defer, (), &name),
+                "credential" => {
+                    value::<Ident>(input).and_then(|v| set_once(&mut credential, v, &name))
+                }
                 other => {
                     // Skip the option's value so the other options are
                     // still checked.
@@ -108,6 +115,7 @@ impl Parse for Options {
             redact: redact.unwrap_or_default(),
             krate,
             defer: defer.is_some(),
+            credential,
         })
     }
 }

@@ -48,10 +48,18 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
     };
 
     let mut params = Vec::new();
+    // The parameter the minted credential is given to: not the caller's.
+    let mut credential = None;
     for input in &item.sig.inputs {
         let FnArg::Typed(typed) = input else {
             continue; // `self` is the receiver, not an argument to record.
         };
+        if let (Pat::Ident(pat), Some(name)) = (&*typed.pat, &options.credential)
+            && pat.ident == *name
+        {
+            credential = Some(typed);
+            continue;
+        }
         match &*typed.pat {
             Pat::Ident(pat) if pat.subpat.is_none() => params.push(Param {
                 name: &pat.ident,
@@ -96,10 +104,26 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             }
         }
     }
+    if let Some(name) = &options.credential
+        && credential.is_none()
+    {
+        push(syn::Error::new(
+            name.span(),
+            format!(
+                "no parameter named `{name}` (the credential's parameter is a plain name, not a pattern)"
+            ),
+        ));
+    }
     // Inside an `#[async_trait]` impl the method arrives already rewritten
     // into a plain fn returning `Box::pin(async move { .. })`: gate inside
     // that future, or the body would run ungated.
     let boxed = async_trait_body(item);
+    if let (Some(_), Some(name)) = (&boxed, &options.credential) {
+        push(syn::Error::new(
+            name.span(),
+            "`credential` is not supported on an `#[async_trait]` method: the trait's signature would lose the parameter",
+        ));
+    }
     let ret = match (&boxed, &item.sig.output) {
         (Some((_, output)), _) => *output,
         (None, ReturnType::Type(_, ty)) => &**ty,
@@ -172,6 +196,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             .collect()
     };
     let (for_call, for_binding) = (collect(true), collect(false));
+    let takes_credential = credential.map(|_| quote!(__approval_args.takes_credential();));
     let return_check = quote_spanned!(ret.span()=> #private::gated_return::<#ret>(););
 
     let register = quote! {
@@ -188,6 +213,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
                 #[allow(unused_mut)]
                 let mut __approval_args = #private::Args::new(&__approval_gate);
                 #(#for_call)*
+                #takes_credential
                 __approval_args.call(
                     ::core::concat!(::core::module_path!(), "::", #fn_name),
                     #policy,
@@ -219,8 +245,20 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
     };
     let attrs = &item.attrs;
     let vis = &item.vis;
-    let sig = &item.sig;
+    // The credential's parameter leaves the signature: the gate gives it.
+    let mut sig = item.sig.clone();
+    if let (Some(_), Some(name)) = (credential, &options.credential) {
+        sig.inputs = sig
+            .inputs
+            .into_iter()
+            .filter(|input| {
+                !matches!(input, FnArg::Typed(t) if matches!(&*t.pat, Pat::Ident(p) if p.ident == *name))
+            })
+            .collect();
+    }
+    let sig = &sig;
     let block = &item.block;
+
     let body = if let Some((inner, _)) = &boxed {
         let inner_block = &inner.block;
         let pin = match &item.block.stmts[..] {
@@ -236,13 +274,27 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             })
         }
     } else if sig.asyncness.is_some() {
+        let execute = match credential {
+            Some(param) => {
+                let (pat, ty) = (&param.pat, &param.ty);
+                quote!(execute_with_credential(move |#pat: #ty| async move #block))
+            }
+            None => quote!(execute(async move #block)),
+        };
         quote! {
             #register
             #return_check
             #call
-            #confirm.execute(async move #block).await
+            #confirm.#execute.await
         }
     } else {
+        let run_sync = match credential {
+            Some(param) => {
+                let (pat, ty) = (&param.pat, &param.ty);
+                quote!(execute_with_credential(__approval, move |#pat: #ty| -> #ret #block))
+            }
+            None => quote!(execute(__approval, move || -> #ret #block)),
+        };
         quote! {
             #register
             #return_check
@@ -251,7 +303,7 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
             let __approval = __approval_blocking.block_on(__approval_waiting)?;
             let __approval_binding = #binding;
             let __approval = __approval_blocking.block_on(__approval.confirm_args(&__approval_binding))?;
-            __approval_blocking.execute(__approval, move || -> #ret #block)
+            __approval_blocking.#run_sync
         }
     };
     Ok(quote! {

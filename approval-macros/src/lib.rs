@@ -41,6 +41,27 @@ use proc_macro::TokenStream;
 ///   gate scoped with `Gate::scope`, else the one installed with
 ///   `Gate::install_global`.
 /// - `crate = path`: where `approval_core` is, if renamed.
+/// - `defer`: the first call answers `ApprovalError::Pending` with the
+///   request's id instead of waiting; the same call with the same arguments
+///   later runs once if that request was approved.
+/// - `credential = name`: the parameter `name` (of type
+///   `approval_core::Credential`) is given the credential the policy's
+///   broker mints for this approved call alone, and revoked when the body
+///   ends. It leaves the function's signature: callers do not pass it.
+///
+/// ```
+/// use approval_core::{requires_approval, ApprovalError, Credential};
+///
+/// /// Exports a table with a role that can read that table and nothing else.
+/// #[requires_approval(policy = "data-export", credential = login)]
+/// async fn export_table(table: String, login: Credential) -> Result<u64, ApprovalError> {
+///     let _role = login.login();
+///     Ok(0)
+/// }
+///
+/// // Callers pass the table only.
+/// let _call = export_table(String::from("users"));
+/// ```
 ///
 /// Every other parameter must be `serde::Serialize`. A pattern parameter
 /// (`(table, rows): (String, u64)`) stays in the signature and is recorded

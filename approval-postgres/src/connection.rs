@@ -71,6 +71,10 @@ pub enum DatabaseError {
     /// may hold a password).
     #[error("the database connection string is not valid: {0}")]
     ConnectionString(String),
+    /// The database could not be reached or refused the login (the
+    /// database's words, never the connection string).
+    #[error("could not connect to the database: {0}")]
+    Connect(String),
     /// The TLS library refused its configuration.
     #[error("TLS to the database cannot be set up: {0}")]
     Tls(String),
@@ -122,6 +126,47 @@ impl Database {
         }
         self.tls = make_tls(roots)?;
         Ok(self)
+    }
+
+    /// The same database, logged in as a credential a
+    /// [`PostgresBroker`](crate::PostgresBroker) minted (its role and
+    /// password) instead of the connection string's user.
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use approval_core::{CanonicalJson, Credential};
+    /// use approval_postgres::Database;
+    ///
+    /// let admin = Database::new("postgres://admin@db.internal/warehouse")?;
+    /// let scope = CanonicalJson::parse("{}").unwrap();
+    /// let minted = Credential::new("approval_01j", scope, SystemTime::now())
+    ///     .with_login("approval_01j")
+    ///     .with_secret("password", "s3cret");
+    /// let scoped = admin.as_login(&minted);
+    /// assert!(format!("{scoped:?}").contains("approval_01j"));
+    /// # Ok::<(), approval_postgres::DatabaseError>(())
+    /// ```
+    #[must_use]
+    pub fn as_login(&self, credential: &approval_core::Credential) -> Self {
+        let mut config = self.config.clone();
+        config.user(credential.login().unwrap_or(&credential.handle().id));
+        config.password(credential.secret("password").unwrap_or_default());
+        Self {
+            config,
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// Connects, with this crate's timeouts and keepalives, and runs the
+    /// connection on the current runtime until the client is dropped.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, DatabaseError> {
+        let (client, connection) = self.open().await.map_err(DatabaseError::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %cause(&e), "database connection ended");
+            }
+        });
+        Ok(client)
     }
 
     /// Whether connections use TLS (`sslmode=require`).

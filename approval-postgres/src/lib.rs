@@ -2,7 +2,8 @@
 //! in a database, one chain per writer process, appends sharing commits;
 //! [`PostgresCoordinator`] lets gate processes and endpoint replicas share
 //! requests and votes through the [`ledger`]. Every connection goes to a
-//! [`Database`] (TLS with `sslmode=require`).
+//! [`Database`] (TLS with `sslmode=require`). [`PostgresBroker`] mints a
+//! login role per approved call, scoped to the tables its arguments name.
 //!
 //! The client is `tokio-postgres` rather than sqlx: it is what sqlx's
 //! PostgreSQL driver would add (pipelining, `LISTEN`/`NOTIFY`) without
@@ -12,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod broker;
 mod connection;
 mod coordinator;
 pub mod ledger;
@@ -19,6 +21,7 @@ pub mod schema;
 mod sink;
 mod wire;
 
+pub use broker::{PostgresBroker, ROLE_PREFIX, RoleTemplate, TablePrivilege};
 pub use connection::{Database, DatabaseError};
 pub use coordinator::{MIN_LEASE, PostgresCoordinator};
 pub use sink::{ChainReader, PostgresSink};

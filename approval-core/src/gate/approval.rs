@@ -126,6 +126,7 @@ impl Confirmed {
         // for this one.
         let body = CatchUnwind(Box::pin(body));
         async move {
+            self.refuse_without_credential().await?;
             let result = body.await;
             // Decided before the write: the future must not hold the panic
             // payload (which is not `Sync`) across an await.
@@ -136,6 +137,11 @@ impl Confirmed {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
+    }
+
+    /// The gate that approved it.
+    pub(crate) fn gate_inner(&self) -> &Arc<GateInner> {
+        &self.approval.gate
     }
 
     /// How a body's result is recorded (`Err` is a panic).

@@ -11,6 +11,7 @@ use super::outbox::{Outbox, Retry};
 use super::policy::{Policies, PolicyEntry};
 use super::table::{self, Table};
 use super::{Approver, Coordinator, Directory, Gate, GateInner, Policy, PolicyFile};
+use crate::broker::CredentialBroker;
 use approval_audit::AuditSink;
 use approval_audit::Clock;
 
@@ -24,6 +25,7 @@ const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(366 * 24
 pub struct GateBuilder {
     sink: Arc<dyn AuditSink>,
     approvers: HashMap<String, Arc<dyn Approver>>,
+    brokers: HashMap<String, Arc<dyn CredentialBroker>>,
     policies: Vec<Policy>,
     directory: Directory,
     clock: Arc<dyn Clock>,
@@ -98,6 +100,24 @@ pub enum ConfigError {
         /// Why it refused.
         cause: String,
     },
+    /// A policy's credential names a broker that is not registered.
+    #[error("policy {policy} mints its credential with broker {broker}, which is not registered")]
+    UnknownBroker {
+        /// The policy.
+        policy: String,
+        /// The broker it names.
+        broker: String,
+    },
+    /// A policy's credential broker refused its template.
+    #[error("policy {policy}: broker {broker}: {cause}")]
+    Broker {
+        /// The policy.
+        policy: String,
+        /// The broker.
+        broker: String,
+        /// What the broker said.
+        cause: String,
+    },
     /// Gated functions in this program name policies the gate lacks.
     #[error("gated functions name policies this gate does not have: {}", missing.iter().map(|(action, policy)| format!("{action} needs {policy}")).collect::<Vec<_>>().join(", "))]
     MissingPolicies {
@@ -112,6 +132,7 @@ impl Gate {
         GateBuilder {
             sink,
             approvers: HashMap::new(),
+            brokers: HashMap::new(),
             policies: Vec::new(),
             directory: Directory::new(),
             clock: Arc::new(approval_audit::clock::SystemClock),
@@ -127,6 +148,13 @@ impl GateBuilder {
     /// Registers an approver under a route name policies refer to.
     pub fn approver(mut self, route: impl Into<String>, approver: Arc<dyn Approver>) -> Self {
         self.approvers.insert(route.into(), approver);
+        self
+    }
+
+    /// Registers a credential broker under the name policies'
+    /// [`credential`](Policy::credential) refers to.
+    pub fn broker(mut self, name: impl Into<String>, broker: Arc<dyn CredentialBroker>) -> Self {
+        self.brokers.insert(name.into(), broker);
         self
     }
 
@@ -246,6 +274,32 @@ impl GateBuilder {
                     "names escalation routes or groups but no escalation time",
                 ));
             }
+            if let Some(credential) = &policy.credential {
+                if credential.lifetime_ms == 0 || credential.lifetime() > MAX_TIMEOUT {
+                    return Err(invalid(
+                        "gives its credential a zero lifetime or one longer than 366 days",
+                    ));
+                }
+                if policy.shadow {
+                    // Shadow calls are approved by nobody: nothing to mint for.
+                    return Err(invalid(
+                        "is in shadow mode and names a credential, which is minted only for an approved call",
+                    ));
+                }
+                let broker = self.brokers.get(&credential.broker).ok_or_else(|| {
+                    ConfigError::UnknownBroker {
+                        policy: policy.name.clone(),
+                        broker: credential.broker.clone(),
+                    }
+                })?;
+                broker
+                    .check_template(&credential.template)
+                    .map_err(|e| ConfigError::Broker {
+                        policy: policy.name.clone(),
+                        broker: credential.broker.clone(),
+                        cause: e.to_string(),
+                    })?;
+            }
             if !self.directory.is_empty()
                 && let Some(approver) = policy
                     .approvers
@@ -307,6 +361,7 @@ impl GateBuilder {
             inner: Arc::new(GateInner {
                 sink: self.sink,
                 approvers: self.approvers,
+                brokers: self.brokers,
                 policies,
                 directory: self.directory,
                 clock: self.clock,

@@ -25,6 +25,8 @@ pub struct Call {
     pub resource: Option<String>,
     /// Why, in the caller's words.
     pub reason: Option<String>,
+    /// Whether the body takes the credential its policy mints.
+    pub(crate) takes_credential: bool,
 }
 
 impl std::fmt::Debug for Call {
@@ -37,6 +39,7 @@ impl std::fmt::Debug for Call {
             .field("skipped", &self.skipped)
             .field("resource", &self.resource)
             .field("reason", &self.reason)
+            .field("takes_credential", &self.takes_credential)
             .finish_non_exhaustive()
     }
 }
@@ -57,6 +60,7 @@ impl Call {
             skipped: Vec::new(),
             resource: None,
             reason: None,
+            takes_credential: false,
         }
     }
 
@@ -70,6 +74,16 @@ impl Call {
     #[must_use]
     pub fn resource(mut self, resource: impl Into<String>) -> Self {
         self.resource = Some(resource.into());
+        self
+    }
+
+    /// Says the body takes the credential its policy mints (see
+    /// [`Confirmed::execute_with_credential`](crate::Confirmed::execute_with_credential)):
+    /// a call that does not say so under a policy that mints, or says so
+    /// under one that does not, is refused before anyone is asked.
+    #[must_use]
+    pub fn takes_credential(mut self) -> Self {
+        self.takes_credential = true;
         self
     }
 

@@ -17,6 +17,7 @@ mod ballot_box;
 mod builder;
 mod call;
 mod coordinator;
+mod credential;
 mod deadline;
 mod deferred;
 mod directory;
@@ -34,6 +35,8 @@ mod submit;
 mod table;
 mod terminal;
 
+#[cfg(test)]
+mod credential_tests;
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]
@@ -60,7 +63,7 @@ pub use directory::{Directory, normal_identity};
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
 pub use notice::{Notice, Recovery};
-pub use policy::{DEFAULT_MAX_PENDING_PER_ACTOR, Policy, Unreachable};
+pub use policy::{CredentialPolicy, DEFAULT_MAX_PENDING_PER_ACTOR, Policy, Unreachable};
 pub use policy_file::PolicyFile;
 pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision, EarlierDecision};
 pub use submit::Ticket;
@@ -133,6 +136,7 @@ pub struct Gate {
 pub(crate) struct GateInner {
     sink: Arc<dyn AuditSink>,
     approvers: HashMap<String, Arc<dyn Approver>>,
+    brokers: HashMap<String, Arc<dyn crate::broker::CredentialBroker>>,
     policies: Policies,
     directory: Directory,
     clock: Arc<dyn Clock>,

@@ -115,4 +115,11 @@ pub struct Recovery {
     /// Deferred requests whose deadline passed while the process was down,
     /// now `expired`.
     pub expired: Vec<String>,
+    /// Credentials the previous run minted for a body and did not revoke
+    /// (by id), now revoked and recorded `credential_revoked`.
+    pub credentials_revoked: Vec<String>,
+    /// Credentials found the same way that could not be revoked (their
+    /// broker failed or is not registered; each is traced): they stop
+    /// working at their expiry, and the next recover tries again.
+    pub credentials_left: Vec<String>,
 }

@@ -93,6 +93,44 @@ pub struct Policy {
     /// The directory groups whose members may vote once it is escalated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalate_groups: Vec<String>,
+    /// The credential each approved call's body gets, minted for that call
+    /// alone and revoked when it ends; none when absent (the body runs with
+    /// the process's own privileges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialPolicy>,
+}
+
+/// Which broker mints an approved call's credential, by which template,
+/// for how long at most (`credential = { broker = "warehouse", template =
+/// "select-table", lifetime_ms = 900000 }` in a policy file).
+///
+/// ```
+/// use std::time::Duration;
+/// use approval_core::Policy;
+///
+/// let policy = Policy::new("data-export", ["slack"], Duration::from_secs(900))
+///     .credential("warehouse", "select-table", Duration::from_secs(600));
+/// let credential = policy.credential.as_ref().unwrap();
+/// assert_eq!(credential.lifetime(), Duration::from_secs(600));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CredentialPolicy {
+    /// The broker's name in the gate ([`GateBuilder::broker`](crate::GateBuilder::broker)).
+    pub broker: String,
+    /// The broker's template that derives the scope from the arguments.
+    pub template: String,
+    /// The longest the credential may work, in milliseconds: the body
+    /// should end well within it.
+    pub lifetime_ms: u64,
+}
+
+impl CredentialPolicy {
+    /// The longest the credential may work.
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_millis(self.lifetime_ms)
+    }
 }
 
 /// What a request does when one of its routes cannot be delivered to
@@ -193,6 +231,7 @@ impl Policy {
             escalate_after_ms: None,
             escalate_routes: Vec::new(),
             escalate_groups: Vec::new(),
+            credential: None,
         }
     }
 
@@ -336,6 +375,26 @@ impl Policy {
     #[must_use]
     pub fn in_shadow(mut self) -> Self {
         self.shadow = true;
+        self
+    }
+
+    /// Gives each approved call's body a credential that `broker` mints by
+    /// `template` from the approved arguments, working at most `lifetime`,
+    /// and revoked when the body ends (see [`CredentialPolicy`]). A gated
+    /// function under this policy takes the credential as its
+    /// `credential = ..` parameter. Part of the policy digest when set.
+    #[must_use]
+    pub fn credential(
+        mut self,
+        broker: impl Into<String>,
+        template: impl Into<String>,
+        lifetime: Duration,
+    ) -> Self {
+        self.credential = Some(CredentialPolicy {
+            broker: broker.into(),
+            template: template.into(),
+            lifetime_ms: u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX),
+        });
         self
     }
 

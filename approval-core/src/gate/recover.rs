@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::notice::Recovery;
 use super::pending::{Accepted, Pending};
 use super::{ApprovalRequest, Approver, Decision, Gate, GateInner, NO_ACTOR, Notice, lock};
+use crate::broker::CredentialHandle;
 use crate::error::ApprovalError;
 use approval_audit::CanonicalJson;
 use approval_audit::{Actor, ActorKind, Reviewer, Task, Vote};
@@ -22,6 +23,15 @@ struct Line {
     request_id: Option<String>,
     #[serde(default)]
     deferred: bool,
+    /// Of `credential_minted` and `credential_revoked`.
+    #[serde(default)]
+    broker: Option<String>,
+    #[serde(default)]
+    credential_id: Option<String>,
+    #[serde(default)]
+    scope: Option<serde_json::Value>,
+    #[serde(default)]
+    expires_at: Option<String>,
 }
 
 #[derive(Default)]
@@ -70,14 +80,19 @@ impl Gate {
                 "the log may have other writers; their requests may still be waited on".into(),
             ));
         }
-        let window = self
-            .inner
-            .policies
-            .values()
-            .map(|entry| entry.policy.timeout())
+        let policies = self.inner.policies.values().map(|entry| &entry.policy);
+        let longest_credential = policies
+            .clone()
+            .filter_map(|p| p.credential.as_ref().map(super::CredentialPolicy::lifetime))
+            .max()
+            .unwrap_or_default();
+        // A credential is minted after its approval and may live its whole
+        // lifetime, so its record may be that much older than the end.
+        let window = policies
+            .map(|policy| policy.timeout())
             .max()
             .unwrap_or_default()
-            .saturating_add(self.inner.recovery_margin);
+            .saturating_add(self.inner.recovery_margin.max(longest_credential));
         let reader = sink.read_recent(window)?;
         // Requests still open or approved-but-not-run; settled ones leave.
         let mut open: HashMap<String, State> = HashMap::new();
@@ -86,10 +101,13 @@ impl Gate {
         // is deferred by its `requested` record, or by a later `queued`.
         let mut lines_of: HashMap<String, Vec<String>> = HashMap::new();
         let mut deferred: HashSet<String> = HashSet::new();
+        // Credentials minted and not revoked, in the order minted.
+        let mut live: Vec<CredentialHandle> = Vec::new();
         for line in BufReader::new(reader).lines() {
             let line = line.map_err(|e| ApprovalError::Recovery(e.to_string()))?;
-            let record: Line = serde_json::from_str(&line)
+            let mut record: Line = serde_json::from_str(&line)
                 .map_err(|e| ApprovalError::Recovery(format!("unreadable record: {e}")))?;
+            track_credentials(&mut record, &mut live)?;
             let Some(id) = record.request_id else {
                 continue;
             };
@@ -208,6 +226,7 @@ impl Gate {
                 .await
                 .map_err(ApprovalError::Coordination)?;
         }
+        self.revoke_left(live, &mut recovery).await;
         // Each approver once, though several routes may name it.
         let recovery = Arc::new(recovery);
         let mut told: Vec<&Arc<dyn Approver>> = Vec::new();
@@ -241,9 +260,80 @@ impl Gate {
             expired = recovery.expired.len(),
             cancelled = recovery.cancelled.len(),
             unknown = recovery.unknown.len(),
+            credentials_revoked = recovery.credentials_revoked.len(),
+            credentials_left = recovery.credentials_left.len(),
             "recovered the previous run's open requests"
         );
         Ok(Recovery::clone(&recovery))
+    }
+}
+
+/// Keeps `live` up to date with one record: a `credential_minted` adds
+/// its credential, a `credential_revoked` removes it.
+fn track_credentials(
+    record: &mut Line,
+    live: &mut Vec<CredentialHandle>,
+) -> Result<(), ApprovalError> {
+    let unreadable =
+        |what: &str| ApprovalError::Recovery(format!("unreadable {} record: {what}", record.event));
+    match record.event.as_str() {
+        "credential_minted" => {
+            let (Some(request_id), Some(broker), Some(id), Some(scope), Some(expires_at)) = (
+                record.request_id.clone(),
+                record.broker.take(),
+                record.credential_id.take(),
+                record.scope.take(),
+                record.expires_at.take(),
+            ) else {
+                return Err(unreadable("a member is missing"));
+            };
+            live.push(CredentialHandle {
+                request_id,
+                broker,
+                id,
+                scope: CanonicalJson::from_value(&scope).map_err(|_| unreadable("scope"))?,
+                expires_at: approval_audit::clock::parse_ts(expires_at.as_bytes())
+                    .ok_or_else(|| unreadable("expires_at"))?,
+            });
+        }
+        "credential_revoked" => {
+            let (Some(broker), Some(id)) = (&record.broker, &record.credential_id) else {
+                return Err(unreadable("a member is missing"));
+            };
+            live.retain(|c| (&c.broker, &c.id) != (broker, id));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl Gate {
+    /// Revokes the credentials the previous run minted and did not revoke
+    /// (it ended mid-body): each is recorded `credential_revoked`, or, if
+    /// its broker is gone or still fails, traced and listed as left.
+    async fn revoke_left(&self, live: Vec<CredentialHandle>, recovery: &mut Recovery) {
+        for handle in live {
+            let revoked = match self.inner.brokers.get(&handle.broker) {
+                Some(broker) => {
+                    super::credential::revoke_and_record(
+                        &self.inner,
+                        broker.as_ref(),
+                        &handle,
+                        "found minted and not revoked at restart",
+                    )
+                    .await
+                }
+                None => {
+                    tracing::error!(request_id = %handle.request_id, broker = %handle.broker, credential_id = %handle.id, "a credential the previous run left cannot be revoked: its broker is not registered");
+                    false
+                }
+            };
+            if revoked {
+                recovery.credentials_revoked.push(handle.id);
+            } else {
+                recovery.credentials_left.push(handle.id);
+            }
+        }
     }
 }
 

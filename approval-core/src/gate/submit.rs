@@ -149,6 +149,12 @@ impl Gate {
                 policy: call.policy.to_string(),
             })?;
         let policy = &entry.policy;
+        if policy.credential.is_some() != call.takes_credential {
+            return Err(ApprovalError::CredentialMismatch {
+                policy: policy.name.clone(),
+                policy_mints: policy.credential.is_some(),
+            });
+        }
         let actor = current_actor();
         if actor.is_none() && policy.require_actor {
             return Err(ApprovalError::NoActor {

@@ -79,6 +79,21 @@ impl Cluster {
         cluster
     }
 
+    /// A new cluster where only `postgres` is trusted: every other role
+    /// logs in with its password (SCRAM-SHA-256), as in production.
+    pub fn start_with_passwords() -> Self {
+        let cluster = Self::init();
+        std::fs::write(
+            cluster.data().join("pg_hba.conf"),
+            "local all postgres trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        cluster.start_server();
+        cluster
+    }
+
     /// A new cluster that takes TLS, its certificate (for `127.0.0.1`)
     /// issued by a throwaway CA; started. Returns it and the CA's
     /// certificate file.
