@@ -8,6 +8,8 @@ pub struct GatedFunction {
     module: &'static str,
     name: &'static str,
     policy: &'static str,
+    /// Whether it takes its policy's minted credential (`credential = ..`).
+    takes_credential: bool,
 }
 
 impl GatedFunction {
@@ -17,7 +19,15 @@ impl GatedFunction {
             module,
             name,
             policy,
+            takes_credential: false,
         }
+    }
+
+    #[doc(hidden)]
+    #[must_use]
+    pub const fn taking_credential(mut self) -> Self {
+        self.takes_credential = true;
+        self
     }
 
     /// The action: the function's full path.
@@ -28,6 +38,11 @@ impl GatedFunction {
     /// The policy it names.
     pub fn policy(&self) -> &'static str {
         self.policy
+    }
+
+    /// Whether its body takes the credential its policy mints.
+    pub fn takes_credential(&self) -> bool {
+        self.takes_credential
     }
 }
 

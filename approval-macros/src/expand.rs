@@ -199,9 +199,10 @@ pub(crate) fn expand(options: &Options, item: &ItemFn) -> syn::Result<TokenStrea
     let takes_credential = credential.map(|_| quote!(__approval_args.takes_credential();));
     let return_check = quote_spanned!(ret.span()=> #private::gated_return::<#ret>(););
 
+    let taking = credential.map(|_| quote!(.taking_credential()));
     let register = quote! {
         #private::inventory::submit! {
-            #private::GatedFunction::new(::core::module_path!(), #fn_name, #policy)
+            #private::GatedFunction::new(::core::module_path!(), #fn_name, #policy)#taking
         }
     };
     // The gate and the call live in a block of their own, so the waiting

@@ -2,6 +2,7 @@
 //! body once, a denial never runs it.
 
 mod blocking;
+mod credential;
 mod deferred;
 mod registry;
 mod shapes;

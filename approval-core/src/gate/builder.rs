@@ -118,6 +118,13 @@ pub enum ConfigError {
         /// What the broker said.
         cause: String,
     },
+    /// Gated functions in this program take a minted credential under a
+    /// policy that mints none, or take none under one that mints one.
+    #[error("gated functions and their policies disagree on a minted credential: {}", mismatched.iter().map(|(action, policy)| format!("{action} under {policy}")).collect::<Vec<_>>().join(", "))]
+    CredentialMismatch {
+        /// Each function's action and its policy.
+        mismatched: Vec<(String, String)>,
+    },
     /// Gated functions in this program name policies the gate lacks.
     #[error("gated functions name policies this gate does not have: {}", missing.iter().map(|(action, policy)| format!("{action} needs {policy}")).collect::<Vec<_>>().join(", "))]
     MissingPolicies {

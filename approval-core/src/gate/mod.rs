@@ -189,15 +189,29 @@ impl Gate {
     /// policy this gate has: call it at start-up, so a missing policy is
     /// reported before any call is made (each call would fail closed).
     pub fn check_registry(&self) -> Result<(), ConfigError> {
-        let missing: Vec<(String, String)> = crate::registry::gated_functions()
-            .into_iter()
+        let functions = crate::registry::gated_functions();
+        let missing: Vec<(String, String)> = functions
+            .iter()
             .filter(|f| !self.inner.policies.contains_key(f.policy()))
             .map(|f| (f.action(), f.policy().to_owned()))
             .collect();
-        if missing.is_empty() {
+        if !missing.is_empty() {
+            return Err(ConfigError::MissingPolicies { missing });
+        }
+        let mismatched: Vec<(String, String)> = functions
+            .iter()
+            .filter(|f| {
+                self.inner
+                    .policies
+                    .get(f.policy())
+                    .is_some_and(|entry| entry.policy.credential.is_some() != f.takes_credential())
+            })
+            .map(|f| (f.action(), f.policy().to_owned()))
+            .collect();
+        if mismatched.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::MissingPolicies { missing })
+            Err(ConfigError::CredentialMismatch { mismatched })
         }
     }
 
