@@ -62,3 +62,8 @@ pub struct DocsAuditChainDoctests;
 #[doc = include_str!("../../docs/postgres.md")]
 #[cfg(doctest)]
 pub struct DocsPostgresDoctests;
+
+/// `docs/credentials.md`: a credential per approved call, brokers.
+#[doc = include_str!("../../docs/credentials.md")]
+#[cfg(doctest)]
+pub struct DocsCredentialsDoctests;

@@ -478,3 +478,20 @@ async fn a_credential_a_crash_left_is_revoked_at_restart_and_again_if_that_faile
     assert_eq!(revoked[0]["broker"], "warehouse");
     assert_eq!(revoked[0]["why"], "found minted and not revoked at restart");
 }
+
+#[test]
+fn a_policy_file_names_its_credential_and_a_wrong_member_fails_at_its_line() {
+    let text = "[[policy]]\nname = \"export\"\nroutes = [\"mock\"]\ntimeout_ms = 60000\n\
+                credential = { broker = \"warehouse\", template = \"select-table\", lifetime_ms = 300000 }\n";
+    let file = PolicyFile::parse(text, "policies.toml").unwrap();
+    let credential = file.policies()[0].credential.as_ref().unwrap();
+    assert_eq!(credential.broker, "warehouse");
+    assert_eq!(credential.template, "select-table");
+    assert_eq!(credential.lifetime(), Duration::from_secs(300));
+    let wrong = text.replace("lifetime_ms", "lifetime");
+    let err = PolicyFile::parse(&wrong, "policies.toml").unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::PolicyFile { line: 5, cause, .. } if cause.contains("lifetime")),
+        "{err}"
+    );
+}
