@@ -93,7 +93,7 @@ pub enum ApprovalError {
         broker: String,
         /// What went wrong.
         #[source]
-        source: crate::broker::BrokerError,
+        source: BrokerError,
     },
     /// The arguments have no canonical JSON form (a NaN, say).
     #[error("the arguments cannot be recorded: {0}")]
@@ -173,4 +173,25 @@ pub struct CoordinatorError {
     pub what: &'static str,
     /// The cause.
     pub cause: String,
+}
+
+/// Why a broker could not mint or revoke.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker has no such template.
+    #[error("no credential template {0}")]
+    UnknownTemplate(String),
+    /// The approved arguments do not give a scope under the template (a
+    /// missing argument, a name the system cannot hold).
+    #[error("template {template}: {why}")]
+    Scope {
+        /// The template.
+        template: String,
+        /// What is wrong with the arguments for it.
+        why: String,
+    },
+    /// The system the broker mints for failed or refused.
+    #[error("{0}")]
+    Backend(String),
 }

@@ -59,7 +59,6 @@
 #![forbid(unsafe_code)]
 
 mod agent_text;
-mod broker;
 mod error;
 mod gate;
 mod private;
@@ -76,19 +75,17 @@ pub use approval_audit::{
     VerifyError, Vote, WriterSecret, checkpoint, clock, dropped_path, durable_mark_path, hex,
     verify,
 };
-#[cfg(any(test, feature = "mock"))]
-pub use broker::MockBroker;
-pub use broker::{BrokerError, Credential, CredentialBroker, CredentialHandle, MintRequest};
-pub use error::{ApprovalError, ApproverError, CoordinatorError};
+pub use error::{ApprovalError, ApproverError, BrokerError, CoordinatorError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, Ballot, BallotOutcome, Ballots, Call, ConfigError,
-    Confirmed, Coordinator, CredentialPolicy, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory,
-    EarlierDecision, Forwarded, Gate, GateBallots, GateBuilder, NO_ACTOR, Notice, Policy,
-    PolicyFile, Recovery, RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket,
-    Unreachable, VoteView, current_actor, normal_identity, with_actor, with_actor_sync,
+    Confirmed, Coordinator, Credential, CredentialBroker, CredentialHandle, CredentialPolicy,
+    DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory, EarlierDecision, Forwarded, Gate,
+    GateBallots, GateBuilder, MintRequest, NO_ACTOR, Notice, Policy, PolicyFile, Recovery,
+    RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket, Unreachable, VoteView,
+    current_actor, normal_identity, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
-pub use gate::{MockApprover, ScriptedMock};
+pub use gate::{MockApprover, MockBroker, ScriptedMock};
 pub use redact::Redact;
 pub use registry::{GatedFunction, gated_functions};
 

@@ -36,7 +36,9 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.process.kill();
+        if let Err(e) = self.process.kill() {
+            eprintln!("chromedriver: {e}");
+        }
     }
 }
 

@@ -53,7 +53,9 @@ impl GateProcess {
         let (send, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = send.send(line);
+                if send.send(line).is_err() {
+                    break; // The test stopped reading.
+                }
             }
         });
         let mut process = Self {

@@ -54,7 +54,9 @@ async fn socket_server() -> (String, mpsc::UnboundedReceiver<(String, Socket)>) 
                 };
             if let Ok(socket) = tokio_tungstenite::accept_hdr_async(stream, callback).await {
                 let path = path.lock().unwrap().clone();
-                let _ = tx.send((path, socket));
+                if tx.send((path, socket)).is_err() {
+                    eprintln!("fake Slack: the test stopped taking connections");
+                }
             }
         }
     });

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::background::Background;
+use super::broker::CredentialBroker;
 use super::deadline::Deadlines;
 use super::limits;
 use super::outbox::{Outbox, Retry};
 use super::policy::{Policies, PolicyEntry};
 use super::table::{self, Table};
 use super::{Approver, Coordinator, Directory, Gate, GateInner, Policy, PolicyFile};
-use crate::broker::CredentialBroker;
 use approval_audit::AuditSink;
 use approval_audit::Clock;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::GateInner;
 use super::approval::{CatchUnwind, Confirmed};
-use crate::broker::{Credential, CredentialBroker, CredentialHandle, MintRequest};
+use super::broker::{Credential, CredentialBroker, CredentialHandle, MintRequest};
 use crate::error::ApprovalError;
 use approval_audit::Event;
 

@@ -14,6 +14,7 @@ mod approval;
 mod approver;
 mod background;
 mod ballot_box;
+mod broker;
 mod builder;
 mod call;
 mod coordinator;
@@ -56,6 +57,9 @@ pub(crate) use ambient::ambient_gate;
 pub use approval::{Approval, Confirmed};
 pub use approver::{Approver, Ballots, GateBallots};
 pub use ballot_box::RefusalCounts;
+#[cfg(any(test, feature = "mock"))]
+pub use broker::MockBroker;
+pub use broker::{Credential, CredentialBroker, CredentialHandle, MintRequest};
 pub use builder::{ConfigError, GateBuilder};
 pub use call::Call;
 pub use coordinator::{Coordinator, Forwarded, Settlement};
@@ -136,7 +140,7 @@ pub struct Gate {
 pub(crate) struct GateInner {
     sink: Arc<dyn AuditSink>,
     approvers: HashMap<String, Arc<dyn Approver>>,
-    brokers: HashMap<String, Arc<dyn crate::broker::CredentialBroker>>,
+    brokers: HashMap<String, Arc<dyn broker::CredentialBroker>>,
     policies: Policies,
     directory: Directory,
     clock: Arc<dyn Clock>,

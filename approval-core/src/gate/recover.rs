@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::broker::CredentialHandle;
 use super::notice::Recovery;
 use super::pending::{Accepted, Pending};
 use super::{ApprovalRequest, Approver, Decision, Gate, GateInner, NO_ACTOR, Notice, lock};
-use crate::broker::CredentialHandle;
 use crate::error::ApprovalError;
 use approval_audit::CanonicalJson;
 use approval_audit::{Actor, ActorKind, Reviewer, Task, Vote};

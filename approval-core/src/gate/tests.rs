@@ -1114,7 +1114,7 @@ async fn approvers_hear_each_ending_once_after_it_is_recorded() {
     let gate_waiting = gate(&sink, waiting.clone(), policy());
     let (call, request) = start(&gate_waiting, &waiting.mock, &ran).await;
     call.abort();
-    let _ = call.await;
+    assert!(call.await.unwrap_err().is_cancelled());
     for _ in 0..100 {
         if !waiting.notices().is_empty() {
             break;

@@ -289,11 +289,16 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self
+        let stopped = self
             .command("pg_ctl")
             .args(["-D"])
             .arg(self.data())
             .args(["-m", "immediate", "stop"])
             .output();
+        match stopped {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!("pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr)),
+            Err(e) => eprintln!("pg_ctl stop: {e}"),
+        }
     }
 }

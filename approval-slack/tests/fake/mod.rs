@@ -162,7 +162,10 @@ fn serve(stream: std::net::TcpStream, shared: &Mutex<Fake>) {
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    let _ = write!(stream, "{head}\r\n{body}");
+    // The client may have gone (a test that stopped waiting): say so.
+    if let Err(e) = write!(stream, "{head}\r\n{body}") {
+        eprintln!("fake Slack: answering: {e}");
+    }
 }
 
 /// What Slack checks first (SLACK.md §8), then the script, then the usual

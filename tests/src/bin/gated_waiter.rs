@@ -57,5 +57,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("ready {}", mock.requests()[0].id);
-    let _ = call.await;
+    match call.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("refused: {e}"),
+        Err(e) => eprintln!("call: {e}"),
+    }
 }

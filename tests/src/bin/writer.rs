@@ -56,6 +56,9 @@ async fn main() {
         })
         .collect();
     for task in tasks {
-        let _ = task.await;
+        if let Err(e) = task.await {
+            eprintln!("writer task: {e}");
+            std::process::exit(4);
+        }
     }
 }

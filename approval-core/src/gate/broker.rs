@@ -14,7 +14,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use crate::gate::ApprovalRequest;
+use super::ApprovalRequest;
+use crate::error::BrokerError;
 use approval_audit::CanonicalJson;
 
 /// Mints credentials for approved calls and revokes them.
@@ -224,27 +225,6 @@ impl CredentialHandle {
             expires_at,
         }
     }
-}
-
-/// Why a broker could not mint or revoke.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BrokerError {
-    /// The broker has no such template.
-    #[error("no credential template {0}")]
-    UnknownTemplate(String),
-    /// The approved arguments do not give a scope under the template (a
-    /// missing argument, a name the system cannot hold).
-    #[error("template {template}: {why}")]
-    Scope {
-        /// The template.
-        template: String,
-        /// What is wrong with the arguments for it.
-        why: String,
-    },
-    /// The system the broker mints for failed or refused.
-    #[error("{0}")]
-    Backend(String),
 }
 
 #[cfg(any(test, feature = "mock"))]
