@@ -25,7 +25,10 @@ mod tests {
     #[test]
     fn fields_are_quoted_and_formulas_defused() {
         let mut out = String::new();
-        row(&mut out, &["a,b", "say \"hi\"", "=cmd|' /c calc'!A0", "-1", "plain"]);
+        row(
+            &mut out,
+            &["a,b", "say \"hi\"", "=cmd|' /c calc'!A0", "-1", "plain"],
+        );
         assert_eq!(
             out,
             "\"a,b\",\"say \"\"hi\"\"\",\"'=cmd|' /c calc'!A0\",\"'-1\",\"plain\"\n"

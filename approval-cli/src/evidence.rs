@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use crate::population::{Population, Request};
+use crate::population::Population;
 
 /// What to pack.
 pub(crate) struct Pack<'a> {
@@ -74,8 +74,13 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
         let (id, path) = spec
             .split_once('=')
             .ok_or_else(|| format!("--key takes ID=KEYFILE, got {spec:?}"))?;
-        if !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(format!("--key {spec:?}: a key id for a file name is letters, digits, - _ ."));
+        if !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "--key {spec:?}: a key id for a file name is letters, digits, - _ ."
+            ));
         }
         let bytes = std::fs::read(path).map_err(|e| shown(Path::new(path), e))?;
         entries.push(Entry {
@@ -98,7 +103,8 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
             trust.push_str(line);
             trust.push('\n');
             // A key line is `NAME+ID+BASE64`: quoted for the shell.
-            write!(check, " --trust '{}'", line.replace('\'', "'\\''")).map_err(|e| e.to_string())?;
+            write!(check, " --trust '{}'", line.replace('\'', "'\\''"))
+                .map_err(|e| e.to_string())?;
         }
         entries.push(Entry {
             path: "trust.txt".into(),
@@ -188,7 +194,10 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
         entries.len()
     );
     println!("check it:");
-    println!("  tar xf {} && cd evidence && sh CHECK.sh", pack.out.display());
+    println!(
+        "  tar xf {} && cd evidence && sh CHECK.sh",
+        pack.out.display()
+    );
     println!("which runs:");
     for line in check.lines().skip(3) {
         println!("  {line}");

@@ -9,6 +9,9 @@
 //! approval check-proof FILE --trust KEYLINE
 //! approval consistency LOG --old FILE --new FILE --trust KEYLINE
 //! approval feed LOG --out FEED [--follow [--poll-ms N]]
+//! approval evidence LOG --out PACK.tar --key ID=KEYFILE [--key ...]
+//!                [--checkpoint FILE --trust KEYLINE ...] [--policy FILE ...]
+//!                [--from TIME] [--to TIME]
 //! ```
 //!
 //! Exit status: 0 when the command succeeded (for `verify`: the log is
@@ -21,8 +24,12 @@
     reason = "a command-line tool prints its results"
 )]
 
+mod csv;
+mod evidence;
 mod feed;
+mod population;
 mod proofs;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -151,6 +158,41 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = 1000, requires = "follow")]
         poll_ms: u64,
     },
+    /// Pack what an auditor needs into one tar archive: the log (verified
+    /// first), its checkpoint, the verification keys, the policy files, a
+    /// population list of the period's requests, summaries (CSV, HTML),
+    /// control mapping notes, and the commands that check it (CHECK.sh).
+    Evidence {
+        /// The JSON Lines log.
+        log: PathBuf,
+        /// The archive to write (a tar file; must not exist).
+        #[arg(long, value_name = "PACK")]
+        out: PathBuf,
+        /// A verification key as ID=KEYFILE; repeat for rotated keys.
+        #[arg(long = "key", value_name = "ID=KEYFILE", required = true)]
+        keys: Vec<String>,
+        /// The log's signed checkpoint, checked and packed.
+        #[arg(long, value_name = "FILE", requires = "trust")]
+        checkpoint: Option<PathBuf>,
+        /// A public key trusted to sign checkpoints; repeatable.
+        #[arg(long, value_name = "KEYLINE", requires = "checkpoint")]
+        trust: Vec<String>,
+        /// A policy file in force in the period; repeatable.
+        #[arg(long = "policy", value_name = "FILE")]
+        policies: Vec<PathBuf>,
+        /// The period's start (RFC 3339, UTC: 2026-10-01T00:00:00Z); the
+        /// requests asked for at or after it.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        from: Option<std::time::SystemTime>,
+        /// The period's end: the requests asked for before it.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        to: Option<std::time::SystemTime>,
+    },
+}
+
+/// An RFC 3339 time in UTC (`2026-10-01T00:00:00Z`, or with a fraction).
+fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339(text).map_err(|e| format!("{text:?}: {e} (say 2026-10-01T00:00:00Z)"))
 }
 
 fn main() -> ExitCode {
@@ -212,6 +254,25 @@ fn main() -> ExitCode {
             follow,
             std::time::Duration::from_millis(poll_ms),
         ),
+        Command::Evidence {
+            log,
+            out,
+            keys,
+            checkpoint,
+            trust,
+            policies,
+            from,
+            to,
+        } => evidence::evidence(&evidence::Pack {
+            log: &log,
+            out: &out,
+            keys: &keys,
+            checkpoint: checkpoint.as_deref(),
+            trust: &trust,
+            policies: &policies,
+            from,
+            to,
+        }),
     };
     match result {
         Ok(code) => code,

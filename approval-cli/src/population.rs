@@ -85,7 +85,12 @@ impl Population {
                     actor: text(&record["actor"]["id"]),
                     on_behalf_of: text(&record["actor"]["on_behalf_of"]),
                     resource: text(&record["resource"]),
-                    outcome: if event == "would_require" { "shadow" } else { "open" }.into(),
+                    outcome: if event == "would_require" {
+                        "shadow"
+                    } else {
+                        "open"
+                    }
+                    .into(),
                     ..Request::default()
                 });
                 continue;
@@ -168,7 +173,11 @@ impl Population {
             c[0] += 1;
             for (i, word) in COLUMNS.iter().enumerate().skip(1) {
                 let (kind, value) = word.split_once(':').unwrap_or(("outcome", word));
-                let field = if kind == "executed" { &r.executed } else { &r.outcome };
+                let field = if kind == "executed" {
+                    &r.executed
+                } else {
+                    &r.outcome
+                };
                 if field == value {
                     c[i] += 1;
                 }

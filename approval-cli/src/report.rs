@@ -59,13 +59,25 @@ pub(crate) fn html(population: &Population, log: &Path) -> String {
     out.push_str("</table>\n<h2>Per reviewer</h2>\n<table>\n");
     tr(&mut out, "th", &["reviewer", "approve votes", "deny votes"]);
     for (who, approve, deny) in population.by_reviewer() {
-        tr(&mut out, "td", &[&who, &approve.to_string(), &deny.to_string()]);
+        tr(
+            &mut out,
+            "td",
+            &[&who, &approve.to_string(), &deny.to_string()],
+        );
     }
     out.push_str("</table>\n<h2>Denied, expired and cancelled</h2>\n<table>\n");
     tr(
         &mut out,
         "th",
-        &["request", "asked at", "action", "policy", "actor", "outcome", "reviewers"],
+        &[
+            "request",
+            "asked at",
+            "action",
+            "policy",
+            "actor",
+            "outcome",
+            "reviewers",
+        ],
     );
     for r in population
         .requests()
@@ -79,6 +91,7 @@ pub(crate) fn html(population: &Population, log: &Path) -> String {
                 &r.id,
                 &r.requested_at,
                 &r.action,
+                &r.resource,
                 &r.policy,
                 &r.actor,
                 &r.outcome,
