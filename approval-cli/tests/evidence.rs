@@ -178,7 +178,10 @@ fn a_pack_checks_with_its_own_commands_and_lists_the_period_s_requests() {
     assert!(tar.status.success(), "{}", text(&tar.stderr));
     let pack = unpacked.join("evidence");
     let bin = Path::new(env!("CARGO_BIN_EXE_approval")).parent().unwrap();
-    #[allow(clippy::disallowed_methods, reason = "the auditor's own PATH, with the binary first")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the auditor's own PATH, with the binary first"
+    )]
     let path = format!(
         "{}:{}",
         bin.display(),

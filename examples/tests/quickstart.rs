@@ -2,7 +2,7 @@
 //! approve the export, deny the key rotation with a comment.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// `cargo test` builds the package's examples beside the test binaries.
@@ -143,6 +143,77 @@ fn quickstart_approves_one_denies_one_and_verifies_its_log() {
             signing.verifier()
         )),
         "{output}"
+    );
+
+    // The run's evidence pack checks with the commands it prints.
+    let approval = example("quickstart")
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("approval");
+    assert!(
+        approval.exists(),
+        "{} not built (run the workspace's tests)",
+        approval.display()
+    );
+    let packed = Command::new(&approval)
+        .current_dir(dir.path())
+        .args([
+            "evidence",
+            "approval-quickstart/audit.jsonl",
+            "--out",
+            "evidence.tar",
+            "--key",
+            "dev=approval-quickstart/dev.key.verify",
+            "--checkpoint",
+            "approval-quickstart/audit.jsonl.checkpoint",
+            "--trust",
+            &signing.verifier().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&packed.stdout);
+    assert!(
+        packed.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&packed.stderr)
+    );
+    let command = printed
+        .lines()
+        .skip_while(|l| *l != "check it:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{printed}"))
+        .trim();
+    assert_eq!(command, "tar xf evidence.tar && cd evidence && sh CHECK.sh");
+    let bin = approval.parent().unwrap();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the auditor's PATH, with the binary first"
+    )]
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let checked = Command::new("sh")
+        .args(["-c", command])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(said.contains("ok: 7 records"), "{said}");
+    assert!(said.contains("checkpoint ok:"), "{said}");
+    let population = std::fs::read_to_string(dir.path().join("evidence/population.csv")).unwrap();
+    assert_eq!(population.lines().count(), 3, "{population}");
+    assert!(
+        population.contains("\"quickstart::rotate_key\""),
+        "{population}"
     );
 }
 
