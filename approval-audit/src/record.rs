@@ -414,8 +414,10 @@ pub enum Event {
     Queued {
         /// The request.
         request_id: String,
-        /// The route that could not be reached.
-        route: String,
+        /// The route that could not be reached, if that is why.
+        route: Option<String>,
+        /// The attended hours it was asked outside of, if that is why.
+        attended: Option<String>,
     },
     /// A credential broker minted a credential scoped to an approved call,
     /// for its body (never the secret: what it may do and until when).
@@ -585,8 +587,14 @@ impl Event {
                 routes,
                 groups,
             } => return PendingRecord::escalated(request_id, routes, groups),
-            Self::Queued { request_id, route } => {
-                r.str("request_id", request_id).str("route", route);
+            Self::Queued {
+                request_id,
+                route,
+                attended,
+            } => {
+                r.str("request_id", request_id)
+                    .opt_str("route", route.as_deref())
+                    .opt_str("attended", attended.as_deref());
             }
             Self::CredentialMinted {
                 request_id,

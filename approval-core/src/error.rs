@@ -75,6 +75,13 @@ pub enum ApprovalError {
     /// The arguments changed between approval and execution.
     #[error("the arguments changed while waiting for approval")]
     ArgumentsChanged,
+    /// The call came outside its policy's attended hours and the policy
+    /// denies unattended requests: recorded `cancelled`, never run.
+    #[error("policy {policy}: no reviewer attends now (outside its attended hours)")]
+    Unattended {
+        /// The policy.
+        policy: String,
+    },
     /// The policy mints a credential for each approved call and the gated
     /// function takes none (`policy_mints`), or the function takes one and
     /// the policy mints none: refused before anyone is asked.

@@ -1102,3 +1102,122 @@ fn a_waiter_keeps_its_deadline_itself_once_the_gate_s_runtime_is_gone() {
         events(&sink)
     );
 }
+
+#[tokio::test]
+async fn outside_attended_hours_a_request_is_denied_queued_or_waits_as_its_policy_says() {
+    use crate::ManualClock;
+    // Saturday 3 January 1970, 12:00 UTC; the desk attends weekdays 9 to 6.
+    let saturday = unix_epoch_plus(2 * 86_400 + 12 * 3600);
+    let gate_with = |unreachable, clock: Arc<ManualClock>| {
+        let (desk, sink) = (Arc::new(Listener::default()), sink());
+        let office = AttendedHours::new(
+            ["mon", "tue", "wed", "thu", "fri"],
+            "09:00",
+            "18:00",
+            "+00:00",
+        )
+        .unwrap();
+        let gate = Gate::builder(sink.clone())
+            .approver("mock", desk.clone())
+            .policy(
+                Policy::new("export", ["mock"], Duration::from_secs(3 * 86_400))
+                    .approvers(["alice"])
+                    .attended(office)
+                    .when_unreachable(unreachable),
+            )
+            .directory(directory())
+            .clock(clock)
+            .build()
+            .unwrap();
+        (gate, sink, desk)
+    };
+
+    // The default: denied at once, on record, and nobody is bothered.
+    let clock = Arc::new(ManualClock::new(saturday));
+    let (gate, sink, desk) = gate_with(Unreachable::Deny, clock.clone());
+    let refused = gate.submit(call()).await.err().unwrap();
+    assert!(
+        matches!(&refused, ApprovalError::Unattended { policy } if policy == "export"),
+        "{refused:?}"
+    );
+    assert_eq!(events(&sink), ["requested", "cancelled"]);
+    assert_eq!(
+        records(&sink)[1]["why"],
+        "outside the policy's attended hours (mon,tue,wed,thu,fri 09:00-18:00 UTC+00:00)"
+    );
+    assert!(lock(&desk.delivered).is_empty());
+    // On Monday morning the same call is asked as usual.
+    clock.advance(Duration::from_secs(2 * 86_400 - 2 * 3600));
+    let ticket = gate.submit(call()).await.unwrap();
+    assert_eq!(lock(&desk.delivered).len(), 1);
+    assert!(gate.status(ticket.request_id()).unwrap().is_open());
+
+    // `queue`: delivered, recorded `queued`, the caller told to come back;
+    // approved on Monday, the same call then runs once.
+    let (gate, sink, desk) = gate_with(Unreachable::Queue, Arc::new(ManualClock::new(saturday)));
+    let queued = with_actor(agent(), gate.submit(call()))
+        .await
+        .err()
+        .unwrap();
+    let ApprovalError::Pending { request_id, .. } = queued else {
+        panic!("not queued: {queued:?}");
+    };
+    assert_eq!(events(&sink), ["requested", "queued"]);
+    let queued_record = &records(&sink)[1];
+    assert_eq!(
+        queued_record["attended"],
+        "mon,tue,wed,thu,fri 09:00-18:00 UTC+00:00"
+    );
+    assert!(queued_record.get("route").is_none());
+    let (request, ballots) = lock(&desk.delivered)[0].clone();
+    assert_eq!(request.id, request_id);
+    ballots
+        .cast(Ballot::new(&request, "mock:alice", "mock", Vote::Approve))
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    assert_eq!(deferred_export(&gate, agent(), &runs).await.unwrap(), 1);
+
+    // `wait`: delivered and open; it runs only if someone approves.
+    let (gate, sink, desk) = gate_with(Unreachable::Wait, Arc::new(ManualClock::new(saturday)));
+    let ticket = gate.submit(call()).await.unwrap();
+    assert_eq!(events(&sink), ["requested"]);
+    let (request, ballots) = lock(&desk.delivered)[0].clone();
+    ballots
+        .cast(Ballot::new(&request, "mock:alice", "mock", Vote::Deny))
+        .await
+        .unwrap();
+    assert!(matches!(
+        ticket.decision().await,
+        Err(ApprovalError::Denied { .. })
+    ));
+}
+
+/// That many seconds after 1970 began (a Thursday).
+fn unix_epoch_plus(secs: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+#[test]
+fn a_policy_file_s_attended_hours_are_checked_at_their_line() {
+    let text = "[[policy]]\nname = \"export\"\nroutes = [\"mock\"]\ntimeout_ms = 60000\n\
+                attended = { days = [\"mon\", \"fri\"], from = \"09:00\", to = \"18:00\", utc_offset = \"+02:00\" }\n";
+    let file = PolicyFile::parse(text, "policies.toml").unwrap();
+    let hours = file.policies()[0].attended.as_ref().unwrap();
+    assert_eq!(hours.to_string(), "mon,fri 09:00-18:00 UTC+02:00");
+    // The canonical form names them as written, so the digest covers them.
+    let json = CanonicalJson::from_serialize(&file.policies()[0]).unwrap();
+    assert!(
+        json.as_str().contains(
+            r#""attended":{"days":["mon","fri"],"from":"09:00","to":"18:00","utc_offset":"+02:00"}"#
+        ),
+        "{}",
+        json.as_str()
+    );
+    let wrong = text.replace("18:00", "6pm");
+    let err = PolicyFile::parse(&wrong, "policies.toml").unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::PolicyFile { line: 5, cause, .. } if cause.contains("not a time of day")),
+        "{err}"
+    );
+}

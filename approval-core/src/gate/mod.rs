@@ -22,6 +22,7 @@ mod credential;
 mod deadline;
 mod deferred;
 mod directory;
+mod hours;
 mod limits;
 #[cfg(any(test, feature = "mock"))]
 mod mock;
@@ -64,6 +65,7 @@ pub use builder::{ConfigError, GateBuilder};
 pub use call::Call;
 pub use coordinator::{Coordinator, Forwarded, Settlement};
 pub use directory::{Directory, normal_identity};
+pub use hours::{AttendedHours, HoursError};
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
 pub use notice::{Notice, Recovery};

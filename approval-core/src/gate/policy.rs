@@ -98,6 +98,11 @@ pub struct Policy {
     /// the process's own privileges).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialPolicy>,
+    /// When its reviewers can be reached; always when absent. A request
+    /// asked outside them is unattended: [`unreachable`](Self::unreachable)
+    /// says what happens (deny, wait, or queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attended: Option<super::AttendedHours>,
 }
 
 /// Which broker mints an approved call's credential, by which template,
@@ -232,6 +237,7 @@ impl Policy {
             escalate_routes: Vec::new(),
             escalate_groups: Vec::new(),
             credential: None,
+            attended: None,
         }
     }
 
@@ -395,6 +401,28 @@ impl Policy {
             template: template.into(),
             lifetime_ms: u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX),
         });
+        self
+    }
+
+    /// Reviewers attend only in `hours`: a request outside them is
+    /// unattended, and [`when_unreachable`](Self::when_unreachable) says
+    /// what happens (by default it is denied). Part of the policy digest
+    /// when set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use approval_core::{AttendedHours, Policy, Unreachable};
+    ///
+    /// let office = AttendedHours::new(["mon", "tue", "wed", "thu", "fri"], "09:00", "18:00", "+01:00")?;
+    /// let policy = Policy::new("data-export", ["slack"], Duration::from_secs(3600))
+    ///     .attended(office)
+    ///     .when_unreachable(Unreachable::Queue);
+    /// assert!(policy.attended.is_some());
+    /// # Ok::<(), approval_core::HoursError>(())
+    /// ```
+    #[must_use]
+    pub fn attended(mut self, hours: super::AttendedHours) -> Self {
+        self.attended = Some(hours);
         self
     }
 

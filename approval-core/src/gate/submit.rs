@@ -301,8 +301,50 @@ impl Gate {
             return Err(ApprovalError::Coordination(e));
         }
 
-        let mut undelivered = inner.deliver_all(pending).await;
         let unreachable = pending.entry.policy.unreachable;
+        // Outside the policy's attended hours nobody is there to decide:
+        // its unattended mode says what happens, never an approval.
+        let unattended = pending
+            .entry
+            .policy
+            .attended
+            .as_ref()
+            .filter(|hours| !hours.contains(inner.clock.now()));
+        if let Some(hours) = unattended {
+            tracing::warn!(request_id = %request.id, %hours, "asked outside the policy's attended hours");
+            if unreachable == super::Unreachable::Deny {
+                let why = format!("outside the policy's attended hours ({hours})");
+                let standing = Box::pin(inner.finish(pending, Decision::Cancelled { why })).await;
+                ticket.armed = false;
+                standing?;
+                return Err(ApprovalError::Unattended {
+                    policy: pending.entry.policy.name.clone(),
+                });
+            }
+        }
+        let mut undelivered = inner.deliver_all(pending).await;
+        if let Some(hours) = unattended
+            && unreachable == super::Unreachable::Queue
+            && undelivered.is_none()
+            && !pending.is_deferred()
+        {
+            // On record first: the restart must find it deferred.
+            inner
+                .sink
+                .append_event(approval_audit::Event::Queued {
+                    request_id: request.id.clone(),
+                    route: None,
+                    attended: Some(hours.to_string()),
+                })
+                .await?;
+            pending.set_deferred();
+            inner.remember_deferred(pending);
+            ticket.armed = false;
+            return Err(ApprovalError::Pending {
+                request_id: request.id.clone(),
+                expires_at: request.expires_at,
+            });
+        }
         if let Some((route, _)) = &undelivered
             && unreachable != super::Unreachable::Deny
             && tokio::time::Instant::now() < pending.deadline
@@ -315,7 +357,8 @@ impl Gate {
                     .sink
                     .append_event(approval_audit::Event::Queued {
                         request_id: request.id.clone(),
-                        route: route.clone(),
+                        route: Some(route.clone()),
+                        attended: None,
                     })
                     .await?;
                 pending.set_deferred();
