@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approval_core::{
-    Actor, ApprovalError, ApprovalRequest, Approver, ApproverError, Ballots, Call, CanonicalJson,
-    ChainWriter, Directory, Gate, KeyId, MemorySink, Policy, Unreachable, WriterSecret, with_actor,
+    Actor, ApprovalError, ApprovalRequest, Approver, ApproverError, AttendedHours, Ballots, Call,
+    CanonicalJson, ChainWriter, Directory, Gate, KeyId, MemorySink, Policy, Unreachable,
+    WriterSecret, with_actor,
 };
 use approval_slack::SlackChannel;
 use approval_slack::api::{BotToken, SlackApi};
@@ -328,6 +329,66 @@ async fn with_the_pager_down_a_waiting_policy_is_decided_in_slack_and_a_queueing
     assert_eq!(
         h.events("cancelled")[0]["why"],
         "approver pager unavailable"
+    );
+}
+
+/// Hours that are not now: one minute, six hours from now (UTC), every day.
+fn hours_not_now() -> AttendedHours {
+    use approval_core::Clock;
+    let now = approval_core::SystemClock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let from = (now % 86_400 / 60 + 360) % 1440;
+    let hhmm = |m: u64| format!("{:02}:{:02}", m / 60, m % 60);
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    AttendedHours::new(days, &hhmm(from), &hhmm(from + 1), "+00:00").unwrap()
+}
+
+#[tokio::test]
+async fn outside_attended_hours_a_queueing_policy_answers_pending_and_is_decided_in_slack() {
+    let policy = || {
+        Policy::new("data-export", ["slack"], Duration::from_secs(60))
+            .approvers(["alice"])
+            .attended(hours_not_now())
+    };
+    let (base, fake) = fake_slack();
+    let h = harness(
+        policy().when_unreachable(Unreachable::Queue),
+        sink(),
+        base,
+        None,
+    )
+    .await;
+    let queued = h.start("users").await.unwrap();
+    let Err(ApprovalError::Pending { request_id, .. }) = queued else {
+        panic!("not queued: {queued:?}");
+    };
+    let record = &h.events("queued")[0];
+    assert_eq!(record["attended"], hours_not_now().to_string());
+    assert!(record.get("route").is_none());
+    // Posted for the morning; Alice's click decides it.
+    let value = button_value(&fake, 0).await;
+    assert!(value.starts_with(&request_id));
+    assert_eq!(h.send(&click("U0ALICE", "approve", &value)).await.0, 200);
+    assert_eq!(h.events("approved")[0]["request_id"], request_id.as_str());
+
+    // The default denies it without posting anything.
+    let (base, fake) = fake_slack();
+    let h = harness(policy(), sink(), base, None).await;
+    let refused = h.start("users").await.unwrap();
+    assert!(
+        matches!(&refused, Err(ApprovalError::Unattended { policy }) if policy == "data-export"),
+        "{refused:?}"
+    );
+    h.gate.drain_notices().await;
+    assert!(fake.lock().unwrap().bodies("chat.postMessage").is_empty());
+    assert!(
+        h.events("cancelled")[0]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("outside the policy's attended hours")
     );
 }
 
