@@ -228,17 +228,10 @@ impl CredentialBroker for StsBroker {
     }
 
     async fn mint(&self, request: MintRequest<'_>) -> Result<Credential, BrokerError> {
-        let template = self
-            .templates
-            .get(request.template)
-            .ok_or_else(|| BrokerError::UnknownTemplate(request.template.to_owned()))?;
-        let scope_error = |why: String| BrokerError::Scope {
-            template: request.template.to_owned(),
-            why,
-        };
-        let args: Value = serde_json::from_str(request.request.args.as_str())
-            .map_err(|e| scope_error(e.to_string()))?;
-        let policy = template.policy(&args).map_err(scope_error)?;
+        let template = request.template_in(&self.templates)?;
+        let policy = template
+            .policy(&request.args()?)
+            .map_err(|why| request.scope_error(why))?;
         let left = request
             .expires_at
             .duration_since(self.clock.now())
@@ -246,7 +239,7 @@ impl CredentialBroker for StsBroker {
             .saturating_sub(SKEW)
             .min(MAX_SESSION);
         if left < MIN_SESSION {
-            return Err(scope_error(format!(
+            return Err(request.scope_error(format!(
                 "an STS session lasts at least 15 minutes, and the policy's credential lifetime leaves {} s",
                 left.as_secs()
             )));

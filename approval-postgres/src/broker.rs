@@ -292,16 +292,9 @@ impl CredentialBroker for PostgresBroker {
     }
 
     async fn mint(&self, request: MintRequest<'_>) -> Result<Credential, BrokerError> {
-        let template = self
-            .templates
-            .get(request.template)
-            .ok_or_else(|| BrokerError::UnknownTemplate(request.template.to_owned()))?;
-        let scope_error = |why: String| BrokerError::Scope {
-            template: request.template.to_owned(),
-            why,
-        };
-        let args: Value = serde_json::from_str(request.request.args.as_str())
-            .map_err(|e| scope_error(e.to_string()))?;
+        let template = request.template_in(&self.templates)?;
+        let args = request.args()?;
+        let scope_error = |why: String| request.scope_error(why);
         let mut client = self
             .database
             .connect()

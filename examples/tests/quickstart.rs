@@ -2,17 +2,12 @@
 //! approve the export, deny the key rotation with a comment.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// `cargo test` builds the package's examples beside the test binaries.
-fn example(name: &str) -> PathBuf {
-    let test = std::env::current_exe().unwrap();
-    let target = test.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = target.join("examples").join(name);
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
+mod support;
+
+use support::example;
 
 #[test]
 fn quickstart_approves_one_denies_one_and_verifies_its_log() {

@@ -4,20 +4,14 @@
 //! role is dropped after.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 #[path = "../../approval-postgres/tests/cluster/mod.rs"]
 mod cluster;
 
-/// `cargo test` builds the package's examples beside the test binaries.
-fn example(name: &str) -> PathBuf {
-    let test = std::env::current_exe().unwrap();
-    let target = test.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = target.join("examples").join(name);
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
+mod support;
+
+use support::example;
 
 #[test]
 fn the_export_reads_its_table_as_a_minted_role_refused_elsewhere_and_dropped() {

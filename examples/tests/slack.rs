@@ -3,7 +3,6 @@
 //! a signed click on the Request URL approves it, the function runs, the
 //! message is updated and the decision is in the log.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,14 +11,9 @@ mod fake;
 
 use fake::*;
 
-/// `cargo test` builds the package's examples beside the test binaries.
-fn example(name: &str) -> PathBuf {
-    let test = std::env::current_exe().unwrap();
-    let target = test.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = target.join("examples").join(name);
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
+mod support;
+
+use support::example;
 
 #[tokio::test]
 async fn the_slack_example_waits_for_a_click_and_runs_when_approved() {

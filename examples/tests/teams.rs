@@ -4,7 +4,6 @@
 //! click approves it, the function runs, the card is updated and the
 //! decision is in the log.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -15,14 +14,9 @@ mod fake;
 
 use fake::*;
 
-/// `cargo test` builds the package's examples beside the test binaries.
-fn example(name: &str) -> PathBuf {
-    let test = std::env::current_exe().unwrap();
-    let target = test.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = target.join("examples").join(name);
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
+mod support;
+
+use support::example;
 
 const REVIEWER: &str = "6f1c0b0e-1111-4a1a-9a1a-00000000a11c";
 

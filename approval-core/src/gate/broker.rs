@@ -97,6 +97,33 @@ pub struct MintRequest<'a> {
     pub expires_at: SystemTime,
 }
 
+impl MintRequest<'_> {
+    /// The template of this name among a broker's `templates`, or
+    /// [`BrokerError::UnknownTemplate`].
+    pub fn template_in<'t, T>(
+        &self,
+        templates: &'t std::collections::HashMap<String, T>,
+    ) -> Result<&'t T, BrokerError> {
+        templates
+            .get(self.template)
+            .ok_or_else(|| BrokerError::UnknownTemplate(self.template.to_owned()))
+    }
+
+    /// A [`BrokerError::Scope`] for this request's template.
+    pub fn scope_error(&self, why: impl Into<String>) -> BrokerError {
+        BrokerError::Scope {
+            template: self.template.to_owned(),
+            why: why.into(),
+        }
+    }
+
+    /// The approved arguments, as recorded, for a template to read.
+    pub fn args(&self) -> Result<serde_json::Value, BrokerError> {
+        serde_json::from_str(self.request.args.as_str())
+            .map_err(|e| self.scope_error(e.to_string()))
+    }
+}
+
 /// A credential minted for one approved call, as its body receives it.
 ///
 /// Its secrets are wiped from memory when it is dropped, and neither

@@ -7,32 +7,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::test_support::{events, records, sink_keyed};
 use super::*;
 use crate::error::ApproverError;
 use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
 use approval_audit::{Actor, RejectReason, Vote};
 
 fn sink() -> Arc<MemorySink> {
-    let secret = WriterSecret::from_hex(&"22".repeat(32)).unwrap();
-    Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
-        KeyId::new("k").unwrap(),
-        &secret,
-    ))))
-}
-
-fn records(sink: &MemorySink) -> Vec<Value> {
-    String::from_utf8(sink.bytes())
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
-fn events(sink: &MemorySink) -> Vec<String> {
-    records(sink)
-        .iter()
-        .map(|r| r["event"].as_str().unwrap().to_owned())
-        .collect()
+    sink_keyed("22")
 }
 
 fn call() -> Call {

@@ -44,6 +44,8 @@ mod identity_tests;
 #[cfg(test)]
 mod lifecycle_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
