@@ -95,6 +95,20 @@ async fn query(moto: &Moto, params: &[(&str, &str)]) -> String {
     response.text().await.unwrap()
 }
 
+/// The templates' role, `exporter`.
+async fn create_role(moto: &Moto) {
+    query(
+        moto,
+        &[
+            ("Action", "CreateRole"),
+            ("Version", "2010-05-08"),
+            ("RoleName", "exporter"),
+            ("AssumeRolePolicyDocument", "{}"),
+        ],
+    )
+    .await;
+}
+
 fn between<'a>(xml: &'a str, open: &str, close: &str) -> Vec<&'a str> {
     xml.split(open)
         .skip(1)
@@ -195,16 +209,7 @@ async fn export(
 #[tokio::test]
 async fn an_approved_call_runs_as_its_own_session_which_is_denied_after() {
     let moto = start_moto().await;
-    query(
-        &moto,
-        &[
-            ("Action", "CreateRole"),
-            ("Version", "2010-05-08"),
-            ("RoleName", "exporter"),
-            ("AssumeRolePolicyDocument", "{}"),
-        ],
-    )
-    .await;
+    create_role(&moto).await;
     let (gate, sink) = gate(Arc::new(broker(&moto)), Duration::from_secs(1200));
     let asked = SystemClock.now();
     let (arn, session_id, secret) = export(
@@ -313,16 +318,7 @@ fn gate_short(moto: &Moto) -> (Gate, Arc<MemorySink>) {
 #[tokio::test]
 async fn each_revoke_tidies_the_denies_of_sessions_that_ended_long_ago() {
     let moto = start_moto().await;
-    query(
-        &moto,
-        &[
-            ("Action", "CreateRole"),
-            ("Version", "2010-05-08"),
-            ("RoleName", "exporter"),
-            ("AssumeRolePolicyDocument", "{}"),
-        ],
-    )
-    .await;
+    create_role(&moto).await;
     let clock = Arc::new(ManualClock::new(
         UNIX_EPOCH + Duration::from_secs(1_800_000_000),
     ));

@@ -40,6 +40,17 @@ struct Entry {
     mode: u32,
 }
 
+impl Entry {
+    /// A file anyone may read.
+    fn readable(path: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        Self {
+            path: path.into(),
+            bytes: bytes.into(),
+            mode: 0o644,
+        }
+    }
+}
+
 /// Builds the archive; exit 1 if the log (or its checkpoint) fails.
 pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
     let shown = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
@@ -62,11 +73,7 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
     }
 
     let log = std::fs::read(pack.log).map_err(|e| shown(pack.log, e))?;
-    let mut entries = vec![Entry {
-        path: "log.jsonl".into(),
-        bytes: log.clone(),
-        mode: 0o644,
-    }];
+    let mut entries = vec![Entry::readable("log.jsonl", log.clone())];
     let mut check = String::from(
         "#!/bin/sh\n# Checks this evidence pack: run it in the directory it is in.\nset -e\nsha256sum -c SHA256SUMS\napproval verify log.jsonl",
     );
@@ -83,6 +90,7 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
             ));
         }
         let bytes = std::fs::read(path).map_err(|e| shown(Path::new(path), e))?;
+        // The key can write records too: not for everyone to read.
         entries.push(Entry {
             path: format!("keys/{id}.verify"),
             bytes,
@@ -92,11 +100,7 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
     }
     if let Some(checkpoint) = pack.checkpoint {
         let bytes = std::fs::read(checkpoint).map_err(|e| shown(checkpoint, e))?;
-        entries.push(Entry {
-            path: "log.jsonl.checkpoint".into(),
-            bytes,
-            mode: 0o644,
-        });
+        entries.push(Entry::readable("log.jsonl.checkpoint", bytes));
         let mut trust = String::new();
         check.push_str(" --checkpoint log.jsonl.checkpoint");
         for line in pack.trust {
@@ -106,11 +110,7 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
             write!(check, " --trust '{}'", line.replace('\'', "'\\''"))
                 .map_err(|e| e.to_string())?;
         }
-        entries.push(Entry {
-            path: "trust.txt".into(),
-            bytes: trust.into_bytes(),
-            mode: 0o644,
-        });
+        entries.push(Entry::readable("trust.txt", trust));
     }
     check.push('\n');
 
@@ -126,44 +126,25 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
             crate::csv::row(&mut digests, &[name, &policy.name, &digest]);
         }
         let bytes = std::fs::read(path).map_err(|e| shown(path, e))?;
-        entries.push(Entry {
-            path: format!("policies/{name}"),
-            bytes,
-            mode: 0o644,
-        });
+        entries.push(Entry::readable(format!("policies/{name}"), bytes));
     }
-    entries.push(Entry {
-        path: "policies/digests.csv".into(),
-        bytes: digests.into_bytes(),
-        mode: 0o644,
-    });
+    entries.push(Entry::readable("policies/digests.csv", digests));
 
     let population = Population::read(&log, pack.from, pack.to)?;
-    entries.push(Entry {
-        path: "population.csv".into(),
-        bytes: population.csv().into_bytes(),
-        mode: 0o644,
-    });
-    entries.push(Entry {
-        path: "summary-policies.csv".into(),
-        bytes: population.by_policy_csv().into_bytes(),
-        mode: 0o644,
-    });
-    entries.push(Entry {
-        path: "summary-reviewers.csv".into(),
-        bytes: population.by_reviewer_csv().into_bytes(),
-        mode: 0o644,
-    });
-    entries.push(Entry {
-        path: "report.html".into(),
-        bytes: crate::report::html(&population, pack.log).into_bytes(),
-        mode: 0o644,
-    });
-    entries.push(Entry {
-        path: "MAPPING.md".into(),
-        bytes: MAPPING.as_bytes().to_vec(),
-        mode: 0o644,
-    });
+    entries.push(Entry::readable("population.csv", population.csv()));
+    entries.push(Entry::readable(
+        "summary-policies.csv",
+        population.by_policy_csv(),
+    ));
+    entries.push(Entry::readable(
+        "summary-reviewers.csv",
+        population.by_reviewer_csv(),
+    ));
+    entries.push(Entry::readable(
+        "report.html",
+        crate::report::html(&population, pack.log),
+    ));
+    entries.push(Entry::readable("MAPPING.md", MAPPING));
     entries.push(Entry {
         path: "CHECK.sh".into(),
         bytes: check.clone().into_bytes(),
@@ -180,11 +161,7 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
         )
         .map_err(|e| e.to_string())?;
     }
-    entries.push(Entry {
-        path: "SHA256SUMS".into(),
-        bytes: sums.into_bytes(),
-        mode: 0o644,
-    });
+    entries.push(Entry::readable("SHA256SUMS", sums));
     write_archive(pack.out, &entries).map_err(|e| shown(pack.out, e))?;
 
     println!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::test_support::{events, records, sink_keyed};
+use super::test_support::{events, records, reopened, sink_keyed};
 use super::*;
 use crate::{ChainWriter, Credential, Event, KeyId, MemorySink, MockBroker, WriterSecret};
 
@@ -349,20 +349,6 @@ fn a_policy_without_a_credential_keeps_its_digest() {
         "{}",
         json.as_str()
     );
-}
-
-/// The log at `path`, once the previous run's tasks let go of it.
-async fn reopened(path: &std::path::Path, writer: Arc<ChainWriter>) -> Arc<crate::JsonlFileSink> {
-    for _ in 0..200 {
-        match crate::JsonlFileSink::open(path, writer.clone()) {
-            Ok(sink) => return Arc::new(sink),
-            Err(crate::AuditError::Locked { .. }) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(other) => panic!("{other}"),
-        }
-    }
-    panic!("the previous run never let go of {}", path.display());
 }
 
 /// What a run that crashed mid-body leaves in its log: an approved

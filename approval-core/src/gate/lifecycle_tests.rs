@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::test_support::{events, records, sink_keyed};
+use super::test_support::{events, records, reopened, sink_keyed};
 use super::*;
 use crate::error::ApproverError;
 use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
@@ -461,21 +461,6 @@ async fn a_deferred_request_keeps_its_escalation_across_a_restart() {
         .filter(|e| *e == "escalated")
         .count();
     assert_eq!(escalations, 1);
-}
-
-/// Opens the log at `path` for a gate's second run, once the first run's
-/// tasks have let go of it (in a real restart the process is gone).
-async fn reopened(path: &std::path::Path, writer: Arc<ChainWriter>) -> Arc<crate::JsonlFileSink> {
-    for _ in 0..200 {
-        match crate::JsonlFileSink::open(path, writer.clone()) {
-            Ok(sink) => return Arc::new(sink),
-            Err(crate::AuditError::Locked { .. }) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(other) => panic!("{other}"),
-        }
-    }
-    panic!("the first run never let go of {}", path.display());
 }
 
 /// The `event` of each record in the log file at `path`.

@@ -1,6 +1,7 @@
 //! What the gate's tests share: a memory sink and reading it back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -30,4 +31,22 @@ pub(super) fn events(sink: &MemorySink) -> Vec<String> {
         .iter()
         .map(|r| r["event"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The log at `path`, once the previous run's tasks let go of it (they
+/// hold it a moment after its last record).
+pub(super) async fn reopened(
+    path: &std::path::Path,
+    writer: Arc<ChainWriter>,
+) -> Arc<crate::JsonlFileSink> {
+    for _ in 0..200 {
+        match crate::JsonlFileSink::open(path, writer.clone()) {
+            Ok(sink) => return Arc::new(sink),
+            Err(crate::AuditError::Locked { .. }) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    panic!("the previous run never let go of {}", path.display());
 }
