@@ -366,6 +366,21 @@ impl Coordinator for PostgresCoordinator {
         Ok(())
     }
 
+    async fn deferred(&self, request: &ApprovalRequest) -> Result<(), CoordinatorError> {
+        // As `opened` leases a deferred request: to its deadline and a lease
+        // more; no longer renewed by this run.
+        let until = request
+            .expires_at
+            .checked_add(self.lease)
+            .unwrap_or(request.expires_at);
+        self.ledger
+            .defer(&request.id, until)
+            .await
+            .map_err(coordination("defer the request"))?;
+        lock(&self.open).remove(&request.id);
+        Ok(())
+    }
+
     async fn settle(
         &self,
         request: &ApprovalRequest,

@@ -399,6 +399,31 @@ impl Ledger {
             .await
     }
 
+    /// Makes this process's open request `id` deferred, held until
+    /// `deadline` (never renewed), as [`open_deferred`](Self::open_deferred)
+    /// would have; [`LedgerError::UnknownRequest`] if it is not open here.
+    pub async fn defer(&self, id: &str, deadline: SystemTime) -> Result<(), LedgerError> {
+        let at = deadline.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let what = "defer the request";
+        let changed = self
+            .with_client(what, async |client| {
+                client
+                    .execute(
+                        "UPDATE approval_requests
+                            SET deferred = true, lease_until = to_timestamp($3::float8)
+                          WHERE id = $1 AND owner = $2 AND state = 'open'",
+                        &[&id, &self.process, &at.as_secs_f64()],
+                    )
+                    .await
+                    .map_err(store(what))
+            })
+            .await?;
+        if changed == 0 {
+            return Err(LedgerError::UnknownRequest(id.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Inserts an open request with `lease_until` given by `until` (SQL
     /// with `$5`, a number of seconds).
     async fn insert_request(

@@ -27,6 +27,18 @@ const KEY: [u8; 32] = [0x5a; 32];
 /// and coordinator in the database, the policy and reviewers every
 /// process shares.
 async fn process(cluster: &Cluster, name: &str, secret: &WriterSecret) -> Gate {
+    let policy =
+        Policy::new("data-export", ["replicas"], Duration::from_secs(600)).approvers(["alice"]);
+    process_with(cluster, name, secret, policy).await
+}
+
+/// As [`process`], under `policy`.
+async fn process_with(
+    cluster: &Cluster,
+    name: &str,
+    secret: &WriterSecret,
+    policy: Policy,
+) -> Gate {
     let writer = Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), secret));
     let sink = PostgresSink::connect(&cluster.database(), name, writer)
         .await
@@ -41,9 +53,7 @@ async fn process(cluster: &Cluster, name: &str, secret: &WriterSecret) -> Gate {
     .unwrap();
     Gate::builder(Arc::new(sink))
         .approver("replicas", Arc::new(MockApprover::silent("endpoint")))
-        .policy(
-            Policy::new("data-export", ["replicas"], Duration::from_secs(600)).approvers(["alice"]),
-        )
+        .policy(policy)
         .directory(Directory::new().person("alice", ["api:alice"]))
         .coordinator(Arc::new(coordinator))
         .build()
@@ -203,4 +213,69 @@ async fn a_blocking_request_of_the_previous_run_is_cancelled_and_a_deferred_one_
     assert_eq!(recovery.cancelled, std::slice::from_ref(&blocking));
     assert_eq!(ledger_row(&cluster, &deferred).await.0, "open");
     assert_eq!(ledger_row(&cluster, &blocking).await.0, "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_outside_attended_hours_is_deferred_in_the_ledger_and_kept_by_the_restart()
+{
+    use approval_core::{AttendedHours, Clock, Unreachable};
+    let cluster = Cluster::start();
+    let secret = WriterSecret::generate().unwrap();
+    // One minute a day, six hours from now: not now.
+    let now = approval_core::SystemClock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let from = (now % 86_400 / 60 + 360) % 1440;
+    let hhmm = |m: u64| format!("{:02}:{:02}", m / 60, m % 60);
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let policy = || {
+        Policy::new("data-export", ["replicas"], Duration::from_secs(600))
+            .approvers(["alice"])
+            .attended(AttendedHours::new(days, &hhmm(from), &hhmm(from + 1), "+00:00").unwrap())
+            .when_unreachable(Unreachable::Queue)
+    };
+    let id = {
+        let a = process_with(&cluster, "host-a", &secret, policy()).await;
+        a.recover().await.unwrap();
+        // A blocking call: queued, so the caller is told to come back.
+        let queued = with_actor(Actor::new("agent-7"), a.submit(call()))
+            .await
+            .err()
+            .unwrap();
+        let ApprovalError::Pending { request_id, .. } = queued else {
+            panic!("not queued: {queued:?}");
+        };
+        a.shutdown().await.unwrap();
+        request_id
+    };
+    // The ledger holds it deferred, leased to its deadline: it outlives
+    // the run that asked.
+    let (client, connection) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT state, deferred, lease_until > now() + interval '500 seconds'
+               FROM approval_requests WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let (state, deferred, leased): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((state.as_str(), deferred, leased), ("open", true, true));
+
+    // The next run reopens it from its chain, and the ledger keeps it.
+    let a = process_with(&cluster, "host-a", &secret, policy()).await;
+    let recovery = a.recover().await.unwrap();
+    assert_eq!(recovery.reopened, std::slice::from_ref(&id));
+    assert_eq!(ledger_row(&cluster, &id).await.0, "open");
+    a.shutdown().await.unwrap();
+    drop(a);
+    assert_eq!(
+        events_of(&cluster, "host-a", &secret, &id),
+        ["requested", "queued"]
+    );
 }

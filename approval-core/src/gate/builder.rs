@@ -262,13 +262,6 @@ impl GateBuilder {
             {
                 return Err(invalid("reminds at once or only after its timeout"));
             }
-            if policy.unreachable == super::Unreachable::Queue && self.coordinator.is_some() {
-                // The shared ledger would not know the request became
-                // deferred: refused rather than lost at a restart.
-                return Err(invalid(
-                    "queues when unreachable, which a shared coordinator does not support yet",
-                ));
-            }
             if let Some(after) = policy.escalation() {
                 if after.is_zero() || after >= policy.timeout() {
                     return Err(invalid("escalates at once or only after its timeout"));

@@ -77,6 +77,18 @@ pub trait Coordinator: Send + Sync + fmt::Debug {
         deferred: bool,
     ) -> Result<(), CoordinatorError>;
 
+    /// A request this process opened with a caller waiting became
+    /// deferred (its policy queues when unattended): it must now outlive
+    /// this run until its deadline, as one opened deferred does. The
+    /// default refuses, so a coordinator that cannot do it fails closed
+    /// (the request is cancelled, never left half-shared).
+    async fn deferred(&self, request: &ApprovalRequest) -> Result<(), CoordinatorError> {
+        Err(CoordinatorError {
+            what: "defer an open request",
+            cause: format!("this coordinator cannot (request {})", request.id),
+        })
+    }
+
     /// This process reached `decision` on `request`: does it stand?
     async fn settle(
         &self,
@@ -266,34 +278,61 @@ mod tests {
         (task, mock.requests()[0].clone())
     }
 
-    #[test]
-    fn queueing_when_unreachable_is_refused_with_a_shared_coordinator() {
+    #[tokio::test]
+    async fn a_coordinator_that_cannot_defer_cancels_a_request_its_policy_would_queue() {
         let store = Arc::new(Mutex::new(Store::default()));
         let secret = WriterSecret::from_hex(&"11".repeat(32)).unwrap();
         let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
             KeyId::new("k").unwrap(),
             &secret,
         ))));
-        let built = Gate::builder(sink)
+        // Saturday noon; the desk attends on weekdays: the policy queues.
+        let saturday = std::time::UNIX_EPOCH + Duration::from_secs(2 * 86_400 + 12 * 3600);
+        let weekdays = crate::AttendedHours::new(
+            ["mon", "tue", "wed", "thu", "fri"],
+            "09:00",
+            "18:00",
+            "+00:00",
+        )
+        .unwrap();
+        let gate = Gate::builder(sink.clone())
             .approver("mock", Arc::new(MockApprover::silent("ci")))
             .policy(
                 Policy::new("export", ["mock"], Duration::from_secs(60))
                     .approvers(["alice"])
+                    .attended(weekdays)
                     .when_unreachable(crate::Unreachable::Queue),
             )
             .directory(Directory::new().person("alice", ["slack:UALICE"]))
+            .clock(Arc::new(crate::ManualClock::new(saturday)))
             .coordinator(Arc::new(Shared {
                 process: "a".into(),
                 store,
             }))
-            .build();
-        let Err(error) = built else {
-            panic!("a queueing policy was accepted with a coordinator");
-        };
-        let error = error.to_string();
-        assert_eq!(
-            error,
-            "policy export queues when unreachable, which a shared coordinator does not support yet"
+            .build()
+            .unwrap();
+        // This coordinator keeps the trait's default: it cannot defer.
+        let refused = gate.submit(call()).await.err().unwrap();
+        assert!(
+            matches!(&refused, ApprovalError::Coordination(e) if e.what == "defer an open request"),
+            "{refused:?}"
+        );
+        let log = String::from_utf8(sink.bytes()).unwrap();
+        let events: Vec<&str> = log
+            .lines()
+            .map(|l| {
+                l.split("\"event\":\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(events, ["requested", "cancelled"]);
+        assert!(
+            log.contains("could not be queued with the other processes"),
+            "{log}"
         );
     }
 

@@ -328,22 +328,8 @@ impl Gate {
             && undelivered.is_none()
             && !pending.is_deferred()
         {
-            // On record first: the restart must find it deferred.
-            inner
-                .sink
-                .append_event(approval_audit::Event::Queued {
-                    request_id: request.id.clone(),
-                    route: None,
-                    attended: Some(hours.to_string()),
-                })
-                .await?;
-            pending.set_deferred();
-            inner.remember_deferred(pending);
             ticket.armed = false;
-            return Err(ApprovalError::Pending {
-                request_id: request.id.clone(),
-                expires_at: request.expires_at,
-            });
+            return Err(inner.queue(pending, None, Some(hours.to_string())).await);
         }
         if let Some((route, _)) = &undelivered
             && unreachable != super::Unreachable::Deny
@@ -352,22 +338,8 @@ impl Gate {
             // The other routes (and the decision API) may still decide.
             tracing::warn!(request_id = %request.id, route, "a route is unreachable; the request stays open (its policy says so)");
             if unreachable == super::Unreachable::Queue && !pending.is_deferred() {
-                // On record first: the restart must find it deferred.
-                inner
-                    .sink
-                    .append_event(approval_audit::Event::Queued {
-                        request_id: request.id.clone(),
-                        route: Some(route.clone()),
-                        attended: None,
-                    })
-                    .await?;
-                pending.set_deferred();
-                inner.remember_deferred(pending);
                 ticket.armed = false;
-                return Err(ApprovalError::Pending {
-                    request_id: request.id.clone(),
-                    expires_at: request.expires_at,
-                });
+                return Err(inner.queue(pending, Some(route.clone()), None).await);
             }
             undelivered = None;
         }
@@ -394,6 +366,43 @@ impl Gate {
 }
 
 impl GateInner {
+    /// Makes an open request deferred because its policy queues when
+    /// unattended (`route` down, or asked outside `attended` hours): the
+    /// shared ledger first, then on record (the restart must find it
+    /// deferred). Gives the caller's answer: `Pending`, or why it could
+    /// not be queued (the request is then cancelled).
+    async fn queue(
+        &self,
+        pending: &Arc<Pending>,
+        route: Option<String>,
+        attended: Option<String>,
+    ) -> ApprovalError {
+        let request = &pending.request;
+        if let Some(coordinator) = &self.coordinator
+            && let Err(e) = coordinator.deferred(request).await
+        {
+            let why = format!("could not be queued with the other processes: {e}");
+            return match Box::pin(self.finish(pending, Decision::Cancelled { why })).await {
+                Ok(_) => ApprovalError::Coordination(e),
+                Err(written) => written,
+            };
+        }
+        let queued = approval_audit::Event::Queued {
+            request_id: request.id.clone(),
+            route,
+            attended,
+        };
+        if let Err(e) = self.sink.append_event(queued).await {
+            return e.into();
+        }
+        pending.set_deferred();
+        self.remember_deferred(pending);
+        ApprovalError::Pending {
+            request_id: request.id.clone(),
+            expires_at: request.expires_at,
+        }
+    }
+
     /// Delivers `pending` through every route of its policy at once: a slow
     /// channel does not hold up the others, and none may take longer than
     /// the request has. Returns the first route that failed.
