@@ -202,3 +202,16 @@ pub enum BrokerError {
     #[error("{0}")]
     Backend(String),
 }
+
+impl BrokerError {
+    /// The kind of failure in one word (`unknown_template`, `scope`,
+    /// `backend`), for traces: the text itself can quote the call's
+    /// arguments, which traces never carry.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownTemplate(_) => "unknown_template",
+            Self::Scope { .. } => "scope",
+            Self::Backend(_) => "backend",
+        }
+    }
+}

@@ -124,8 +124,9 @@ impl Confirmed {
             .await;
         let mut credential = match minted {
             Ok(credential) => credential,
+            // Traced by kind: a scope error can quote the arguments.
             Err(source) => {
-                tracing::warn!(request_id = %request.id, broker = %spec.broker, error = %source, "could not mint the call's credential; not run");
+                tracing::warn!(request_id = %request.id, broker = %spec.broker, error = source.kind(), "could not mint the call's credential; not run");
                 self.cancel("the credential broker could not mint the call's credential")
                     .await?;
                 return Err(ApprovalError::Credential {
