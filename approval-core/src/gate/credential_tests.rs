@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::test_support::{events, records, reopened, sink_keyed};
+use super::test_support::{Traces, events, records, reopened, sink_keyed};
 use super::*;
 use crate::{ChainWriter, Credential, Event, KeyId, MemorySink, MockBroker, WriterSecret};
 
@@ -220,6 +220,63 @@ impl crate::CredentialBroker for Overreaching {
     async fn revoke(&self, credential: &crate::CredentialHandle) -> Result<(), crate::BrokerError> {
         self.0.revoke(credential).await
     }
+}
+
+/// A broker whose scope error quotes the argument, as real ones do.
+#[derive(Debug, Default)]
+struct Quoting;
+
+#[async_trait::async_trait]
+impl crate::CredentialBroker for Quoting {
+    fn check_template(&self, _template: &str) -> Result<(), crate::BrokerError> {
+        Ok(())
+    }
+
+    async fn mint(
+        &self,
+        request: crate::MintRequest<'_>,
+    ) -> Result<Credential, crate::BrokerError> {
+        Err(request.scope_error(format!("no table {}", request.request.args.as_str())))
+    }
+
+    async fn revoke(
+        &self,
+        _credential: &crate::CredentialHandle,
+    ) -> Result<(), crate::BrokerError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_mint_is_traced_by_its_kind_never_the_arguments_it_quotes() {
+    let traces = Traces::default();
+    let _guard = traces.install();
+    let sink = sink();
+    let gate = Gate::builder(sink.clone())
+        .approver("mock", Arc::new(MockApprover::approve_all("ci")))
+        .broker("warehouse", Arc::new(Quoting))
+        .policy(policy())
+        .build()
+        .unwrap();
+    let err = confirmed(&gate)
+        .await
+        .execute_with_credential(|_credential| async { Ok::<(), ApprovalError>(()) })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("could not mint"), "{err}");
+    let text = traces.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("could not mint the call's credential"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("error=\"scope\"") || line.contains("error=scope"),
+        "{line}"
+    );
+    assert!(
+        !text.contains("users"),
+        "an argument reached the traces: {text}"
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::test_support::{events, records, reopened, sink_keyed};
+use super::test_support::{Traces, events, records, reopened, sink_keyed};
 use super::*;
 use crate::error::ApproverError;
 use crate::{ChainWriter, KeyId, MemorySink, WriterSecret};
@@ -677,36 +677,6 @@ async fn an_escalation_needs_a_time_shorter_than_the_timeout_and_somewhere_to_go
     assert!(unknown_route.contains("pager"), "{unknown_route}");
     let unknown_group = build(base().escalate_after(Duration::from_secs(1), none, ["nobody"]));
     assert!(unknown_group.contains("nobody"), "{unknown_group}");
-}
-
-/// Collects what `tracing` writes while it is in scope.
-#[derive(Clone, Default)]
-struct Traces(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Traces {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0).extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Traces {
-    fn text(&self) -> String {
-        String::from_utf8(lock(&self.0).clone()).unwrap()
-    }
-
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let traces = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || traces.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,6 +1,6 @@
 //! What the gate's tests share: a memory sink and reading it back.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -49,4 +49,34 @@ pub(super) async fn reopened(
         }
     }
     panic!("the previous run never let go of {}", path.display());
+}
+
+/// Collects what `tracing` writes while it is in scope.
+#[derive(Clone, Default)]
+pub(super) struct Traces(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Traces {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Traces {
+    pub(super) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    pub(super) fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let traces = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || traces.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
 }
