@@ -8,7 +8,7 @@
 //! approval prove LOG --request ID [--checkpoint FILE]
 //! approval check-proof FILE --trust KEYLINE
 //! approval consistency LOG --old FILE --new FILE --trust KEYLINE
-//! approval feed LOG --out FEED [--follow [--poll-ms N]]
+//! approval feed LOG --out FEED [--format json|syslog [--hostname NAME]] [--follow [--poll-ms N]]
 //! approval evidence LOG --out PACK.tar --key ID=KEYFILE [--key ...]
 //!                [--checkpoint FILE --trust KEYLINE ...] [--policy FILE ...]
 //!                [--from TIME] [--to TIME]
@@ -157,6 +157,13 @@ enum Command {
         /// How often to look for new records when following.
         #[arg(long, value_name = "MS", default_value_t = 1000, requires = "follow")]
         poll_ms: u64,
+        /// `json`: each record's line as it is; `syslog`: an RFC 5424 line
+        /// carrying it (facility log audit, the event word as message id).
+        #[arg(long, value_name = "FORMAT", default_value = "json")]
+        format: String,
+        /// The HOSTNAME of syslog lines (default `-`).
+        #[arg(long, value_name = "NAME")]
+        hostname: Option<String>,
     },
     /// Pack what an auditor needs into one tar archive: the log (verified
     /// first), its checkpoint, the verification keys, the policy files, a
@@ -248,12 +255,17 @@ fn main() -> ExitCode {
             out,
             follow,
             poll_ms,
-        } => feed::feed(
-            &log,
-            &out,
-            follow,
-            std::time::Duration::from_millis(poll_ms),
-        ),
+            format,
+            hostname,
+        } => feed::Format::parse(&format, hostname.as_deref()).and_then(|format| {
+            feed::feed(
+                &log,
+                &out,
+                &format,
+                follow,
+                std::time::Duration::from_millis(poll_ms),
+            )
+        }),
         Command::Evidence {
             log,
             out,

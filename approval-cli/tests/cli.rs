@@ -602,6 +602,65 @@ fn feed_copies_each_record_once_across_runs_a_torn_line_and_a_record_still_being
 }
 
 #[test]
+fn a_syslog_feed_carries_each_record_once_and_keeps_its_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = keyed_log(dir.path(), 3);
+    let feed = dir.path().join("siem.log");
+    let run = |format: &str| {
+        approval(&[
+            "feed",
+            log.to_str().unwrap(),
+            "--out",
+            feed.to_str().unwrap(),
+            "--format",
+            format,
+            "--hostname",
+            "gate-1",
+        ])
+    };
+    let out = run("syslog");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let records = std::fs::read_to_string(&log).unwrap();
+    let check = |records: &str| {
+        let lines = std::fs::read_to_string(&feed).unwrap();
+        assert_eq!(lines.lines().count(), records.lines().count());
+        for (line, record) in lines.lines().zip(records.lines()) {
+            let (header, carried) = line.split_at(line.find('{').unwrap());
+            assert_eq!(carried, record);
+            let value: serde_json::Value = serde_json::from_str(record).unwrap();
+            assert_eq!(
+                header,
+                format!(
+                    "<109>1 {} gate-1 approval - {} - ",
+                    value["ts"].as_str().unwrap(),
+                    value["event"].as_str().unwrap()
+                )
+            );
+        }
+    };
+    check(&records);
+    // Run again after the log grew: only the new records, once.
+    write_log(&log, &dir.path().join("ops.key"), 3);
+    assert!(run("syslog").status.success());
+    check(&std::fs::read_to_string(&log).unwrap());
+    // A syslog feed is not continued as JSON lines.
+    let before = std::fs::read(&feed).unwrap();
+    let out = approval(&[
+        "feed",
+        log.to_str().unwrap(),
+        "--out",
+        feed.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("keep its --format"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&feed).unwrap(), before);
+}
+
+#[test]
 fn feed_refuses_a_log_that_does_not_continue_it_and_leaves_the_feed_alone() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = keyed_log(dir.path(), 3);
