@@ -113,6 +113,21 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
         entries.push(Entry::readable("trust.txt", trust));
     }
     check.push('\n');
+    if pack.checkpoint.is_some() {
+        // A sampled request, shown to someone without the log or a key.
+        let trust: String = pack
+            .trust
+            .iter()
+            .map(|line| format!(" --trust '{}'", line.replace('\'', "'\\''")))
+            .collect();
+        write!(
+            check,
+            "# One sampled request, provable to someone with the public key alone:\n\
+             #   approval prove log.jsonl --request REQUEST_ID --checkpoint log.jsonl.checkpoint > REQUEST_ID.proof.json\n\
+             #   approval check-proof REQUEST_ID.proof.json{trust}\n"
+        )
+        .map_err(|e| e.to_string())?;
+    }
 
     let mut digests = String::from("file,policy,policy_digest\n");
     for path in pack.policies {
@@ -176,7 +191,7 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
         pack.out.display()
     );
     println!("which runs:");
-    for line in check.lines().skip(3) {
+    for line in check.lines().skip(3).filter(|l| !l.starts_with('#')) {
         println!("  {line}");
     }
     Ok(ExitCode::SUCCESS)

@@ -193,7 +193,7 @@ fn quickstart_approves_one_denies_one_and_verifies_its_log() {
     let checked = Command::new("sh")
         .args(["-c", command])
         .current_dir(dir.path())
-        .env("PATH", path)
+        .env("PATH", &path)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&checked.stdout);
@@ -209,6 +209,37 @@ fn quickstart_approves_one_denies_one_and_verifies_its_log() {
     assert!(
         population.contains("\"quickstart::rotate_key\""),
         "{population}"
+    );
+    // Its hint proves one sampled request to someone with the public key.
+    let request = population
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap();
+    let check = std::fs::read_to_string(dir.path().join("evidence/CHECK.sh")).unwrap();
+    let hint: Vec<String> = check
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .map(|l| l.replace("REQUEST_ID", request))
+        .collect();
+    assert_eq!(hint.len(), 2, "{check}");
+    let proved = Command::new("sh")
+        .args(["-c", &hint.join(" && ")])
+        .current_dir(dir.path().join("evidence"))
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&proved.stdout);
+    assert!(
+        proved.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&proved.stderr)
+    );
+    assert!(
+        said.contains(&format!("records of request {request} are in")),
+        "{said}"
     );
 }
 
