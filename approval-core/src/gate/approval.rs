@@ -126,7 +126,10 @@ impl Confirmed {
         // for this one.
         let body = CatchUnwind(Box::pin(body));
         async move {
-            self.refuse_without_credential().await?;
+            if self.request().policy.credential.is_some() {
+                // Boxed: the misuse's future is not carried by every call.
+                Box::pin(self.refuse_without_credential()).await?;
+            }
             let result = body.await;
             // Decided before the write: the future must not hold the panic
             // payload (which is not `Sync`) across an await.
