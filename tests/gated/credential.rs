@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approval_core::{
-    ApprovalError, ChainWriter, Credential, Gate, KeyId, MemorySink, MockApprover, MockBroker,
-    Policy, WriterSecret, requires_approval,
+    Actor, ApprovalError, ChainWriter, Credential, Gate, KeyId, MemorySink, MockApprover,
+    MockBroker, Policy, WriterSecret, requires_approval, with_actor,
 };
 
 use crate::shapes::events;
@@ -21,6 +21,13 @@ async fn export(table: String, login: Credential) -> Result<String, ApprovalErro
 #[requires_approval(policy = "minting", credential = login)]
 fn export_blocking(table: &str, login: Credential) -> Result<(String, usize), ApprovalError> {
     Ok((table.to_owned(), login.secret("token").unwrap().len()))
+}
+
+/// Deferred: the first call answers `Pending`; the credential is minted
+/// only when the same call comes back approved.
+#[requires_approval(policy = "minting", defer, credential = login)]
+async fn export_later(table: String, login: Credential) -> Result<String, ApprovalError> {
+    Ok(format!("{table} as {}", login.login().unwrap()))
 }
 
 fn gate() -> (Gate, Arc<MemorySink>, Arc<MockBroker>) {
@@ -71,4 +78,39 @@ fn a_blocking_body_gets_its_credential_and_it_is_revoked_after() {
     assert!(token > 0);
     assert_eq!(broker.minted().len(), 1);
     assert!(broker.live().is_empty());
+}
+
+#[tokio::test]
+async fn a_deferred_call_gets_its_credential_only_when_it_comes_back_approved() {
+    let (gate, _sink, broker) = gate();
+    let call = || {
+        gate.scope(with_actor(
+            Actor::new("agent-7"),
+            export_later("users".into()),
+        ))
+    };
+    let first = call().await;
+    assert!(
+        matches!(first, Err(ApprovalError::Pending { .. })),
+        "{first:?}"
+    );
+    assert!(
+        broker.minted().is_empty(),
+        "nothing minted for a pending call"
+    );
+    // The mock approves at once; the same call, come back for, runs.
+    let mut done = None;
+    for _ in 0..200 {
+        match call().await {
+            Err(ApprovalError::Pending { .. }) => tokio::task::yield_now().await,
+            other => {
+                done = Some(other);
+                break;
+            }
+        }
+    }
+    let done = done.expect("approved").unwrap();
+    assert_eq!(done, format!("users as {}", broker.minted()[0]));
+    assert_eq!(broker.minted().len(), 1);
+    assert!(broker.live().is_empty(), "revoked when the body ended");
 }

@@ -95,6 +95,10 @@ fn a_function_and_its_policy_that_disagree_on_a_credential_are_reported_at_start
                 "gated::credential::export_blocking".to_owned(),
                 "minting".to_owned()
             ),
+            (
+                "gated::credential::export_later".to_owned(),
+                "minting".to_owned()
+            ),
         ],
         "{err}"
     );
