@@ -109,6 +109,23 @@ async fn create_role(moto: &Moto) {
     .await;
 }
 
+/// The names of the `exporter` role's inline policies.
+async fn role_policies(moto: &Moto) -> Vec<String> {
+    let listed = query(
+        moto,
+        &[
+            ("Action", "ListRolePolicies"),
+            ("Version", "2010-05-08"),
+            ("RoleName", "exporter"),
+        ],
+    )
+    .await;
+    between(&listed, "<member>", "</member>")
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
 fn between<'a>(xml: &'a str, open: &str, close: &str) -> Vec<&'a str> {
     xml.split(open)
         .skip(1)
@@ -247,17 +264,8 @@ async fn an_approved_call_runs_as_its_own_session_which_is_denied_after() {
 
     // Revoked: a deny for this one session, in the role's policies.
     assert_eq!(all[4]["event"], "credential_revoked");
-    let listed = query(
-        &moto,
-        &[
-            ("Action", "ListRolePolicies"),
-            ("Version", "2010-05-08"),
-            ("RoleName", "exporter"),
-        ],
-    )
-    .await;
-    let names = between(&listed, "<member>", "</member>");
-    assert_eq!(names.len(), 1, "{listed}");
+    let names = role_policies(&moto).await;
+    assert_eq!(names.len(), 1, "{names:?}");
     assert!(names[0].starts_with("approval-revoked-") && names[0].ends_with(request_id));
     let policy = query(
         &moto,
@@ -265,7 +273,7 @@ async fn an_approved_call_runs_as_its_own_session_which_is_denied_after() {
             ("Action", "GetRolePolicy"),
             ("Version", "2010-05-08"),
             ("RoleName", "exporter"),
-            ("PolicyName", names[0]),
+            ("PolicyName", &names[0]),
         ],
     )
     .await;
@@ -337,18 +345,9 @@ async fn each_revoke_tidies_the_denies_of_sessions_that_ended_long_ago() {
     // An hour on, the first session and its deny are long over.
     clock.advance(Duration::from_secs(3600));
     broker.revoke(&handle("SECOND")).await.unwrap();
-    let listed = query(
-        &moto,
-        &[
-            ("Action", "ListRolePolicies"),
-            ("Version", "2010-05-08"),
-            ("RoleName", "exporter"),
-        ],
-    )
-    .await;
-    let names = between(&listed, "<member>", "</member>");
-    assert_eq!(names.len(), 1, "{listed}");
-    assert!(names[0].ends_with("-SECOND"), "{listed}");
+    let names = role_policies(&moto).await;
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with("-SECOND"), "{names:?}");
 
     // A session it did not mint is left alone.
     let mut foreign = handle("THIRD");

@@ -60,20 +60,23 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
             pack.out.display()
         ));
     }
-    let file = std::fs::File::open(pack.log).map_err(|e| shown(pack.log, e))?;
-    let code = crate::verify(file, &pack.log.display().to_string(), pack.keys, None)?;
+    // Read once: the bytes verified are the bytes packed, though the log
+    // may grow meanwhile.
+    let log = std::fs::read(pack.log).map_err(|e| shown(pack.log, e))?;
+    let name = pack.log.display().to_string();
+    let code = crate::verify(&log[..], &name, pack.keys, None)?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
     if let Some(checkpoint) = pack.checkpoint {
-        let code = crate::check_checkpoint(pack.log, checkpoint, pack.trust)?;
+        let code = crate::check_checkpoint(&log[..], &name, checkpoint, pack.trust)?;
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }
     }
 
-    let log = std::fs::read(pack.log).map_err(|e| shown(pack.log, e))?;
-    let mut entries = vec![Entry::readable("log.jsonl", log.clone())];
+    let population = Population::read(&log, pack.from, pack.to)?;
+    let mut entries = vec![Entry::readable("log.jsonl", log)];
     let mut check = String::from(
         "#!/bin/sh\n# Checks this evidence pack: run it in the directory it is in.\nset -e\nsha256sum -c SHA256SUMS\napproval verify log.jsonl",
     );
@@ -145,7 +148,6 @@ pub(crate) fn evidence(pack: &Pack<'_>) -> Result<ExitCode, String> {
     }
     entries.push(Entry::readable("policies/digests.csv", digests));
 
-    let population = Population::read(&log, pack.from, pack.to)?;
     entries.push(Entry::readable("population.csv", population.csv()));
     entries.push(Entry::readable(
         "summary-policies.csv",

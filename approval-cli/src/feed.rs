@@ -61,12 +61,13 @@ impl Format {
         }
     }
 
-    /// The feed line for a record's `line` (with its line end).
-    fn line(&self, line: &[u8]) -> Vec<u8> {
+    /// Appends the feed line for a record's `line` (with its line end),
+    /// already parsed as `record`.
+    fn append(&self, record: &Value, line: &[u8], out: &mut Vec<u8>) {
         let Self::Syslog { hostname } = self else {
-            return line.to_vec();
+            out.extend_from_slice(line);
+            return;
         };
-        let record: Value = serde_json::from_slice(line).unwrap_or_default();
         let event = record["event"].as_str().unwrap_or_default();
         // A refusal, a failed body or a removed tail is worth a warning.
         let warning = matches!(event, "denied" | "expired" | "rejected_vote" | "recovered")
@@ -85,9 +86,10 @@ impl Format {
             .as_str()
             .filter(|ts| approval_audit::clock::parse_ts(ts.as_bytes()).is_some())
             .unwrap_or("-");
-        let mut out = format!("<{priority}>1 {ts} {hostname} approval - {msgid} - ").into_bytes();
+        out.extend_from_slice(
+            format!("<{priority}>1 {ts} {hostname} approval - {msgid} - ").as_bytes(),
+        );
         out.extend_from_slice(line);
-        out
     }
 }
 
@@ -184,8 +186,9 @@ fn pass(
             source.seek(SeekFrom::Start(start))?;
             break;
         }
-        let (seq, prev, mac) = facts(&line)
-            .ok_or_else(|| Refused(format!("the line at byte {start} is not a record")))?;
+        let not_a_record = || Refused(format!("the line at byte {start} is not a record"));
+        let record: Value = serde_json::from_slice(&line).map_err(|_| not_a_record())?;
+        let (seq, prev, mac) = facts(&record).ok_or_else(not_a_record)?;
         match last {
             Some(l) if !*checked => {
                 // Finding the feed's last record in the log.
@@ -214,7 +217,7 @@ fn pass(
             }
             _ => {}
         }
-        batch.extend_from_slice(&format.line(&line));
+        format.append(&record, &line, &mut batch);
         count += 1;
         *last = Some(Last { seq, mac, line });
         if count == BATCH {
@@ -279,7 +282,8 @@ fn resume(out: &Path) -> std::io::Result<Option<(Last, bool)>> {
         )
     };
     let (line, syslog) = record_of(line).ok_or_else(not_a_record)?;
-    let (seq, _, mac) = facts(line).ok_or_else(not_a_record)?;
+    let record: Value = serde_json::from_slice(line).map_err(|_| not_a_record())?;
+    let (seq, _, mac) = facts(&record).ok_or_else(not_a_record)?;
     Ok(Some((
         Last {
             seq,
@@ -290,9 +294,8 @@ fn resume(out: &Path) -> std::io::Result<Option<(Last, bool)>> {
     )))
 }
 
-/// A record line's `seq`, `prev` and `mac`.
-fn facts(line: &[u8]) -> Option<(u64, String, String)> {
-    let record: Value = serde_json::from_slice(line).ok()?;
+/// A record's `seq`, `prev` and `mac`.
+fn facts(record: &Value) -> Option<(u64, String, String)> {
     Some((
         record["seq"].as_u64()?,
         record["prev"].as_str()?.to_owned(),
@@ -308,11 +311,19 @@ mod tests {
         Format::parse("syslog", Some("gate-1")).unwrap()
     }
 
+    /// The feed line `format` writes for a record's line.
+    fn line_of(format: &Format, line: &[u8]) -> Vec<u8> {
+        let record: Value = serde_json::from_slice(line).unwrap();
+        let mut out = Vec::new();
+        format.append(&record, line, &mut out);
+        out
+    }
+
     #[test]
     fn a_syslog_line_carries_the_record_with_its_time_event_and_weight() {
         let approved = br#"{"event":"approved","seq":3,"ts":"2026-12-07T10:00:00.000Z"}
 "#;
-        let line = syslog().line(approved);
+        let line = line_of(&syslog(), approved);
         let text = String::from_utf8(line.clone()).unwrap();
         assert_eq!(
             text,
@@ -324,18 +335,14 @@ mod tests {
         assert_eq!(record_of(&line), Some((&approved[..], true)));
         let denied = br#"{"event":"denied","ts":"2026-12-07T10:00:00.000Z"}
 "#;
-        assert!(syslog().line(denied).starts_with(b"<108>1 "));
+        assert!(line_of(&syslog(), denied).starts_with(b"<108>1 "));
         let failed = br#"{"event":"executed","outcome":"error","ts":"2026-12-07T10:00:00.000Z"}
 "#;
-        assert!(syslog().line(failed).starts_with(b"<108>1 "));
+        assert!(line_of(&syslog(), failed).starts_with(b"<108>1 "));
         // What is not an event word or a time is left out, not copied.
         let odd = br#"{"event":"x - y","ts":"yesterday"}
 "#;
-        assert!(
-            syslog()
-                .line(odd)
-                .starts_with(b"<109>1 - gate-1 approval - - - {")
-        );
+        assert!(line_of(&syslog(), odd).starts_with(b"<109>1 - gate-1 approval - - - {"));
     }
 
     #[test]

@@ -231,9 +231,11 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("{}: {e}", log.display()))
                 .and_then(|file| verify(file, &log.display().to_string(), &keys, threads))
                 .and_then(|code| match checkpoint {
-                    Some(checkpoint) if code == ExitCode::SUCCESS => {
-                        check_checkpoint(&log, &checkpoint, &trust)
-                    }
+                    Some(checkpoint) if code == ExitCode::SUCCESS => std::fs::File::open(&log)
+                        .map_err(|e| format!("{}: {e}", log.display()))
+                        .and_then(|file| {
+                            check_checkpoint(file, &log.display().to_string(), &checkpoint, &trust)
+                        }),
                     _ => Ok(code),
                 }),
             _ => Err("name a log file, or --postgres URL --chain NAME".into()),
@@ -365,9 +367,15 @@ fn checkpoint_word(error: &CheckpointError) -> &'static str {
     }
 }
 
-/// Checks `log` against the signed checkpoint in `file`, trusting `trust`.
-/// Every way it can fail is its own word on the `FAILED` line, exit 1.
-fn check_checkpoint(log: &Path, file: &Path, trust: &[String]) -> Result<ExitCode, String> {
+/// Checks the log `log` reads (`name` in messages) against the signed
+/// checkpoint in `file`, trusting `trust`. Every way it can fail is its
+/// own word on the `FAILED` line, exit 1.
+fn check_checkpoint(
+    log: impl std::io::Read,
+    name: &str,
+    file: &Path,
+    trust: &[String],
+) -> Result<ExitCode, String> {
     let trusted = trusted_keys(trust)?;
     let failed = |word: &str, detail: String| {
         println!("FAILED checkpoint: {word}: {detail}");
@@ -384,8 +392,7 @@ fn check_checkpoint(log: &Path, file: &Path, trust: &[String]) -> Result<ExitCod
         Ok(checkpoint) => checkpoint,
         Err(e) => return failed(checkpoint_word(&e), e.to_string()),
     };
-    let reader = std::fs::File::open(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    match check_log(reader, &checkpoint).map_err(|e| format!("{}: {e}", log.display()))? {
+    match check_log(log, &checkpoint).map_err(|e| format!("{name}: {e}"))? {
         Coverage::Consistent { covered, beyond } => {
             println!(
                 "checkpoint ok: {} signs the first {covered} records; {beyond} after them not yet covered",

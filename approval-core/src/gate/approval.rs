@@ -65,14 +65,24 @@ impl Approval {
             return Ok(Confirmed { approval: self });
         }
         tracing::warn!(request_id = %request.id, "arguments changed while waiting; not run");
+        self.not_run("arguments changed while waiting").await?;
+        Err(ApprovalError::ArgumentsChanged)
+    }
+
+    /// Records that the approved body will not run (`cancelled` after
+    /// `approved`: a restart reads it as ended, not `unknown`).
+    pub(crate) fn not_run<'a>(
+        &'a self,
+        why: &str,
+    ) -> impl Future<Output = Result<(), ApprovalError>> + Send + use<'a> {
+        // The sink's boxed future itself, as `Confirmed::record` does.
         self.gate
             .sink
             .append_event(Event::Cancelled {
-                request_id: request.id.clone(),
-                why: "arguments changed while waiting".into(),
+                request_id: self.request().id.clone(),
+                why: why.into(),
             })
-            .await?;
-        Err(ApprovalError::ArgumentsChanged)
+            .map(|written| written.map(drop).map_err(ApprovalError::from))
     }
 }
 
@@ -145,6 +155,14 @@ impl Confirmed {
     /// The gate that approved it.
     pub(crate) fn gate_inner(&self) -> &Arc<GateInner> {
         &self.approval.gate
+    }
+
+    /// Records that the body will not run.
+    pub(crate) fn not_run<'a>(
+        &'a self,
+        why: &str,
+    ) -> impl Future<Output = Result<(), ApprovalError>> + Send + use<'a> {
+        self.approval.not_run(why)
     }
 
     /// How a body's result is recorded (`Err` is a panic).

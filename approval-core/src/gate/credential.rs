@@ -85,7 +85,7 @@ impl Confirmed {
         if policy.credential.is_none() {
             return Ok(());
         }
-        self.cancel("the body does not take the credential its policy mints")
+        self.not_run("the body does not take the credential its policy mints")
             .await?;
         Err(ApprovalError::CredentialMismatch {
             policy: policy.name.clone(),
@@ -98,7 +98,7 @@ impl Confirmed {
         let request = self.request();
         let gate = self.gate_inner();
         let Some(spec) = &request.policy.credential else {
-            self.cancel("the body takes a credential its policy does not mint")
+            self.not_run("the body takes a credential its policy does not mint")
                 .await?;
             return Err(ApprovalError::CredentialMismatch {
                 policy: request.policy.name.clone(),
@@ -127,7 +127,7 @@ impl Confirmed {
             // Traced by kind: a scope error can quote the arguments.
             Err(source) => {
                 tracing::warn!(request_id = %request.id, broker = %spec.broker, error = source.kind(), "could not mint the call's credential; not run");
-                self.cancel("the credential broker could not mint the call's credential")
+                self.not_run("the credential broker could not mint the call's credential")
                     .await?;
                 return Err(ApprovalError::Credential {
                     broker: spec.broker.clone(),
@@ -155,7 +155,7 @@ impl Confirmed {
         };
         if let Some(fault) = fault {
             minted.revoke_unrecorded().await;
-            self.cancel("the credential broker minted a credential outside the policy")
+            self.not_run("the credential broker minted a credential outside the policy")
                 .await?;
             return Err(ApprovalError::Credential {
                 broker: spec.broker.clone(),
@@ -179,18 +179,6 @@ impl Confirmed {
         }
         tracing::info!(request_id = %request.id, broker = %spec.broker, "credential minted");
         Ok((credential, minted))
-    }
-
-    /// Records that an approved body will not run.
-    async fn cancel(&self, why: &str) -> Result<(), ApprovalError> {
-        self.gate_inner()
-            .sink
-            .append_event(Event::Cancelled {
-                request_id: self.request().id.clone(),
-                why: why.into(),
-            })
-            .await?;
-        Ok(())
     }
 }
 
