@@ -534,6 +534,7 @@ impl Event {
                     resource: resource.as_deref(),
                     reason: reason.as_deref(),
                     deferred: *deferred,
+                    rule: None,
                 });
             }
             Self::Reviewed {
@@ -686,9 +687,13 @@ pub struct Requested<'a> {
     pub reason: Option<&'a str>,
     /// Whether the caller comes back later rather than waiting.
     pub deferred: bool,
+    /// The policy's rule that decided how many approvals it needs, by its
+    /// place in the policy's `rules` (from 0); `None` when no rule did.
+    pub rule: Option<u32>,
 }
 
-/// How many members a record has room for at first: `requested` has 11.
+/// How many members a record has room for at first: `requested` has at
+/// most 12.
 const MEMBERS_INLINE: usize = 12;
 
 /// An event's own members in canonical form, waiting for the chain to add
@@ -729,6 +734,16 @@ impl PendingRecord {
         Self::asked("would_require", e)
     }
 
+    /// An `exempted` record: a call that a rule of its policy lets run
+    /// without approval, with the members of a `requested` record (its
+    /// `rule` always, never `deferred`).
+    pub fn exempted(e: &Requested<'_>) -> Result<Self, CanonicalError> {
+        if e.rule.is_none() {
+            return Err(CanonicalError::NotCanonical);
+        }
+        Self::asked("exempted", e)
+    }
+
     fn asked(event: &'static str, e: &Requested<'_>) -> Result<Self, CanonicalError> {
         if !e.args.is_object() {
             return Err(CanonicalError::NotCanonical);
@@ -752,6 +767,9 @@ impl PendingRecord {
             })
         })?;
         r.with("actor", |out| e.actor.write(out))?;
+        if let Some(rule) = e.rule {
+            r.int("rule", u64::from(rule))?;
+        }
         Ok(r)
     }
 

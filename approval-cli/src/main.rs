@@ -27,6 +27,7 @@
 mod csv;
 mod evidence;
 mod feed;
+mod policy_test;
 mod population;
 mod proofs;
 mod report;
@@ -44,7 +45,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "approval",
     version,
-    about = "Make audit keys and verify audit logs"
+    about = "Make audit keys, verify audit logs, pack evidence and test policy files"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -195,6 +196,26 @@ enum Command {
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         to: Option<std::time::SystemTime>,
     },
+    /// Work with policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run cases against a policy file's rules: each line of CASES is a
+    /// JSON object with `policy`, `action`, `args`, and `actor`,
+    /// `resource` where given (an audit log's `requested` records are
+    /// cases), and optionally `expect` (approvals needed, or "refused").
+    /// Exit status 1 when a case is not as expected.
+    Test {
+        /// The policy file.
+        file: PathBuf,
+        /// The cases (JSON lines), or an audit log.
+        cases: PathBuf,
+    },
 }
 
 /// An RFC 3339 time in UTC (`2026-10-01T00:00:00Z`, or with a fraction).
@@ -287,6 +308,9 @@ fn main() -> ExitCode {
             from,
             to,
         }),
+        Command::Policy {
+            command: PolicyCommand::Test { file, cases },
+        } => policy_test::test(&file, &cases),
     };
     match result {
         Ok(code) => code,

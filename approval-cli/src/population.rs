@@ -69,7 +69,7 @@ impl Population {
             else {
                 continue;
             };
-            if matches!(event, "requested" | "would_require") {
+            if matches!(event, "requested" | "would_require" | "exempted") {
                 let asked = approval_audit::clock::parse_ts(text(&record["ts"]).as_bytes())
                     .ok_or_else(|| format!("line {}: unreadable ts", n + 1))?;
                 if from.is_some_and(|from| asked < from) || to.is_some_and(|to| asked >= to) {
@@ -85,10 +85,10 @@ impl Population {
                     actor: text(&record["actor"]["id"]),
                     on_behalf_of: text(&record["actor"]["on_behalf_of"]),
                     resource: text(&record["resource"]),
-                    outcome: if event == "would_require" {
-                        "shadow"
-                    } else {
-                        "open"
+                    outcome: match event {
+                        "would_require" => "shadow",
+                        "exempted" => "exempted",
+                        _ => "open",
                     }
                     .into(),
                     ..Request::default()
@@ -234,7 +234,7 @@ impl Population {
 
 /// The per-policy columns: the count of requests, then outcomes, then how
 /// bodies ran (`executed:WORD`).
-pub(crate) const COLUMNS: [&str; 11] = [
+pub(crate) const COLUMNS: [&str; 12] = [
     "requests",
     "approved",
     "denied",
@@ -242,6 +242,7 @@ pub(crate) const COLUMNS: [&str; 11] = [
     "cancelled",
     "open",
     "shadow",
+    "exempted",
     "executed:ok",
     "executed:error",
     "executed:panicked",

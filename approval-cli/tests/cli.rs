@@ -763,3 +763,144 @@ fn a_following_feed_copies_records_as_they_come_and_a_restart_repeats_none() {
     follower.wait().unwrap();
     assert_eq!(std::fs::read(&feed).unwrap(), std::fs::read(&log).unwrap());
 }
+
+/// Two approvals above 10,000; none below 100 at stripe; one between.
+const PAYMENTS: &str = r#"
+[[policy]]
+name = "payment"
+routes = ["slack"]
+timeout_ms = 600000
+rules = [
+  { when = "context.args.amount > 10000", required = 2 },
+  { when = "context.args.amount < 100 && context.resource == \"stripe\"", required = 0 },
+]
+"#;
+
+#[test]
+fn policy_test_runs_cases_and_recorded_requests_against_a_policy_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.toml");
+    std::fs::write(&policies, PAYMENTS).unwrap();
+    // A log a gate wrote: its `requested` record is a case; others are not.
+    let log = dir.path().join("audit.log");
+    let secret = WriterSecret::from_hex(&"41".repeat(32)).unwrap();
+    let sink = JsonlFileSink::open(
+        &log,
+        Arc::new(ChainWriter::new(KeyId::new("k").unwrap(), &secret)),
+    )
+    .unwrap();
+    let args =
+        approval_audit::CanonicalJson::from_value(&serde_json::json!({ "amount": 20000 })).unwrap();
+    let agent = approval_audit::Actor::new("billing-agent").on_behalf_of("dave");
+    let asked = approval_audit::PendingRecord::requested(&approval_audit::Requested {
+        request_id: "r1",
+        action: "billing::pay",
+        policy: "payment",
+        policy_digest: &[7; 32],
+        args: &args,
+        skipped: &[],
+        binding: &[8; 32],
+        actor: &agent,
+        resource: Some("stripe"),
+        reason: None,
+        deferred: false,
+        rule: Some(0),
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        sink.append(vec![asked]).await.unwrap();
+        sink.append_event(Event::Approved {
+            request_id: "r1".into(),
+            policy: "payment".into(),
+            reviewers: vec![Reviewer::new("slack:U1"), Reviewer::new("slack:U2")],
+        })
+        .await
+        .unwrap();
+    });
+    drop(sink);
+    let run = |cases: &Path| {
+        approval(&[
+            "policy",
+            "test",
+            policies.to_str().unwrap(),
+            cases.to_str().unwrap(),
+        ])
+    };
+    let out = run(&log);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "line 1: payment: rule 0 applies: 2 approvals\n1 cases\n"
+    );
+
+    let cases = dir.path().join("cases.jsonl");
+    let case = |amount: &str, resource: &str, expect: &str| {
+        format!(
+            r#"{{"policy":"payment","action":"billing::pay","args":{{"amount":{amount}}},"actor":{{"id":"billing-agent"}},"resource":"{resource}","expect":{expect}}}"#
+        )
+    };
+    std::fs::write(
+        &cases,
+        [
+            case("20000", "stripe", "2"),
+            case("50", "stripe", "0"),
+            // The same small amount elsewhere is not exempted.
+            case("50", "paypal", "1"),
+            case("\"20000\"", "stripe", "\"refused\""),
+            String::new(),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = run(&cases);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let printed = text(&out.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines[0], "line 1: payment: rule 0 applies: 2 approvals");
+    assert_eq!(lines[1], "line 2: payment: rule 1 applies: exempted");
+    assert_eq!(lines[2], "line 3: payment: no rule applies: 1 approval");
+    assert!(
+        lines[3].starts_with("line 4: payment: refused: rule 0: "),
+        "{printed}"
+    );
+    assert_eq!(lines[4], "4 cases, 4 as expected");
+
+    // A case not as expected, and one for a policy the file lacks, fail it.
+    std::fs::write(
+        &cases,
+        [
+            case("20000", "stripe", "1"),
+            r#"{"policy":"refund","action":"billing::refund","args":{}}"#.to_owned(),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = run(&cases);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains("line 1: payment: rule 0 applies: 2 approvals (NOT AS EXPECTED: 1)"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("line 2: refund: no such policy"),
+        "{printed}"
+    );
+    assert!(
+        printed.ends_with("2 cases, 2 not as expected\n"),
+        "{printed}"
+    );
+
+    // A rule that is not Cedar is an error at its line, before any case.
+    std::fs::write(&policies, PAYMENTS.replace("> 10000", "> ")).unwrap();
+    let out = run(&cases);
+    assert_eq!(out.status.code(), Some(2));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("policies.toml:7: policy payment rule 0"),
+        "{said}"
+    );
+}

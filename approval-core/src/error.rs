@@ -82,6 +82,19 @@ pub enum ApprovalError {
         /// The policy.
         policy: String,
     },
+    /// A rule of the policy could not be evaluated on the call's facts (a
+    /// member it reads is missing or of another type, a number Cedar
+    /// cannot hold): refused before anything is recorded or anyone asked,
+    /// since the rule might have asked for more approvals. The reason is
+    /// traced by the rule's place only, since Cedar's text can quote the
+    /// arguments; `approval policy test` shows it.
+    #[error("policy {policy}: rule {rule} could not be evaluated on this call")]
+    Condition {
+        /// The policy.
+        policy: String,
+        /// The rule's place in the policy's `rules`, from 0.
+        rule: usize,
+    },
     /// The policy mints a credential for each approved call and the gated
     /// function takes none (`policy_mints`), or the function takes one and
     /// the policy mints none: refused before anyone is asked.

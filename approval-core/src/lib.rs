@@ -78,11 +78,12 @@ pub use approval_audit::{
 pub use error::{ApprovalError, ApproverError, BrokerError, CoordinatorError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, AttendedHours, Ballot, BallotOutcome, Ballots, Call,
-    ConfigError, Confirmed, Coordinator, Credential, CredentialBroker, CredentialHandle,
-    CredentialPolicy, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory, EarlierDecision,
-    Forwarded, Gate, GateBallots, GateBuilder, HoursError, MintRequest, NO_ACTOR, Notice, Policy,
-    PolicyFile, Recovery, RefusalCounts, RequestView, Settlement, TerminalApprover, Ticket,
-    Unreachable, VoteView, current_actor, normal_identity, with_actor, with_actor_sync,
+    ConditionError, Conditions, ConfigError, Confirmed, Coordinator, Credential, CredentialBroker,
+    CredentialHandle, CredentialPolicy, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory,
+    EarlierDecision, Facts, Forwarded, Gate, GateBallots, GateBuilder, HoursError, MintRequest,
+    NO_ACTOR, Notice, Policy, PolicyFile, Recovery, RefusalCounts, RequestView, Rule, Settlement,
+    TerminalApprover, Ticket, Unreachable, VoteView, current_actor, normal_identity, with_actor,
+    with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, MockBroker, ScriptedMock};

@@ -118,6 +118,14 @@ pub enum ConfigError {
         /// What the broker said.
         cause: String,
     },
+    /// A policy's rule is not a Cedar expression.
+    #[error("policy {policy}: {error}")]
+    Condition {
+        /// The policy.
+        policy: String,
+        /// Which rule, and what Cedar said.
+        error: super::ConditionError,
+    },
     /// Gated functions in this program take a minted credential under a
     /// policy that mints none, or take none under one that mints one.
     #[error("gated functions and their policies disagree on a minted credential: {}", mismatched.iter().map(|(action, policy)| format!("{action} under {policy}")).collect::<Vec<_>>().join(", "))]
@@ -300,6 +308,22 @@ impl GateBuilder {
                         cause: e.to_string(),
                     })?;
             }
+            if policy.credential.is_some() && policy.rules.iter().any(|r| r.required == 0) {
+                return Err(invalid(
+                    "names a credential and a rule needing no approval, and credentials are minted only for an approved call",
+                ));
+            }
+            let conditions = if policy.rules.is_empty() {
+                None
+            } else {
+                let parsed = super::Conditions::new(&policy.rules).map_err(|error| {
+                    ConfigError::Condition {
+                        policy: policy.name.clone(),
+                        error,
+                    }
+                })?;
+                Some(Arc::new(parsed))
+            };
             if !self.directory.is_empty()
                 && let Some(approver) = policy
                     .approvers
@@ -337,6 +361,7 @@ impl GateBuilder {
             let entry = PolicyEntry {
                 digest: policy.digest(),
                 policy: Arc::new(policy),
+                conditions,
             };
             if policies.insert(name.clone(), Arc::new(entry)).is_some() {
                 return Err(ConfigError::DuplicatePolicy(name));

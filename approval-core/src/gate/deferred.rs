@@ -140,9 +140,9 @@ impl Gate {
         let gate = self.clone();
         let deferred = async move {
             let mut prepared = prepared.map_err(|e| *e)?;
-            // In shadow mode nothing is held, so there is nothing to come
-            // back for: it runs now.
-            if prepared.request.policy.shadow {
+            // In shadow mode, or exempted by a rule, nothing is held, so
+            // there is nothing to come back for: it runs now.
+            if prepared.entry.runs_unheld() {
                 return gate
                     .clone()
                     .open(Ok(prepared), false)

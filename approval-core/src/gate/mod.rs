@@ -17,6 +17,7 @@ mod ballot_box;
 mod broker;
 mod builder;
 mod call;
+mod conditions;
 mod coordinator;
 mod credential;
 mod deadline;
@@ -37,6 +38,8 @@ mod submit;
 mod table;
 mod terminal;
 
+#[cfg(test)]
+mod conditions_tests;
 #[cfg(test)]
 mod credential_tests;
 #[cfg(test)]
@@ -65,6 +68,7 @@ pub use broker::MockBroker;
 pub use broker::{Credential, CredentialBroker, CredentialHandle, MintRequest};
 pub use builder::{ConfigError, GateBuilder};
 pub use call::Call;
+pub use conditions::{ConditionError, Conditions, Facts, Rule};
 pub use coordinator::{Coordinator, Forwarded, Settlement};
 pub use directory::{Directory, normal_identity};
 pub use hours::{AttendedHours, HoursError};

@@ -103,6 +103,11 @@ pub struct Policy {
     /// says what happens (deny, wait, or queue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attended: Option<super::AttendedHours>,
+    /// Rules that decide by a call's facts how many approvals it needs
+    /// (see [`Rule`](super::Rule)): the first whose condition holds
+    /// applies, and none holding leaves [`required`](Self::required).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<super::Rule>,
 }
 
 /// Which broker mints an approved call's credential, by which template,
@@ -238,6 +243,7 @@ impl Policy {
             escalate_groups: Vec::new(),
             credential: None,
             attended: None,
+            rules: Vec::new(),
         }
     }
 
@@ -426,6 +432,25 @@ impl Policy {
         self
     }
 
+    /// Adds a rule: a call for which the Cedar condition `when` holds (and
+    /// no earlier rule does) needs `required` approvals; `0` lets it run
+    /// unheld, recorded `exempted`. Part of the policy digest when set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use approval_core::Policy;
+    ///
+    /// let policy = Policy::new("payment", ["slack"], Duration::from_secs(900))
+    ///     .rule("context.args.amount_cents > 1000000", 2)
+    ///     .rule("context.args.amount_cents < 10000", 0);
+    /// assert_eq!(policy.rules.len(), 2);
+    /// ```
+    #[must_use]
+    pub fn rule(mut self, when: impl Into<String>, required: u32) -> Self {
+        self.rules.push(super::Rule::new(when, required));
+        self
+    }
+
     /// What a request does when a route cannot be delivered to.
     #[must_use]
     pub fn when_unreachable(mut self, unreachable: Unreachable) -> Self {
@@ -461,6 +486,36 @@ impl Policy {
 pub(crate) struct PolicyEntry {
     pub(crate) policy: Arc<Policy>,
     pub(crate) digest: [u8; 32],
+    /// The policy's rules, parsed; `None` when it has none.
+    pub(crate) conditions: Option<Arc<super::Conditions>>,
+}
+
+impl PolicyEntry {
+    /// Whether its calls run at once, held by nobody: in shadow mode, or
+    /// under a rule that needs no approval.
+    pub(crate) fn runs_unheld(&self) -> bool {
+        self.policy.shadow || self.policy.required == 0
+    }
+
+    /// The entry a call under rule `rule` is held by: the same policy and
+    /// digest, needing the rule's number of approvals.
+    pub(crate) fn under_rule(self: &Arc<Self>, rule: usize) -> Arc<Self> {
+        let required = self
+            .policy
+            .rules
+            .get(rule)
+            .map_or(self.policy.required, |r| r.required);
+        if required == self.policy.required {
+            return self.clone();
+        }
+        let mut policy = (*self.policy).clone();
+        policy.required = required;
+        Arc::new(Self {
+            policy: Arc::new(policy),
+            digest: self.digest,
+            conditions: self.conditions.clone(),
+        })
+    }
 }
 
 pub(crate) type Policies = HashMap<String, Arc<PolicyEntry>>;

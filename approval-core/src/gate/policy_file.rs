@@ -23,6 +23,18 @@ use super::{ConfigError, Directory, Policy};
 ///
 /// [groups]
 /// security = ["alice", "bob"]
+///
+/// [[policy]]
+/// name = "payment"
+/// routes = ["slack"]
+/// groups = ["security"]
+/// timeout_ms = 900000
+/// # Rules, in order: the first whose Cedar condition holds sets the
+/// # approvals needed; none holding leaves `required` (1).
+/// rules = [
+///   { when = "context.args.amount_cents > 1000000", required = 2 },
+///   { when = "context.args.amount_cents < 10000", required = 0 },
+/// ]
 /// ```
 ///
 /// Each `[[policy]]` table has exactly the members of [`Policy`] (its JSON
@@ -39,21 +51,28 @@ pub struct PolicyFile {
     groups: BTreeMap<String, Vec<String>>,
 }
 
-/// Where each policy's approvers and groups are written in the file.
+/// Where each policy's approvers, groups and rules are written in the file.
 #[derive(Deserialize)]
-struct ApproverSpans {
+struct FileSpans {
     #[serde(default)]
-    policy: Vec<PolicyApproverSpans>,
+    policy: Vec<PolicySpans>,
 }
 
 #[derive(Deserialize)]
-struct PolicyApproverSpans {
+struct PolicySpans {
     #[serde(default)]
     approvers: Vec<toml::Spanned<String>>,
     #[serde(default)]
     groups: Vec<toml::Spanned<String>>,
     #[serde(default)]
     escalate_groups: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    rules: Vec<RuleSpans>,
+}
+
+#[derive(Deserialize)]
+struct RuleSpans {
+    when: toml::Spanned<String>,
 }
 
 impl PolicyFile {
@@ -109,10 +128,19 @@ impl PolicyFile {
         let file: Self =
             toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
         let directory = file.directory();
-        // Parsed again for where each approver and group is written.
-        let spans: ApproverSpans =
+        // Parsed again for where each approver, group and rule is written.
+        let spans: FileSpans =
             toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
         for (policy, spans) in file.policies.iter().zip(spans.policy) {
+            // Each rule is a Cedar expression: a bad one is an error at
+            // its line, not when the gate is built.
+            if let Err(e) = super::Conditions::new(&policy.rules) {
+                let at = spans.rules.get(e.rule).map(|r| r.when.span());
+                return Err(error(
+                    at,
+                    format!("policy {} rule {}: {}", policy.name, e.rule, e.cause),
+                ));
+            }
             let unmapped = spans
                 .approvers
                 .iter()

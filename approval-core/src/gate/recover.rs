@@ -357,6 +357,8 @@ struct RequestedLine {
     actor: ActorLine,
     resource: Option<String>,
     reason: Option<String>,
+    /// The rule that set how many approvals it needs, if one did.
+    rule: Option<u32>,
     ts: String,
 }
 
@@ -415,6 +417,18 @@ impl GateInner {
                 r.policy
             ));
         }
+        // The digest pins the rules, so the recorded rule is the one the
+        // call fell under.
+        let entry = match r.rule {
+            Some(rule) => {
+                let at = usize::try_from(rule).map_err(|e| e.to_string())?;
+                if at >= entry.policy.rules.len() {
+                    return Err(format!("policy {} has no rule {rule}", r.policy));
+                }
+                entry.under_rule(at)
+            }
+            None => entry,
+        };
         let policy = entry.policy.clone();
         let asked_at = approval_audit::clock::parse_ts(r.ts.as_bytes()).ok_or("unreadable ts")?;
         let expires_at = asked_at + policy.timeout();
@@ -438,6 +452,7 @@ impl GateInner {
             earlier: Vec::new(),
             action: r.action.into(),
             policy: policy.clone(),
+            rule: r.rule,
             args: CanonicalJson::from_value(&r.args).map_err(|e| e.to_string())?,
             skipped: r.skipped,
             actor: actor.map(Arc::new),

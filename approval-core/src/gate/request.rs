@@ -19,8 +19,12 @@ pub struct ApprovalRequest {
     pub id: String,
     /// The gated function's full path.
     pub action: Cow<'static, str>,
-    /// The policy in force.
+    /// The policy in force; its `required` is that of the rule that
+    /// applies, if one does.
     pub policy: Arc<Policy>,
+    /// The policy's rule that decided how many approvals the call needs,
+    /// by its place in the policy file's `rules` (from 0), if one did.
+    pub rule: Option<u32>,
     /// The arguments, skipped ones absent and redacted ones as digests.
     pub args: CanonicalJson,
     /// Names of parameters left out of `args`.

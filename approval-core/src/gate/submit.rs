@@ -17,7 +17,7 @@ use approval_audit::Actor;
 
 /// A request built and ready to record.
 pub(crate) struct Prepared {
-    entry: Arc<PolicyEntry>,
+    pub(crate) entry: Arc<PolicyEntry>,
     /// The actor's place in its quota of open requests.
     slot: Option<ActorSlot>,
     pub(crate) request: Arc<ApprovalRequest>,
@@ -70,9 +70,10 @@ impl Ticket {
         &self.pending
     }
 
-    /// A call under a policy in shadow mode: settled as approved by nobody
-    /// and on no table, so its decision is the proof that runs the body.
-    fn shadow(
+    /// A call under a policy in shadow mode, or exempted by a rule:
+    /// settled as approved by nobody and on no table, so its decision is
+    /// the proof that runs the body.
+    fn unheld(
         gate: Arc<GateInner>,
         request: Arc<ApprovalRequest>,
         entry: Arc<PolicyEntry>,
@@ -175,6 +176,31 @@ impl Gate {
                 policy: policy.name.clone(),
             });
         }
+        let rule = match &entry.conditions {
+            None => None,
+            Some(conditions) => {
+                let mut facts = super::Facts::new(&call.action, &call.args);
+                if let Some(actor) = actor.as_deref() {
+                    facts = facts.actor(actor);
+                }
+                if let Some(resource) = call.resource.as_deref() {
+                    facts = facts.resource(resource);
+                }
+                let applicable = conditions.applicable(&facts).map_err(|e| {
+                    tracing::warn!(policy = %policy.name, rule = e.rule, "refused: a rule of the policy cannot be evaluated on this call");
+                    ApprovalError::Condition {
+                        policy: policy.name.clone(),
+                        rule: e.rule,
+                    }
+                })?;
+                applicable.map(|at| (at, entry.under_rule(at)))
+            }
+        };
+        let (rule, entry) = match rule {
+            Some((at, held_by)) => (u32::try_from(at).ok(), held_by),
+            None => (None, entry),
+        };
+        let policy = &entry.policy;
         let slot = if with_slot {
             Some(ActorSlot::take(
                 inner,
@@ -196,6 +222,7 @@ impl Gate {
             earlier: inner.table.earlier(&binding),
             action: call.action,
             policy: policy.clone(),
+            rule,
             args: call.args,
             skipped: call.skipped,
             actor,
@@ -246,18 +273,25 @@ impl Gate {
                 resource: request.resource.as_deref(),
                 reason: request.reason.as_deref(),
                 deferred,
+                rule: request.rule,
             };
             if entry.policy.shadow {
                 approval_audit::PendingRecord::would_require(asked)
+            } else if entry.policy.required == 0 {
+                approval_audit::PendingRecord::exempted(asked)
             } else {
                 approval_audit::PendingRecord::requested(asked)
             }
             .map_err(ApprovalError::InvalidArguments)?
         };
         inner.sink.append(vec![record]).await?;
-        if entry.policy.shadow {
-            tracing::info!(request_id = %request.id, action = %request.action, policy = %entry.policy.name, "shadow mode: would require approval; runs now");
-            return Ok(Ticket::shadow(
+        if entry.runs_unheld() {
+            if entry.policy.shadow {
+                tracing::info!(request_id = %request.id, action = %request.action, policy = %entry.policy.name, "shadow mode: would require approval; runs now");
+            } else {
+                tracing::info!(request_id = %request.id, action = %request.action, policy = %entry.policy.name, rule = request.rule, "exempted by a rule of its policy; runs now");
+            }
+            return Ok(Ticket::unheld(
                 inner.clone(),
                 request,
                 entry,

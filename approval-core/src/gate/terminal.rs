@@ -324,6 +324,7 @@ mod line_start_tests {
                 ["terminal"],
                 Duration::from_secs(60),
             )),
+            rule: None,
             args: CanonicalJson::from_serialize(&serde_json::json!({"table": fake("\n")})).unwrap(),
             skipped: Vec::new(),
             binding: [0; 32],

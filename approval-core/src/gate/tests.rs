@@ -1726,7 +1726,7 @@ fn a_policy_s_digest_leaves_out_members_at_their_defaults() {
     let explicit: Policy = serde_json::from_str(
         r#"{"name":"p","routes":["mock"],"timeout_ms":1000,"required":1,"approvers":[],
             "groups":[],"distinct_channels":false,"record_error_text":false,
-            "require_actor":false,"max_pending_per_actor":16}"#,
+            "require_actor":false,"max_pending_per_actor":16,"rules":[]}"#,
     )
     .unwrap();
     let built = Policy::new("p", ["mock"], Duration::from_secs(1));
