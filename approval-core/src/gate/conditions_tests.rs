@@ -104,17 +104,30 @@ async fn delivered(desk: &Desk, n: usize) -> Arc<ApprovalRequest> {
     }
 }
 
-#[tokio::test]
-async fn above_the_threshold_two_approve_and_the_record_names_the_rule() {
+/// A payment of `amount` made on a fresh gate, waiting on its reviewers:
+/// the gate, its log, the call's task, and the request its channel got.
+async fn asked_to_pay(
+    amount: i64,
+) -> (
+    Gate,
+    Arc<MemorySink>,
+    tokio::task::JoinHandle<Result<u32, ApprovalError>>,
+    Arc<ApprovalRequest>,
+) {
     let (sink, desk) = (sink(), Arc::new(Desk::default()));
     let gate = gate_on(sink.clone(), desk.clone());
-    let runs = Arc::new(AtomicU32::new(0));
     let call = {
         let gate = gate.clone();
-        let runs = runs.clone();
-        tokio::spawn(async move { run(&gate, pay(json!(20_000)), &runs).await })
+        let runs = Arc::new(AtomicU32::new(0));
+        tokio::spawn(async move { run(&gate, pay(json!(amount)), &runs).await })
     };
     let request = delivered(&desk, 1).await;
+    (gate, sink, call, request)
+}
+
+#[tokio::test]
+async fn above_the_threshold_two_approve_and_the_record_names_the_rule() {
+    let (gate, sink, call, request) = asked_to_pay(20_000).await;
     // The channel shows what this call needs.
     assert_eq!((request.rule, request.policy.required), (Some(0), 2));
     let vote = |who: &str| Ballot::new(&request, format!("desk:{who}"), "desk", Vote::Approve);
@@ -141,15 +154,7 @@ async fn above_the_threshold_two_approve_and_the_record_names_the_rule() {
 
 #[tokio::test]
 async fn between_the_thresholds_no_rule_applies_and_one_approval_is_enough() {
-    let (sink, desk) = (sink(), Arc::new(Desk::default()));
-    let gate = gate_on(sink.clone(), desk.clone());
-    let runs = Arc::new(AtomicU32::new(0));
-    let call = {
-        let gate = gate.clone();
-        let runs = runs.clone();
-        tokio::spawn(async move { run(&gate, pay(json!(500)), &runs).await })
-    };
-    let request = delivered(&desk, 1).await;
+    let (gate, sink, call, request) = asked_to_pay(500).await;
     assert_eq!((request.rule, request.policy.required), (None, 1));
     gate.cast(Ballot::new(&request, "desk:alice", "desk", Vote::Approve))
         .await
