@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use approval_core::{Actor, ActorKind, CanonicalJson, Conditions, Facts, NO_ACTOR, PolicyFile};
+use approval_core::{
+    Actor, ActorKind, CanonicalJson, Conditions, Facts, NO_ACTOR, Policy, PolicyFile,
+};
 use serde_json::Value;
 
 /// How a policy file decides one case.
@@ -99,8 +101,7 @@ pub(crate) fn test(file: &Path, cases: &Path) -> Result<ExitCode, String> {
             .ok();
             continue;
         };
-        let decided =
-            decide(&case, policy.required, &policy.rules, conditions).map_err(|e| bad(&e))?;
+        let decided = decide(&case, policy, conditions).map_err(|e| bad(&e))?;
         let mut verdict = decided.describe();
         if let Some(expect) = case.get("expect") {
             expected += 1;
@@ -127,31 +128,20 @@ pub(crate) fn test(file: &Path, cases: &Path) -> Result<ExitCode, String> {
 }
 
 /// Decides one case as the gate would: the same facts, the same rules.
-fn decide(
-    case: &Value,
-    default: u32,
-    rules: &[approval_core::Rule],
-    conditions: &Conditions,
-) -> Result<Decided, String> {
+fn decide(case: &Value, policy: &Policy, conditions: &Conditions) -> Result<Decided, String> {
     let action = case["action"].as_str().ok_or("no `action`")?;
     let args = CanonicalJson::from_value(&case["args"]).map_err(|e| format!("`args`: {e}"))?;
     if !args.is_object() {
         return Err("`args` is not an object".into());
     }
     let actor = actor(&case["actor"])?;
-    let mut facts = Facts::new(action, &args);
-    if let Some(actor) = &actor {
-        facts = facts.actor(actor);
-    }
-    if let Some(resource) = case["resource"].as_str() {
-        facts = facts.resource(resource);
-    }
+    let facts = Facts::new(action, &args)
+        .actor(actor.as_ref())
+        .resource(case["resource"].as_str());
     Ok(match conditions.applicable(&facts) {
         Ok(rule) => Decided::Needs {
             rule,
-            required: rule
-                .and_then(|at| rules.get(at))
-                .map_or(default, |r| r.required),
+            required: policy.required_under(rule),
         },
         Err(e) => Decided::Refused {
             rule: e.rule,

@@ -101,17 +101,17 @@ impl<'a> Facts<'a> {
         }
     }
 
-    /// Who asks.
+    /// Who asks (an `Option` too: a call may have no actor).
     #[must_use]
-    pub fn actor(mut self, actor: &'a Actor) -> Self {
-        self.actor = Some(actor);
+    pub fn actor(mut self, actor: impl Into<Option<&'a Actor>>) -> Self {
+        self.actor = actor.into();
         self
     }
 
-    /// The system acted on.
+    /// The system acted on (an `Option` too: a call may name none).
     #[must_use]
-    pub fn resource(mut self, resource: &'a str) -> Self {
-        self.resource = Some(resource);
+    pub fn resource(mut self, resource: impl Into<Option<&'a str>>) -> Self {
+        self.resource = resource.into();
         self
     }
 }
@@ -133,7 +133,6 @@ impl<'a> Facts<'a> {
 pub struct Conditions {
     /// One `permit` per rule, its id the rule's place.
     set: PolicySet,
-    rules: usize,
 }
 
 /// Deeper arguments than this are refused rather than walked.
@@ -157,10 +156,7 @@ impl Conditions {
                 .map_err(|e| error(e.to_string()))?;
             set.add(policy).map_err(|e| error(e.to_string()))?;
         }
-        Ok(Self {
-            set,
-            rules: rules.len(),
-        })
+        Ok(Self { set })
     }
 
     /// The first rule that holds of `facts`, by its place; `None` when no
@@ -168,7 +164,7 @@ impl Conditions {
     /// type mismatch, an overflow) before any earlier one held is an
     /// error: the gate refuses the call rather than guess.
     pub fn applicable(&self, facts: &Facts<'_>) -> Result<Option<usize>, ConditionError> {
-        if self.rules == 0 {
+        if self.set.is_empty() {
             return Ok(None);
         }
         let whole = |cause: String| ConditionError { rule: 0, cause };

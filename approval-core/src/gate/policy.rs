@@ -451,6 +451,22 @@ impl Policy {
         self
     }
 
+    /// The approvals a call needs when `rule` (a place in
+    /// [`rules`](Self::rules)) applied, or none did: that rule's count, or
+    /// [`required`](Self::required).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use approval_core::Policy;
+    ///
+    /// let policy = Policy::new("payment", ["slack"], Duration::from_secs(900)).rule("true", 3);
+    /// assert_eq!((policy.required_under(Some(0)), policy.required_under(None)), (3, 1));
+    /// ```
+    pub fn required_under(&self, rule: Option<usize>) -> u32 {
+        rule.and_then(|at| self.rules.get(at))
+            .map_or(self.required, |r| r.required)
+    }
+
     /// What a request does when a route cannot be delivered to.
     #[must_use]
     pub fn when_unreachable(mut self, unreachable: Unreachable) -> Self {
@@ -500,11 +516,7 @@ impl PolicyEntry {
     /// The entry a call under rule `rule` is held by: the same policy and
     /// digest, needing the rule's number of approvals.
     pub(crate) fn under_rule(self: &Arc<Self>, rule: usize) -> Arc<Self> {
-        let required = self
-            .policy
-            .rules
-            .get(rule)
-            .map_or(self.policy.required, |r| r.required);
+        let required = self.policy.required_under(Some(rule));
         if required == self.policy.required {
             return self.clone();
         }

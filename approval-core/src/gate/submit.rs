@@ -179,13 +179,9 @@ impl Gate {
         let rule = match &entry.conditions {
             None => None,
             Some(conditions) => {
-                let mut facts = super::Facts::new(&call.action, &call.args);
-                if let Some(actor) = actor.as_deref() {
-                    facts = facts.actor(actor);
-                }
-                if let Some(resource) = call.resource.as_deref() {
-                    facts = facts.resource(resource);
-                }
+                let facts = super::Facts::new(&call.action, &call.args)
+                    .actor(actor.as_deref())
+                    .resource(call.resource.as_deref());
                 let applicable = conditions.applicable(&facts).map_err(|e| {
                     tracing::warn!(policy = %policy.name, rule = e.rule, "refused: a rule of the policy cannot be evaluated on this call");
                     ApprovalError::Condition {
