@@ -600,3 +600,35 @@ async fn a_policy_can_have_its_own_channel_and_a_dead_trigger_fails_the_click_vi
     assert!(!waiting.is_finished());
     waiting.abort();
 }
+
+#[tokio::test]
+async fn a_rule_s_count_is_the_one_slack_shows_and_counts_toward() {
+    let (base, fake) = fake_slack();
+    let rule = policy().rule(r#"context.args.table == "payments""#, 2);
+    let h = harness(rule, sink(), base, None).await;
+    let waiting = h.start("payments");
+    let value = button_value(&fake, 0).await;
+    let posted = nth_call(&fake, "chat.postMessage", 0).await;
+    let blocks = posted["blocks"].to_string();
+    assert!(blocks.contains("needs 2 approvals from:"), "{blocks}");
+
+    assert_eq!(h.send(&click("U0ALICE", "approve", &value)).await.0, 200);
+    let progress = nth_call(&fake, "chat.update", 0).await["blocks"].to_string();
+    assert!(
+        progress.contains("<@U0ALICE> approved (1 of 2)"),
+        "{progress}"
+    );
+    assert!(!waiting.is_finished());
+    assert_eq!(h.send(&click("U0BOB", "approve", &value)).await.0, 200);
+    waiting.await.unwrap().unwrap();
+    assert_eq!(h.events("requested")[0]["rule"], 0);
+
+    // A call no rule holds for needs the policy's own one approval.
+    let other = h.start("users");
+    let value = button_value(&fake, 1).await;
+    let posted = nth_call(&fake, "chat.postMessage", 1).await["blocks"].to_string();
+    assert!(posted.contains("needs 1 approval from:"), "{posted}");
+    assert_eq!(h.send(&click("U0CAROL", "approve", &value)).await.0, 200);
+    other.await.unwrap().unwrap();
+    assert!(h.events("requested")[1].get("rule").is_none());
+}
