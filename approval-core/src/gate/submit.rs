@@ -182,20 +182,21 @@ impl Gate {
                 let facts = super::Facts::new(&call.action, &call.args)
                     .actor(actor.as_deref())
                     .resource(call.resource.as_deref());
-                let applicable = conditions.applicable(&facts).map_err(|e| {
+                conditions.applicable(&facts).map_err(|e| {
                     tracing::warn!(policy = %policy.name, rule = e.rule, "refused: a rule of the policy cannot be evaluated on this call");
                     ApprovalError::Condition {
                         policy: policy.name.clone(),
                         rule: e.rule,
                     }
-                })?;
-                applicable.map(|at| (at, entry.under_rule(at)))
+                })?
             }
         };
-        let (rule, entry) = match rule {
-            Some((at, held_by)) => (u32::try_from(at).ok(), held_by),
-            None => (None, entry),
+        let entry = match rule {
+            Some(at) => entry.under_rule(at),
+            None => entry,
         };
+        // A rule's place fits u32: policy files cannot hold 2^32 rules.
+        let rule = rule.and_then(|at| u32::try_from(at).ok());
         let policy = &entry.policy;
         let slot = if with_slot {
             Some(ActorSlot::take(
