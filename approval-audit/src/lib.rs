@@ -78,10 +78,13 @@ pub use clock::{Clock, ClockOutOfRange, ManualClock, SystemClock};
 pub use error::AuditError;
 pub use key::{DigestKey, KeyError, KeyId, RecordKey, WriterSecret};
 pub use record::{
-    Actor, ActorKind, Event, Outcome, PendingRecord, RejectReason, Requested, Reviewer, Task, Vote,
+    Actor, ActorKind, Event, GrantTerms, Granted, Outcome, PendingRecord, RejectReason, Requested,
+    Reviewer, Task, Vote,
 };
 pub use sink::{
     AuditSink, FsLogFile, JsonlFileSink, LogFile, LogSource, MemorySink, SyncHandle, dropped_path,
     durable_mark_path,
 };
-pub use verify::{Failure, Keyring, Reason, Report, Verifier, VerifyError, verify};
+pub use verify::{
+    Failure, GrantFailure, GrantFault, Keyring, Reason, Report, Verifier, VerifyError, verify,
+};

@@ -197,6 +197,60 @@ impl Reviewer {
     }
 }
 
+/// What a reviewer grants with an approval: this call, and up to `uses`
+/// more calls like it (same action, actor and rule, the policy's pinned
+/// arguments equal) within `within_ms` of the approval. Written as the
+/// `grant` member of the vote's `reviewed` record, `{"uses":N,"within_ms":T}`.
+///
+/// ```
+/// use std::time::Duration;
+/// use approval_audit::GrantTerms;
+///
+/// let alice = GrantTerms::new(5, Duration::from_secs(3600));
+/// let bob = GrantTerms::new(10, Duration::from_secs(600));
+/// assert_eq!(alice.narrowest(bob), GrantTerms::new(5, Duration::from_secs(600)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[non_exhaustive]
+pub struct GrantTerms {
+    /// How many more calls the grant covers.
+    pub uses: u32,
+    /// For how long after the approval, in milliseconds.
+    pub within_ms: u64,
+}
+
+impl GrantTerms {
+    /// Up to `uses` more calls within `within` of the approval.
+    pub fn new(uses: u32, within: std::time::Duration) -> Self {
+        Self {
+            uses,
+            within_ms: u64::try_from(within.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// How long after the approval the grant lasts.
+    pub fn within(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.within_ms)
+    }
+
+    /// What both terms allow: the fewer uses and the shorter time, which
+    /// is all that several approvers agreed to together.
+    #[must_use]
+    pub fn narrowest(self, other: Self) -> Self {
+        Self {
+            uses: self.uses.min(other.uses),
+            within_ms: self.within_ms.min(other.within_ms),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        let mut m = Members::with_capacity(2);
+        m.push("uses", Member::Int(u64::from(self.uses)))
+            .push("within_ms", Member::Int(self.within_ms));
+        m.write(out, None).map(drop)
+    }
+}
+
 /// A reviewer's vote. More kinds may come (an approval with edited
 /// arguments, a grant): a channel shows one it does not know as what its
 /// [`as_str`](Self::as_str) word says.
@@ -243,6 +297,9 @@ pub enum RejectReason {
     /// The vote came through a channel that is not among the request's
     /// routes. Project word: `wrong_route`.
     WrongRoute,
+    /// The vote asked for a grant its policy does not allow, or beyond
+    /// the policy's caps. Project word: `grant_refused`.
+    GrantRefused,
 }
 
 impl RejectReason {
@@ -258,6 +315,7 @@ impl RejectReason {
             Self::UnknownRequest => "unknown_request",
             Self::AlreadyVoted => "already_voted",
             Self::WrongRoute => "wrong_route",
+            Self::GrantRefused => "grant_refused",
         }
     }
 
@@ -280,6 +338,7 @@ impl RejectReason {
             Self::UnknownRequest,
             Self::AlreadyVoted,
             Self::WrongRoute,
+            Self::GrantRefused,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == word)
@@ -447,6 +506,18 @@ pub enum Event {
         /// Why now.
         why: String,
     },
+    /// A grant was revoked before its uses or its time ran out: no later
+    /// call is covered by it.
+    GrantRevoked {
+        /// The request whose approval made the grant (the grant's id).
+        request_id: String,
+        /// Who revoked it, where a person did.
+        reviewer: Option<Reviewer>,
+        /// The channel it came through (`slack`, `api`, `cli`, …).
+        channel: String,
+        /// Why, in the revoker's words or the gate's.
+        why: String,
+    },
     /// The caller gave up, or a restart found the request open.
     Cancelled {
         /// The request.
@@ -499,6 +570,7 @@ impl Event {
             Self::Queued { .. } => "queued",
             Self::CredentialMinted { .. } => "credential_minted",
             Self::CredentialRevoked { .. } => "credential_revoked",
+            Self::GrantRevoked { .. } => "grant_revoked",
             Self::Executed { .. } => "executed",
             Self::KeyRotated { .. } => "key_rotated",
             Self::Recovered { .. } => "recovered",
@@ -550,6 +622,7 @@ impl Event {
                     *vote,
                     channel,
                     comment.as_deref(),
+                    None,
                 );
             }
             Self::RejectedVote {
@@ -582,6 +655,19 @@ impl Event {
             } => return PendingRecord::expired(request_id, policy, *timeout_ms),
             Self::Cancelled { request_id, why } => {
                 return Ok(PendingRecord::cancelled(request_id, why));
+            }
+            Self::GrantRevoked {
+                request_id,
+                reviewer,
+                channel,
+                why,
+            } => {
+                r.str("request_id", request_id)
+                    .str("channel", channel)
+                    .str("why", why);
+                if let Some(reviewer) = reviewer {
+                    r.with("reviewer", |out| reviewer.write(out))?;
+                }
             }
             Self::Escalated {
                 request_id,
@@ -692,6 +778,35 @@ pub struct Requested<'a> {
     pub rule: Option<u32>,
 }
 
+/// The members of a `granted` record, borrowed: the approval of
+/// `request_id` covers up to `uses` more calls like it until `expires_at`.
+#[derive(Debug, Clone, Copy)]
+pub struct Granted<'a> {
+    /// The approved request, whose id is the grant's.
+    pub request_id: &'a str,
+    /// The action every covered call must be.
+    pub action: &'a str,
+    /// The policy every covered call must be under.
+    pub policy: &'a str,
+    /// That policy's digest: a changed policy covers nothing.
+    pub policy_digest: &'a [u8; 32],
+    /// The rule the approved call was held under (a covered call must be
+    /// held under the same one); `None` when no rule applied.
+    pub rule: Option<u32>,
+    /// Who asked: a covered call must have the same actor `id` and
+    /// `on_behalf_of`.
+    pub actor: &'a Actor,
+    /// How many more calls it covers.
+    pub uses: u32,
+    /// When it stops covering any call.
+    pub expires_at: std::time::SystemTime,
+    /// The pinned arguments, as the approved call's record has them (a
+    /// canonical JSON object): a covered call's must be equal.
+    pub pinned: &'a CanonicalJson,
+    /// The reviewers whose approvals made it.
+    pub reviewers: &'a [Reviewer],
+}
+
 /// How many members a record has room for at first: `requested` has at
 /// most 12.
 const MEMBERS_INLINE: usize = 12;
@@ -780,6 +895,7 @@ impl PendingRecord {
         vote: Vote,
         channel: &str,
         comment: Option<&str>,
+        grant: Option<GrantTerms>,
     ) -> Result<Self, CanonicalError> {
         let mut r = Self::new("reviewed");
         r.str("request_id", request_id)
@@ -787,6 +903,51 @@ impl PendingRecord {
             .str("channel", channel)
             .opt_str("comment", comment);
         r.with("reviewer", |out| reviewer.write(out))?;
+        if let Some(grant) = grant {
+            r.with("grant", |out| grant.write(out))?;
+        }
+        Ok(r)
+    }
+
+    /// A `granted` record: an approval that covers more calls like it.
+    pub fn granted(e: &Granted<'_>) -> Result<Self, CanonicalError> {
+        if !e.pinned.is_object() {
+            return Err(CanonicalError::NotCanonical);
+        }
+        let expires_at =
+            crate::clock::format_ts(e.expires_at).map_err(|_| CanonicalError::NotCanonical)?;
+        let mut r = Self::new("granted");
+        r.str("request_id", e.request_id)
+            .str("action", e.action)
+            .str("policy", e.policy)
+            .hex("policy_digest", e.policy_digest)
+            .int("uses", u64::from(e.uses))?
+            // ASCII digits and separators: a string as it stands.
+            .str(
+                "expires_at",
+                std::str::from_utf8(&expires_at).unwrap_or_default(),
+            )
+            .raw("match", e.pinned.as_str());
+        if let Some(rule) = e.rule {
+            r.int("rule", u64::from(rule))?;
+        }
+        r.with("actor", |out| e.actor.write(out))?;
+        r.with("reviewers", |out| {
+            write_array(out, e.reviewers, |out, rv| rv.write(out))
+        })?;
+        Ok(r)
+    }
+
+    /// A `grant_used` record: a call covered by the grant `grant` (its
+    /// `use`-th, from 1), with the members its `requested` record would
+    /// have had (never `deferred`). It ran without being held.
+    pub fn grant_used(
+        e: &Requested<'_>,
+        grant: &str,
+        use_number: u32,
+    ) -> Result<Self, CanonicalError> {
+        let mut r = Self::asked("grant_used", e)?;
+        r.str("grant", grant).int("use", u64::from(use_number))?;
         Ok(r)
     }
 

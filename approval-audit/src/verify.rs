@@ -15,6 +15,8 @@ use crate::canonical::Fault;
 use crate::chain::{hex, parse_line};
 use crate::key::{KeyId, RecordKey};
 pub use crate::reason::Reason;
+use grants::GrantFact;
+pub use grants::GrantFault;
 
 /// Verification keys by id: what an auditor holds.
 #[derive(Debug, Default)]
@@ -71,6 +73,28 @@ impl fmt::Display for Failure {
     }
 }
 
+/// A grant record that does not hold up against the records before it
+/// (its chain members are fine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantFailure {
+    /// The line, counting from 1.
+    pub line: u64,
+    /// The record's `seq`.
+    pub seq: u64,
+    /// Why it does not hold up.
+    pub fault: GrantFault,
+}
+
+impl fmt::Display for GrantFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "record seq {} (line {}): {}",
+            self.seq, self.line, self.fault
+        )
+    }
+}
+
 /// What a valid log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
@@ -83,6 +107,11 @@ pub struct Report {
     /// How many `approved` records name a reviewer of the mock approver
     /// (`mock:` ids). A production log should have none.
     pub mock_approvals: u64,
+    /// How many grants were made (`granted` records).
+    pub grants: u64,
+    /// How many calls ran under a grant (`grant_used` records), each
+    /// checked against its grant.
+    pub grant_uses: u64,
 }
 
 impl Report {
@@ -99,6 +128,10 @@ pub enum VerifyError {
     /// A record fails.
     #[error("{0}")]
     Invalid(Failure),
+    /// A grant record does not hold up: a use beyond its grant's count or
+    /// time, after its revocation, or of a call it does not cover.
+    #[error("{0}")]
+    Grant(GrantFailure),
     /// Reading the log failed.
     #[error("reading the log failed: {0}")]
     Io(#[from] io::Error),
@@ -172,6 +205,7 @@ impl<'k> Verifier<'k> {
             prev: [0; 32],
             current_key: CurrentKey::First,
             mock_approvals: 0,
+            grants: grants::Ledger::default(),
         };
         // Two buffers: the workers check the lines of one while this thread
         // reads the next block into the other.
@@ -222,6 +256,8 @@ impl<'k> Verifier<'k> {
             records: links.expected_seq,
             head: (links.expected_seq > 0).then_some(links.prev),
             mock_approvals: links.mock_approvals,
+            grants: links.grants.granted(),
+            grant_uses: links.grants.uses,
         })
     }
 
@@ -377,6 +413,8 @@ enum LineCheck {
         /// For `key_rotated`: the keyring index of the next key, if known.
         rotates_to: Option<Option<usize>>,
         mock_approval: bool,
+        /// For a grant's records: what the ledger checks, read.
+        grant: Option<Box<GrantFact>>,
     },
 }
 
@@ -447,6 +485,7 @@ impl Chunk {
                         .reviewers
                         .as_ref()
                         .is_some_and(|r| names_mock_reviewer(&line[r.clone()])),
+                grant: GrantFact::read(&fields.event, line),
             });
         }
         chunk
@@ -487,6 +526,7 @@ struct Links {
     prev: [u8; 32],
     current_key: CurrentKey,
     mock_approvals: u64,
+    grants: grants::Ledger,
 }
 
 impl Links {
@@ -500,8 +540,8 @@ impl Links {
 
     fn link(&mut self, chunk: &Chunk) -> Result<(), VerifyError> {
         for check in &chunk.lines {
-            let (seq, follows, key, mac_ok, rotates_to, mock_approval) = match *check {
-                LineCheck::Bad(reason) => return Err(self.fail_next(reason)),
+            let (seq, follows, key, mac_ok, rotates_to, mock_approval, grant) = match check {
+                LineCheck::Bad(reason) => return Err(self.fail_next(*reason)),
                 LineCheck::Good {
                     seq,
                     follows,
@@ -509,7 +549,16 @@ impl Links {
                     mac_ok,
                     rotates_to,
                     mock_approval,
-                } => (seq, follows, key, mac_ok, rotates_to, mock_approval),
+                    grant,
+                } => (
+                    *seq,
+                    *follows,
+                    *key,
+                    *mac_ok,
+                    *rotates_to,
+                    *mock_approval,
+                    grant,
+                ),
             };
             self.line += 1;
             let fail = |reason| {
@@ -545,11 +594,22 @@ impl Links {
                 .checked_add(1)
                 .ok_or_else(|| self.fail_next(Reason::Malformed))?;
             self.mock_approvals += u64::from(mock_approval);
+            // Its MAC holds: what it says about a grant is the writer's.
+            if let Some(fact) = grant {
+                self.grants.apply(fact).map_err(|fault| {
+                    VerifyError::Grant(GrantFailure {
+                        line: self.line,
+                        seq,
+                        fault,
+                    })
+                })?;
+            }
         }
         self.prev = chunk.last_mac;
         Ok(())
     }
 }
 
+mod grants;
 #[cfg(test)]
 mod tests;

@@ -140,6 +140,21 @@ pub enum ApprovalError {
         /// The request whose approval was used.
         request_id: String,
     },
+    /// No grant this gate holds has this id.
+    #[error("no grant {grant_id}")]
+    UnknownGrant {
+        /// The id asked for (the id of the request whose approval made it).
+        grant_id: String,
+    },
+    /// A grant's revocation was refused: who asked may not approve under
+    /// its policy, or asked through a channel outside its routes.
+    #[error("may not revoke grant {grant_id}: {}", why.as_str())]
+    RevokeRefused {
+        /// The grant.
+        grant_id: String,
+        /// Why.
+        why: approval_audit::RejectReason,
+    },
     /// No open or lately settled request has this id.
     #[error("no request {request_id}")]
     UnknownRequest {

@@ -69,21 +69,21 @@ pub mod signed;
 pub use agent_text::{LINE_BREAK_MARK, LINE_BREAKS, one_line};
 pub use approval_audit::{
     Actor, ActorKind, AuditError, AuditSink, CanonicalError, CanonicalJson, ChainHead, ChainWriter,
-    Clock, ClockOutOfRange, DigestKey, Event, Failure, FsLogFile, JsonlFileSink, KeyError, KeyId,
-    Keyring, LogFile, LogSource, ManualClock, MemorySink, Outcome, PendingRecord, Reason, Receipt,
-    RecordKey, RejectReason, Report, Reviewer, SyncHandle, SystemClock, Task, Verifier,
-    VerifyError, Vote, WriterSecret, checkpoint, clock, dropped_path, durable_mark_path, hex,
-    verify,
+    Clock, ClockOutOfRange, DigestKey, Event, Failure, FsLogFile, GrantFailure, GrantFault,
+    GrantTerms, JsonlFileSink, KeyError, KeyId, Keyring, LogFile, LogSource, ManualClock,
+    MemorySink, Outcome, PendingRecord, Reason, Receipt, RecordKey, RejectReason, Report, Reviewer,
+    SyncHandle, SystemClock, Task, Verifier, VerifyError, Vote, WriterSecret, checkpoint, clock,
+    dropped_path, durable_mark_path, hex, verify,
 };
 pub use error::{ApprovalError, ApproverError, BrokerError, CoordinatorError};
 pub use gate::{
     Approval, ApprovalRequest, Approver, AttendedHours, Ballot, BallotOutcome, Ballots, Call,
     ConditionError, Conditions, ConfigError, Confirmed, Coordinator, Credential, CredentialBroker,
     CredentialHandle, CredentialPolicy, DEFAULT_MAX_PENDING_PER_ACTOR, Decision, Directory,
-    EarlierDecision, Facts, Forwarded, Gate, GateBallots, GateBuilder, HoursError, MintRequest,
-    NO_ACTOR, Notice, Policy, PolicyFile, Recovery, RefusalCounts, RequestView, Rule, Settlement,
-    TerminalApprover, Ticket, Unreachable, VoteView, current_actor, normal_identity, with_actor,
-    with_actor_sync,
+    EarlierDecision, Facts, Forwarded, Gate, GateBallots, GateBuilder, GrantPolicy, GrantView,
+    HoursError, MintRequest, NO_ACTOR, Notice, Policy, PolicyFile, Recovery, RefusalCounts,
+    RequestView, Rule, Settlement, TerminalApprover, Ticket, Unreachable, VoteView, current_actor,
+    normal_identity, with_actor, with_actor_sync,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use gate::{MockApprover, MockBroker, ScriptedMock};

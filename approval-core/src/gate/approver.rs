@@ -219,6 +219,27 @@ impl Ballots {
         Box::pin(gate.cast_here_or_forward(ballot, false)).await
     }
 
+    /// Revokes the grant `grant_id` for `identity` through this channel
+    /// (see [`Gate::revoke_grant`](super::Gate::revoke_grant)): refused
+    /// when the grant's policy does not route to this channel.
+    pub async fn revoke_grant(
+        &self,
+        grant_id: &str,
+        identity: &str,
+        channel: &str,
+    ) -> Result<super::GrantView, ApprovalError> {
+        let gate = self.gate.upgrade().ok_or(ApprovalError::GateClosed)?;
+        Box::pin(gate.revoke_grant(grant_id, identity, channel, self.route.as_deref())).await
+    }
+
+    /// The grants the gate holds that can still cover a call.
+    pub fn grants(&self) -> Vec<super::GrantView> {
+        self.gate
+            .upgrade()
+            .map(|gate| gate.grants())
+            .unwrap_or_default()
+    }
+
     fn stamp(&self, mut ballot: Ballot) -> Ballot {
         if let Some(route) = &self.route {
             ballot.route = Some(route.clone());

@@ -155,6 +155,13 @@ impl GateInner {
             person,
             who,
         )?;
+        // A grant goes with an approval, within the policy's caps.
+        if let Some(terms) = &ballot.grant
+            && !(ballot.vote == Vote::Approve
+                && policy.grant.as_ref().is_some_and(|caps| caps.allows(terms)))
+        {
+            return Err(RejectReason::GrantRefused);
+        }
         let voter = normal_form(&ballot.identity);
         let state = lock(&pending.state);
         match state.votes.iter().find(|v| v.who == who) {
@@ -303,6 +310,7 @@ impl GateInner {
             ballot.vote,
             &ballot.channel,
             ballot.comment.as_deref(),
+            ballot.grant,
         )
         .map_err(AuditError::from)?;
         // Counted now (this task holds the votes lock, so no other vote
@@ -315,6 +323,7 @@ impl GateInner {
                 channel: ballot.channel,
                 vote,
                 comment: comment.clone(),
+                grant: ballot.grant,
                 reviewer,
             });
             decide(&state.votes, policy, vote, comment)

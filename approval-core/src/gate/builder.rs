@@ -18,6 +18,8 @@ use approval_audit::Clock;
 /// The longest timeout a policy may have: a deadline is a clock reading
 /// plus the timeout, and must stay one.
 const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+/// The most further calls one grant may cover.
+const MAX_GRANT_USES: u32 = 1000;
 
 /// Builds a [`Gate`]; [`build`](GateBuilder::build) checks the setup.
 #[derive(Debug)]
@@ -313,6 +315,32 @@ impl GateBuilder {
                     "names a credential and a rule needing no approval, and credentials are minted only for an approved call",
                 ));
             }
+            if let Some(grant) = &policy.grant {
+                if grant.max_uses == 0 || grant.max_uses > MAX_GRANT_USES {
+                    return Err(invalid("lets a grant cover no call, or more than 1000"));
+                }
+                if grant.max_within_ms == 0 || grant.max_within() > MAX_TIMEOUT {
+                    return Err(invalid(
+                        "lets a grant last no time, or longer than 366 days",
+                    ));
+                }
+                if policy.shadow {
+                    return Err(invalid(
+                        "is in shadow mode and allows grants, which only an approval makes",
+                    ));
+                }
+                if policy.credential.is_some() {
+                    return Err(invalid(
+                        "names a credential and allows grants, and a call a grant covers gets no credential",
+                    ));
+                }
+                if self.coordinator.is_some() {
+                    // Each process would count uses of its own.
+                    return Err(invalid(
+                        "allows grants, which one process keeps, and the gate shares requests with other processes",
+                    ));
+                }
+            }
             let conditions = if policy.rules.is_empty() {
                 None
             } else {
@@ -402,6 +430,7 @@ impl GateBuilder {
                 background,
                 closing: AtomicBool::new(false),
                 refusals: super::ballot_box::Refusals::default(),
+                grants: super::grant::Grants::default(),
             }),
         };
         gate.inner

@@ -23,6 +23,7 @@ mod credential;
 mod deadline;
 mod deferred;
 mod directory;
+mod grant;
 mod hours;
 mod limits;
 #[cfg(any(test, feature = "mock"))]
@@ -42,6 +43,8 @@ mod terminal;
 mod conditions_tests;
 #[cfg(test)]
 mod credential_tests;
+#[cfg(test)]
+mod grant_tests;
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]
@@ -71,11 +74,14 @@ pub use call::Call;
 pub use conditions::{ConditionError, Conditions, Facts, Rule};
 pub use coordinator::{Coordinator, Forwarded, Settlement};
 pub use directory::{Directory, normal_identity};
+pub use grant::GrantView;
 pub use hours::{AttendedHours, HoursError};
 #[cfg(any(test, feature = "mock"))]
 pub use mock::{MockApprover, ScriptedMock};
 pub use notice::{Notice, Recovery};
-pub use policy::{CredentialPolicy, DEFAULT_MAX_PENDING_PER_ACTOR, Policy, Unreachable};
+pub use policy::{
+    CredentialPolicy, DEFAULT_MAX_PENDING_PER_ACTOR, GrantPolicy, Policy, Unreachable,
+};
 pub use policy_file::PolicyFile;
 pub use request::{ApprovalRequest, Ballot, BallotOutcome, Decision, EarlierDecision};
 pub use submit::Ticket;
@@ -169,6 +175,8 @@ pub(crate) struct GateInner {
     closing: AtomicBool,
     /// Votes refused without a record: see [`RefusalCounts`].
     refusals: ballot_box::Refusals,
+    /// Grants approvals made, while they can cover a call.
+    grants: grant::Grants,
 }
 
 impl GateInner {
@@ -418,6 +426,28 @@ impl Gate {
             )
             .await?;
         Ok(Decision::clone(&decision))
+    }
+
+    /// The grants that can still cover a call (not spent, expired or
+    /// revoked), as approvals with [`Ballot::granting`] made them.
+    pub fn grants(&self) -> Vec<GrantView> {
+        self.inner.grants()
+    }
+
+    /// Revokes the grant `grant_id` for `identity` (a qualified channel
+    /// identity, `cli:alice`), recorded `grant_revoked` through `channel`:
+    /// no later call is covered by it. They must be one who may approve
+    /// under its policy, or its requester giving it up; a channel revokes
+    /// through its route's [`Ballots::revoke_grant`] instead.
+    pub async fn revoke_grant(
+        &self,
+        grant_id: &str,
+        identity: &str,
+        channel: &str,
+    ) -> Result<GrantView, ApprovalError> {
+        self.inner
+            .revoke_grant(grant_id, identity, channel, None)
+            .await
     }
 
     /// Waits until every approver has handled (delivered, or given up on

@@ -74,6 +74,26 @@ pub enum Notice {
         /// The groups whose members may vote as well.
         groups: Vec<String>,
     },
+    /// A call ran under the grant that `request`'s approval made, after
+    /// its `grant_used` record: every route of that request hears it.
+    GrantUsed {
+        /// The request whose approval made the grant.
+        request: Arc<ApprovalRequest>,
+        /// The covered call's own request id.
+        use_request_id: String,
+        /// Which use it was, from 1.
+        use_number: u32,
+        /// How many uses the grant has.
+        uses: u32,
+    },
+    /// The grant that `request`'s approval made was revoked, after its
+    /// `grant_revoked` record: every route of that request hears it.
+    GrantRevoked {
+        /// The request whose approval made the grant.
+        request: Arc<ApprovalRequest>,
+        /// Who revoked it, where a person did.
+        by: Option<Reviewer>,
+    },
 }
 
 impl Notice {
@@ -83,12 +103,15 @@ impl Notice {
             Self::Voted { request, .. }
             | Self::Settled { request, .. }
             | Self::Reminder { request }
-            | Self::Escalated { request, .. } => Some(&request.id),
+            | Self::Escalated { request, .. }
+            | Self::GrantUsed { request, .. }
+            | Self::GrantRevoked { request, .. } => Some(&request.id),
             Self::Recovered(_) => None,
         }
     }
 
-    /// A short name for logs: `voted`, `settled`, `recovered`, `reminder`, `escalated`.
+    /// A short name for logs: `voted`, `settled`, `recovered`, `reminder`,
+    /// `escalated`, `grant_used`, `grant_revoked`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Voted { .. } => "voted",
@@ -96,6 +119,8 @@ impl Notice {
             Self::Recovered(_) => "recovered",
             Self::Reminder { .. } => "reminder",
             Self::Escalated { .. } => "escalated",
+            Self::GrantUsed { .. } => "grant_used",
+            Self::GrantRevoked { .. } => "grant_revoked",
         }
     }
 }

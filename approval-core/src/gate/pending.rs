@@ -47,6 +47,8 @@ pub(crate) struct Accepted {
     pub(crate) channel: String,
     pub(crate) vote: Vote,
     pub(crate) comment: Option<String>,
+    /// The grant asked for with an approval.
+    pub(crate) grant: Option<approval_audit::GrantTerms>,
     /// As recorded; `id` is the channel identity.
     pub(crate) reviewer: Reviewer,
 }

@@ -108,6 +108,60 @@ pub struct Policy {
     /// applies, and none holding leaves [`required`](Self::required).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<super::Rule>,
+    /// Whether, and how far, a reviewer may approve a call together with
+    /// more calls like it (see [`GrantPolicy`]); never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantPolicy>,
+}
+
+/// How far a reviewer may grant more calls with an approval (`grant = {
+/// max_uses = 5, max_within_ms = 3600000, match = ["table"] }` in a
+/// policy file): at most `max_uses` more calls within `max_within_ms` of
+/// the approval, each of the same action, by the same actor, under the
+/// same rule, and with the same values of the `match` arguments as the
+/// approved call. A quorum policy needs its quorum for the grant too.
+///
+/// ```
+/// use std::time::Duration;
+/// use approval_core::Policy;
+///
+/// let policy = Policy::new("data-export", ["slack"], Duration::from_secs(900))
+///     .grants(5, Duration::from_secs(3600), ["table"]);
+/// let grant = policy.grant.as_ref().unwrap();
+/// assert_eq!((grant.max_uses, grant.max_within()), (5, Duration::from_secs(3600)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GrantPolicy {
+    /// The most further calls one grant may cover.
+    pub max_uses: u32,
+    /// The longest a grant may last after its approval, in milliseconds.
+    pub max_within_ms: u64,
+    /// The arguments every covered call must have equal to the approved
+    /// call's (by their recorded values, so redacted ones compare by
+    /// digest). The approved call must have each of them.
+    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned: Vec<String>,
+}
+
+impl GrantPolicy {
+    /// The longest a grant may last.
+    pub fn max_within(&self) -> Duration {
+        Duration::from_millis(self.max_within_ms)
+    }
+
+    /// Whether `terms` are within the caps.
+    pub fn allows(&self, terms: &approval_audit::GrantTerms) -> bool {
+        (1..=self.max_uses).contains(&terms.uses)
+            && (1..=self.max_within_ms).contains(&terms.within_ms)
+    }
+
+    /// The most a reviewer may grant: the caps themselves, what a channel
+    /// with one "approve and grant" button offers.
+    pub fn widest(&self) -> approval_audit::GrantTerms {
+        approval_audit::GrantTerms::new(self.max_uses, self.max_within())
+    }
 }
 
 /// Which broker mints an approved call's credential, by which template,
@@ -244,6 +298,7 @@ impl Policy {
             credential: None,
             attended: None,
             rules: Vec::new(),
+            grant: None,
         }
     }
 
@@ -448,6 +503,24 @@ impl Policy {
     #[must_use]
     pub fn rule(mut self, when: impl Into<String>, required: u32) -> Self {
         self.rules.push(super::Rule::new(when, required));
+        self
+    }
+
+    /// Lets reviewers approve a call together with up to `max_uses` more
+    /// like it within `max_within`, the `pinned` arguments equal (see
+    /// [`GrantPolicy`]). Part of the policy digest when set.
+    #[must_use]
+    pub fn grants<S: Into<String>>(
+        mut self,
+        max_uses: u32,
+        max_within: Duration,
+        pinned: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.grant = Some(GrantPolicy {
+            max_uses,
+            max_within_ms: u64::try_from(max_within.as_millis()).unwrap_or(u64::MAX),
+            pinned: pinned.into_iter().map(Into::into).collect(),
+        });
         self
     }
 

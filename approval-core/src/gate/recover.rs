@@ -389,6 +389,8 @@ struct ReviewedLine {
     vote: String,
     channel: String,
     comment: Option<String>,
+    #[serde(default)]
+    grant: Option<approval_audit::GrantTerms>,
 }
 
 #[derive(Deserialize)]
@@ -490,6 +492,7 @@ impl GateInner {
                     channel: v.channel,
                     vote,
                     comment: v.comment,
+                    grant: v.grant,
                     reviewer,
                 });
             }

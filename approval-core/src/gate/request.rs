@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::policy::Policy;
 use approval_audit::CanonicalJson;
-use approval_audit::{Actor, RejectReason, Reviewer, Vote};
+use approval_audit::{Actor, GrantTerms, RejectReason, Reviewer, Vote};
 
 /// One call waiting for approval, as every approver sees it. Facts the gate
 /// derived (`action`, `policy`, `actor`, `binding`) are kept apart from text
@@ -72,6 +72,9 @@ pub struct Ballot {
     pub comment: Option<String>,
     /// A display name, where the channel gives one.
     pub display: Option<String>,
+    /// With an approval: the grant the reviewer makes with it, this call
+    /// and more like it (see [`GrantPolicy`](super::GrantPolicy)).
+    pub grant: Option<GrantTerms>,
     /// The route (registered approver) it came through: stamped by the
     /// [`Ballots`](super::Ballots) a route was handed, so a channel cannot
     /// vote on a request outside its policy's routes. `None` for a vote
@@ -110,6 +113,7 @@ impl Ballot {
             vote,
             comment: None,
             display: None,
+            grant: None,
             route: None,
         }
     }
@@ -131,6 +135,7 @@ impl Ballot {
             vote,
             comment: None,
             display: None,
+            grant: None,
             route: None,
         }
     }
@@ -139,6 +144,15 @@ impl Ballot {
     #[must_use]
     pub fn comment(mut self, comment: impl Into<String>) -> Self {
         self.comment = Some(comment.into());
+        self
+    }
+
+    /// With an approval, grants this call and up to `terms.uses` more like
+    /// it within `terms.within` (refused as `grant_refused` if its policy
+    /// does not allow that much).
+    #[must_use]
+    pub fn granting(mut self, terms: GrantTerms) -> Self {
+        self.grant = Some(terms);
         self
     }
 }

@@ -70,14 +70,16 @@ impl Ticket {
         &self.pending
     }
 
-    /// A call under a policy in shadow mode, or exempted by a rule:
-    /// settled as approved by nobody and on no table, so its decision is
-    /// the proof that runs the body.
-    fn unheld(
+    /// A call under a policy in shadow mode, exempted by a rule, or
+    /// covered by a grant: settled as approved (by nobody, or by the
+    /// grant's `reviewers`) and on no table, so its decision is the proof
+    /// that runs the body.
+    pub(crate) fn unheld(
         gate: Arc<GateInner>,
         request: Arc<ApprovalRequest>,
         entry: Arc<PolicyEntry>,
         binds_recorded: bool,
+        reviewers: Vec<approval_audit::Reviewer>,
     ) -> Self {
         let pending = Arc::new(Pending::new(
             request,
@@ -87,9 +89,7 @@ impl Ticket {
             None,
             std::time::Duration::ZERO,
         ));
-        super::lock(&pending.state).decision = Some(Arc::new(Decision::Approved {
-            reviewers: Vec::new(),
-        }));
+        super::lock(&pending.state).decision = Some(Arc::new(Decision::Approved { reviewers }));
         Self {
             gate,
             pending,
@@ -253,12 +253,11 @@ impl Gate {
             return Err(ApprovalError::GateClosed);
         }
         // Durable before any reviewer can see the request. (Built in a
-        // block so nothing it borrows is held across the write.)
+        // block so nothing it borrows is held across the later awaits.)
         let record = {
             static NOBODY: std::sync::LazyLock<Actor> =
                 std::sync::LazyLock::new(|| Actor::new(NO_ACTOR));
-            let actor = request.actor.as_deref().unwrap_or(&NOBODY);
-            let asked = &approval_audit::Requested {
+            let asked = approval_audit::Requested {
                 request_id: &request.id,
                 action: &request.action,
                 policy: &entry.policy.name,
@@ -266,18 +265,27 @@ impl Gate {
                 args: &request.args,
                 skipped: &request.skipped,
                 binding: &request.binding,
-                actor,
+                actor: request.actor.as_deref().unwrap_or(&NOBODY),
                 resource: request.resource.as_deref(),
                 reason: request.reason.as_deref(),
                 deferred,
                 rule: request.rule,
             };
+            // A call a grant covers runs now, recorded as that grant's
+            // use. (Boxed: only policies that allow grants get here.)
+            if entry.policy.grant.is_some()
+                && !entry.runs_unheld()
+                && let Some(ticket) =
+                    Box::pin(inner.use_grant(&asked, &request, &entry, binds_recorded)).await?
+            {
+                return Ok(ticket);
+            }
             if entry.policy.shadow {
-                approval_audit::PendingRecord::would_require(asked)
+                approval_audit::PendingRecord::would_require(&asked)
             } else if entry.policy.required == 0 {
-                approval_audit::PendingRecord::exempted(asked)
+                approval_audit::PendingRecord::exempted(&asked)
             } else {
-                approval_audit::PendingRecord::requested(asked)
+                approval_audit::PendingRecord::requested(&asked)
             }
             .map_err(ApprovalError::InvalidArguments)?
         };
@@ -293,6 +301,7 @@ impl Gate {
                 request,
                 entry,
                 binds_recorded,
+                Vec::new(),
             ));
         }
         tracing::info!(

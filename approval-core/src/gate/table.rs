@@ -424,10 +424,17 @@ impl GateInner {
             None => decision,
         };
         let record = outcome_record(pending, &decision)?;
-        let batch = match preceding {
-            Some(first) => vec![first, record],
-            None => vec![record],
+        let grant = match &decision {
+            Decision::Approved { reviewers } => self.grant_for(pending, reviewers)?,
+            _ => None,
         };
+        let mut batch = Vec::with_capacity(3);
+        batch.extend(preceding);
+        batch.push(record);
+        let grant = grant.map(|(grant, granted)| {
+            batch.push(granted);
+            grant
+        });
         self.sink.append(batch).await?;
         let decision = {
             let mut state = lock(&pending.state);
@@ -441,6 +448,9 @@ impl GateInner {
             decision
         };
         self.release(pending);
+        if let Some(grant) = grant {
+            self.hold_grant(grant);
+        }
         self.announce(pending, &decision);
         Ok(decision)
     }
@@ -514,6 +524,16 @@ impl GateInner {
                 decision: decision.clone(),
             },
         );
+    }
+
+    /// Queues `notice` for every route of `request`'s policy (not its
+    /// escalation routes): for news about a request no longer open.
+    pub(crate) fn post_to_policy_routes(&self, request: &ApprovalRequest, notice: &Notice) {
+        for route in &request.policy.routes {
+            if let Some(outbox) = self.outboxes.get(route) {
+                outbox.post(notice.clone());
+            }
+        }
     }
 
     /// Queues `notice` for every route `pending` went to.

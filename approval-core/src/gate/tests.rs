@@ -775,6 +775,7 @@ fn the_gate_and_its_futures_are_send() {
         vote: Vote::Approve,
         comment: None,
         display: None,
+        grant: None,
         route: None,
     }));
     let approver: Arc<dyn Approver> = Arc::new(Unreachable);
