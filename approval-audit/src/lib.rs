@@ -86,5 +86,6 @@ pub use sink::{
     durable_mark_path,
 };
 pub use verify::{
-    Failure, GrantFailure, GrantFault, Keyring, Reason, Report, Verifier, VerifyError, verify,
+    Failure, GrantFailure, GrantFault, GrantSummary, Keyring, Reason, Report, Verifier,
+    VerifyError, verify,
 };

@@ -16,7 +16,7 @@ use crate::chain::{hex, parse_line};
 use crate::key::{KeyId, RecordKey};
 pub use crate::reason::Reason;
 use grants::GrantFact;
-pub use grants::GrantFault;
+pub use grants::{GrantFault, GrantSummary};
 
 /// Verification keys by id: what an auditor holds.
 #[derive(Debug, Default)]
@@ -198,7 +198,16 @@ impl<'k> Verifier<'k> {
     }
 
     /// Reads `log` to the end and checks every record.
-    pub fn verify(&self, mut log: impl Read) -> Result<Report, VerifyError> {
+    pub fn verify(&self, log: impl Read) -> Result<Report, VerifyError> {
+        self.verify_with_grants(log).map(|(report, _)| report)
+    }
+
+    /// [`verify`](Self::verify), also giving each grant the log made and
+    /// what became of it (uses, revocation), in the order they were made.
+    pub fn verify_with_grants(
+        &self,
+        mut log: impl Read,
+    ) -> Result<(Report, Vec<GrantSummary>), VerifyError> {
         let mut links = Links {
             line: 0,
             expected_seq: 0,
@@ -252,13 +261,14 @@ impl<'k> Verifier<'k> {
             // Bytes after the last newline: a record cut off mid-line.
             return Err(links.fail_next(Reason::Malformed));
         }
-        Ok(Report {
+        let report = Report {
             records: links.expected_seq,
             head: (links.expected_seq > 0).then_some(links.prev),
             mock_approvals: links.mock_approvals,
             grants: links.grants.granted(),
             grant_uses: links.grants.uses,
-        })
+        };
+        Ok((report, links.grants.into_summaries()))
     }
 
     /// Fills `buf` with `carry` and then whole lines from `log`, about one

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use approval_core::{
-    ApprovalRequest, Approver, ApproverError, Ballots, Clock, Decision, GateBallots, Notice,
-    RequestView, SystemClock,
+    ApprovalRequest, Approver, ApproverError, Ballots, Clock, Decision, GateBallots, GrantView,
+    Notice, RequestView, SystemClock,
 };
 use async_trait::async_trait;
 
@@ -34,6 +34,9 @@ pub enum MessageView<'a> {
         decision: &'a Decision,
         /// When it ended, as this process saw it.
         at: SystemTime,
+        /// The grant its approval made, while it can still cover a call:
+        /// render it with a way to revoke it.
+        grant: Option<&'a GrantView>,
     },
     /// A message a previous run of the process left, whose request this
     /// run does not hold: no buttons.
@@ -192,17 +195,23 @@ struct Ended {
 /// The update to make: a message and the request as it now stands.
 enum Shown {
     Open(RequestView),
-    Ended(Arc<ApprovalRequest>, Arc<Decision>, SystemTime),
+    Ended(
+        Arc<ApprovalRequest>,
+        Arc<Decision>,
+        SystemTime,
+        Option<GrantView>,
+    ),
 }
 
 impl Shown {
     fn view(&self) -> MessageView<'_> {
         match self {
             Self::Open(view) => MessageView::Open(view),
-            Self::Ended(request, decision, at) => MessageView::Ended {
+            Self::Ended(request, decision, at, grant) => MessageView::Ended {
                 request,
                 decision,
                 at: *at,
+                grant: grant.as_ref(),
             },
         }
     }
@@ -299,18 +308,28 @@ impl<C: MessageChannel> MessageApprover<C> {
     /// so (the time it first heard is kept, so the message does not
     /// change), else open from the gate's view.
     fn current(&self, request_id: &str) -> Option<Shown> {
-        let status = self.ballots().and_then(|b| b.status(request_id));
+        let ballots = self.ballots();
+        let status = ballots.as_ref().and_then(|b| b.status(request_id));
         let mut messages = lock(&self.messages);
         if let Some(decision) = status.as_ref().and_then(|s| s.decision.clone()) {
             mark_ended(&mut messages, request_id, || Arc::new(decision));
         }
         let entry = messages.entries.get(request_id)?;
         match (&entry.ended, status) {
-            (Some(ended), _) => Some(Shown::Ended(
-                entry.request.clone(),
-                ended.decision.clone(),
-                ended.at,
-            )),
+            (Some(ended), _) => {
+                let grant = match (&*ended.decision, &ballots) {
+                    (Decision::Approved { .. }, Some(ballots)) => {
+                        ballots.grants().into_iter().find(|g| g.id == request_id)
+                    }
+                    _ => None,
+                };
+                Some(Shown::Ended(
+                    entry.request.clone(),
+                    ended.decision.clone(),
+                    ended.at,
+                    grant,
+                ))
+            }
             (None, Some(status)) => Some(Shown::Open(status)),
             (None, None) => None,
         }
@@ -487,6 +506,10 @@ impl<C: MessageChannel> Approver for MessageApprover<C> {
             Notice::Reminder { request } => self.remind(&request.id).await,
             // More may vote now: the message says who.
             Notice::Escalated { request, .. } => self.show(&request.id).await,
+            // The outcome shows the grant's uses left, or that it ended.
+            Notice::GrantUsed { request, .. } | Notice::GrantRevoked { request, .. } => {
+                self.show(&request.id).await
+            }
             _ => Ok(()),
         }
     }

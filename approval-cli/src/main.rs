@@ -5,6 +5,7 @@
 //! approval keygen --signing NAME KEYFILE
 //! approval verify LOG --key ID=KEYFILE [--key ID=KEYFILE ...]
 //!                [--checkpoint FILE --trust KEYLINE [--trust KEYLINE ...]]
+//! approval grants LOG --key ID=KEYFILE [--key ...]
 //! approval prove LOG --request ID [--checkpoint FILE]
 //! approval check-proof FILE --trust KEYLINE
 //! approval consistency LOG --old FILE --new FILE --trust KEYLINE
@@ -104,6 +105,16 @@ enum Command {
         /// NAME+ID+KEY (from `approval keygen --signing`); repeatable.
         #[arg(long, value_name = "KEYLINE", requires = "checkpoint")]
         trust: Vec<String>,
+    },
+    /// List the grants a verified audit log made (approvals that covered
+    /// more calls like them) and what became of each: uses, revocation,
+    /// expiry.
+    Grants {
+        /// The JSON Lines log.
+        log: PathBuf,
+        /// A verification key as ID=KEYFILE; repeat for rotated keys.
+        #[arg(long = "key", value_name = "ID=KEYFILE", required = true)]
+        keys: Vec<String>,
     },
     /// Print one request's records with their inclusion proofs against the
     /// newest checkpoint, as one JSON document an auditor can check alone.
@@ -261,6 +272,9 @@ fn main() -> ExitCode {
                 }),
             _ => Err("name a log file, or --postgres URL --chain NAME".into()),
         },
+        Command::Grants { log, keys } => std::fs::File::open(&log)
+            .map_err(|e| format!("{}: {e}", log.display()))
+            .and_then(|file| list_grants(file, &log.display().to_string(), &keys)),
         Command::Prove {
             log,
             request,
@@ -449,12 +463,8 @@ fn database(
     }
 }
 
-fn verify(
-    source: impl std::io::Read,
-    name: &str,
-    keys: &[String],
-    threads: Option<usize>,
-) -> Result<ExitCode, String> {
+/// The keyring of `--key ID=KEYFILE` arguments.
+fn keyring(keys: &[String]) -> Result<Keyring, String> {
     let mut keyring = Keyring::new();
     for spec in keys {
         let (id, path) = spec
@@ -463,6 +473,62 @@ fn verify(
         let id = KeyId::new(id).map_err(|e| format!("--key {spec:?}: {e}"))?;
         keyring.insert(id, RecordKey::read_file(path).map_err(|e| e.to_string())?);
     }
+    Ok(keyring)
+}
+
+/// Prints each grant of a log that verifies, one line each.
+fn list_grants(
+    source: impl std::io::Read,
+    name: &str,
+    keys: &[String],
+) -> Result<ExitCode, String> {
+    let keyring = keyring(keys)?;
+    let grants = match Verifier::new(&keyring).verify_with_grants(source) {
+        Ok((_, grants)) => grants,
+        Err(failed @ (VerifyError::Invalid(_) | VerifyError::Grant(_))) => {
+            println!("FAILED at {failed}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(VerifyError::Io(e)) => return Err(format!("{name}: {e}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let now = approval_audit::Clock::now(&approval_audit::SystemClock);
+    for grant in &grants {
+        let state = if grant.revoked {
+            "revoked".to_owned()
+        } else if grant.last_use >= grant.uses {
+            "spent".to_owned()
+        } else if now >= grant.expires_at {
+            format!(
+                "expired at {}",
+                humantime::format_rfc3339_seconds(grant.expires_at)
+            )
+        } else {
+            format!(
+                "live until {}",
+                humantime::format_rfc3339_seconds(grant.expires_at)
+            )
+        };
+        let actor = match &grant.on_behalf_of {
+            Some(person) => format!("{} acting for {person}", grant.actor_id),
+            None => grant.actor_id.clone(),
+        };
+        println!(
+            "{} {} ({}) for {actor}: {} of {} uses, {state}",
+            grant.id, grant.action, grant.policy, grant.last_use, grant.uses
+        );
+    }
+    println!("{} grants", grants.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(
+    source: impl std::io::Read,
+    name: &str,
+    keys: &[String],
+    threads: Option<usize>,
+) -> Result<ExitCode, String> {
+    let keyring = keyring(keys)?;
     let mut verifier = Verifier::new(&keyring);
     if let Some(threads) = threads {
         verifier = verifier.threads(threads);
@@ -479,10 +545,16 @@ fn verify(
                     ""
                 }
             );
+            if report.grants > 0 {
+                println!(
+                    "grants: {}, and {} uses each checked against its grant",
+                    report.grants, report.grant_uses
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Err(VerifyError::Invalid(failure)) => {
-            println!("FAILED at {failure}");
+        Err(failed @ (VerifyError::Invalid(_) | VerifyError::Grant(_))) => {
+            println!("FAILED at {failed}");
             Ok(ExitCode::from(1))
         }
         Err(VerifyError::Io(e)) => Err(format!("{name}: {e}")),

@@ -904,3 +904,106 @@ fn policy_test_runs_cases_and_recorded_requests_against_a_policy_file() {
         "{said}"
     );
 }
+
+/// Appends to `log` a grant `id` of `uses` uses, by `agent-7` for dave,
+/// pinning `table` to `users`; then `used` uses of it, the last of them
+/// to `table`; then its revocation if `revoke`.
+fn write_grant(log: &Path, key_file: &Path, grant: (&str, u32), used: &[&str], revoke: bool) {
+    use approval_audit::{Actor, CanonicalJson, Granted, PendingRecord, Requested};
+
+    let (id, uses) = grant;
+    let secret = WriterSecret::read_file(key_file).unwrap();
+    let writer = Arc::new(ChainWriter::new(KeyId::new("ops-1").unwrap(), &secret));
+    let sink = JsonlFileSink::open(log, writer).unwrap();
+    let actor = Actor::new("agent-7").on_behalf_of("dave");
+    let digest = [7; 32];
+    let pinned = CanonicalJson::parse(r#"{"table":"users"}"#).unwrap();
+    let mut records = vec![
+        PendingRecord::granted(&Granted {
+            request_id: id,
+            action: "crm::export",
+            policy: "data-export",
+            policy_digest: &digest,
+            rule: None,
+            actor: &actor,
+            uses,
+            expires_at: approval_audit::Clock::now(&approval_audit::SystemClock)
+                + std::time::Duration::from_secs(3600),
+            pinned: &pinned,
+            reviewers: &[Reviewer::new("slack:U1").person("alice")],
+        })
+        .unwrap(),
+    ];
+    for (n, table) in used.iter().enumerate() {
+        let args = CanonicalJson::parse(&format!(r#"{{"rows":{n},"table":"{table}"}}"#)).unwrap();
+        let asked = Requested {
+            request_id: &format!("{id}-use-{n}"),
+            action: "crm::export",
+            policy: "data-export",
+            policy_digest: &digest,
+            args: &args,
+            skipped: &[],
+            binding: &[0; 32],
+            actor: &actor,
+            resource: None,
+            reason: None,
+            deferred: false,
+            rule: None,
+        };
+        let number = u32::try_from(n + 1).unwrap();
+        records.push(PendingRecord::grant_used(&asked, id, number).unwrap());
+    }
+    if revoke {
+        let revoked = Event::GrantRevoked {
+            request_id: id.into(),
+            reviewer: Some(Reviewer::new("slack:U2").person("bob")),
+            channel: "slack".into(),
+            why: "revoked by a reviewer".into(),
+        };
+        records.push(revoked.to_pending().unwrap());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(sink.append(records)).unwrap();
+}
+
+#[test]
+fn grants_lists_each_grant_and_verify_checks_every_use_against_its_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, key_arg) = keyed_log(dir.path(), 0);
+    let key = dir.path().join("ops.key");
+    write_grant(&log, &key, ("g1", 2), &["users", "users"], false);
+    write_grant(&log, &key, ("g2", 3), &[], true);
+    let out = approval(&["grants", log.to_str().unwrap(), "--key", &key_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "g1 crm::export (data-export) for agent-7 acting for dave: 2 of 2 uses, spent",
+            "g2 crm::export (data-export) for agent-7 acting for dave: 0 of 3 uses, revoked",
+            "2 grants",
+        ]
+    );
+    let out = approval(&["verify", log.to_str().unwrap(), "--key", &key_arg]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("grants: 2, and 2 uses each checked against its grant"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A use of another table than the grant pins: the record and why.
+    write_grant(&log, &key, ("g3", 2), &["users", "payments"], false);
+    for command in ["verify", "grants"] {
+        let out = approval(&[command, log.to_str().unwrap(), "--key", &key_arg]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let said = text(&out.stdout);
+        assert!(
+            said.contains("FAILED at record seq 13 (line 14): grant_mismatch"),
+            "{command}: {said}"
+        );
+    }
+}

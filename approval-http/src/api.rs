@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use approval_core::{
-    ApprovalError, Ballot, BallotOutcome, Ballots, Clock, RejectReason, SystemClock, Vote,
+    ApprovalError, Ballot, BallotOutcome, Ballots, Clock, GrantTerms, RejectReason, SystemClock,
+    Vote,
 };
 use axum::Router;
 use axum::body::Bytes;
@@ -77,6 +78,66 @@ pub struct VoteBody {
     /// Why; handed back to the agent on a denial.
     #[serde(default)]
     pub comment: Option<String>,
+    /// With an approval: grant this call and up to `uses` more like it
+    /// within `within_ms` (refused as `grant_refused` beyond the policy's
+    /// caps, or where it allows none).
+    #[serde(default)]
+    pub grant: Option<GrantBody>,
+}
+
+/// The grant a reviewer makes with an approval.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    /// How many more calls like this one it covers.
+    pub uses: u32,
+    /// For how long after the approval, in milliseconds.
+    pub within_ms: u64,
+}
+
+/// A grant as the API shows it: the approval that made it, and what is
+/// left of it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantDocument {
+    /// The grant's id: the id of the request whose approval made it.
+    pub id: String,
+    /// That request.
+    pub request: RequestDocument,
+    /// How many more calls it covers in all.
+    pub uses: u32,
+    /// How many it has covered.
+    pub used: u32,
+    /// When it stops covering any call, in seconds since 1970.
+    pub expires_at: u64,
+    /// The arguments a covered call must have equal, as recorded.
+    #[schema(value_type = Object)]
+    pub pinned: serde_json::Value,
+    /// Who made it.
+    pub reviewers: Vec<String>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+impl GrantDocument {
+    fn of(grant: &approval_core::GrantView) -> Self {
+        Self {
+            id: grant.id.clone(),
+            request: RequestDocument::of(&grant.request),
+            uses: grant.uses,
+            used: grant.used,
+            expires_at: unix(grant.expires_at),
+            pinned: serde_json::from_str(grant.pinned.as_str()).unwrap_or_default(),
+            reviewers: grant.reviewers.iter().map(|r| r.id.clone()).collect(),
+            revoked: grant.revoked,
+        }
+    }
+}
+
+/// The live grants a reviewer may revoke.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantList {
+    /// The grants, oldest first.
+    pub grants: Vec<GrantDocument>,
 }
 
 /// What became of a vote.
@@ -142,6 +203,7 @@ fn refusal_status(why: RejectReason) -> StatusCode {
         RejectReason::Settled | RejectReason::AlreadyVoted | RejectReason::WrongBinding => {
             StatusCode::CONFLICT
         }
+        RejectReason::GrantRefused => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::CONFLICT,
     }
 }
@@ -172,8 +234,8 @@ fn cast_failed(error: &ApprovalError) -> Response {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "approval decision API", description = "Read approval requests and vote on them. Every route but this document needs `Authorization: Bearer <reviewer token>`."),
-    paths(list_requests, get_request, cast_vote),
-    components(schemas(RequestView, RequestList, VoteBody, VoteAnswer, ErrorBody, ErrorCode)),
+    paths(list_requests, get_request, cast_vote, list_grants, revoke_grant),
+    components(schemas(RequestView, RequestList, VoteBody, GrantBody, VoteAnswer, GrantDocument, GrantList, ErrorBody, ErrorCode)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -207,7 +269,10 @@ pub fn openapi_json() -> String {
 /// - `GET /requests?state=pending|settled`: newest first;
 /// - `GET /requests/{id}`;
 /// - `POST /requests/{id}/votes` with `{"vote": "approve" | "deny",
-///   "comment": …}`;
+///   "comment": …, "grant": {"uses": N, "within_ms": T}}` (`grant` only
+///   with an approval, where the policy allows grants);
+/// - `GET /grants`: the live grants of requests the reviewer may vote on;
+/// - `POST /grants/{id}/revoke`: revokes one (recorded `grant_revoked`);
 /// - `GET /openapi.json`: this API's OpenAPI document;
 /// - `GET /console`: the review console, a page for reviewers in a
 ///   browser (with `console.js`, `console.css` and `console/session`,
@@ -241,6 +306,8 @@ pub fn router(approver: Arc<ApiApprover>) -> Router {
         .route("/requests", get(list_requests))
         .route("/requests/{id}", get(get_request))
         .route("/requests/{id}/votes", post(cast_vote))
+        .route("/grants", get(list_grants))
+        .route("/grants/{id}/revoke", post(revoke_grant))
         .route("/openapi.json", get(openapi))
         .route("/console", get(console::page))
         .route("/console.js", get(console::script))
@@ -422,6 +489,7 @@ async fn get_request(
     (status = 403, description = "Not allowed to decide this request (recorded), or a console session without its CSRF token", body = VoteAnswer),
     (status = 404, description = "No such request (recorded)", body = VoteAnswer),
     (status = 409, description = "Settled, or a different vote earlier (recorded)", body = VoteAnswer),
+    (status = 422, description = "A grant its policy does not allow (recorded)", body = VoteAnswer),
     (status = 500, description = "An unexpected failure (traced)", body = ErrorBody),
     (status = 503, description = "The gate is gone, or the audit log or shared store could not record it: try again", body = ErrorBody),
 ))]
@@ -432,14 +500,7 @@ async fn cast_vote(
     body: Bytes,
 ) -> Response {
     let Some(name) = reviewer(&approver, &headers, true) else {
-        if approver.sessions.reviewer(&headers, false).is_some() {
-            return error(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Forbidden,
-                "the console's CSRF token is missing or wrong",
-            );
-        }
-        return unauthorized();
+        return no_reviewer(&approver, &headers, true);
     };
     let Ok(body) = serde_json::from_slice::<VoteBody>(&body) else {
         return error(
@@ -470,6 +531,12 @@ async fn cast_vote(
     };
     let mut ballot = Ballot::from_parts(&id, binding, identity, CHANNEL, vote);
     ballot.comment.clone_from(&body.comment);
+    if let Some(grant) = &body.grant {
+        ballot = ballot.granting(GrantTerms::new(
+            grant.uses,
+            std::time::Duration::from_millis(grant.within_ms),
+        ));
+    }
     let answer = |outcome: &str, why: Option<RejectReason>, decision| VoteAnswer {
         outcome: outcome.into(),
         why: why.map(|w| w.as_str().to_owned()),
@@ -489,6 +556,77 @@ async fn cast_vote(
             json(refusal_status(why), &answer("refused", Some(why), None))
         }
         Ok(_) => json(StatusCode::OK, &answer("absorbed", None, None)),
+        Err(e) => cast_failed(&e),
+    }
+}
+
+/// The answer to a call [`reviewer`] found no reviewer for: a console
+/// session without its CSRF token (for a `change`) is 403, else 401.
+fn no_reviewer(approver: &ApiApprover, headers: &HeaderMap, change: bool) -> Response {
+    if change && approver.sessions.reviewer(headers, false).is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "the console's CSRF token is missing or wrong",
+        );
+    }
+    unauthorized()
+}
+
+/// Lists the live grants of requests the reviewer may vote on.
+#[utoipa::path(get, path = "/grants", responses(
+    (status = 200, description = "The live grants, oldest first", body = GrantList),
+    (status = 401, description = "No or unknown token", body = ErrorBody),
+))]
+async fn list_grants(State(approver): State<Arc<ApiApprover>>, headers: HeaderMap) -> Response {
+    let Some(name) = reviewer(&approver, &headers, false) else {
+        return no_reviewer(&approver, &headers, false);
+    };
+    let identity = format!("{CHANNEL}:{name}");
+    let grants = approver
+        .ballots()
+        .map(|ballots| {
+            ballots
+                .grants()
+                .iter()
+                .filter(|g| ballots.may_vote(&g.request, &identity))
+                .map(GrantDocument::of)
+                .collect()
+        })
+        .unwrap_or_default();
+    json(StatusCode::OK, &GrantList { grants })
+}
+
+/// Revokes a grant.
+#[utoipa::path(post, path = "/grants/{id}/revoke", params(("id" = String, Path, description = "The grant's id (its approved request's)")), responses(
+    (status = 200, description = "Revoked (or it was already)", body = GrantDocument),
+    (status = 401, description = "No or unknown token", body = ErrorBody),
+    (status = 403, description = "A console session without its CSRF token", body = ErrorBody),
+    (status = 404, description = "No live grant this reviewer may revoke", body = ErrorBody),
+    (status = 503, description = "The gate is gone, or the audit log could not record it: try again", body = ErrorBody),
+))]
+async fn revoke_grant(
+    State(approver): State<Arc<ApiApprover>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(name) = reviewer(&approver, &headers, true) else {
+        return no_reviewer(&approver, &headers, true);
+    };
+    let Some(ballots) = approver.ballots() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "the approver is in no gate",
+        );
+    };
+    let identity = format!("{CHANNEL}:{name}");
+    match ballots.revoke_grant(&id, &identity, CHANNEL).await {
+        Ok(grant) => json(StatusCode::OK, &GrantDocument::of(&grant)),
+        // One that is not theirs is answered as if it did not exist.
+        Err(ApprovalError::UnknownGrant { .. } | ApprovalError::RevokeRefused { .. }) => {
+            error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such grant")
+        }
         Err(e) => cast_failed(&e),
     }
 }

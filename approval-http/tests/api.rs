@@ -58,7 +58,17 @@ async fn setup(required: u32) -> Setup {
     setup_with(required, |approver| approver).await
 }
 
+fn export_policy(required: u32) -> Policy {
+    Policy::new("data-export", ["api"], Duration::from_secs(60))
+        .approvers(["alice", "bob"])
+        .required(required)
+}
+
 async fn setup_with(required: u32, configure: impl FnOnce(ApiApprover) -> ApiApprover) -> Setup {
+    setup_policy(export_policy(required), configure).await
+}
+
+async fn setup_policy(policy: Policy, configure: impl FnOnce(ApiApprover) -> ApiApprover) -> Setup {
     let tokens = ReviewerTokens::new()
         .reviewer("alice", &ReviewerTokens::hash(ALICE))
         .unwrap()
@@ -77,11 +87,7 @@ async fn setup_with(required: u32, configure: impl FnOnce(ApiApprover) -> ApiApp
     });
     let gate = Gate::builder(sink.clone())
         .approver("api", approver.clone())
-        .policy(
-            Policy::new("data-export", ["api"], Duration::from_secs(60))
-                .approvers(["alice", "bob"])
-                .required(required),
-        )
+        .policy(policy)
         .directory(
             Directory::new()
                 .person("alice", ["api:alice"])
@@ -139,9 +145,14 @@ impl Setup {
     }
 
     async fn vote(&self, id: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.post(&format!("/requests/{id}/votes"), token, body)
+            .await
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let mut request = self
             .client
-            .post(format!("{}/requests/{id}/votes", self.base))
+            .post(format!("{}{path}", self.base))
             .body(body.to_string());
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -449,4 +460,83 @@ async fn each_failure_has_its_status_and_a_typed_code() {
     };
     let (status, answer) = s.vote(&id, Some(BOB), json!({"vote": "approve"})).await;
     assert_eq!((status, code(&answer)), (503, Some("unavailable".into())));
+}
+
+#[tokio::test]
+async fn a_grant_is_made_with_a_vote_listed_to_its_reviewers_and_revoked() {
+    let policy = export_policy(1).grants(3, Duration::from_secs(600), ["table"]);
+    let s = setup_policy(policy, |approver| approver).await;
+    let waiting = s.start("dave", "users");
+    let id = s.pending_id().await;
+    // Beyond the policy's caps: refused, and not counted.
+    let too_many = json!({"vote": "approve", "grant": {"uses": 4, "within_ms": 60_000}});
+    let (status, answer) = s.vote(&id, Some(ALICE), too_many).await;
+    assert_eq!(
+        (status, answer["why"].as_str()),
+        (422, Some("grant_refused"))
+    );
+    let within = json!({"vote": "approve", "grant": {"uses": 2, "within_ms": 60_000}});
+    let (status, answer) = s.vote(&id, Some(ALICE), within).await;
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("counted")));
+    waiting.await.unwrap().unwrap();
+    assert_eq!(
+        s.records("reviewed")[0]["grant"],
+        json!({"uses": 2, "within_ms": 60_000})
+    );
+
+    // Bob may vote on it, so he sees the grant; Carol does not.
+    let (status, list) = s.get("/grants", Some(BOB)).await;
+    assert_eq!(status, 200);
+    let grant = &list["grants"][0];
+    assert_eq!(
+        (
+            grant["id"].as_str(),
+            grant["uses"].as_u64(),
+            grant["used"].as_u64()
+        ),
+        (Some(id.as_str()), Some(2), Some(0))
+    );
+    assert_eq!(grant["pinned"], json!({"table": "users"}));
+    assert_eq!(grant["reviewers"], json!(["api:alice"]));
+    let (_, hidden) = s.get("/grants", Some(CAROL)).await;
+    assert_eq!(hidden["grants"], json!([]));
+    assert_eq!(s.get("/grants", None).await.0, 401);
+
+    // The same export runs at once, as the grant's first use.
+    s.start("dave", "users").await.unwrap().unwrap();
+    assert_eq!(s.records("grant_used")[0]["grant"], id.as_str());
+    let (_, list) = s.get("/grants", Some(BOB)).await;
+    assert_eq!(list["grants"][0]["used"], 1);
+
+    // Carol may not revoke it: answered as unknown, nothing recorded.
+    let revoke = format!("/grants/{id}/revoke");
+    let (status, answer) = s.post(&revoke, Some(CAROL), json!({})).await;
+    assert_eq!((status, answer["code"].as_str()), (404, Some("not_found")));
+    assert!(s.records("grant_revoked").is_empty());
+    let (status, revoked) = s.post(&revoke, Some(BOB), json!({})).await;
+    assert_eq!((status, revoked["revoked"].as_bool()), (200, Some(true)));
+    let record = &s.records("grant_revoked")[0];
+    assert_eq!(
+        (
+            record["reviewer"]["id"].as_str(),
+            record["channel"].as_str()
+        ),
+        (Some("api:bob"), Some("api"))
+    );
+    // Asked for again: the next export waits for a vote.
+    let held = s.start("dave", "users");
+    let (_, list) = s.get("/grants", Some(BOB)).await;
+    assert_eq!(list["grants"], json!([]));
+    for _ in 0..1000 {
+        let (_, pending) = s.get("/requests", Some(BOB)).await;
+        if pending["requests"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!held.is_finished());
+    held.abort();
 }

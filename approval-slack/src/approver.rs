@@ -193,10 +193,13 @@ impl MessageChannel for SlackChannel {
                 )
             }
             MessageView::Ended {
-                request, decision, ..
+                request,
+                decision,
+                grant,
+                ..
             } => (
                 outcome_text(request, decision),
-                outcome_blocks(request, decision),
+                outcome_blocks(request, decision, *grant),
             ),
             MessageView::Left {
                 request_id,

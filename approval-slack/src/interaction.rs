@@ -2,11 +2,11 @@
 //! same whether it came over HTTP or Socket Mode: a click becomes a ballot
 //! the gate checks and records before Slack hears back.
 
-use approval_core::{Ballot, BallotOutcome, RejectReason, Vote};
+use approval_core::{ApprovalError, Ballot, BallotOutcome, GrantTerms, Vote};
 use serde_json::{Value, json};
 
 use crate::SlackApprover;
-use crate::message::{APPROVE, DENY, refusal_text};
+use crate::message::{APPROVE, APPROVE_GRANT, DENY, REVOKE_GRANT, refusal_text};
 
 /// The modal's `callback_id`, and its input's block and action ids.
 const DENY_MODAL: &str = "deny_reason";
@@ -41,13 +41,21 @@ fn parse_value(value: &str) -> Option<(String, [u8; 32])> {
     Some((id.to_owned(), approval_core::hex::decode32(hex)?))
 }
 
+/// What a click asks for besides its vote.
+#[derive(Default)]
+struct Extras {
+    comment: Option<String>,
+    /// An "Approve + N more" click: the most its request's policy allows.
+    grant: bool,
+}
+
 /// Casts a vote; `Err` carries the answer when it was not counted.
 async fn cast(
     approver: &SlackApprover,
     user: &str,
     value: &str,
     vote: Vote,
-    comment: Option<String>,
+    extras: Extras,
 ) -> Result<BallotOutcome, Reply> {
     let (Some((request_id, binding)), Some(ballots)) = (parse_value(value), approver.ballots())
     else {
@@ -55,7 +63,16 @@ async fn cast(
     };
     let mut ballot =
         Ballot::from_parts(&request_id, binding, format!("slack:{user}"), "slack", vote);
-    ballot.comment = comment;
+    ballot.comment = extras.comment;
+    if extras.grant {
+        // The button offers the policy's caps. A request this gate does not
+        // hold grants nothing, and the gate refuses it as it stands.
+        let terms = ballots
+            .status(&request_id)
+            .and_then(|view| view.request.policy.grant.as_ref().map(|g| g.widest()))
+            .unwrap_or(GrantTerms::new(0, std::time::Duration::ZERO));
+        ballot = ballot.granting(terms);
+    }
     ballots.cast(ballot).await.map_err(|_| Reply::Unavailable)
 }
 
@@ -65,19 +82,51 @@ async fn block_actions(approver: &SlackApprover, payload: &Value) -> Reply {
         return Reply::Malformed;
     };
     let value = action["value"].as_str().unwrap_or_default();
+    let channel = payload["container"]["channel_id"]
+        .as_str()
+        .or(payload["channel"]["id"].as_str());
     match action["action_id"].as_str() {
-        Some(APPROVE) => match cast(approver, user, value, Vote::Approve, None).await {
-            Ok(BallotOutcome::Rejected(why)) => {
-                let channel = payload["container"]["channel_id"]
-                    .as_str()
-                    .or(payload["channel"]["id"].as_str());
-                let request_id = value.split(':').next().unwrap_or_default();
-                refused(approver, request_id, channel, user, why);
-                Reply::Ack(None)
+        Some(action @ (APPROVE | APPROVE_GRANT)) => {
+            let extras = Extras {
+                grant: action == APPROVE_GRANT,
+                ..Extras::default()
+            };
+            match cast(approver, user, value, Vote::Approve, extras).await {
+                Ok(BallotOutcome::Rejected(why)) => {
+                    let request_id = value.split(':').next().unwrap_or_default();
+                    refused(approver, request_id, channel, user, &refusal_text(why));
+                    Reply::Ack(None)
+                }
+                Ok(_) => Reply::Ack(None),
+                Err(reply) => reply,
             }
-            Ok(_) => Reply::Ack(None),
-            Err(reply) => reply,
-        },
+        }
+        Some(REVOKE_GRANT) => {
+            let Some(ballots) = approver.ballots() else {
+                return Reply::Unavailable;
+            };
+            match ballots
+                .revoke_grant(value, &format!("slack:{user}"), "slack")
+                .await
+            {
+                // The message loses its button when the gate says so.
+                Ok(_) => Reply::Ack(None),
+                Err(ApprovalError::RevokeRefused { why, .. }) => {
+                    let text = format!(
+                        "The grant was not revoked: only a reviewer its policy names may revoke it, through its channels ({}).",
+                        why.as_str()
+                    );
+                    refused(approver, value, channel, user, &text);
+                    Reply::Ack(None)
+                }
+                Err(ApprovalError::UnknownGrant { .. }) => {
+                    let text = "This grant has already ended: spent, expired or revoked.";
+                    refused(approver, value, channel, user, text);
+                    Reply::Ack(None)
+                }
+                Err(_) => Reply::Unavailable,
+            }
+        }
         Some(DENY) => {
             let Some(trigger) = payload["trigger_id"].as_str() else {
                 return Reply::Malformed;
@@ -102,28 +151,29 @@ async fn block_actions(approver: &SlackApprover, payload: &Value) -> Reply {
     }
 }
 
-/// Tells `user`, privately, why their vote was refused: in the request's
-/// channel, or `fallback` when this approver has no message for it. Runs
-/// on its own task, after Slack's acknowledgement.
+/// Tells `user`, privately, why what they clicked was refused: in the
+/// request's channel, or `fallback` when this approver has no message for
+/// it. Runs on its own task, after Slack's acknowledgement.
 fn refused(
     approver: &SlackApprover,
     request_id: &str,
     fallback: Option<&str>,
     user: &str,
-    why: RejectReason,
+    text: &str,
 ) {
     let channel = approver
         .message_of(request_id)
         .map(|m| m.channel)
         .or_else(|| fallback.map(str::to_owned));
     let Some(channel) = channel else { return };
-    let (api, user) = (approver.channel().api().clone(), user.to_owned());
+    let (api, user, text) = (
+        approver.channel().api().clone(),
+        user.to_owned(),
+        text.to_owned(),
+    );
     tokio::spawn(async move {
         // If it cannot be shown, the refusal is still in the audit log.
-        if let Err(error) = api
-            .post_ephemeral(&channel, &user, &refusal_text(why))
-            .await
-        {
+        if let Err(error) = api.post_ephemeral(&channel, &user, &text).await {
             tracing::warn!(%error, "telling a reviewer why their vote was refused failed");
         }
     });
@@ -161,7 +211,11 @@ async fn view_submission(approver: &SlackApprover, payload: &Value) -> Reply {
         .as_str()
         .filter(|r| !r.trim().is_empty())
         .map(str::to_owned);
-    match cast(approver, user, value, Vote::Deny, reason).await {
+    let extras = Extras {
+        comment: reason,
+        ..Extras::default()
+    };
+    match cast(approver, user, value, Vote::Deny, extras).await {
         // Refused: the modal stays open and says why (SLACK.md §3.4).
         Ok(BallotOutcome::Rejected(why)) => Reply::Ack(Some(json!({
             "response_action": "errors",

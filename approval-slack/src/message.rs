@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use approval_core::hex::encode;
-use approval_core::{ApprovalRequest, Decision, RejectReason, Vote, one_line};
+use approval_core::{ApprovalRequest, Decision, GrantView, RejectReason, Vote, one_line};
 use serde_json::{Value, json};
 
 use crate::mrkdwn::{escape, literal};
@@ -16,10 +16,16 @@ const TEXT_MAX: usize = 3000;
 const FIELD_MAX: usize = 2000;
 const FIELDS_MAX: usize = 10;
 
-/// The `action_id`s of the two buttons.
+/// The `action_id`s of the vote buttons.
 pub const APPROVE: &str = "approve";
 /// See [`APPROVE`].
 pub const DENY: &str = "deny";
+/// See [`APPROVE`]: approve, granting as much as the policy allows (shown
+/// only when its policy allows grants).
+pub const APPROVE_GRANT: &str = "approve_grant";
+/// The `action_id` of an approved request's "Revoke grant" button; its
+/// value is the request id.
+pub const REVOKE_GRANT: &str = "revoke_grant";
 
 /// The value both buttons carry: the request id and the binding (hex) the
 /// reviewer was shown, so a click is bound to exactly this call.
@@ -138,22 +144,76 @@ pub fn approval_blocks(request: &ApprovalRequest) -> Value {
         blocks.push(json!({"type": "section", "block_id": format!("{}:args", request.id), "fields": fields}));
     }
     let value = button_value(request);
+    let mut buttons = vec![
+        json!({"type": "button", "action_id": APPROVE, "style": "primary", "value": value,
+         "text": {"type": "plain_text", "text": "Approve"},
+         "confirm": {
+             "title": {"type": "plain_text", "text": "Approve this request?"},
+             "text": {"type": "plain_text", "text": cut(&format!("This lets {} run once, with exactly these arguments.", request.action), 300)},
+             "confirm": {"type": "plain_text", "text": "Approve"},
+             "deny": {"type": "plain_text", "text": "Cancel"}}}),
+    ];
+    if let Some(grant) = &request.policy.grant {
+        let pinned = if grant.pinned.is_empty() {
+            String::new()
+        } else {
+            format!(" with the same {}", grant.pinned.join(", "))
+        };
+        buttons.push(json!({"type": "button", "action_id": APPROVE_GRANT, "value": value,
+         "text": {"type": "plain_text", "text": cut(&format!("Approve + {} more", grant.max_uses), 75)},
+         "confirm": {
+             "title": {"type": "plain_text", "text": "Approve and grant more?"},
+             "text": {"type": "plain_text", "text": cut(&format!(
+                 "This lets {} run now, and up to {} more times within {}{pinned} for the same agent, without asking again. You can revoke the grant.",
+                 request.action, grant.max_uses, humantime::format_duration(grant.max_within())), 300)},
+             "confirm": {"type": "plain_text", "text": "Approve and grant"},
+             "deny": {"type": "plain_text", "text": "Cancel"}}}));
+    }
+    buttons.push(
+        json!({"type": "button", "action_id": DENY, "style": "danger", "value": value,
+         "text": {"type": "plain_text", "text": "Deny"}}),
+    );
     blocks.push(json!({
         "type": "actions",
         "block_id": format!("{}:vote", request.id),
-        "elements": [
-            {"type": "button", "action_id": APPROVE, "style": "primary", "value": value,
-             "text": {"type": "plain_text", "text": "Approve"},
-             "confirm": {
-                 "title": {"type": "plain_text", "text": "Approve this request?"},
-                 "text": {"type": "plain_text", "text": cut(&format!("This lets {} run once, with exactly these arguments.", request.action), 300)},
-                 "confirm": {"type": "plain_text", "text": "Approve"},
-                 "deny": {"type": "plain_text", "text": "Cancel"}}},
-            {"type": "button", "action_id": DENY, "style": "danger", "value": value,
-             "text": {"type": "plain_text", "text": "Deny"}}
-        ]
+        "elements": buttons,
     }));
     Value::Array(blocks)
+}
+
+/// The blocks that show a live grant under its approval's outcome: its
+/// uses left and its end, and a button to revoke it.
+fn grant_blocks(grant: &GrantView) -> [Value; 2] {
+    let pinned: serde_json::Map<String, Value> =
+        serde_json::from_str(grant.pinned.as_str()).unwrap_or_default();
+    let same = if pinned.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = pinned.keys().map(|k| literal(k, 100)).collect();
+        format!(" with the same {}", names.join(", "))
+    };
+    let left = grant.uses.saturating_sub(grant.used);
+    let text = format!(
+        ":ticket: *Grant:* {left} of {} more runs left{same}, until <!date^{}^{{date_short_pretty}} {{time}}|{}>",
+        grant.uses,
+        grant
+            .expires_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        rfc3339(grant.expires_at),
+    );
+    [
+        json!({"type": "section", "block_id": format!("{}:grant", grant.id),
+               "text": {"type": "mrkdwn", "text": cut(&text, TEXT_MAX)}}),
+        json!({"type": "actions", "block_id": format!("{}:revoke", grant.id),
+               "elements": [{"type": "button", "action_id": REVOKE_GRANT, "style": "danger", "value": grant.id,
+                 "text": {"type": "plain_text", "text": "Revoke grant"},
+                 "confirm": {
+                     "title": {"type": "plain_text", "text": "Revoke this grant?"},
+                     "text": {"type": "plain_text", "text": "Later calls will be asked for again."},
+                     "confirm": {"type": "plain_text", "text": "Revoke"},
+                     "deny": {"type": "plain_text", "text": "Cancel"}}}]}),
+    ]
 }
 
 /// A reviewer as Slack shows them: a mention for a Slack identity
@@ -176,8 +236,13 @@ fn mention(id: &str) -> Option<String> {
 
 /// The blocks that replace the message once the request has ended: the
 /// header and the gate's facts as before, the agent's words gone, and in
-/// place of the buttons who decided and why.
-pub fn outcome_blocks(request: &ApprovalRequest, decision: &Decision) -> Value {
+/// place of the buttons who decided and why; with the approval's `grant`
+/// while it is live, its uses left and a button to revoke it.
+pub fn outcome_blocks(
+    request: &ApprovalRequest,
+    decision: &Decision,
+    grant: Option<&GrantView>,
+) -> Value {
     let outcome = match decision {
         Decision::Approved { reviewers } => format!(
             ":white_check_mark: *Approved* by {}",
@@ -212,6 +277,7 @@ pub fn outcome_blocks(request: &ApprovalRequest, decision: &Decision) -> Value {
         json!({"type": "section", "block_id": format!("{}:outcome", request.id),
                        "text": {"type": "mrkdwn", "text": cut(&outcome, TEXT_MAX)}}),
     );
+    blocks.extend(grant.map(grant_blocks).into_iter().flatten());
     Value::Array(blocks)
 }
 
@@ -301,6 +367,7 @@ pub fn refusal_text(reason: RejectReason) -> String {
         RejectReason::SelfApproval => "you cannot decide a request made by you or on your behalf",
         RejectReason::Settled => "this request is already settled",
         RejectReason::AlreadyVoted => "you already voted on this request; your first vote stands",
+        RejectReason::GrantRefused => "this request's policy does not allow that grant",
         RejectReason::UnknownRequest | RejectReason::WrongBinding => {
             "this request is not one this approver is waiting on (its buttons are stale)"
         }
@@ -592,7 +659,7 @@ mod tests {
         for blocks in [
             approval_blocks(&request),
             progress_blocks(&request, &[("slack:U0ALICE".into(), Vote::Approve)], &[]),
-            outcome_blocks(&request, &Decision::Cancelled { why: fake("\n") }),
+            outcome_blocks(&request, &Decision::Cancelled { why: fake("\n") }, None),
         ] {
             let lines = lines(&blocks);
             let faked: Vec<_> = lines
@@ -654,7 +721,7 @@ mod tests {
             reviewer: Reviewer::new("slack:U0BOB"),
             comment: Some("<!channel> not now `x`".into()),
         };
-        let blocks = outcome_blocks(&request, &denied);
+        let blocks = outcome_blocks(&request, &denied, None);
         check_limits(&blocks);
         let text = blocks.to_string();
         assert!(
@@ -669,7 +736,7 @@ mod tests {
                 Reviewer::new("teams:abc"),
             ],
         };
-        let text = outcome_blocks(&request, &approved).to_string();
+        let text = outcome_blocks(&request, &approved, None).to_string();
         assert!(
             !text.contains("<!here>") && !text.contains("<@U0A"),
             "{text}"

@@ -632,3 +632,84 @@ async fn a_rule_s_count_is_the_one_slack_shows_and_counts_toward() {
     other.await.unwrap().unwrap();
     assert!(h.events("requested")[1].get("rule").is_none());
 }
+
+#[tokio::test]
+async fn approve_and_grant_covers_the_next_calls_and_a_reviewer_revokes_it_from_the_message() {
+    let (base, fake) = fake_slack();
+    let granting = policy().grants(2, Duration::from_secs(600), ["table"]);
+    let h = harness(granting, sink(), base, None).await;
+    let waiting = h.start("users");
+    let value = button_value(&fake, 0).await;
+    let posted = nth_call(&fake, "chat.postMessage", 0).await;
+    let buttons = posted["blocks"].as_array().unwrap().last().unwrap()["elements"].clone();
+    let ids: Vec<_> = buttons
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["action_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["approve", "approve_grant", "deny"]);
+    assert_eq!(buttons[1]["text"]["text"], "Approve + 2 more");
+    assert_eq!(buttons[1]["value"], value);
+
+    assert_eq!(
+        h.send(&click("U0ALICE", "approve_grant", &value)).await.0,
+        200
+    );
+    let grant = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        h.events("reviewed")[0]["grant"],
+        json!({"uses": 2, "within_ms": 600_000})
+    );
+    assert_eq!(h.events("granted")[0]["match"], json!({"table": "users"}));
+    // The outcome shows the grant, and a button that revokes it.
+    let shown = nth_call(&fake, "chat.update", 0).await["blocks"].clone();
+    let text = shown.to_string();
+    assert!(
+        text.contains("2 of 2 more runs left with the same `table`"),
+        "{text}"
+    );
+    let revoke = shown.as_array().unwrap().last().unwrap()["elements"][0].clone();
+    assert_eq!(
+        (revoke["action_id"].as_str(), revoke["value"].as_str()),
+        (Some("revoke_grant"), Some(grant.as_str()))
+    );
+
+    // The next export of `users` runs at once: no message, one use shown.
+    h.start("users").await.unwrap().unwrap();
+    assert_eq!(h.events("grant_used")[0]["grant"], grant.as_str());
+    let used = nth_call(&fake, "chat.update", 1).await["blocks"].to_string();
+    assert!(used.contains("1 of 2 more runs left"), "{used}");
+    assert_eq!(fake.lock().unwrap().bodies("chat.postMessage").len(), 1);
+
+    // Erin may not approve under this policy, so may not revoke: told why.
+    assert_eq!(
+        h.send(&click("U0ERIN", "revoke_grant", &grant)).await.0,
+        200
+    );
+    let told = nth_call(&fake, "chat.postEphemeral", 0).await;
+    assert_eq!(told["user"], "U0ERIN");
+    let text = told["text"].as_str().unwrap();
+    assert!(
+        text.contains("not revoked") && text.contains("not_eligible"),
+        "{text}"
+    );
+    assert!(h.events("grant_revoked").is_empty());
+    // Bob may: recorded, and the button goes.
+    assert_eq!(h.send(&click("U0BOB", "revoke_grant", &grant)).await.0, 200);
+    let revoked = &h.events("grant_revoked")[0];
+    assert_eq!(
+        (
+            revoked["request_id"].as_str(),
+            revoked["reviewer"]["person"].as_str(),
+            revoked["channel"].as_str()
+        ),
+        (Some(grant.as_str()), Some("bob"), Some("slack"))
+    );
+    let down = nth_call(&fake, "chat.update", 2).await["blocks"].to_string();
+    assert!(!down.contains("revoke_grant"), "{down}");
+    // The next call is asked for again.
+    let held = h.start("users");
+    nth_call(&fake, "chat.postMessage", 1).await;
+    held.abort();
+}

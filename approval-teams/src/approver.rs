@@ -243,6 +243,7 @@ pub(crate) fn card_of(view: &MessageView<'_>) -> Option<Value> {
             request,
             decision,
             at,
+            ..
         } => outcome_card(request, decision, *at),
         MessageView::Left {
             request_id,

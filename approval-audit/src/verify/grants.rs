@@ -172,12 +172,39 @@ impl GrantFact {
 }
 
 struct Grant {
+    /// Its place among the grants, in log order.
+    order: usize,
     covered: Covered,
     uses: u64,
     expires_at: SystemTime,
     pinned: Map<String, Value>,
     last_use: u64,
     revoked: bool,
+}
+
+/// A grant as a log has it, once read to the end: what it covers and
+/// what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GrantSummary {
+    /// The id of the request whose approval made it.
+    pub id: String,
+    /// The action it covers.
+    pub action: String,
+    /// The policy it was made under.
+    pub policy: String,
+    /// The actor whose calls it covers.
+    pub actor_id: String,
+    /// The person that actor acts for, if recorded.
+    pub on_behalf_of: Option<String>,
+    /// How many more calls it covers in all.
+    pub uses: u64,
+    /// The number of its last use (0 for none).
+    pub last_use: u64,
+    /// When it stops covering any call.
+    pub expires_at: SystemTime,
+    /// Whether a `grant_revoked` record ended it.
+    pub revoked: bool,
 }
 
 /// Every grant seen so far, in log order.
@@ -194,6 +221,26 @@ impl Ledger {
         self.grants.len() as u64
     }
 
+    /// The grants, in the order they were made.
+    pub(crate) fn into_summaries(self) -> Vec<GrantSummary> {
+        let mut grants: Vec<(String, Grant)> = self.grants.into_iter().collect();
+        grants.sort_unstable_by_key(|(_, g)| g.order);
+        grants
+            .into_iter()
+            .map(|(id, g)| GrantSummary {
+                id,
+                action: g.covered.action,
+                policy: g.covered.policy,
+                actor_id: g.covered.actor.id,
+                on_behalf_of: g.covered.actor.on_behalf_of,
+                uses: g.uses,
+                last_use: g.last_use,
+                expires_at: g.expires_at,
+                revoked: g.revoked,
+            })
+            .collect()
+    }
+
     /// Takes the next grant record into account.
     pub(crate) fn apply(&mut self, fact: &GrantFact) -> Result<(), GrantFault> {
         match fact {
@@ -208,9 +255,11 @@ impl Ledger {
                 if self.grants.contains_key(id) {
                     return Err(GrantFault::Duplicate);
                 }
+                let order = self.grants.len();
                 self.grants.insert(
                     id.clone(),
                     Grant {
+                        order,
                         covered: covered.clone(),
                         uses: *uses,
                         expires_at: *expires_at,

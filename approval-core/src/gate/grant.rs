@@ -17,8 +17,8 @@ use super::{GateInner, lock};
 use crate::Notice;
 use crate::error::ApprovalError;
 use approval_audit::{
-    Actor, AuditError, CanonicalJson, Event, GrantTerms, PendingRecord, RejectReason, Requested,
-    Reviewer, Vote,
+    AuditError, CanonicalJson, Event, GrantTerms, PendingRecord, RejectReason, Requested, Reviewer,
+    Vote,
 };
 
 /// A grant the gate holds.
@@ -55,9 +55,7 @@ impl Grant {
         let uses = lock(&self.state);
         GrantView {
             id: self.request.id.clone(),
-            action: self.request.action.to_string(),
-            policy: self.request.policy.name.clone(),
-            actor: self.request.actor.clone(),
+            request: self.request.clone(),
             pinned: self.pinned.clone(),
             uses: self.uses,
             used: uses.used,
@@ -69,17 +67,13 @@ impl Grant {
 }
 
 /// A grant, as channels and the CLI list it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GrantView {
     /// The id of the request whose approval made it.
     pub id: String,
-    /// The action it covers.
-    pub action: String,
-    /// The policy it was made under.
-    pub policy: String,
-    /// The actor whose calls it covers.
-    pub actor: Option<Arc<Actor>>,
+    /// That request: the action, policy, rule and actor it covers.
+    pub request: Arc<ApprovalRequest>,
     /// The arguments a covered call must have equal, as recorded.
     pub pinned: CanonicalJson,
     /// How many more calls it covers in all.

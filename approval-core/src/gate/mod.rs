@@ -430,6 +430,45 @@ impl Gate {
 
     /// The grants that can still cover a call (not spent, expired or
     /// revoked), as approvals with [`Ballot::granting`] made them.
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use approval_core::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let writer = Arc::new(ChainWriter::new(KeyId::new("k")?, &WriterSecret::generate()?));
+    /// let desk = Arc::new(MockApprover::silent("desk"));
+    /// let gate = Gate::builder(Arc::new(MemorySink::new(writer)))
+    ///     .approver("desk", desk.clone())
+    ///     .policy(
+    ///         Policy::new("data-export", ["desk"], Duration::from_secs(60))
+    ///             .approvers(["desk:alice"])
+    ///             .grants(5, Duration::from_secs(3600), ["table"]),
+    ///     )
+    ///     .build()?;
+    /// let export = || {
+    ///     let args = CanonicalJson::from_serialize(&serde_json::json!({"table": "users"})).unwrap();
+    ///     Call::new("crm::export", "data-export", args)
+    /// };
+    /// let agent = Actor::new("agent-7");
+    /// let ticket = with_actor(agent.clone(), async { gate.submit(export()).await }).await?;
+    /// # while desk.requests().is_empty() { tokio::task::yield_now().await; }
+    /// let request = desk.requests()[0].clone();
+    /// // Alice approves this export and up to two more of `users` within an hour.
+    /// let terms = GrantTerms::new(2, Duration::from_secs(3600));
+    /// gate.cast(Ballot::new(&request, "desk:alice", "desk", Vote::Approve).granting(terms)).await?;
+    /// ticket.decision().await?;
+    /// assert_eq!(gate.grants()[0].uses, 2);
+    ///
+    /// // The next export runs at once, its first use.
+    /// let next = with_actor(agent, async { gate.approve(export()).await }).await?;
+    /// assert_eq!(gate.grants()[0].used, 1);
+    /// # drop(next);
+    /// gate.revoke_grant(&request.id, "desk:alice", "cli").await?;
+    /// assert!(gate.grants().is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn grants(&self) -> Vec<GrantView> {
         self.inner.grants()
     }
