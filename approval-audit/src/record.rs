@@ -693,17 +693,11 @@ impl Event {
                 if !scope.is_object() {
                     return Err(CanonicalError::NotCanonical);
                 }
-                let expires_at = crate::clock::format_ts(*expires_at)
-                    .map_err(|_| CanonicalError::NotCanonical)?;
                 r.str("request_id", request_id)
                     .str("broker", broker)
                     .str("credential_id", credential_id)
                     .raw("scope", scope.as_str())
-                    // ASCII digits and separators: a string as it stands.
-                    .str(
-                        "expires_at",
-                        std::str::from_utf8(&expires_at).unwrap_or_default(),
-                    );
+                    .time("expires_at", *expires_at)?;
             }
             Self::CredentialRevoked {
                 request_id,
@@ -914,20 +908,14 @@ impl PendingRecord {
         if !e.pinned.is_object() {
             return Err(CanonicalError::NotCanonical);
         }
-        let expires_at =
-            crate::clock::format_ts(e.expires_at).map_err(|_| CanonicalError::NotCanonical)?;
         let mut r = Self::new("granted");
         r.str("request_id", e.request_id)
             .str("action", e.action)
             .str("policy", e.policy)
             .hex("policy_digest", e.policy_digest)
+            .raw("match", e.pinned.as_str())
             .int("uses", u64::from(e.uses))?
-            // ASCII digits and separators: a string as it stands.
-            .str(
-                "expires_at",
-                std::str::from_utf8(&expires_at).unwrap_or_default(),
-            )
-            .raw("match", e.pinned.as_str());
+            .time("expires_at", e.expires_at)?;
         if let Some(rule) = e.rule {
             r.int("rule", u64::from(rule))?;
         }
@@ -1055,6 +1043,17 @@ impl PendingRecord {
         self.values.extend_from_slice(json.as_bytes());
         self.member(key, start);
         self
+    }
+
+    /// A time, written as `ts` is.
+    fn time(
+        &mut self,
+        key: &'static str,
+        time: std::time::SystemTime,
+    ) -> Result<&mut Self, CanonicalError> {
+        let text = crate::clock::format_ts(time).map_err(|_| CanonicalError::NotCanonical)?;
+        // ASCII digits and separators: a string as it stands.
+        Ok(self.str(key, std::str::from_utf8(&text).unwrap_or_default()))
     }
 
     fn int(&mut self, key: &'static str, n: u64) -> Result<&mut Self, CanonicalError> {

@@ -6,6 +6,7 @@
 //! approval verify LOG --key ID=KEYFILE [--key ID=KEYFILE ...]
 //!                [--checkpoint FILE --trust KEYLINE [--trust KEYLINE ...]]
 //! approval grants LOG --key ID=KEYFILE [--key ...]
+//! approval revoke-grant ID --api URL --token-file TOKENFILE
 //! approval prove LOG --request ID [--checkpoint FILE]
 //! approval check-proof FILE --trust KEYLINE
 //! approval consistency LOG --old FILE --new FILE --trust KEYLINE
@@ -32,6 +33,7 @@ mod policy_test;
 mod population;
 mod proofs;
 mod report;
+mod revoke;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -115,6 +117,21 @@ enum Command {
         /// A verification key as ID=KEYFILE; repeat for rotated keys.
         #[arg(long = "key", value_name = "ID=KEYFILE", required = true)]
         keys: Vec<String>,
+    },
+    /// Revoke a live grant through the decision API of the process that
+    /// holds it (`POST /grants/ID/revoke`), as the reviewer whose bearer
+    /// token is in TOKENFILE: that process records `grant_revoked`.
+    RevokeGrant {
+        /// The grant's id (the id of the request whose approval made it).
+        grant: String,
+        /// The decision API's base URL, as mounted
+        /// (http://127.0.0.1:8080/approval).
+        #[arg(long, value_name = "URL")]
+        api: String,
+        /// A file holding the reviewer's token (kept off the command line,
+        /// where other users of the machine could read it).
+        #[arg(long, value_name = "TOKENFILE")]
+        token_file: PathBuf,
     },
     /// Print one request's records with their inclusion proofs against the
     /// newest checkpoint, as one JSON document an auditor can check alone.
@@ -275,6 +292,11 @@ fn main() -> ExitCode {
         Command::Grants { log, keys } => std::fs::File::open(&log)
             .map_err(|e| format!("{}: {e}", log.display()))
             .and_then(|file| list_grants(file, &log.display().to_string(), &keys)),
+        Command::RevokeGrant {
+            grant,
+            api,
+            token_file,
+        } => revoke::revoke_grant(&grant, &api, &token_file),
         Command::Prove {
             log,
             request,

@@ -1007,3 +1007,111 @@ fn grants_lists_each_grant_and_verify_checks_every_use_against_its_grant() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_grant_revokes_through_the_decision_api_as_one_of_its_reviewers() {
+    use std::time::Duration;
+
+    use approval_core::{
+        Actor, Ballot, Call, CanonicalJson, Directory, Gate, GrantTerms, MemorySink, Policy, Vote,
+        with_actor,
+    };
+    use approval_http::{ApiApprover, ReviewerTokens, api};
+
+    let (alice, carol) = ("alice-token-5e1d", "carol-token-77c0");
+    let tokens = ReviewerTokens::new()
+        .reviewer("alice", &ReviewerTokens::hash(alice))
+        .unwrap()
+        .reviewer("carol", &ReviewerTokens::hash(carol))
+        .unwrap();
+    let approver = Arc::new(ApiApprover::new(tokens));
+    let secret = WriterSecret::generate().unwrap();
+    let sink = Arc::new(MemorySink::new(Arc::new(ChainWriter::new(
+        KeyId::new("k").unwrap(),
+        &secret,
+    ))));
+    let gate = Gate::builder(sink.clone())
+        .approver("api", approver.clone())
+        .policy(
+            Policy::new("data-export", ["api"], Duration::from_secs(60))
+                .approvers(["alice"])
+                .grants(2, Duration::from_secs(600), ["table"]),
+        )
+        .directory(
+            Directory::new()
+                .person("alice", ["api:alice"])
+                .person("carol", ["api:carol"])
+                .person("dave", ["email:dave@example.com"]),
+        )
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/approval", listener.local_addr().unwrap());
+    let app = axum::Router::new().nest("/approval", api::router(approver));
+    tokio::spawn(approval_listener::Server::new().serve(listener, app, std::future::pending()));
+
+    // Alice approves an export and grants two more.
+    let call = Call::new(
+        "crm::export",
+        "data-export",
+        CanonicalJson::from_serialize(&serde_json::json!({"table": "users"})).unwrap(),
+    );
+    let actor = Actor::new("agent-7").on_behalf_of("dave");
+    let ticket = with_actor(actor, async { gate.submit(call).await })
+        .await
+        .unwrap();
+    let request = ticket.request().clone();
+    let granting = Ballot::new(&request, "api:alice", "api", Vote::Approve)
+        .granting(GrantTerms::new(2, Duration::from_secs(600)));
+    gate.cast(granting).await.unwrap();
+    drop(ticket.decision().await.unwrap());
+    assert_eq!(gate.grants().len(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = |name: &str, token: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        path
+    };
+    let revoke = |file: std::path::PathBuf| {
+        let (id, base) = (request.id.clone(), base.clone());
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_approval"))
+            .args(["revoke-grant", &id, "--api", &base, "--token-file"])
+            .arg(file)
+            .output()
+    };
+    // Carol is no reviewer of this policy: not revoked, nothing recorded.
+    let out = revoke(token_file("carol", carol)).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("not revoked"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A token nobody has: refused by the API, exit 2.
+    let out = revoke(token_file("nobody", "not-a-token")).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("(401)"), "{}", text(&out.stderr));
+    assert_eq!(gate.grants().len(), 1);
+
+    let out = revoke(token_file("alice", alice)).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("revoked: grant {} (0 of 2 uses spent)", request.id)
+    );
+    assert!(gate.grants().is_empty());
+    let log = text(&sink.bytes());
+    let revoked: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["event"] == "grant_revoked")
+        .unwrap();
+    assert_eq!(
+        (
+            revoked["reviewer"]["id"].as_str(),
+            revoked["channel"].as_str()
+        ),
+        (Some("api:alice"), Some("api"))
+    );
+}

@@ -510,11 +510,7 @@ async fn cast_vote(
         );
     };
     let Some(ballots) = approver.ballots() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            "the approver is in no gate",
-        );
+        return no_gate();
     };
     let identity = format!("{CHANNEL}:{name}");
     // The binding is the one this request was shown with; an id the board
@@ -558,6 +554,15 @@ async fn cast_vote(
         Ok(_) => json(StatusCode::OK, &answer("absorbed", None, None)),
         Err(e) => cast_failed(&e),
     }
+}
+
+/// The answer to a change while the approver is in no gate.
+fn no_gate() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+        "the approver is in no gate",
+    )
 }
 
 /// The answer to a call [`reviewer`] found no reviewer for: a console
@@ -614,11 +619,7 @@ async fn revoke_grant(
         return no_reviewer(&approver, &headers, true);
     };
     let Some(ballots) = approver.ballots() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            "the approver is in no gate",
-        );
+        return no_gate();
     };
     let identity = format!("{CHANNEL}:{name}");
     match ballots.revoke_grant(&id, &identity, CHANNEL).await {

@@ -48,7 +48,8 @@ fn cut(text: &str, max: usize) -> String {
 /// (action, policy and who may approve, agent, model, on whose behalf,
 /// expiry, request id); then, marked as the agent's words and shown as
 /// escaped literals, the resource, the reason and the arguments (redacted
-/// ones as redacted); then Approve (with a confirm dialog) and Deny.
+/// ones as redacted); then Approve (with a confirm dialog), "Approve + N
+/// more" where the policy allows grants, and Deny.
 ///
 /// ```
 /// # use std::{sync::Arc, time::Duration};
@@ -184,18 +185,9 @@ pub fn approval_blocks(request: &ApprovalRequest) -> Value {
 /// The blocks that show a live grant under its approval's outcome: its
 /// uses left and its end, and a button to revoke it.
 fn grant_blocks(grant: &GrantView) -> [Value; 2] {
-    let pinned: serde_json::Map<String, Value> =
-        serde_json::from_str(grant.pinned.as_str()).unwrap_or_default();
-    let same = if pinned.is_empty() {
-        String::new()
-    } else {
-        let names: Vec<String> = pinned.keys().map(|k| literal(k, 100)).collect();
-        format!(" with the same {}", names.join(", "))
-    };
-    let left = grant.uses.saturating_sub(grant.used);
     let text = format!(
-        ":ticket: *Grant:* {left} of {} more runs left{same}, until <!date^{}^{{date_short_pretty}} {{time}}|{}>",
-        grant.uses,
+        ":ticket: *Grant:* {}, until <!date^{}^{{date_short_pretty}} {{time}}|{}>",
+        approval_channel::grant_left(grant, |name| literal(name, 100)),
         grant
             .expires_at
             .duration_since(UNIX_EPOCH)

@@ -243,8 +243,9 @@ pub(crate) fn card_of(view: &MessageView<'_>) -> Option<Value> {
             request,
             decision,
             at,
+            grant,
             ..
-        } => outcome_card(request, decision, *at),
+        } => outcome_card(request, decision, *at, *grant),
         MessageView::Left {
             request_id,
             cancelled,

@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use approval_core::hex::encode;
-use approval_core::{ApprovalRequest, Decision, RejectReason, Reviewer, Vote};
+use approval_core::{ApprovalRequest, Decision, GrantView, RejectReason, Reviewer, Vote};
 use serde_json::{Value, json};
 
 use crate::markdown::{escape, literal};
@@ -21,6 +21,11 @@ pub const MAX_BYTES: usize = 28 * 1024;
 pub const APPROVE: &str = "approve";
 /// The `verb` of the Deny action.
 pub const DENY: &str = "deny";
+/// The `verb` of the "Approve + N more" action: approve, granting as much
+/// as the policy allows (on the card only when its policy allows grants).
+pub const APPROVE_GRANT: &str = "approve_grant";
+/// The `verb` of an approved request's "Revoke grant" action.
+pub const REVOKE_GRANT: &str = "revoke_grant";
 /// The id of the text input whose value comes with a Deny as its reason.
 pub const COMMENT: &str = "comment";
 /// The longest reason a reviewer can type.
@@ -271,16 +276,32 @@ fn open_card(
         "label": "Reason, if you deny (optional; the agent gets it back)",
         "placeholder": "Why?"
     }));
-    // Each with an `Action.Submit` fallback for clients without
-    // `Action.Execute` (TEAMS.md §3): the same data, the verb inside it.
-    let action = |title: &str, verb: &str| {
-        let mut submitted = data.clone();
-        submitted["verb"] = json!(verb);
-        json!({"type": "Action.Execute", "title": title, "verb": verb, "data": data,
-               "fallback": {"type": "Action.Submit", "title": title, "data": submitted}})
-    };
-    let actions = vec![action("Approve", APPROVE), action("Deny", DENY)];
+    let mut actions = vec![action("Approve", APPROVE, &data)];
+    if let Some(grant) = &request.policy.grant {
+        let title = format!("Approve + {} more", grant.max_uses);
+        actions.push(action(&title, APPROVE_GRANT, &data));
+    }
+    actions.push(action("Deny", DENY, &data));
     card(body, actions)
+}
+
+/// An `Action.Execute` with an `Action.Submit` fallback for clients
+/// without it (TEAMS.md §3): the same data, the verb inside it.
+fn action(title: &str, verb: &str, data: &Value) -> Value {
+    let mut submitted = data.clone();
+    submitted["verb"] = json!(verb);
+    json!({"type": "Action.Execute", "title": title, "verb": verb, "data": data,
+           "fallback": {"type": "Action.Submit", "title": title, "data": submitted}})
+}
+
+/// The line a live grant adds under its approval's outcome: its uses
+/// left, which arguments must repeat, and when it ends.
+fn grant_line(grant: &GrantView) -> Value {
+    text(format!(
+        "🎟 **Grant:** {}, until {}",
+        approval_channel::grant_left(grant, |name| literal(name, 100)),
+        rfc3339(grant.expires_at)
+    ))
 }
 
 /// The largest card within [`MAX_BYTES`]: built with the agent's text at
@@ -342,7 +363,12 @@ pub fn progress_card(
 /// The card that replaces the request's once it has ended (`at`): the
 /// header and the gate's facts as before, the agent's words gone, and in
 /// place of the actions who decided, when, and why.
-pub fn outcome_card(request: &ApprovalRequest, decision: &Decision, at: SystemTime) -> Value {
+pub fn outcome_card(
+    request: &ApprovalRequest,
+    decision: &Decision,
+    at: SystemTime,
+    grant: Option<&GrantView>,
+) -> Value {
     let outcome = match decision {
         Decision::Approved { reviewers } => format!(
             "✅ **Approved** by {}, {}",
@@ -369,10 +395,14 @@ pub fn outcome_card(request: &ApprovalRequest, decision: &Decision, at: SystemTi
         Decision::Cancelled { why } => format!("➖ **Cancelled**: {}", literal(why, 500)),
         _ => "**Ended**".to_owned(),
     };
-    card(
-        vec![header(request), gate_facts(request), text(outcome)],
-        Vec::new(),
-    )
+    let mut body = vec![header(request), gate_facts(request), text(outcome)];
+    let mut actions = Vec::new();
+    if let Some(grant) = grant {
+        body.push(grant_line(grant));
+        let data = json!({"request_id": grant.id});
+        actions.push(action("Revoke grant", REVOKE_GRANT, &data));
+    }
+    card(body, actions)
 }
 
 /// The card that replaces the card of a request a restart ended: the
@@ -451,6 +481,7 @@ pub fn refusal_text(reason: RejectReason) -> String {
         RejectReason::SelfApproval => "you cannot decide a request made by you or on your behalf",
         RejectReason::Settled => "this request is already settled",
         RejectReason::AlreadyVoted => "you already voted on this request; your first vote stands",
+        RejectReason::GrantRefused => "this request's policy does not allow that grant",
         RejectReason::UnknownRequest | RejectReason::WrongBinding => {
             "this request is not one this approver is waiting on (the card is stale)"
         }
@@ -617,6 +648,7 @@ mod tests {
                     why: fake("\u{2029}"),
                 },
                 SystemTime::UNIX_EPOCH,
+                None,
             ),
         ] {
             let lines = lines(&card);
@@ -658,7 +690,7 @@ mod tests {
             reviewer,
             comment: Some(long.clone()),
         };
-        let outcome = serde_json::to_vec(&outcome_card(&request, &denied, UNIX_EPOCH));
+        let outcome = serde_json::to_vec(&outcome_card(&request, &denied, UNIX_EPOCH, None));
         assert!(outcome.unwrap().len() <= MAX_BYTES);
     }
 
@@ -680,7 +712,7 @@ mod tests {
             reviewer: alice,
             comment: Some("not **now**".into()),
         };
-        let outcome = outcome_card(&request, &denied, UNIX_EPOCH + Duration::from_secs(1));
+        let outcome = outcome_card(&request, &denied, UNIX_EPOCH + Duration::from_secs(1), None);
         assert!(outcome.get("actions").is_none());
         let last = outcome["body"].as_array().unwrap().last().unwrap();
         assert_eq!(

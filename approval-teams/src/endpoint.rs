@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use approval_core::{Ballot, BallotOutcome, Clock, RejectReason, SystemClock, Vote};
+use approval_core::{
+    ApprovalError, Ballot, BallotOutcome, Clock, GrantTerms, RejectReason, SystemClock, Vote,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -20,7 +22,9 @@ use serde_json::{Value, json};
 use crate::TeamsApprover;
 use crate::approver::card_of;
 use crate::auth::{ActivityFacts, AuthError, InboundAuth};
-use crate::card::{self, APPROVE, COMMENT, COMMENT_MAX, DENY, refusal_text};
+use crate::card::{
+    self, APPROVE, APPROVE_GRANT, COMMENT, COMMENT_MAX, DENY, REVOKE_GRANT, refusal_text,
+};
 use crate::keys::KeyCache;
 
 /// The path Azure Bot's messaging endpoint points at.
@@ -129,7 +133,11 @@ impl IntoResponse for Answer {
 ///   typed reason (at most 500 characters). The gate records it durably;
 ///   then the answer (200) carries the card as it now stands (the vote's
 ///   line, or the outcome), or, for a refused vote, a message saying why.
-///   If the vote cannot be recorded: 503.
+///   If the vote cannot be recorded: 503. Verb `approve_grant` (on cards
+///   whose policy allows grants) approves granting as much as the policy
+///   allows; `revoke_grant`, on an approval's outcome card while its
+///   grant lives, revokes the grant for the clicker if they may approve
+///   under its policy (else a message says why).
 /// - Teams resends an invoke it did not hear back from in time: the same
 ///   activity from the same clicker gets the same answer, and its vote
 ///   counts once.
@@ -255,8 +263,9 @@ async fn vote(endpoint: &Endpoint, activity: &Value, verb: &str, data: &Value) -
         return Answer::bad_request("a card action without a verb or request id");
     };
     let vote = match verb {
-        APPROVE => Vote::Approve,
+        APPROVE | APPROVE_GRANT => Vote::Approve,
         DENY => Vote::Deny,
+        REVOKE_GRANT => return revoke(endpoint, activity, request_id).await,
         "refresh" => {
             // Shown only to a clicker who may vote on it; an unknown request
             // and another's are answered alike.
@@ -300,6 +309,15 @@ async fn vote(endpoint: &Endpoint, activity: &Value, verb: &str, data: &Value) -
     ballot.display = activity["from"]["name"]
         .as_str()
         .map(|n| n.chars().take(100).collect());
+    if verb == APPROVE_GRANT {
+        // The action offers the policy's caps. A request this gate does
+        // not hold grants nothing, and the gate refuses it as it stands.
+        let terms = ballots
+            .status(request_id)
+            .and_then(|view| view.request.policy.grant.as_ref().map(|g| g.widest()))
+            .unwrap_or(GrantTerms::new(0, Duration::ZERO));
+        ballot = ballot.granting(terms);
+    }
     if vote == Vote::Deny {
         ballot.comment = data[COMMENT]
             .as_str()
@@ -338,6 +356,42 @@ async fn vote(endpoint: &Endpoint, activity: &Value, verb: &str, data: &Value) -
     };
     remember(&endpoint.answered, key, answer.clone());
     answer
+}
+
+/// A "Revoke grant" click on the card of `request_id`'s approval, by the
+/// activity's sender: answered with the card as it now stands, or why not.
+async fn revoke(endpoint: &Endpoint, activity: &Value, request_id: &str) -> Answer {
+    let Some(clicker) = object_id(activity) else {
+        return Answer::bad_request("a card action without a clicker");
+    };
+    let Some(ballots) = endpoint.approver.ballots() else {
+        return Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "not ready",
+        );
+    };
+    match ballots
+        .revoke_grant(request_id, &format!("teams:{clicker}"), "teams")
+        .await
+    {
+        Ok(_) => match endpoint.approver.render(request_id, card_of).flatten() {
+            Some(card) => Answer::card(&card),
+            None => Answer::message("The grant was revoked."),
+        },
+        Err(ApprovalError::RevokeRefused { why, .. }) => Answer::message(format!(
+            "The grant was not revoked: only a reviewer its policy names may revoke it ({}).",
+            why.as_str()
+        )),
+        Err(ApprovalError::UnknownGrant { .. }) => {
+            Answer::message("This grant has already ended: spent, expired or revoked.")
+        }
+        Err(_) => Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the revocation could not be recorded; try again",
+        ),
+    }
 }
 
 /// Keeps `answer` for a resend of the same invoke; forgets old ones.

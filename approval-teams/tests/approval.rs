@@ -788,3 +788,72 @@ async fn a_click_on_the_action_submit_fallback_is_the_same_vote_with_the_same_ch
     assert!(card.contains(": not now (request "), "{card}");
     again.abort();
 }
+
+#[tokio::test]
+async fn approve_and_grant_on_the_card_covers_the_next_call_and_revoke_ends_it() {
+    let h = harness(policy().grants(2, Duration::from_secs(600), ["table"])).await;
+    let waiting = h.start();
+    let posted = nth_card(&h.fake, 0).await;
+    let verbs: Vec<_> = content(&posted.versions[0])["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["verb"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(verbs, ["approve", "approve_grant", "deny"]);
+    assert_eq!(
+        action(&posted, "approve_grant")["title"],
+        "Approve + 2 more"
+    );
+
+    let (status, answer) = h
+        .send(&click(&h.fake, &posted, "approve_grant", ALICE, None))
+        .await;
+    assert_eq!(status, 200);
+    let id = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        h.events("reviewed")[0]["grant"],
+        json!({"uses": 2, "within_ms": 600_000})
+    );
+    // The clicker's answer shows the grant, and the action that revokes it.
+    let shown = answer["value"].to_string();
+    assert!(
+        shown.contains("2 of 2 more runs left with the same"),
+        "{shown}"
+    );
+    let revoke = answer["value"]["actions"][0].clone();
+    assert_eq!(revoke["verb"], "revoke_grant");
+    assert_eq!(revoke["data"]["request_id"], id.as_str());
+
+    // The next call with the same table runs at once.
+    h.start().await.unwrap().unwrap();
+    assert_eq!(h.events("grant_used")[0]["grant"], id.as_str());
+
+    // A revoke click as Teams sends it (TEAMS.md §4.1), by a clicker the
+    // policy does not name, then by Bob.
+    let revoke_click = |object_id: &str| {
+        let mut invoke = click(&h.fake, &posted, "approve", object_id, None);
+        invoke["id"] = json!(format!("f:{object_id}-revoke"));
+        invoke["value"]["action"] = json!({"type": "Action.Execute", "title": revoke["title"],
+                                           "verb": "revoke_grant", "data": revoke["data"]});
+        invoke
+    };
+    let stranger = "6f1c0b0e-4444-4d4d-9d4d-00000000dddd";
+    let (status, answer) = h.send(&revoke_click(stranger)).await;
+    assert_eq!(status, 200);
+    let said = answer["value"].as_str().unwrap_or_default();
+    assert!(said.contains("not revoked"), "{answer}");
+    assert!(h.events("grant_revoked").is_empty());
+    let (status, answer) = h.send(&revoke_click(BOB)).await;
+    assert_eq!(status, 200);
+    assert!(answer["value"].get("actions").is_none(), "{answer}");
+    let revoked = &h.events("grant_revoked")[0];
+    assert_eq!(
+        (
+            revoked["reviewer"]["person"].as_str(),
+            revoked["channel"].as_str()
+        ),
+        (Some("bob"), Some("teams"))
+    );
+    assert!(h.gate.grants().is_empty());
+}

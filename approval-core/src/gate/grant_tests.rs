@@ -163,6 +163,16 @@ impl Harness {
         task.await.unwrap()
     }
 
+    /// Alice approves an export of `users` as the agent's, granting
+    /// `uses` more within ten minutes.
+    async fn granted_users(&self, uses: u32) {
+        let call = export("data-export", "users", 10);
+        let terms = Some(ten_minutes(uses));
+        self.approved_granting(call, &["alice"], terms)
+            .await
+            .unwrap();
+    }
+
     /// Runs `call` as `actor`: `Ok` when it ran at once under a grant,
     /// `Err` with the request it was held on otherwise (then cancelled).
     async fn covered(&self, call: Call, actor: Actor) -> Result<u32, Arc<ApprovalRequest>> {
@@ -255,13 +265,7 @@ async fn a_grant_covers_its_uses_of_the_same_table_and_no_more() {
 #[tokio::test]
 async fn a_grant_does_not_cover_another_table_another_actor_or_its_approver() {
     let h = harness();
-    h.approved_granting(
-        export("data-export", "users", 10),
-        &["alice"],
-        Some(ten_minutes(3)),
-    )
-    .await
-    .unwrap();
+    h.granted_users(3).await;
     let refused = [
         (export("data-export", "payments", 10), agent()),
         // The same agent acting for someone else.
@@ -290,13 +294,7 @@ async fn a_grant_does_not_cover_another_table_another_actor_or_its_approver() {
 #[tokio::test]
 async fn a_grant_expires_with_its_time() {
     let h = harness();
-    h.approved_granting(
-        export("data-export", "users", 10),
-        &["alice"],
-        Some(ten_minutes(3)),
-    )
-    .await
-    .unwrap();
+    h.granted_users(3).await;
     h.clock.advance(Duration::from_secs(599));
     h.covered(export("data-export", "users", 11), agent())
         .await
@@ -393,13 +391,7 @@ async fn a_grant_beyond_the_caps_or_where_none_is_allowed_is_refused_and_not_cou
 #[tokio::test]
 async fn a_revoked_grant_covers_nothing_and_only_a_reviewer_may_revoke_it() {
     let h = harness();
-    h.approved_granting(
-        export("data-export", "users", 10),
-        &["alice"],
-        Some(ten_minutes(3)),
-    )
-    .await
-    .unwrap();
+    h.granted_users(3).await;
     let id = h.gate.grants()[0].id.clone();
     // Carol is in no group of the policy.
     let refused = h
@@ -474,13 +466,7 @@ async fn the_verifier_refuses_uses_their_grant_does_not_cover() {
             h.clock
                 .set(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000));
         }
-        h.approved_granting(
-            export("data-export", "users", 10),
-            &["alice"],
-            Some(ten_minutes(1)),
-        )
-        .await
-        .unwrap();
+        h.granted_users(1).await;
         let granted = records(&h.sink)
             .into_iter()
             .find(|r| r["event"] == "granted")
