@@ -11,14 +11,13 @@ use serde_json::{Map, Value};
 
 use super::pending::{Accepted, Pending};
 use super::policy::PolicyEntry;
-use super::request::ApprovalRequest;
+use super::request::{ApprovalRequest, Decision};
 use super::submit::Ticket;
 use super::{GateInner, lock};
 use crate::Notice;
 use crate::error::ApprovalError;
 use approval_audit::{
-    AuditError, CanonicalJson, Event, GrantTerms, PendingRecord, RejectReason, Requested, Reviewer,
-    Vote,
+    AuditError, CanonicalJson, Event, GrantTerms, PendingRecord, RejectReason, Reviewer, Vote,
 };
 
 /// A grant the gate holds.
@@ -170,16 +169,19 @@ pub(crate) fn agreed(votes: &[Accepted]) -> Option<GrantTerms> {
 }
 
 impl GateInner {
-    /// The grant `pending`'s approval makes, with its `granted` record, if
-    /// every approval asked for one and the call can be covered: it has an
-    /// actor and each pinned argument.
+    /// The grant `pending`'s `decision` makes, with its `granted` record:
+    /// an approval under a policy allowing grants, where every approval
+    /// asked for one and the call can be covered (it has an actor and each
+    /// pinned argument).
     pub(crate) fn grant_for(
         &self,
         pending: &Pending,
-        reviewers: &[Reviewer],
-    ) -> Result<Option<(Grant, PendingRecord)>, ApprovalError> {
+        decision: &Decision,
+    ) -> Result<Option<(Box<Grant>, PendingRecord)>, ApprovalError> {
         let request = &pending.request;
-        let Some(caps) = pending.entry.policy.grant.as_ref() else {
+        let (Some(caps), Decision::Approved { reviewers }) =
+            (pending.entry.policy.grant.as_ref(), decision)
+        else {
             return Ok(None);
         };
         let Some(terms) = agreed(&lock(&pending.state).votes) else {
@@ -207,7 +209,7 @@ impl GateInner {
             reviewers,
         })
         .map_err(AuditError::from)?;
-        let grant = Grant {
+        let grant = Box::new(Grant {
             request: request.clone(),
             digest: pending.entry.digest,
             pinned: values,
@@ -216,25 +218,24 @@ impl GateInner {
             reviewers: reviewers.to_vec(),
             state: Mutex::default(),
             writing: tokio::sync::Mutex::new(()),
-        };
+        });
         Ok(Some((grant, record)))
     }
 
     /// Starts holding a grant whose `granted` record is written.
-    pub(crate) fn hold_grant(&self, grant: Grant) {
+    pub(crate) fn hold_grant(&self, grant: Box<Grant>) {
         tracing::info!(
             request_id = %grant.request.id,
             uses = grant.uses,
             "grant made: more calls like this one run without asking"
         );
-        lock(&self.grants.held).push(Arc::new(grant));
+        lock(&self.grants.held).push(Arc::from(grant));
     }
 
     /// Runs `request` under a live grant that covers it, if one does:
     /// records it `grant_used` and gives the ticket that runs its body.
     pub(crate) async fn use_grant(
         self: &Arc<Self>,
-        asked: &Requested<'_>,
         request: &Arc<ApprovalRequest>,
         entry: &Arc<PolicyEntry>,
         binds_recorded: bool,
@@ -257,7 +258,9 @@ impl GateInner {
                 uses.used += 1;
                 uses.used
             };
-            let record = PendingRecord::grant_used(asked, &grant.request.id, use_number)
+            // A covered call never waits, so it is never recorded deferred.
+            let asked = super::submit::asked(request, entry, false);
+            let record = PendingRecord::grant_used(&asked, &grant.request.id, use_number)
                 .map_err(ApprovalError::InvalidArguments)?;
             self.sink.append(vec![record]).await?;
             tracing::info!(

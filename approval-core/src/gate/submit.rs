@@ -112,6 +112,30 @@ impl Drop for Ticket {
     }
 }
 
+/// The members of `request`'s `requested` record (or of a record that
+/// stands for it), borrowed.
+pub(crate) fn asked<'a>(
+    request: &'a ApprovalRequest,
+    entry: &'a PolicyEntry,
+    deferred: bool,
+) -> approval_audit::Requested<'a> {
+    static NOBODY: std::sync::LazyLock<Actor> = std::sync::LazyLock::new(|| Actor::new(NO_ACTOR));
+    approval_audit::Requested {
+        request_id: &request.id,
+        action: &request.action,
+        policy: &entry.policy.name,
+        policy_digest: &entry.digest,
+        args: &request.args,
+        skipped: &request.skipped,
+        binding: &request.binding,
+        actor: request.actor.as_deref().unwrap_or(&NOBODY),
+        resource: request.resource.as_deref(),
+        reason: request.reason.as_deref(),
+        deferred,
+        rule: request.rule,
+    }
+}
+
 impl Prepared {
     /// The span a request's work runs in: its id, action and policy, never
     /// its arguments.
@@ -252,34 +276,19 @@ impl Gate {
         if inner.is_closing() {
             return Err(ApprovalError::GateClosed);
         }
-        // Durable before any reviewer can see the request. (Built in a
-        // block so nothing it borrows is held across the later awaits.)
+        // A call a grant covers runs now, recorded as that grant's use.
+        // (Boxed, and apart from the record below: only policies that
+        // allow grants pay for it.)
+        if entry.policy.grant.is_some()
+            && !entry.runs_unheld()
+            && let Some(ticket) =
+                Box::pin(inner.use_grant(&request, &entry, binds_recorded)).await?
+        {
+            return Ok(ticket);
+        }
+        // Durable before any reviewer can see the request.
         let record = {
-            static NOBODY: std::sync::LazyLock<Actor> =
-                std::sync::LazyLock::new(|| Actor::new(NO_ACTOR));
-            let asked = approval_audit::Requested {
-                request_id: &request.id,
-                action: &request.action,
-                policy: &entry.policy.name,
-                policy_digest: &entry.digest,
-                args: &request.args,
-                skipped: &request.skipped,
-                binding: &request.binding,
-                actor: request.actor.as_deref().unwrap_or(&NOBODY),
-                resource: request.resource.as_deref(),
-                reason: request.reason.as_deref(),
-                deferred,
-                rule: request.rule,
-            };
-            // A call a grant covers runs now, recorded as that grant's
-            // use. (Boxed: only policies that allow grants get here.)
-            if entry.policy.grant.is_some()
-                && !entry.runs_unheld()
-                && let Some(ticket) =
-                    Box::pin(inner.use_grant(&asked, &request, &entry, binds_recorded)).await?
-            {
-                return Ok(ticket);
-            }
+            let asked = asked(&request, &entry, deferred);
             if entry.policy.shadow {
                 approval_audit::PendingRecord::would_require(&asked)
             } else if entry.policy.required == 0 {

@@ -424,17 +424,15 @@ impl GateInner {
             None => decision,
         };
         let record = outcome_record(pending, &decision)?;
-        let grant = match &decision {
-            Decision::Approved { reviewers } => self.grant_for(pending, reviewers)?,
-            _ => None,
+        let (batch, grant) = match (preceding, self.grant_for(pending, &decision)?) {
+            (Some(first), None) => (vec![first, record], None),
+            (None, None) => (vec![record], None),
+            // Rare: made with the approval, in the same append.
+            (first, Some((grant, granted))) => {
+                let batch = first.into_iter().chain([record, granted]).collect();
+                (batch, Some(grant))
+            }
         };
-        let mut batch = Vec::with_capacity(3);
-        batch.extend(preceding);
-        batch.push(record);
-        let grant = grant.map(|(grant, granted)| {
-            batch.push(granted);
-            grant
-        });
         self.sink.append(batch).await?;
         let decision = {
             let mut state = lock(&pending.state);
