@@ -517,3 +517,40 @@ async fn the_verifier_refuses_uses_their_grant_does_not_cover() {
         }
     }
 }
+
+/// A covered call whose body was running when the process ended: the
+/// restart records it `executed` with outcome `unknown`, as it does an
+/// approved call's, so no use is left without its ending.
+#[tokio::test]
+async fn a_restart_ends_a_covered_call_whose_body_did_not_finish() {
+    let h = harness();
+    h.granted_users(2).await;
+    let call = export("data-export", "users", 11);
+    let approval = with_actor(agent(), async { h.gate.approve(call).await })
+        .await
+        .unwrap();
+    let use_id = approval.request().id.clone();
+    // The process ends with the body running: nothing more is written.
+    std::mem::forget(approval);
+    assert_eq!(events(&h.sink).last().unwrap(), "grant_used");
+
+    let file = PolicyFile::parse(EXPORTS, "exports.toml").unwrap();
+    let restarted = Gate::builder(h.sink.clone())
+        .approver("desk", Arc::new(Desk::default()))
+        .policy_file(&file)
+        .build()
+        .unwrap();
+    let recovery = restarted.recover().await.unwrap();
+    assert_eq!(recovery.unknown, [use_id.clone()]);
+    let last = records(&h.sink).pop().unwrap();
+    assert_eq!(
+        (
+            last["event"].as_str(),
+            last["request_id"].as_str(),
+            last["outcome"].as_str()
+        ),
+        (Some("executed"), Some(use_id.as_str()), Some("unknown"))
+    );
+    // The use stays checked against its grant.
+    assert_eq!(h.verified().unwrap().grant_uses, 1);
+}

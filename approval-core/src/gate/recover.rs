@@ -130,13 +130,14 @@ impl Gate {
             }
             // Only `requested` opens a request (a late vote for one that
             // settled earlier must not reopen it), or an approval whose
-            // request came before the window read.
+            // request came before the window read, or a call a grant
+            // covered (approved in advance, its body then run).
             match record.event.as_str() {
                 "requested" => {
                     open.insert(id, State::default());
                     continue;
                 }
-                "approved" => {
+                "approved" | "grant_used" => {
                     open.entry(id.clone()).or_default();
                 }
                 _ => {}
@@ -145,7 +146,7 @@ impl Gate {
                 continue;
             };
             match record.event.as_str() {
-                "approved" => {
+                "approved" | "grant_used" => {
                     state.settled = true;
                     state.approved = true;
                 }
