@@ -541,7 +541,7 @@ async fn a_restart_ends_a_covered_call_whose_body_did_not_finish() {
         .build()
         .unwrap();
     let recovery = restarted.recover().await.unwrap();
-    assert_eq!(recovery.unknown, [use_id.clone()]);
+    assert_eq!(recovery.unknown, std::slice::from_ref(&use_id));
     let last = records(&h.sink).pop().unwrap();
     assert_eq!(
         (
