@@ -507,12 +507,7 @@ fn list_grants(
     let keyring = keyring(keys)?;
     let grants = match Verifier::new(&keyring).verify_with_grants(source) {
         Ok((_, grants)) => grants,
-        Err(failed @ (VerifyError::Invalid(_) | VerifyError::Grant(_))) => {
-            println!("FAILED at {failed}");
-            return Ok(ExitCode::from(1));
-        }
-        Err(VerifyError::Io(e)) => return Err(format!("{name}: {e}")),
-        Err(e) => return Err(e.to_string()),
+        Err(error) => return verify_failed(error, name),
     };
     let now = approval_audit::Clock::now(&approval_audit::SystemClock);
     for grant in &grants {
@@ -575,11 +570,19 @@ fn verify(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(failed @ (VerifyError::Invalid(_) | VerifyError::Grant(_))) => {
+        Err(error) => verify_failed(error, name),
+    }
+}
+
+/// What a command says when the log `name` does not verify: the failing
+/// record (exit 1), or why it could not be read (an error, exit 2).
+fn verify_failed(error: VerifyError, name: &str) -> Result<ExitCode, String> {
+    match error {
+        failed @ (VerifyError::Invalid(_) | VerifyError::Grant(_)) => {
             println!("FAILED at {failed}");
             Ok(ExitCode::from(1))
         }
-        Err(VerifyError::Io(e)) => Err(format!("{name}: {e}")),
-        Err(e) => Err(e.to_string()),
+        VerifyError::Io(e) => Err(format!("{name}: {e}")),
+        e => Err(e.to_string()),
     }
 }

@@ -2,7 +2,7 @@
 //! same whether it came over HTTP or Socket Mode: a click becomes a ballot
 //! the gate checks and records before Slack hears back.
 
-use approval_core::{ApprovalError, Ballot, BallotOutcome, GrantTerms, Vote};
+use approval_core::{ApprovalError, Ballot, BallotOutcome, Vote};
 use serde_json::{Value, json};
 
 use crate::SlackApprover;
@@ -65,13 +65,8 @@ async fn cast(
         Ballot::from_parts(&request_id, binding, format!("slack:{user}"), "slack", vote);
     ballot.comment = extras.comment;
     if extras.grant {
-        // The button offers the policy's caps. A request this gate does not
-        // hold grants nothing, and the gate refuses it as it stands.
-        let terms = ballots
-            .status(&request_id)
-            .and_then(|view| view.request.policy.grant.as_ref().map(|g| g.widest()))
-            .unwrap_or(GrantTerms::new(0, std::time::Duration::ZERO));
-        ballot = ballot.granting(terms);
+        // The button offers the policy's caps; the gate reads them.
+        ballot = ballot.granting_widest();
     }
     ballots.cast(ballot).await.map_err(|_| Reply::Unavailable)
 }

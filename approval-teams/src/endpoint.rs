@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use approval_core::{
-    ApprovalError, Ballot, BallotOutcome, Clock, GrantTerms, RejectReason, SystemClock, Vote,
-};
+use approval_core::{ApprovalError, Ballot, BallotOutcome, Clock, RejectReason, SystemClock, Vote};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -310,13 +308,8 @@ async fn vote(endpoint: &Endpoint, activity: &Value, verb: &str, data: &Value) -
         .as_str()
         .map(|n| n.chars().take(100).collect());
     if verb == APPROVE_GRANT {
-        // The action offers the policy's caps. A request this gate does
-        // not hold grants nothing, and the gate refuses it as it stands.
-        let terms = ballots
-            .status(request_id)
-            .and_then(|view| view.request.policy.grant.as_ref().map(|g| g.widest()))
-            .unwrap_or(GrantTerms::new(0, Duration::ZERO));
-        ballot = ballot.granting(terms);
+        // The action offers the policy's caps; the gate reads them.
+        ballot = ballot.granting_widest();
     }
     if vote == Vote::Deny {
         ballot.comment = data[COMMENT]

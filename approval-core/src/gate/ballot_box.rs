@@ -15,12 +15,13 @@ use super::request::{ApprovalRequest, Ballot, BallotOutcome, Decision};
 use super::{Forwarded, GateInner, lock};
 use crate::error::ApprovalError;
 use approval_audit::AuditError;
-use approval_audit::{Event, PendingRecord, RejectReason, Reviewer, Vote};
+use approval_audit::{Event, GrantTerms, PendingRecord, RejectReason, Reviewer, Vote};
 
 /// What [`GateInner::admit`] found a vote to be.
 enum Admission {
-    /// A new vote, to count.
-    Count,
+    /// A new vote, to count, with the grant it makes (its terms under the
+    /// policy's caps).
+    Count(Option<GrantTerms>),
     /// The same person's same vote again.
     Redelivered,
 }
@@ -156,16 +157,18 @@ impl GateInner {
             who,
         )?;
         // A grant goes with an approval, within the policy's caps.
-        if let Some(terms) = &ballot.grant
-            && !(ballot.vote == Vote::Approve
-                && policy.grant.as_ref().is_some_and(|caps| caps.allows(terms)))
-        {
-            return Err(RejectReason::GrantRefused);
-        }
+        let grant = match ballot.grant {
+            None => None,
+            Some(ask) => Some(
+                ask.under(policy.grant.as_ref())
+                    .filter(|_| ballot.vote == Vote::Approve)
+                    .ok_or(RejectReason::GrantRefused)?,
+            ),
+        };
         let voter = normal_form(&ballot.identity);
         let state = lock(&pending.state);
         match state.votes.iter().find(|v| v.who == who) {
-            None => Ok(Admission::Count),
+            None => Ok(Admission::Count(grant)),
             // A person's first vote is final; the same vote again is a
             // channel's redelivery, absorbed without a record.
             Some(v) if normal_form(&v.reviewer.id) == voter && v.vote == ballot.vote => {
@@ -298,19 +301,19 @@ impl GateInner {
         // People, not identities: the requester may not approve in any
         // channel, whatever the policy says.
         let who = self.directory.voter_key(&ballot.identity);
-        match self.admit(&pending, &ballot, person.as_deref(), &who) {
-            Ok(Admission::Count) => {}
+        let grant = match self.admit(&pending, &ballot, person.as_deref(), &who) {
+            Ok(Admission::Count(grant)) => grant,
             Ok(Admission::Redelivered) => return Ok(BallotOutcome::Absorbed),
             // Boxed: rare, and kept out of every vote's future.
             Err(why) => return Box::pin(self.reject(&ballot, Some(reviewer), why)).await,
-        }
+        };
         let record = PendingRecord::reviewed(
             &request.id,
             &reviewer,
             ballot.vote,
             &ballot.channel,
             ballot.comment.as_deref(),
-            ballot.grant,
+            grant,
         )
         .map_err(AuditError::from)?;
         // Counted now (this task holds the votes lock, so no other vote
@@ -323,7 +326,7 @@ impl GateInner {
                 channel: ballot.channel,
                 vote,
                 comment: comment.clone(),
-                grant: ballot.grant,
+                grant,
                 reviewer,
             });
             decide(&state.votes, policy, vote, comment)

@@ -45,9 +45,13 @@ struct Uses {
 }
 
 impl Grant {
-    fn live(&self, now: SystemTime) -> bool {
-        let uses = lock(&self.state);
+    /// Whether, at `now` and with `uses` so far, it can cover a call.
+    fn covers_at(&self, uses: &Uses, now: SystemTime) -> bool {
         !uses.revoked && uses.used < self.uses && now < self.expires_at
+    }
+
+    fn live(&self, now: SystemTime) -> bool {
+        self.covers_at(&lock(&self.state), now)
     }
 
     fn view(&self) -> GrantView {
@@ -96,6 +100,13 @@ pub(crate) struct Grants {
 }
 
 impl Grants {
+    /// The grants held, those that can cover nothing at `now` dropped.
+    fn live(&self, now: SystemTime) -> std::sync::MutexGuard<'_, Vec<Arc<Grant>>> {
+        let mut held = lock(&self.held);
+        held.retain(|g| g.live(now));
+        held
+    }
+
     fn find(&self, id: &str) -> Option<Arc<Grant>> {
         lock(&self.held)
             .iter()
@@ -111,8 +122,7 @@ impl Grants {
         entry: &PolicyEntry,
         now: SystemTime,
     ) -> Vec<Arc<Grant>> {
-        let mut held = lock(&self.held);
-        held.retain(|g| g.live(now));
+        let held = self.live(now);
         if held.is_empty() {
             return Vec::new();
         }
@@ -240,9 +250,6 @@ impl GateInner {
         entry: &Arc<PolicyEntry>,
         binds_recorded: bool,
     ) -> Result<Option<Ticket>, ApprovalError> {
-        if entry.policy.grant.is_none() {
-            return Ok(None);
-        }
         // Only the granted call's own actor, acting for the same person, is
         // covered: its approvers could not be its requester (refused as
         // self-approval), so a grant never covers a call of theirs.
@@ -250,7 +257,7 @@ impl GateInner {
             let _writing = grant.writing.lock().await;
             let use_number = {
                 let mut uses = lock(&grant.state);
-                if uses.revoked || uses.used >= grant.uses || self.clock.now() >= grant.expires_at {
+                if !grant.covers_at(&uses, self.clock.now()) {
                     continue;
                 }
                 // Spent before the write: a use whose record may have been
@@ -292,9 +299,7 @@ impl GateInner {
 
     /// The grants held that can still cover a call.
     pub(crate) fn grants(&self) -> Vec<GrantView> {
-        let now = self.clock.now();
-        let mut held = lock(&self.grants.held);
-        held.retain(|g| g.live(now));
+        let held = self.grants.live(self.clock.now());
         held.iter().map(|g| g.view()).collect()
     }
 

@@ -554,3 +554,41 @@ async fn a_restart_ends_a_covered_call_whose_body_did_not_finish() {
     // The use stays checked against its grant.
     assert_eq!(h.verified().unwrap().grant_uses, 1);
 }
+
+/// The person a grant's calls are made for may give it up, though they
+/// may not approve under its policy; through a route outside the policy's
+/// routes, even a reviewer may not.
+#[tokio::test]
+async fn the_requester_may_give_a_grant_up_and_no_one_revokes_through_another_route() {
+    let h = harness();
+    h.granted_users(3).await;
+    let id = h.gate.grants()[0].id.clone();
+    let elsewhere = Ballots {
+        gate: Arc::downgrade(&h.gate.inner),
+        route: Some("pager".into()),
+    };
+    let refused = elsewhere
+        .revoke_grant(&id, "desk:bob", "pager")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            ApprovalError::RevokeRefused {
+                why: RejectReason::WrongRoute,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let revoked = h.gate.revoke_grant(&id, "desk:dave", "cli").await.unwrap();
+    assert!(revoked.revoked);
+    let record = records(&h.sink).pop().unwrap();
+    assert_eq!(
+        (
+            record["event"].as_str(),
+            record["reviewer"]["person"].as_str()
+        ),
+        (Some("grant_revoked"), Some("dave"))
+    );
+}

@@ -73,8 +73,9 @@ pub struct Ballot {
     /// A display name, where the channel gives one.
     pub display: Option<String>,
     /// With an approval: the grant the reviewer makes with it, this call
-    /// and more like it (see [`GrantPolicy`](super::GrantPolicy)).
-    pub grant: Option<GrantTerms>,
+    /// and more like it (see [`GrantPolicy`](super::GrantPolicy)); set by
+    /// [`granting`](Self::granting) or [`granting_widest`](Self::granting_widest).
+    pub(crate) grant: Option<GrantAsk>,
     /// The route (registered approver) it came through: stamped by the
     /// [`Ballots`](super::Ballots) a route was handed, so a channel cannot
     /// vote on a request outside its policy's routes. `None` for a vote
@@ -152,8 +153,39 @@ impl Ballot {
     /// does not allow that much).
     #[must_use]
     pub fn granting(mut self, terms: GrantTerms) -> Self {
-        self.grant = Some(terms);
+        self.grant = Some(GrantAsk::Terms(terms));
         self
+    }
+
+    /// With an approval, grants as much as the request's policy allows
+    /// (its caps, [`GrantPolicy::widest`](super::GrantPolicy::widest)):
+    /// what a channel's one "approve and grant" button asks. The gate
+    /// reads the caps when it counts the vote; refused as `grant_refused`
+    /// where the policy allows no grant.
+    #[must_use]
+    pub fn granting_widest(mut self) -> Self {
+        self.grant = Some(GrantAsk::Widest);
+        self
+    }
+}
+
+/// The grant a ballot asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrantAsk {
+    /// These terms, if within the policy's caps.
+    Terms(GrantTerms),
+    /// The policy's caps.
+    Widest,
+}
+
+impl GrantAsk {
+    /// The terms granted under `caps` (the policy's), if it allows them.
+    pub(crate) fn under(self, caps: Option<&super::GrantPolicy>) -> Option<GrantTerms> {
+        let caps = caps?;
+        match self {
+            Self::Terms(terms) => caps.allows(&terms).then_some(terms),
+            Self::Widest => Some(caps.widest()),
+        }
     }
 }
 
